@@ -1,0 +1,95 @@
+-- take.lua: take up to `want` messages of one partner that may be sent now, atomically with the
+-- rate-limit slots they use. The slot is taken before the message is read, so nothing is read
+-- and then held; due retries (and messages whose sender died) come before new messages.
+-- Returns {blocked_until_ms, id1, payload1, attempt1, id2, ...}; blocked_until is 0 unless the
+-- partner has work it may not send yet (rate limit full, or the head of an ordered partner).
+local stream = KEYS[1]         -- notifier:{id}:stream
+local due = KEYS[2]            -- notifier:{id}:due
+local window = KEYS[3]         -- notifier:{id}:window
+local ready = KEYS[4]          -- notifier:ready
+local leases = KEYS[5]         -- notifier:leases
+local group = ARGV[1]
+local consumer = ARGV[2]
+local now = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local limit = tonumber(ARGV[5])      -- requests per window; 0: no limit
+local window_ms = tonumber(ARGV[6])
+local ordered = ARGV[7] == '1'
+local lease_until = tonumber(ARGV[8])
+local partner = ARGV[9]
+local visible_ms = tonumber(ARGV[10])  -- NOTIFIER_CLAIM_IDLE: when an unsettled send is retried
+local token = ARGV[11]                  -- unique per call, makes window members unique
+
+redis.call('ZADD', ready, 'XX', lease_until, partner)
+redis.call('ZADD', leases, lease_until, partner)
+
+local blocked = 0
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', window, '-inf', now - window_ms)
+  local used = redis.call('ZCARD', window)
+  if used >= limit then
+    local oldest = redis.call('ZRANGE', window, 0, 0, 'WITHSCORES')
+    return {tonumber(oldest[2]) + window_ms + 1}
+  end
+  want = math.min(want, limit - used)
+end
+
+local out = {blocked}
+local taken = 0
+local due_ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, want)
+if #due_ids > 0 then
+  local claimed = redis.call('XCLAIM', stream, group, consumer, 0, unpack(due_ids))
+  local found = {}
+  for _, entry in ipairs(claimed) do
+    if entry and entry[1] then
+      found[entry[1]] = true
+      local info = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)
+      out[#out + 1] = entry[1]
+      out[#out + 1] = entry[2][2]
+      out[#out + 1] = info[1][4]
+      redis.call('ZADD', due, now + visible_ms, entry[1])
+      taken = taken + 1
+    end
+  end
+  for _, id in ipairs(due_ids) do
+    if not found[id] then
+      -- acknowledged or deleted meanwhile: its due time is stale
+      redis.call('ZREM', due, id)
+    end
+  end
+end
+
+local pending = redis.call('ZCARD', due)
+if ordered and pending > taken then
+  -- the head is waiting for its retry: nothing behind it may pass
+  local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  if taken == 0 then out[1] = tonumber(head[2]) end
+elseif taken < want and not (ordered and taken > 0) then
+  local ok, read = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
+                         'COUNT', want - taken, 'STREAMS', stream, '>')
+  if not ok and string.find(tostring(read.err or read), 'NOGROUP') then
+    -- a Redis that lost its data, or a stream written before its group existed
+    redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+    read = redis.call('XREADGROUP', 'GROUP', group, consumer,
+                      'COUNT', want - taken, 'STREAMS', stream, '>')
+  elseif not ok then
+    return redis.error_reply(tostring(read.err or read))
+  end
+  if read then
+    for _, entry in ipairs(read[1][2]) do
+      out[#out + 1] = entry[1]
+      out[#out + 1] = entry[2][2]
+      out[#out + 1] = 1
+      redis.call('ZADD', due, now + visible_ms, entry[1])
+      taken = taken + 1
+    end
+  end
+end
+
+for i = 1, taken do
+  redis.call('ZADD', window, now, token .. ':' .. i)
+end
+if limit > 0 then
+  redis.call('PEXPIRE', window, window_ms * 2)
+end
+return out

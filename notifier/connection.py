@@ -1,0 +1,76 @@
+"""Redis connections and the loop wrapper that survives Redis going away.
+
+Every long-running loop runs under `keep_running`: a lost connection is logged and retried with
+capped exponential backoff instead of crashing the process into a restart loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from notifier import logs
+
+log = logs.get("connection")
+
+#: Errors that mean "Redis is not there right now" rather than a bug.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
+
+
+def connect(url: str) -> Redis:
+    return Redis.from_url(
+        url,
+        decode_responses=False,
+        health_check_interval=15,
+        socket_keepalive=True,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
+        retry_on_error=[rx.ConnectionError, rx.TimeoutError],
+    )
+
+
+def consumer_name(configured: str = "") -> str:
+    return configured or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, rx.ResponseError) and "NOGROUP" in str(exc)
+
+
+async def keep_running(name: str, step: Callable[[], Awaitable[None]],
+                       stop: asyncio.Event, on_nogroup: Callable[[], Awaitable[None]] | None = None,
+                       ) -> None:
+    """Call `step` until `stop` is set, backing off while Redis is unreachable."""
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            await step()
+            backoff = 0.1
+        except TRANSIENT as exc:
+            log.warning("redis unreachable, retrying", loop=name, error=str(exc),
+                        retry_in=round(backoff, 2))
+            await _pause(stop, backoff)
+            backoff = min(backoff * 2, 5.0) * random.uniform(0.8, 1.2)
+        except rx.ResponseError as exc:
+            if on_nogroup is not None and is_nogroup(exc):
+                log.warning("consumer group missing, recreating it", loop=name)
+                await on_nogroup()
+                continue
+            log.exception("redis error", loop=name)
+            await _pause(stop, backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once on shutdown."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,231 @@
+"""The delivery pool: lease partners with work, send their messages, settle the outcomes.
+
+Idle partners cost nothing: only partners in `notifier:ready` whose score has come are leased
+(`lua/lease.lua`), so a process does O(log n) work per tick whatever the number of partners.
+Each leased partner is served by one coroutine for a short quantum, with at most its own
+`max_in_flight` requests open, then given back scored by when it next has work
+(`lua/release.lua`); taking partners in score order is round-robin among the due ones, so a
+partner with a huge backlog, a rate limit or a hanging endpoint only ever spends its own slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from notifier import keys, logs, retry, signing
+from notifier.config import Settings
+from notifier.connection import consumer_name, keep_running
+from notifier.crypto import SecretBox
+from notifier.models import Attempt, Message, Partner
+from notifier.ratelimit import MARGIN_MS, parse_rate
+from notifier.scripts import Scripts
+from notifier.sender import Outcome, Sender
+from notifier.store import Store
+from notifier.telemetry import Telemetry
+
+log = logs.get("delivery")
+
+#: How long one coroutine serves a partner before giving the others due a turn.
+QUANTUM = 2.0
+#: How long an idle process waits before looking at `ready` again.
+IDLE_POLL = 0.02
+
+_partner_decoder = msgspec.json.Decoder(Partner)
+_message_decoder = msgspec.json.Decoder(Message)
+_history_decoder = msgspec.json.Decoder(list[Attempt])
+_encode = msgspec.json.Encoder().encode
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+
+
+class Taken(msgspec.Struct):
+    entry_id: str
+    message: Message
+    attempt: int
+
+
+class Delivery:
+    def __init__(self, redis: Redis, settings: Settings, sender: Sender,
+                 telemetry: Telemetry | None = None) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.sender = sender
+        self.telemetry = telemetry or Telemetry.disabled()
+        self.store = Store(redis, settings)
+        self.scripts = Scripts(redis)
+        self.box = SecretBox(settings.secret_key)
+        self.consumer = consumer_name(settings.consumer)
+        self.lease_ms = int(settings.claim_idle * 1000)
+        self.visible_ms = int(settings.claim_idle * 1000)
+        self._serving: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop`; then let open requests finish and give every partner back."""
+        self._stop = stop
+        await keep_running("delivery", self.tick, stop)
+        if self._serving:
+            await asyncio.gather(*self._serving, return_exceptions=True)
+
+    async def tick(self) -> None:
+        free = self.settings.concurrency - len(self._serving)
+        next_due = -1
+        if free > 0:
+            now = now_ms()
+            next_due, leased = await self.scripts.lease(
+                keys=[keys.READY, keys.LEASES, keys.PARTNERS],
+                args=[now, now + self.lease_ms, free])
+            for i in range(0, len(leased), 2):
+                task = asyncio.create_task(self.serve(leased[i].decode(), leased[i + 1]))
+                self._serving.add(task)
+                task.add_done_callback(self._served)
+            if leased:
+                return
+        wait = IDLE_POLL
+        if next_due >= 0:
+            wait = min(wait, max(0.0, (next_due - now_ms()) / 1000))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self._serving.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("serving a partner failed", error=repr(task.exception()))
+
+    async def serve(self, partner_id: str, config: bytes) -> None:
+        """Serve one leased partner for a quantum, then release it."""
+        partner = _partner_decoder.decode(config)
+        blocked = 0
+        active = partner.enabled
+        try:
+            if active:
+                blocked, active = await self._serve(partner)
+        finally:
+            await self.scripts.release(
+                keys=[keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id)],
+                args=[partner_id, now_ms(), blocked, "1" if active else "0"])
+
+    async def _serve(self, partner: Partner) -> tuple[int, bool]:
+        secrets = self._signing_keys(partner)
+        rate = parse_rate(partner.rate_limit)
+        limit, window_ms = (rate.limit, rate.window_ms + MARGIN_MS) if rate else (0, 0)
+        max_in_flight = 1 if partner.ordered else partner.max_in_flight
+        inflight: dict[asyncio.Task[Outcome], Taken] = {}
+        deadline = time.monotonic() + QUANTUM
+        blocked, active = 0, True
+        while True:
+            if (active and not self._stop.is_set() and time.monotonic() < deadline
+                    and len(inflight) < max_in_flight):
+                blocked, batch = await self._take(partner, max_in_flight - len(inflight),
+                                                  limit, window_ms)
+                for taken in batch:
+                    send = self.sender.send(partner, taken.message, secrets)
+                    inflight[asyncio.create_task(send)] = taken
+            if not inflight:
+                return blocked, active
+            done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            settled = [(inflight.pop(task), task.result()) for task in done]
+            active = await self._settle(partner, settled) and active
+
+    def _signing_keys(self, partner: Partner) -> list[bytes]:
+        now = now_ms()
+        return [signing.secret_key(self.box.open(s.value)) for s in partner.secrets
+                if s.expires_ms is None or s.expires_ms > now]
+
+    async def _take(self, partner: Partner, want: int, limit: int,
+                    window_ms: int) -> tuple[int, list[Taken]]:
+        now = now_ms()
+        reply = await self.scripts.take(
+            keys=[keys.stream(partner.id), keys.due(partner.id), keys.window(partner.id),
+                  keys.READY, keys.LEASES],
+            args=[keys.DELIVERY_GROUP, self.consumer, now, want, limit, window_ms,
+                  "1" if partner.ordered else "0", now + self.lease_ms, partner.id,
+                  self.visible_ms, uuid.uuid4().hex])
+        batch = [Taken(reply[i].decode(), _message_decoder.decode(reply[i + 1]),
+                       int(reply[i + 2])) for i in range(1, len(reply), 3)]
+        return int(reply[0]), batch
+
+    async def _settle(self, partner: Partner, settled: list[tuple[Taken, Outcome]]) -> bool:
+        """Record outcomes in one transaction; returns False when the partner got disabled."""
+        pid = partner.id
+        stream, due, history = keys.stream(pid), keys.due(pid), keys.history(pid)
+        failed = [taken.entry_id for taken, outcome in settled if not outcome.ok]
+        earlier: list[Any] = await self.redis.hmget(history, failed) if failed else []
+        histories = dict(zip(failed, earlier, strict=True))
+        at = iso_now()
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for taken, outcome in settled:
+                record = Attempt(message_id=taken.message.id, event_type=taken.message.type,
+                                 attempt=taken.attempt, at=at, status=outcome.status,
+                                 latency_ms=round(outcome.latency_ms, 2), ok=outcome.ok,
+                                 error=outcome.error)
+                self.telemetry.attempt(partner, taken.message.type, outcome)
+                pipe.xadd(keys.attempts(pid), {"a": _encode(record)},
+                          maxlen=keys.ATTEMPTS_KEPT, approximate=True)
+                if outcome.ok:
+                    _finish(pipe, partner.id, taken.entry_id, forget_history=taken.attempt > 1)
+                    continue
+                past = histories.get(taken.entry_id)
+                attempts = [*(_history_decoder.decode(past) if past else []), record]
+                wait = retry.delay(taken.attempt, self.settings.retry_schedule,
+                                   outcome.retry_after)
+                log.info("delivery failed", partner=pid, message_id=taken.message.id,
+                         attempt=taken.attempt, status=outcome.status, error=outcome.error,
+                         retry_in=None if wait is None else round(wait, 3))
+                if wait is None:
+                    pipe.xadd(keys.DEAD, {
+                        "reason": f"gave up after {taken.attempt} attempts: {outcome.error}",
+                        "partner": pid, "message": _encode(taken.message),
+                        "attempts": _encode(attempts), "at": at},
+                        maxlen=keys.DEAD_KEPT, approximate=True)
+                    _finish(pipe, pid, taken.entry_id, forget_history=True)
+                    self.telemetry.dead_lettered(partner)
+                else:
+                    pipe.zadd(due, {taken.entry_id: int((now + wait) * 1000)}, xx=True)
+                    pipe.hset(history, taken.entry_id, _encode(attempts))
+            any_ok = len(failed) < len(settled)
+            if any_ok:
+                pipe.delete(keys.failing(pid))
+            else:
+                pipe.set(keys.failing(pid), int(now * 1000), nx=True)
+                pipe.get(keys.failing(pid))
+            results = await pipe.execute()
+        del stream
+        if any_ok:
+            return True
+        gone = any(outcome.gone for _, outcome in settled)
+        failing_since = int(results[-1]) / 1000
+        if gone or now - failing_since >= self.settings.disable_after:
+            reason = ("endpoint answered 410 Gone" if gone else
+                      f"every attempt failed for {self.settings.disable_after:g}s")
+            await self.store.disable(pid, reason)
+            log.warning("partner disabled", partner=pid, reason=reason)
+            return False
+        return True
+
+
+def _finish(pipe: Any, partner_id: str, entry_id: str, forget_history: bool) -> None:
+    """A message is done with (delivered or dead-lettered): nothing of it stays."""
+    stream = keys.stream(partner_id)
+    pipe.xack(stream, keys.DELIVERY_GROUP, entry_id)
+    pipe.xdel(stream, entry_id)
+    pipe.zrem(keys.due(partner_id), entry_id)
+    if forget_history:
+        pipe.hdel(keys.history(partner_id), entry_id)

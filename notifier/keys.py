@@ -1,0 +1,74 @@
+"""Every Redis key notifier uses, on one screen.
+
+All keys live under `notifier:` so one Redis can be shared. The keys of one partner carry the
+partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's keys on one slot.
+
+    notifier:events                 stream   ingress (NOTIFIER_INGRESS_STREAM); group `router`
+    notifier:dead                   stream   dead letters: malformed events and exhausted messages
+    notifier:partners               hash     partner id -> msgspec JSON of Partner
+    notifier:partners:version       string   bumped on every partner change; routers reload on it
+    notifier:ready                  zset     partner id -> ms when it next has work (design note 1)
+    notifier:leases                 zset     partner id -> ms its current lease ends
+    notifier:{id}:stream            stream   the partner's messages; group `delivery`
+    notifier:{id}:due               zset     pending message id -> ms it is next due (retry or
+                                             visibility timeout of a message being sent)
+    notifier:{id}:window            zset     sliding-window rate-limit log (one member a request)
+    notifier:{id}:history           hash     message id -> msgspec JSON list of failed attempts
+    notifier:{id}:attempts          stream   the last ATTEMPTS_KEPT attempts, newest last
+    notifier:{id}:seen:<event id>   string   producer id dedupe marker, expires after DEDUPE_TTL
+    notifier:{id}:failing           string   ms of the first failure of an unbroken failing run
+"""
+
+from __future__ import annotations
+
+PREFIX = "notifier:"
+DEAD = PREFIX + "dead"
+PARTNERS = PREFIX + "partners"
+PARTNERS_VERSION = PREFIX + "partners:version"
+READY = PREFIX + "ready"
+LEASES = PREFIX + "leases"
+
+ROUTER_GROUP = "router"
+DELIVERY_GROUP = "delivery"
+
+ATTEMPTS_KEPT = 1000
+DEAD_KEPT = 100_000
+DEDUPE_TTL = 86_400
+
+
+def _partner(partner_id: str, name: str) -> str:
+    return f"{PREFIX}{{{partner_id}}}:{name}"
+
+
+def stream(partner_id: str) -> str:
+    return _partner(partner_id, "stream")
+
+
+def due(partner_id: str) -> str:
+    return _partner(partner_id, "due")
+
+
+def window(partner_id: str) -> str:
+    return _partner(partner_id, "window")
+
+
+def history(partner_id: str) -> str:
+    return _partner(partner_id, "history")
+
+
+def attempts(partner_id: str) -> str:
+    return _partner(partner_id, "attempts")
+
+
+def seen(partner_id: str, event_id: str) -> str:
+    return _partner(partner_id, f"seen:{event_id}")
+
+
+def failing(partner_id: str) -> str:
+    return _partner(partner_id, "failing")
+
+
+def all_of(partner_id: str) -> list[str]:
+    """The keys removed with a partner (dedupe markers expire by themselves)."""
+    return [stream(partner_id), due(partner_id), window(partner_id), history(partner_id),
+            attempts(partner_id), failing(partner_id)]

@@ -1,0 +1,151 @@
+"""One delivery attempt: build the body, sign it, POST it, and judge the answer.
+
+Partners are third parties, so everything about the exchange is bounded: a total timeout (a
+slow-drip answer cannot hold a slot), no redirects, at most BODY_CAP bytes of answer read and a
+short excerpt kept, and every connection checked by the SSRF guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from notifier import __version__, signing, ssrf, transforms
+from notifier.config import Settings
+from notifier.models import Message, Partner
+from notifier.retry import parse_retry_after
+
+BODY_CAP = 64 * 1024
+EXCERPT = 500
+USER_AGENT = f"notifier/{__version__}"
+#: Headers notifier owns; a partner's configured headers never replace them.
+RESERVED_HEADERS = frozenset({
+    "content-type", "content-length", "user-agent", "host", "transfer-encoding", "connection",
+    "webhook-id", "webhook-timestamp", "webhook-signature"})
+
+
+class Body(msgspec.Struct):
+    type: str
+    timestamp: str
+    data: msgspec.Raw
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    ok: bool
+    status: int | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def render(partner: Partner, message: Message) -> bytes:
+    """The body a partner receives: the standard shape, or its transform of it."""
+    if partner.transform is None:
+        return _encode(Body(message.type, message.timestamp, message.data))
+    event: dict[str, Any] = {"type": message.type, "timestamp": message.timestamp,
+                             "data": _decode(message.data)}
+    return _encode(transforms.apply(partner.transform, event))
+
+
+def request_headers(partner: Partner, message: Message, body: bytes,
+                    keys: Sequence[bytes], now: float | None = None) -> dict[str, str]:
+    timestamp = int(time.time() if now is None else now)
+    headers = {k: v for k, v in partner.headers.items() if k.lower() not in RESERVED_HEADERS}
+    headers.update({
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": message.id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signing.signature_header(keys, message.id, timestamp, body),
+    })
+    return headers
+
+
+class Sender:
+    """Owns the one shared connection pool all deliveries of a process go through."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Sender:
+        connector = ssrf.guarded_connector(
+            self.settings.allowed_networks, limit=0, limit_per_host=0, ttl_dns_cache=60,
+            enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout),
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, partner: Partner, message: Message, keys: Sequence[bytes]) -> Outcome:
+        assert self._session is not None, "use Sender as an async context manager"
+        started = time.perf_counter()
+        try:
+            body = render(partner, message)
+            headers = request_headers(partner, message, body, keys)
+            async with self._session.post(partner.url, data=body, headers=headers,
+                                          allow_redirects=False) as resp:
+                excerpt = await _read_capped(resp)
+                latency = (time.perf_counter() - started) * 1000
+                if 200 <= resp.status < 300:
+                    return Outcome(ok=True, status=resp.status, latency_ms=latency)
+                retry_after = None
+                if resp.status in (429, 503):
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                return Outcome(ok=False, status=resp.status, latency_ms=latency,
+                               error=_status_error(resp, excerpt), retry_after=retry_after)
+        except ssrf.BlockedAddressError as exc:
+            return _failed(started, str(exc))
+        except TimeoutError:
+            return _failed(started, f"timeout after {self.settings.request_timeout:g}s")
+        except aiohttp.ClientError as exc:
+            return _failed(started, f"{type(exc).__name__}: {exc}"[:EXCERPT])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed attempt, never a dead delivery loop
+            return _failed(started, f"{type(exc).__name__}: {exc}"[:EXCERPT])
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """Read at most BODY_CAP bytes; an endless or huge answer is cut, not buffered."""
+    data = bytearray()
+    while len(data) < BODY_CAP:
+        chunk = await resp.content.read(BODY_CAP - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if not resp.content.at_eof():
+        resp.close()  # drop the connection rather than drain the rest
+    return bytes(data)
+
+
+def _status_error(resp: aiohttp.ClientResponse, excerpt: bytes) -> str:
+    text = excerpt[:EXCERPT].decode(errors="replace")
+    if 300 <= resp.status < 400:
+        return f"HTTP {resp.status}: redirects are not followed"
+    return f"HTTP {resp.status}: {text}" if text else f"HTTP {resp.status}"
+
+
+def _failed(started: float, error: str) -> Outcome:
+    return Outcome(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error=error)

@@ -1,0 +1,83 @@
+"""Run the parts of notifier in this process until SIGTERM or SIGINT.
+
+On a signal, the router stops reading, delivery stops taking messages, lets open requests
+finish (each bounded by NOTIFIER_REQUEST_TIMEOUT) and gives its partners back; anything not
+settled stays pending in Redis for another process. Nothing is lost either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+from redis.asyncio import Redis
+
+from notifier import api, logs
+from notifier.config import Settings
+from notifier.connection import TRANSIENT, connect
+from notifier.delivery import Delivery
+from notifier.router import Router
+from notifier.sender import Sender
+from notifier.telemetry import Telemetry
+
+log = logs.get("service")
+
+
+async def check_redis(redis: Redis) -> None:
+    """Warn when Redis is set up in a way that can lose messages."""
+    try:
+        persistence = await redis.config_get("appendonly")
+        policy = await redis.config_get("maxmemory-policy")
+    except TRANSIENT:
+        log.warning("redis unreachable at start-up; will keep retrying")
+        return
+    except Exception:  # CONFIG may be disabled on managed Redis
+        return
+    if _value(persistence, "appendonly") == "no":
+        log.warning("redis has appendonly=no: a Redis restart can lose messages; enable AOF")
+    value = _value(policy, "maxmemory-policy")
+    if value != "noeviction":
+        log.warning("redis maxmemory-policy is not noeviction: Redis may evict messages",
+                    policy=str(value))
+
+
+def _value(reply: dict[Any, Any], name: str) -> str:
+    raw = reply.get(name.encode(), reply.get(name, ""))
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+async def run(settings: Settings, *, route: bool, deliver: bool, serve_api: bool,
+              stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if serve_api:
+        api.check_token(settings)
+    redis = connect(settings.redis_url)
+    await check_redis(redis)
+    metrics = Telemetry.start(settings.otlp_endpoint)
+    runner = None
+    try:
+        async with Sender(settings) as sender:
+            tasks = []
+            if route:
+                tasks.append(asyncio.create_task(Router(redis, settings).run(stop)))
+            if deliver:
+                tasks.append(asyncio.create_task(
+                    Delivery(redis, settings, sender, metrics).run(stop)))
+            if serve_api:
+                runner = await api.serve(api.create_app(redis, settings), settings)
+            log.info("notifier started", router=route, delivery=deliver, api=serve_api)
+            if tasks:
+                await asyncio.gather(*tasks)
+            else:
+                await stop.wait()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await redis.aclose()
+        log.info("notifier stopped")
