@@ -27,9 +27,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
 
 
-def connect(url: str) -> Redis:
+def connect(url: str, name: str = "notifier") -> Redis:
+    """A client named `name` in CLIENT LIST, so operators can see which process is which."""
     return Redis.from_url(
         url,
+        client_name=name,
         decode_responses=False,
         health_check_interval=15,
         socket_keepalive=True,

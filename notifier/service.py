@@ -57,7 +57,9 @@ async def run(settings: Settings, *, route: bool, deliver: bool, serve_api: bool
             loop.add_signal_handler(sig, stop.set)
     if serve_api:
         api.check_token(settings)
-    redis = connect(settings.redis_url)
+    roles = [role for role, on in (("router", route), ("deliver", deliver), ("api", serve_api))
+             if on]
+    redis = connect(settings.redis_url, "notifier-" + "+".join(roles))
     await check_redis(redis)
     metrics = Telemetry.start(settings.otlp_endpoint)
     runner = None

@@ -1,0 +1,91 @@
+"""Rate limits and isolation against real Redis, real endpoints and real delivery processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+from redis.asyncio import Redis
+
+from notifier import config
+from notifier.config import Settings
+from notifier.ratelimit import Rate, parse_rate
+from tests.conftest import Received, eventually, idle, publish, register, running
+
+
+def busiest_window(received: list[Received], seconds: float = 1.0) -> int:
+    """The most requests the endpoint's own clock saw in any sliding window."""
+    times = sorted(r.at for r in received)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= seconds:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_rates_are_parsed_by_limits() -> None:
+    assert parse_rate("50/second") == Rate(50, 1000)
+    assert parse_rate("100/minute") == Rate(100, 60_000)
+    assert parse_rate("1000 per hour") == Rate(1000, 3_600_000)
+    assert parse_rate(None) is None
+    with pytest.raises(ValueError, match="not a rate"):
+        parse_rate("fast")
+
+
+@pytest.mark.slow
+async def test_limit_holds_across_three_delivery_processes(
+        redis: Redis, settings: Settings, endpoint_factory, spawn) -> None:
+    limited = await endpoint_factory()
+    await register(redis, settings, "limited", limited.url, ["*"], rate_limit="20/second",
+                   max_in_flight=20)
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(200):
+            pipe.xadd("notifier:events", {"type": "order.created", "data": f'{{"n": {i}}}'})
+        await pipe.execute()
+    # started and connected first, so no process is busy starting while another sends
+    for n in range(3):
+        spawn("deliver", extra={"NOTIFIER_CONSUMER": f"deliver-{n}"})
+    await eventually(lambda: _clients(redis, "notifier-deliver", 3), 30, "3 delivery processes")
+    async with running(settings, deliver=False):
+        await limited.wait_for(200, timeout=40)
+        await idle(redis)
+
+    assert len(limited.received) == 200
+    assert busiest_window(limited.received) <= 20
+    took = limited.received[-1].at - limited.received[0].at
+    # 200 at 20/s: the first 20 at once, then 20 a second: about 9 s, far from 20 s
+    assert 8.5 <= took <= 11.0, f"200 messages at 20/second took {took:.2f}s"
+
+
+async def _clients(redis: Redis, name: str, count: int) -> bool:
+    clients = await redis.client_list()
+    return sum(c.get("name") == name for c in clients) >= count
+
+
+async def test_a_hanging_partner_holds_only_its_own_slots(
+        redis: Redis, env: dict[str, str], endpoint_factory) -> None:
+    settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "10s",
+                            "NOTIFIER_CLAIM_IDLE": "15s"})
+    release = asyncio.Event()
+
+    async def hang(request: web.Request, n: int) -> web.StreamResponse:
+        await asyncio.wait_for(release.wait(), 10)
+        return web.Response(status=200)
+
+    slow = await endpoint_factory(hang)
+    healthy = await endpoint_factory()
+    await register(redis, settings, "slow", slow.url, ["*"], max_in_flight=3)
+    await register(redis, settings, "healthy", healthy.url, ["*"])
+    async with running(settings):
+        for i in range(300):
+            await publish(redis, "order.created", {"n": i})
+        await healthy.wait_for(300, timeout=20)
+        # all of the healthy partner's messages arrived while the slow one hangs on 3 slots
+        assert len(slow.received) == 3
+        assert not release.is_set()
+        release.set()
+        await slow.wait_for(300, timeout=30)
+        await idle(redis)
+    assert sorted(b["data"]["n"] for b in healthy.bodies()) == list(range(300))
