@@ -1,0 +1,316 @@
+"""Signatures and rotation, secrets at rest, SSRF at delivery, hostile endpoints, logs, fuzzing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import time
+import tracemalloc
+from typing import Any
+
+import aiohttp
+import aiohttp.test_utils
+import msgspec
+import pytest
+import standardwebhooks
+import svix.webhooks
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from redis.asyncio import Redis
+
+from notifier import api, config, events, signing
+from notifier.config import Settings
+from notifier.models import Message, Partner, Secret
+from notifier.sender import Sender, request_headers
+from notifier.store import Store
+from tests.conftest import TOKEN, eventually, free_port, idle, publish, register, running
+
+
+def signatures(received: Any) -> list[str]:
+    return received.headers["webhook-signature"].split(" ")
+
+
+def verifies(secret: str, received: Any) -> bool:
+    try:
+        standardwebhooks.Webhook(secret).verify(received.body, received.headers)
+    except standardwebhooks.webhooks.WebhookVerificationError:
+        return False
+    svix.webhooks.Webhook(secret).verify(received.body, received.headers)
+    return True
+
+
+async def test_signatures_during_and_after_rotation(redis: Redis, env: dict[str, str],
+                                                    endpoint_factory) -> None:
+    settings = config.load({**env, "NOTIFIER_SECRET_OVERLAP": "1s"})
+    endpoint = await endpoint_factory()
+    pid, old = await register(redis, settings, "p", endpoint.url, ["*"])
+    store = Store(redis, settings)
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1})
+        await endpoint.wait_for(1)
+        new = await store.rotate_secret(pid)
+        rotated_at = time.time()
+        await publish(redis, "order.created", {"n": 2})
+        await endpoint.wait_for(2)
+        await eventually(lambda: time.time() > rotated_at + 1.1, 5, "the overlap to end")
+        await publish(redis, "order.created", {"n": 3})
+        await endpoint.wait_for(3)
+        await idle(redis)
+
+    before, during, after = endpoint.received
+    assert len(signatures(before)) == 1
+    assert verifies(old, before) and not verifies(new, before)
+    assert len(signatures(during)) == 2
+    assert verifies(old, during) and verifies(new, during)
+    assert len(signatures(after)) == 1
+    assert verifies(new, after) and not verifies(old, after)
+
+
+async def test_a_partner_may_bring_its_own_secret(redis: Redis, settings: Settings,
+                                                  endpoint_factory) -> None:
+    endpoint = await endpoint_factory()
+    own = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    await register(redis, settings, "p", endpoint.url, ["*"], secret=own)
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1})
+        await endpoint.wait_for(1)
+    assert verifies(own, endpoint.received[0])
+
+
+async def test_secrets_are_encrypted_at_rest(redis: Redis, env: dict[str, str],
+                                             endpoint_factory) -> None:
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    settings = config.load({**env, "NOTIFIER_SECRET_KEY": key})
+    endpoint = await endpoint_factory()
+    pid, secret = await register(redis, settings, "p", endpoint.url, ["*"])
+    stored = await redis.hget("notifier:partners", pid)
+    assert stored is not None
+    assert secret.encode() not in stored
+    assert secret.removeprefix("whsec_").encode() not in stored
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1})
+        await endpoint.wait_for(1)
+    assert verifies(secret, endpoint.received[0])
+    with pytest.raises(config.ConfigError, match="NOTIFIER_SECRET_KEY"):
+        config.load({**env, "NOTIFIER_SECRET_KEY": "too-short"})
+
+
+async def test_internal_addresses_are_refused_at_delivery(redis: Redis, env: dict[str, str],
+                                                          endpoint_factory) -> None:
+    guarded = config.load({**env, "NOTIFIER_ALLOWED_NETWORKS": ""})
+    endpoint = await endpoint_factory()
+    pid, _ = await register(redis, guarded, "p", endpoint.url, ["*"])
+    async with running(guarded):
+        await publish(redis, "order.created", {"n": 1})
+        store = Store(redis, guarded)
+
+        async def attempted() -> bool:
+            return bool(await store.attempts(pid))
+        await eventually(attempted, 10, "an attempt")
+    attempt = (await store.attempts(pid))[0]
+    assert not attempt.ok and attempt.status is None
+    assert "refused 127.0.0.1" in (attempt.error or "")
+    assert "loopback" in (attempt.error or "")
+    assert endpoint.received == []
+
+
+def test_partner_headers_cannot_replace_webhook_headers() -> None:
+    partner = Partner(id="p", name="p", url="https://x.example.com", events=["*"],
+                      headers={"Webhook-Signature": "forged", "X-Api-Key": "k"},
+                      secrets=[Secret("whsec_x")])
+    message = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z",
+                      data=msgspec.Raw(b"{}"))
+    headers = request_headers(partner, message, b"{}", [b"key"], now=1)
+    assert "Webhook-Signature" not in headers
+    assert headers["webhook-signature"] == signing.signature_header([b"key"], "m1", 1, b"{}")
+    assert headers["X-Api-Key"] == "k"
+
+
+async def test_huge_answer_is_cut_not_buffered(settings: Settings, endpoint_factory) -> None:
+    async def flood(request: web.Request, n: int) -> web.StreamResponse:
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        try:
+            for _ in range(160):  # 10 MiB
+                await response.write(chunk)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return response
+
+    endpoint = await endpoint_factory(flood)
+    partner = Partner(id="p", name="p", url=endpoint.url, events=["*"])
+    message = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z",
+                      data=msgspec.Raw(b"{}"))
+    async with Sender(settings) as sender:
+        tracemalloc.start()
+        outcome = await sender.send(partner, message, [b"key"])
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert outcome.status == 500 and not outcome.ok
+    assert len(outcome.error or "") <= 520
+    assert peak < 3 * 1024 * 1024, f"peak {peak} bytes while reading a 10 MiB answer"
+
+
+async def test_slow_drip_answer_hits_the_total_timeout(env: dict[str, str],
+                                                       endpoint_factory) -> None:
+    settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "500ms"})
+
+    async def drip(request: web.Request, n: int) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        with pytest.raises((ConnectionResetError, asyncio.CancelledError)):
+            for _ in range(100):
+                await response.write(b"x")
+                await asyncio.sleep(0.05)
+        return response
+
+    endpoint = await endpoint_factory(drip)
+    partner = Partner(id="p", name="p", url=endpoint.url, events=["*"])
+    message = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z",
+                      data=msgspec.Raw(b"{}"))
+    async with Sender(settings) as sender:
+        outcome = await sender.send(partner, message, [b"key"])
+    assert not outcome.ok
+    assert outcome.error == "timeout after 0.5s"
+    assert outcome.latency_ms < 1500
+
+
+def test_api_refuses_to_start_without_a_token(settings: Settings) -> None:
+    tokenless = msgspec.structs.replace(settings, admin_token=None)
+    with pytest.raises(SystemExit, match="NOTIFIER_ADMIN_TOKEN"):
+        api.check_token(tokenless)
+    api.check_token(msgspec.structs.replace(tokenless, api_local_only=True))
+    with pytest.raises(SystemExit, match="loopback"):
+        api.check_token(msgspec.structs.replace(tokenless, api_local_only=True,
+                                                api_addr="0.0.0.0:8080"))
+
+
+async def test_no_secret_in_any_log_line(redis: Redis, env: dict[str, str], spawn,
+                                         endpoint_factory) -> None:
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    port = free_port()
+    failing = await endpoint_factory(lambda r, n: _status(500))
+    healthy = await endpoint_factory()
+    proc = spawn("run", extra={"NOTIFIER_LOG_LEVEL": "debug", "NOTIFIER_SECRET_KEY": key,
+                               "NOTIFIER_API_ADDR": f"127.0.0.1:{port}",
+                               "NOTIFIER_RETRY_SCHEDULE": "100ms"})
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    secrets: list[str] = []
+    async with aiohttp.ClientSession() as http:
+        async def up() -> bool:
+            try:
+                async with http.get(f"{base}/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+        await eventually(up, 30, "the admin API")
+        for name, url in (("failing", failing.url), ("healthy", healthy.url)):
+            async with http.post(f"{base}/v1/partners", headers=auth, json={
+                    "name": name, "url": url, "events": ["*"],
+                    "headers": {"x-api-key": "hdr-secret-value"}}) as resp:
+                created = await resp.json()
+                secrets.append(created["secret"])
+            async with http.post(f"{base}/v1/partners/{created['id']}/secret/rotate",
+                                 headers=auth) as resp:
+                secrets.append((await resp.json())["secret"])
+        async with http.get(f"{base}/v1/partners", headers=auth) as resp:
+            listing = await resp.text()
+        async with http.get(f"{base}/v1/partners", headers={"Authorization": "Bearer x"}):
+            pass
+    await publish(redis, "order.created", {"n": 1})
+    await publish(redis, "order.paid", {"n": 2})
+    await healthy.wait_for(2)
+    await failing.wait_for(2)
+    await eventually(lambda: _dead(redis), 20, "the failing partner's dead letters")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert proc.stderr is not None
+    logs = proc.stderr.read().decode()
+    assert "delivery failed" in logs  # the failure path did log
+    for secret in [*secrets, *(s.removeprefix("whsec_") for s in secrets)]:
+        assert secret not in logs
+        assert secret not in listing
+    assert TOKEN not in logs and key not in logs
+
+
+async def _status(code: int) -> web.Response:
+    return web.Response(status=code, text="nope")
+
+
+async def _dead(redis: Redis) -> bool:
+    return await redis.xlen("notifier:dead") >= 2
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([b"type", b"data", b"id", b"other"]),
+                       st.one_of(st.binary(max_size=300),
+                                 st.text(max_size=100).map(str.encode),
+                                 st.sampled_from([b"order.created", b"{}", b'{"a": [1]}']))))
+def test_ingress_validation_never_crashes(fields: dict[bytes, bytes]) -> None:
+    result = events.parse("1700000000000-0", fields, max_bytes=1024)
+    if isinstance(result, Message):
+        assert json.loads(bytes(result.data)).__class__ is dict
+        assert len(result.id) <= 128
+    else:
+        assert result  # a reason
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                    | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+FIELDS = ["name", "url", "events", "rate_limit", "max_in_flight", "headers", "transform",
+          "enabled", "ordered", "secret"]
+BODIES = st.one_of(
+    JSON,
+    st.fixed_dictionaries({}, optional={f: JSON for f in FIELDS}),
+    st.fixed_dictionaries(
+        {"name": st.text(max_size=30), "url": st.sampled_from(
+            ["https://x.example.com/h", "http://10.0.0.1/", "https://", "javascript:x"]),
+         "events": st.lists(st.sampled_from(["*", "order.created", "Bad", ""]), max_size=3)},
+        optional={"rate_limit": st.sampled_from(["5/second", "0/hour", "x", "9/fortnight"]),
+                  "transform": st.fixed_dictionaries({}, optional={
+                      "pick": st.lists(st.text(max_size=10), max_size=3),
+                      "omit": st.lists(st.text(max_size=10), max_size=3),
+                      "rename": st.dictionaries(st.text(max_size=8), st.text(max_size=8)),
+                      "map": st.dictionaries(st.text(max_size=8), JSON, max_size=3)}),
+                  "headers": st.dictionaries(st.text(max_size=10), st.text(max_size=10))}))
+
+
+def test_api_bodies_never_crash(settings: Settings) -> None:
+    import fakeredis
+
+    async def scenario(bodies: list[Any]) -> list[int]:
+        redis = fakeredis.FakeAsyncRedis()
+        server = aiohttp.test_utils.TestServer(api.create_app(redis, settings))
+        client = aiohttp.test_utils.TestClient(server)
+        await client.start_server()
+        statuses = []
+        try:
+            for body in bodies:
+                raw = msgspec.json.encode(body)
+                for method, path in (("POST", "/v1/partners"),
+                                     ("POST", "/v1/dead-letters/replay")):
+                    resp = await client.request(method, path, data=raw, headers={
+                        "Authorization": f"Bearer {TOKEN}"})
+                    answer = await resp.json()
+                    statuses.append(resp.status)
+                    assert resp.status in (200, 201, 400), answer
+                    if resp.status == 400:
+                        assert answer["error"]
+        finally:
+            await client.close()
+        return statuses
+
+    @hsettings(max_examples=150, deadline=None,
+               suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(BODIES, min_size=1, max_size=5))
+    def check(bodies: list[Any]) -> None:
+        asyncio.run(scenario(bodies))
+
+    check()
