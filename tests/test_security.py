@@ -18,7 +18,9 @@ import pytest
 import standardwebhooks
 import svix.webhooks
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from notifier import api, config, events, signing
