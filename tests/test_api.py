@@ -115,3 +115,11 @@ async def test_unknown_partner_is_404(client: tuple[aiohttp.ClientSession, str])
         assert resp.status == 404
     async with http.get(f"{base}/v1/partners/ptn_nope/attempts", headers=AUTH) as resp:
         assert resp.status == 404
+
+
+async def test_oversized_body_is_refused(client: tuple[aiohttp.ClientSession, str]) -> None:
+    http, base = client
+    body = b'{"name": "' + b"x" * 300_000 + b'"}'
+    async with http.post(f"{base}/v1/partners", data=body, headers=AUTH) as resp:
+        assert resp.status == 413
+        assert "error" in await resp.json()

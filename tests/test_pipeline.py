@@ -176,3 +176,28 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
         assert set(seen) == set(range(total)), "an event was lost"
         duplicates = sum(count - 1 for count in seen.values())
         assert duplicates == 0, f"{duplicates} duplicates after a router crash"
+
+
+async def test_sigterm_lets_open_requests_finish(redis: Redis, settings: Settings,
+                                                 endpoint_factory, spawn) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    async def slow(request: web.Request, n: int) -> web.Response:
+        await asyncio.sleep(1.0)  # the partner's own slowness, not a wait in the test
+        return web.Response(status=200)
+
+    endpoint = await endpoint_factory(slow)
+    pid, _ = await register(redis, settings, "slow", endpoint.url, ["*"], max_in_flight=5)
+    async with running(settings, deliver=False):
+        for i in range(5):
+            await publish(redis, "order.created", {"n": i})
+        deliver = spawn("deliver")
+        await endpoint.wait_for(5)
+        deliver.send_signal(signal.SIGTERM)  # while all five requests are open
+        assert await asyncio.to_thread(deliver.wait, 20) == 0
+    # the stopping process finished and settled every open request before it exited
+    assert await redis.xlen(f"notifier:{{{pid}}}:stream") == 0
+    assert await redis.zcard(f"notifier:{{{pid}}}:due") == 0
+    assert len(endpoint.received) == 5
