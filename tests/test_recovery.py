@@ -1,0 +1,185 @@
+"""Crash recovery: a delivery process SIGKILLed mid-run, Redis restarted mid-run.
+
+At-least-once: nothing may be lost; a message whose send was under way when its process died
+(or whose outcome could not be recorded while Redis was away) may arrive twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+
+import msgspec
+import pytest
+import structlog
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from notifier import keys
+from notifier.config import Settings
+from tests.conftest import Endpoint, RedisServer, eventually, idle, register, running
+
+pytestmark = pytest.mark.slow
+
+
+def duplicates(endpoint: Endpoint) -> dict[str, int]:
+    """webhook-id -> extra copies received."""
+    seen = Counter(r.headers["webhook-id"] for r in endpoint.received)
+    return {wid: count - 1 for wid, count in seen.items() if count > 1}
+
+
+def delivered(endpoint: Endpoint) -> set[int]:
+    return {body["data"]["n"] for body in endpoint.bodies()}
+
+
+def report(endpoints: list[Endpoint], what: str) -> int:
+    total = 0
+    for i, endpoint in enumerate(endpoints):
+        extra = duplicates(endpoint)
+        total += sum(extra.values())
+        if extra:
+            print(f"{what}: partner {i}: {sum(extra.values())} duplicates: {sorted(extra)}")
+    print(f"{what}: {total} duplicates in all")
+    return total
+
+
+async def pending_by_consumer(redis: Redis, partner_ids: list[str]) -> Counter[str]:
+    """How many messages each delivery consumer holds unsettled, over all partners."""
+    held: Counter[str] = Counter()
+    for pid in partner_ids:
+        try:
+            summary = await redis.xpending(keys.stream(pid), keys.DELIVERY_GROUP)
+        except ResponseError:  # NOGROUP: no delivery process has read this stream yet
+            continue
+        for consumer in summary["consumers"]:
+            held[consumer["name"].decode()] += int(consumer["pending"])
+    return held
+
+
+async def test_delivery_process_killed_mid_run_loses_nothing(
+        redis: Redis, settings: Settings, endpoint_factory, spawn) -> None:
+    partners, per_partner = 20, 100
+    max_in_flight = 10
+
+    async def slow_ok(request: web.Request, n: int) -> web.StreamResponse:
+        await asyncio.sleep(0.1)  # keeps sends in flight long enough to crash among them
+        return web.Response()
+
+    endpoints = [await endpoint_factory(slow_ok) for _ in range(partners)]
+    pids = [(await register(redis, settings, f"p{i}", endpoint.url, [f"evt.p{i}"],
+                            max_in_flight=max_in_flight))[0]
+            for i, endpoint in enumerate(endpoints)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(per_partner):
+            for i in range(partners):
+                pipe.xadd("notifier:events", {"type": f"evt.p{i}",
+                                              "data": msgspec.json.encode({"n": n})})
+        await pipe.execute()
+    total = partners * per_partner
+
+    def received() -> int:
+        return sum(len(e.received) for e in endpoints)
+
+    started = time.monotonic()
+    # One process would lease all 20 partners at once (up to NOTIFIER_CONCURRENCY of them);
+    # at 10 each, both processes have work when one is killed.
+    workers = {name: spawn("deliver", extra={"NOTIFIER_CONSUMER": name,
+                                             "NOTIFIER_CONCURRENCY": "10"})
+               for name in ("deliver-1", "deliver-2")}
+    async with running(settings, deliver=False):
+        async def both_busy() -> bool:
+            held = await pending_by_consumer(redis, pids)
+            return received() >= total // 10 and all(held[name] for name in workers)
+        await eventually(both_busy, 40, "both delivery processes to be delivering")
+
+        held = await pending_by_consumer(redis, pids)
+        victim = max(workers, key=lambda name: held[name])
+        workers[victim].send_signal(signal.SIGKILL)
+        workers[victim].wait(10)
+        at_kill = received()
+        print(f"killed {victim} holding {held[victim]} messages, {at_kill} of {total} "
+              f"delivered, {time.monotonic() - started:.1f}s in")
+        assert at_kill < total, "everything was delivered before the kill"
+
+        for endpoint in endpoints:
+            await endpoint.wait_for(per_partner, timeout=60)
+        await idle(redis, 60)
+    print(f"all delivered {time.monotonic() - started:.1f}s after start")
+
+    for i, endpoint in enumerate(endpoints):
+        assert delivered(endpoint) == set(range(per_partner)), f"partner {i} lost messages"
+    extra = report(endpoints, "delivery process killed")
+    assert extra <= partners * max_in_flight
+    assert received() == total + extra
+
+
+async def test_redis_restart_mid_run_loses_nothing(
+        redis: Redis, redis_server: RedisServer, settings: Settings, endpoint_factory) -> None:
+    partners, events = 3, 500
+    in_flight = 0
+
+    async def counted(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            await asyncio.sleep(0.02)
+            return web.Response()
+        finally:
+            in_flight -= 1
+
+    endpoints = [await endpoint_factory(counted) for _ in range(partners)]
+    for i, endpoint in enumerate(endpoints):
+        await register(redis, settings, f"p{i}", endpoint.url, ["order.created"])
+    total = partners * events
+
+    def received() -> int:
+        return sum(len(e.received) for e in endpoints)
+
+    fresh: Redis | None = None
+    try:
+        async with running(settings):
+            async with redis.pipeline(transaction=False) as pipe:
+                for n in range(events):
+                    pipe.xadd("notifier:events", {"type": "order.created",
+                                                  "data": msgspec.json.encode({"n": n})})
+                await pipe.execute()
+            await eventually(lambda: received() >= total // 5, 30, "some deliveries")
+
+            with structlog.testing.capture_logs() as logged:
+                await asyncio.to_thread(redis_server.stop)
+                down_at = time.monotonic()
+                at_stop = received()
+                assert at_stop < total, "everything was delivered before Redis stopped"
+                # Redis stays down until every request under way has been answered (so its
+                # outcome met no Redis) and both loops gave up on their client's own retries.
+                await eventually(lambda: in_flight == 0, 10, "requests under way to finish")
+
+                def noticed() -> bool:
+                    loops = {e.get("loop") for e in logged
+                             if e["event"] == "redis unreachable, retrying"}
+                    return {"router", "delivery"} <= loops
+                await eventually(noticed, 20, "notifier to notice that Redis is down")
+            await asyncio.to_thread(redis_server.start)
+            print(f"redis down for {time.monotonic() - down_at:.2f}s after {at_stop} of "
+                  f"{total} deliveries")
+
+            fresh = Redis.from_url(redis_server.url)
+            for endpoint in endpoints:
+                await endpoint.wait_for(events, timeout=60)
+            await idle(fresh, 60)
+
+        for i, endpoint in enumerate(endpoints):
+            assert delivered(endpoint) == set(range(events)), f"partner {i} lost messages"
+        extra = report(endpoints, "redis restarted")
+        # at most the requests under way when Redis went (max_in_flight 10 a partner)
+        assert extra <= partners * 10
+        assert received() == total + extra
+        assert await fresh.xlen(keys.DEAD) == 0
+    finally:
+        if redis_server.proc is None:
+            redis_server.start()
+        if fresh is not None:
+            await fresh.aclose()
