@@ -36,6 +36,9 @@ log = logs.get("delivery")
 QUANTUM = 2.0
 #: How long an idle process waits before looking at `ready` again.
 IDLE_POLL = 0.02
+#: Above this share of one CPU, a process takes no more partners (see `tick`).
+CPU_BUSY = 0.9
+CPU_SAMPLE = 0.25
 
 _partner_decoder = msgspec.json.Decoder(Partner)
 _message_decoder = msgspec.json.Decoder(Message)
@@ -73,6 +76,8 @@ class Delivery:
         self._serving: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        self._cpu_mark = (time.monotonic(), time.process_time())
+        self._busy = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; then let open requests finish and give every partner back."""
@@ -83,6 +88,10 @@ class Delivery:
 
     async def tick(self) -> None:
         free = self.settings.concurrency - len(self._serving)
+        if self._serving and self._cpu_busy() > CPU_BUSY:
+            # Saturated: more partners here would only share this CPU. Leave them in `ready`
+            # for another delivery process, which is how adding processes adds throughput.
+            free = 0
         next_due = -1
         if free > 0:
             now = now_ms()
@@ -101,6 +110,15 @@ class Delivery:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    def _cpu_busy(self) -> float:
+        """The share of wall time this process spent on CPU since about CPU_SAMPLE ago."""
+        wall, cpu = time.monotonic(), time.process_time()
+        if wall - self._cpu_mark[0] >= CPU_SAMPLE:
+            last_wall, last_cpu = self._cpu_mark
+            self._busy = (cpu - last_cpu) / (wall - last_wall)
+            self._cpu_mark = (wall, cpu)
+        return self._busy
 
     def _served(self, task: asyncio.Task[None]) -> None:
         self._serving.discard(task)
@@ -186,6 +204,9 @@ class Delivery:
                 attempts = [*(_history_decoder.decode(past) if past else []), record]
                 wait = retry.delay(taken.attempt, self.settings.retry_schedule,
                                    outcome.retry_after)
+                if wait is None and outcome.gone:
+                    # the partner is being disabled: keep the message for when it is back
+                    wait = self.settings.retry_schedule[-1]
                 log.info("delivery failed", partner=pid, message_id=taken.message.id,
                          attempt=taken.attempt, status=outcome.status, error=outcome.error,
                          retry_in=None if wait is None else round(wait, 3))
