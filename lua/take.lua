@@ -1,6 +1,8 @@
 -- take.lua: take up to `want` messages of one partner that may be sent now, atomically with the
 -- rate-limit slots they use. The slot is taken before the message is read, so nothing is read
 -- and then held; due retries (and messages whose sender died) come before new messages.
+-- Within the window, requests are spread over ten slices (at most ceil(limit / 10) a slice), so
+-- a partner sees a steady flow rather than the whole window's worth in one burst.
 -- Returns {blocked_until_ms, id1, payload1, attempt1, id2, ...}; blocked_until is 0 unless the
 -- partner has work it may not send yet (rate limit full, or the head of an ordered partner).
 local stream = KEYS[1]         -- notifier:{id}:stream
@@ -31,7 +33,15 @@ if limit > 0 then
     local oldest = redis.call('ZRANGE', window, 0, 0, 'WITHSCORES')
     return {tonumber(oldest[2]) + window_ms + 1}
   end
-  want = math.min(want, limit - used)
+  local slice = math.floor(window_ms / 10)
+  local per_slice = math.ceil(limit / 10)
+  local in_slice = redis.call('ZCOUNT', window, '(' .. (now - slice), '+inf')
+  if in_slice >= per_slice then
+    local first = redis.call('ZRANGEBYSCORE', window, '(' .. (now - slice), '+inf',
+                             'WITHSCORES', 'LIMIT', 0, 1)
+    return {tonumber(first[2]) + slice + 1}
+  end
+  want = math.min(want, limit - used, per_slice - in_slice)
 end
 
 local out = {blocked}

@@ -150,10 +150,11 @@ class Delivery:
         while True:
             if (active and not self._stop.is_set() and time.monotonic() < deadline
                     and len(inflight) < max_in_flight):
-                blocked, batch = await self._take(partner, max_in_flight - len(inflight),
-                                                  limit, window_ms)
-                for taken in batch:
-                    send = self.sender.send(partner, taken.message, secrets)
+                blocked, slots, batch = await self._take(
+                    partner, max_in_flight - len(inflight), limit, window_ms)
+                for i, taken in enumerate(batch, 1):
+                    send = (self._send_in_slot(partner, taken, secrets, f"{slots}:{i}")
+                            if limit else self.sender.send(partner, taken.message, secrets))
                     inflight[asyncio.create_task(send)] = taken
             if not inflight:
                 return blocked, active
@@ -166,18 +167,27 @@ class Delivery:
         return [signing.secret_key(self.box.open(s.value)) for s in partner.secrets
                 if s.expires_ms is None or s.expires_ms > now]
 
+    async def _send_in_slot(self, partner: Partner, taken: Taken, secrets: list[bytes],
+                            slot: str) -> Outcome:
+        """Send, first moving the request's slot to now: a request that waited for the CPU
+        after its slot was taken must not land closer than a window to the next ones."""
+        await self.redis.zadd(keys.window(partner.id), {slot: now_ms()}, xx=True)
+        return await self.sender.send(partner, taken.message, secrets)
+
     async def _take(self, partner: Partner, want: int, limit: int,
-                    window_ms: int) -> tuple[int, list[Taken]]:
+                    window_ms: int) -> tuple[int, str, list[Taken]]:
+        """Returns (blocked until, the slots' name prefix, the messages taken)."""
         now = now_ms()
+        slots = uuid.uuid4().hex
         reply = await self.scripts.take(
             keys=[keys.stream(partner.id), keys.due(partner.id), keys.window(partner.id),
                   keys.READY, keys.LEASES],
             args=[keys.DELIVERY_GROUP, self.consumer, now, want, limit, window_ms,
                   "1" if partner.ordered else "0", now + self.lease_ms, partner.id,
-                  self.visible_ms, uuid.uuid4().hex])
+                  self.visible_ms, slots])
         batch = [Taken(reply[i].decode(), _message_decoder.decode(reply[i + 1]),
                        int(reply[i + 2])) for i in range(1, len(reply), 3)]
-        return int(reply[0]), batch
+        return int(reply[0]), slots, batch
 
     async def _settle(self, partner: Partner, settled: list[tuple[Taken, Outcome]]) -> bool:
         """Record outcomes in one transaction; returns False when the partner got disabled."""
