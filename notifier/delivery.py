@@ -36,6 +36,11 @@ log = logs.get("delivery")
 QUANTUM = 2.0
 #: How long an idle process waits before looking at `ready` again.
 IDLE_POLL = 0.02
+#: A rate-limit slot opening sooner than this is waited for within the lease.
+SHORT_WAIT = 0.15
+#: After every attempt failed for this long, a partner gets only a probe batch per pause.
+BREAKER_AFTER = 1.0
+BREAKER_PAUSE = 30.0
 #: Above this share of one CPU, a process takes no more partners (see `tick`).
 CPU_BUSY = 0.9
 CPU_SAMPLE = 0.25
@@ -146,21 +151,41 @@ class Delivery:
         max_in_flight = 1 if partner.ordered else partner.max_in_flight
         inflight: dict[asyncio.Task[Outcome], Taken] = {}
         deadline = time.monotonic() + QUANTUM
-        blocked, active = 0, True
+        blocked, active, tripped = 0, True, False
         while True:
-            if (active and not self._stop.is_set() and time.monotonic() < deadline
-                    and len(inflight) < max_in_flight):
+            if (active and not tripped and not self._stop.is_set()
+                    and time.monotonic() < deadline and len(inflight) < max_in_flight):
                 blocked, slots, batch = await self._take(
                     partner, max_in_flight - len(inflight), limit, window_ms)
                 for i, taken in enumerate(batch, 1):
                     send = (self._send_in_slot(partner, taken, secrets, f"{slots}:{i}")
                             if limit else self.sender.send(partner, taken.message, secrets))
                     inflight[asyncio.create_task(send)] = taken
+            # A slot opening within SHORT_WAIT is waited for here: cheaper than parking the
+            # partner and leasing it again, and it keeps a limited partner near its full rate.
+            wait = blocked / 1000 - time.time() if blocked and not tripped else None
+            if wait is not None and (wait > SHORT_WAIT or
+                                     time.monotonic() + wait > deadline):
+                wait = None
             if not inflight:
-                return blocked, active
-            done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                if wait is None:
+                    return blocked, active
+                await asyncio.sleep(max(0.0, wait))
+                continue
+            done, _ = await asyncio.wait(inflight, timeout=wait,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                continue
             settled = [(inflight.pop(task), task.result()) for task in done]
-            active = await self._settle(partner, settled) and active
+            still_active, failing_since = await self._settle(partner, settled)
+            active = active and still_active
+            if failing_since is not None and time.time() - failing_since >= BREAKER_AFTER:
+                # Every attempt has failed for a while: the endpoint is down. Stop sending it
+                # new work, and probe again after a pause, rather than spend this process's
+                # CPU on requests that fail while other partners wait.
+                tripped = True
+                pause = min(self.settings.retry_schedule[0], BREAKER_PAUSE)
+                blocked = int((time.time() + pause) * 1000)
 
     def _signing_keys(self, partner: Partner) -> list[bytes]:
         now = now_ms()
@@ -189,26 +214,31 @@ class Delivery:
                        int(reply[i + 2])) for i in range(1, len(reply), 3)]
         return int(reply[0]), slots, batch
 
-    async def _settle(self, partner: Partner, settled: list[tuple[Taken, Outcome]]) -> bool:
-        """Record outcomes in one transaction; returns False when the partner got disabled."""
+    async def _settle(self, partner: Partner, settled: list[tuple[Taken, Outcome]],
+                      ) -> tuple[bool, float | None]:
+        """Record outcomes in one transaction.
+
+        Returns whether the partner is still enabled, and since when every attempt to it has
+        failed (None when one of these succeeded).
+        """
         pid = partner.id
-        stream, due, history = keys.stream(pid), keys.due(pid), keys.history(pid)
         failed = [taken.entry_id for taken, outcome in settled if not outcome.ok]
-        earlier: list[Any] = await self.redis.hmget(history, failed) if failed else []
+        earlier: list[Any] = await self.redis.hmget(keys.history(pid), failed) if failed else []
         histories = dict(zip(failed, earlier, strict=True))
         at = iso_now()
         now = time.time()
+        finished: list[str] = []
+        records: list[bytes] = []
+        self.telemetry.attempts(partner, settled)
         async with self.redis.pipeline(transaction=True) as pipe:
             for taken, outcome in settled:
                 record = Attempt(message_id=taken.message.id, event_type=taken.message.type,
                                  attempt=taken.attempt, at=at, status=outcome.status,
                                  latency_ms=round(outcome.latency_ms, 2), ok=outcome.ok,
                                  error=outcome.error)
-                self.telemetry.attempt(partner, taken.message.type, outcome)
-                pipe.xadd(keys.attempts(pid), {"a": _encode(record)},
-                          maxlen=keys.ATTEMPTS_KEPT, approximate=True)
+                records.append(_encode(record))
                 if outcome.ok:
-                    _finish(pipe, partner.id, taken.entry_id, forget_history=taken.attempt > 1)
+                    finished.append(taken.entry_id)
                     continue
                 past = histories.get(taken.entry_id)
                 attempts = [*(_history_decoder.decode(past) if past else []), record]
@@ -226,21 +256,21 @@ class Delivery:
                         "partner": pid, "message": _encode(taken.message),
                         "attempts": _encode(attempts), "at": at},
                         maxlen=keys.DEAD_KEPT, approximate=True)
-                    _finish(pipe, pid, taken.entry_id, forget_history=True)
+                    finished.append(taken.entry_id)
                     self.telemetry.dead_lettered(partner)
                 else:
-                    pipe.zadd(due, {taken.entry_id: int((now + wait) * 1000)}, xx=True)
-                    pipe.hset(history, taken.entry_id, _encode(attempts))
+                    pipe.zadd(keys.due(pid), {taken.entry_id: int((now + wait) * 1000)}, xx=True)
+                    pipe.hset(keys.history(pid), taken.entry_id, _encode(attempts))
             any_ok = len(failed) < len(settled)
-            if any_ok:
-                pipe.delete(keys.failing(pid))
-            else:
-                pipe.set(keys.failing(pid), int(now * 1000), nx=True)
-                pipe.get(keys.failing(pid))
+            await self.scripts.settle(
+                keys=[keys.stream(pid), keys.due(pid), keys.history(pid), keys.attempts(pid),
+                      keys.failing(pid)],
+                args=[keys.DELIVERY_GROUP, keys.ATTEMPTS_KEPT, int(now * 1000),
+                      "1" if any_ok else "0", len(finished), *finished, *records],
+                client=pipe)
             results = await pipe.execute()
-        del stream
         if any_ok:
-            return True
+            return True, None
         gone = any(outcome.gone for _, outcome in settled)
         failing_since = int(results[-1]) / 1000
         if gone or now - failing_since >= self.settings.disable_after:
@@ -248,15 +278,5 @@ class Delivery:
                       f"every attempt failed for {self.settings.disable_after:g}s")
             await self.store.disable(pid, reason)
             log.warning("partner disabled", partner=pid, reason=reason)
-            return False
-        return True
-
-
-def _finish(pipe: Any, partner_id: str, entry_id: str, forget_history: bool) -> None:
-    """A message is done with (delivered or dead-lettered): nothing of it stays."""
-    stream = keys.stream(partner_id)
-    pipe.xack(stream, keys.DELIVERY_GROUP, entry_id)
-    pipe.xdel(stream, entry_id)
-    pipe.zrem(keys.due(partner_id), entry_id)
-    if forget_history:
-        pipe.hdel(keys.history(partner_id), entry_id)
+            return False, failing_since
+        return True, failing_since

@@ -32,3 +32,4 @@ class Scripts:
         self.lease: AsyncScript = redis.register_script(source("lease"))
         self.take: AsyncScript = redis.register_script(source("take"))
         self.release: AsyncScript = redis.register_script(source("release"))
+        self.settle: AsyncScript = redis.register_script(source("settle"))
