@@ -150,6 +150,15 @@ class Delivery:
         limit, window_ms = (rate.limit, rate.window_ms + MARGIN_MS) if rate else (0, 0)
         max_in_flight = 1 if partner.ordered else partner.max_in_flight
         inflight: dict[asyncio.Task[Outcome], Taken] = {}
+        # Completed sends are collected by callback: cheaper than asyncio.wait over every open
+        # request each time one finishes.
+        finished: list[asyncio.Task[Outcome]] = []
+        settled_any = asyncio.Event()
+
+        def collect(task: asyncio.Task[Outcome]) -> None:
+            finished.append(task)
+            settled_any.set()
+
         deadline = time.monotonic() + QUANTUM
         blocked, active, tripped = 0, True, False
         while True:
@@ -160,7 +169,9 @@ class Delivery:
                 for i, taken in enumerate(batch, 1):
                     send = (self._send_in_slot(partner, taken, secrets, f"{slots}:{i}")
                             if limit else self.sender.send(partner, taken.message, secrets))
-                    inflight[asyncio.create_task(send)] = taken
+                    task = asyncio.create_task(send)
+                    task.add_done_callback(collect)
+                    inflight[task] = taken
             # A slot opening within SHORT_WAIT is waited for here: cheaper than parking the
             # partner and leasing it again, and it keeps a limited partner near its full rate.
             wait = blocked / 1000 - time.time() if blocked and not tripped else None
@@ -172,11 +183,15 @@ class Delivery:
                     return blocked, active
                 await asyncio.sleep(max(0.0, wait))
                 continue
-            done, _ = await asyncio.wait(inflight, timeout=wait,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                continue
-            settled = [(inflight.pop(task), task.result()) for task in done]
+            if not finished:
+                settled_any.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await settled_any.wait()
+                if not finished:
+                    continue
+            settled = [(inflight.pop(task), task.result()) for task in finished]
+            finished.clear()
             still_active, failing_since = await self._settle(partner, settled)
             active = active and still_active
             if failing_since is not None and time.time() - failing_since >= BREAKER_AFTER:
