@@ -1,27 +1,51 @@
--- settle.lua: record a batch of attempts of one partner and finish the messages that are done
--- (delivered or dead-lettered), as one step: a message is acknowledged, deleted and forgotten
--- together, so a crash never leaves one acknowledged but still due, or deleted but pending.
+-- settle.lua: record a batch of attempts of one partner and act on every outcome in one step:
+-- delivered and dead-lettered messages are acknowledged, deleted and forgotten together, failed
+-- ones get their next due time and history, so a crash never leaves a message half-settled
+-- (acknowledged but still due, dead-lettered but still pending, or lost).
 -- Returns the ms since which every attempt failed (0 when one of this batch succeeded).
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local history = KEYS[3]        -- notifier:{id}:history
 local attempts = KEYS[4]       -- notifier:{id}:attempts
 local failing = KEYS[5]        -- notifier:{id}:failing
+local dead = KEYS[6]           -- notifier:dead
 local group = ARGV[1]
 local kept = ARGV[2]           -- attempts kept per partner
-local now = ARGV[3]
-local any_ok = ARGV[4] == '1'
-local done = tonumber(ARGV[5]) -- how many message ids follow; the attempt records come after
+local dead_kept = ARGV[3]      -- dead letters kept
+local partner = ARGV[4]
+local now = ARGV[5]
+local any_ok = ARGV[6] == '1'
+local n_done = tonumber(ARGV[7])   -- delivered ids
+local n_retry = tonumber(ARGV[8])  -- (id, due ms, history) triples
+local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempts, at) quintuples
+-- then the attempt records, one per argument, to the end
 
-if done > 0 then
-  local ids = {unpack(ARGV, 6, 5 + done)}
-  redis.call('XACK', stream, group, unpack(ids))
-  redis.call('XDEL', stream, unpack(ids))
-  redis.call('ZREM', due, unpack(ids))
-  redis.call('HDEL', history, unpack(ids))
+local i = 10
+local finished = {}
+for _ = 1, n_done do
+  finished[#finished + 1] = ARGV[i]
+  i = i + 1
 end
-for i = 6 + done, #ARGV do
-  redis.call('XADD', attempts, 'MAXLEN', '~', kept, '*', 'a', ARGV[i])
+for _ = 1, n_retry do
+  redis.call('ZADD', due, 'XX', ARGV[i + 1], ARGV[i])
+  redis.call('HSET', history, ARGV[i], ARGV[i + 2])
+  i = i + 3
+end
+for _ = 1, n_dead do
+  redis.call('XADD', dead, 'MAXLEN', '~', dead_kept, '*', 'reason', ARGV[i + 1],
+             'partner', partner, 'message', ARGV[i + 2], 'attempts', ARGV[i + 3],
+             'at', ARGV[i + 4])
+  finished[#finished + 1] = ARGV[i]
+  i = i + 5
+end
+if #finished > 0 then
+  redis.call('XACK', stream, group, unpack(finished))
+  redis.call('XDEL', stream, unpack(finished))
+  redis.call('ZREM', due, unpack(finished))
+  redis.call('HDEL', history, unpack(finished))
+end
+for j = i, #ARGV do
+  redis.call('XADD', attempts, 'MAXLEN', '~', kept, '*', 'a', ARGV[j])
 end
 if any_ok then
   redis.call('DEL', failing)

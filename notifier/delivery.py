@@ -231,7 +231,7 @@ class Delivery:
 
     async def _settle(self, partner: Partner, settled: list[tuple[Taken, Outcome]],
                       ) -> tuple[bool, float | None]:
-        """Record outcomes in one transaction.
+        """Record outcomes with one script call (`lua/settle.lua`).
 
         Returns whether the partner is still enabled, and since when every attempt to it has
         failed (None when one of these succeeded).
@@ -242,52 +242,47 @@ class Delivery:
         histories = dict(zip(failed, earlier, strict=True))
         at = iso_now()
         now = time.time()
-        finished: list[str] = []
+        delivered: list[str] = []
+        retries: list[Any] = []
+        dead: list[Any] = []
         records: list[bytes] = []
         self.telemetry.attempts(partner, settled)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for taken, outcome in settled:
-                record = Attempt(message_id=taken.message.id, event_type=taken.message.type,
-                                 attempt=taken.attempt, at=at, status=outcome.status,
-                                 latency_ms=round(outcome.latency_ms, 2), ok=outcome.ok,
-                                 error=outcome.error)
-                records.append(_encode(record))
-                if outcome.ok:
-                    finished.append(taken.entry_id)
-                    continue
-                past = histories.get(taken.entry_id)
-                attempts = [*(_history_decoder.decode(past) if past else []), record]
-                wait = retry.delay(taken.attempt, self.settings.retry_schedule,
-                                   outcome.retry_after)
-                if wait is None and outcome.gone:
-                    # the partner is being disabled: keep the message for when it is back
-                    wait = self.settings.retry_schedule[-1]
-                log.info("delivery failed", partner=pid, message_id=taken.message.id,
-                         attempt=taken.attempt, status=outcome.status, error=outcome.error,
-                         retry_in=None if wait is None else round(wait, 3))
-                if wait is None:
-                    pipe.xadd(keys.DEAD, {
-                        "reason": f"gave up after {taken.attempt} attempts: {outcome.error}",
-                        "partner": pid, "message": _encode(taken.message),
-                        "attempts": _encode(attempts), "at": at},
-                        maxlen=keys.DEAD_KEPT, approximate=True)
-                    finished.append(taken.entry_id)
-                    self.telemetry.dead_lettered(partner)
-                else:
-                    pipe.zadd(keys.due(pid), {taken.entry_id: int((now + wait) * 1000)}, xx=True)
-                    pipe.hset(keys.history(pid), taken.entry_id, _encode(attempts))
-            any_ok = len(failed) < len(settled)
-            await self.scripts.settle(
-                keys=[keys.stream(pid), keys.due(pid), keys.history(pid), keys.attempts(pid),
-                      keys.failing(pid)],
-                args=[keys.DELIVERY_GROUP, keys.ATTEMPTS_KEPT, int(now * 1000),
-                      "1" if any_ok else "0", len(finished), *finished, *records],
-                client=pipe)
-            results = await pipe.execute()
+        for taken, outcome in settled:
+            record = Attempt(message_id=taken.message.id, event_type=taken.message.type,
+                             attempt=taken.attempt, at=at, status=outcome.status,
+                             latency_ms=round(outcome.latency_ms, 2), ok=outcome.ok,
+                             error=outcome.error)
+            records.append(_encode(record))
+            if outcome.ok:
+                delivered.append(taken.entry_id)
+                continue
+            past = histories.get(taken.entry_id)
+            attempts = [*(_history_decoder.decode(past) if past else []), record]
+            wait = retry.delay(taken.attempt, self.settings.retry_schedule, outcome.retry_after)
+            if wait is None and outcome.gone:
+                # the partner is being disabled: keep the message for when it is back
+                wait = self.settings.retry_schedule[-1]
+            log.info("delivery failed", partner=pid, message_id=taken.message.id,
+                     attempt=taken.attempt, status=outcome.status, error=outcome.error,
+                     retry_in=None if wait is None else round(wait, 3))
+            if wait is None:
+                dead += [taken.entry_id,
+                         f"gave up after {taken.attempt} attempts: {outcome.error}",
+                         _encode(taken.message), _encode(attempts), at]
+                self.telemetry.dead_lettered(partner)
+            else:
+                retries += [taken.entry_id, int((now + wait) * 1000), _encode(attempts)]
+        any_ok = bool(delivered)
+        failing_ms = await self.scripts.settle(
+            keys=[keys.stream(pid), keys.due(pid), keys.history(pid), keys.attempts(pid),
+                  keys.failing(pid), keys.DEAD],
+            args=[keys.DELIVERY_GROUP, keys.ATTEMPTS_KEPT, keys.DEAD_KEPT, pid,
+                  int(now * 1000), "1" if any_ok else "0", len(delivered), len(retries) // 3,
+                  len(dead) // 5, *delivered, *retries, *dead, *records])
         if any_ok:
             return True, None
         gone = any(outcome.gone for _, outcome in settled)
-        failing_since = int(results[-1]) / 1000
+        failing_since = int(failing_ms) / 1000
         if gone or now - failing_since >= self.settings.disable_after:
             reason = ("endpoint answered 410 Gone" if gone else
                       f"every attempt failed for {self.settings.disable_after:g}s")

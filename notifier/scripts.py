@@ -33,3 +33,4 @@ class Scripts:
         self.take: AsyncScript = redis.register_script(source("take"))
         self.release: AsyncScript = redis.register_script(source("release"))
         self.settle: AsyncScript = redis.register_script(source("settle"))
+        self.wake: AsyncScript = redis.register_script(source("wake"))

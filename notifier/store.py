@@ -28,6 +28,7 @@ from notifier.models import (
     header_problem,
 )
 from notifier.ratelimit import parse_rate
+from notifier.scripts import Scripts
 from notifier.sender import RESERVED_HEADERS
 from notifier.transforms import TransformError, check
 
@@ -56,6 +57,7 @@ class Store:
         self.redis: Any = redis
         self.settings = settings
         self.box = SecretBox(settings.secret_key)
+        self.scripts = Scripts(redis)
 
     # partners
 
@@ -137,8 +139,12 @@ class Store:
             pipe.incr(keys.PARTNERS_VERSION)
             if partner.enabled:
                 # it may have messages waiting (new, or kept while it was disabled)
-                pipe.zadd(keys.READY, {partner.id: _now_ms()}, lt=True)
+                await self._wake(pipe, partner.id)
             await pipe.execute()
+
+    async def _wake(self, pipe: Any, partner_id: str) -> None:
+        await self.scripts.wake(keys=[keys.READY, keys.LEASES], args=[_now_ms(), partner_id],
+                                client=pipe)
 
     def _validate(self, partner: Partner) -> None:
         try:
@@ -195,7 +201,7 @@ class Store:
         else:
             rows = await self.redis.xrange(keys.DEAD)
         replayed = 0
-        now = _now_ms()
+        known = {pid.decode() for pid in await self.redis.hkeys(keys.PARTNERS)}
         async with self.redis.pipeline(transaction=True) as pipe:
             for entry_id, fields in rows:
                 target = fields.get(b"partner", b"").decode()
@@ -203,10 +209,10 @@ class Store:
                     continue
                 if partner is not None and target != partner:
                     continue
-                if not await self.redis.hexists(keys.PARTNERS, target):
+                if target not in known:
                     continue
                 pipe.xadd(keys.stream(target), {"m": fields[b"message"]})
-                pipe.zadd(keys.READY, {target: now}, lt=True)
+                await self._wake(pipe, target)
                 pipe.xdel(keys.DEAD, entry_id)
                 replayed += 1
             await pipe.execute()

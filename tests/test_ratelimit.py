@@ -91,3 +91,31 @@ async def test_a_hanging_partner_holds_only_its_own_slots(
         await slow.wait_for(300, timeout=30)
         await idle(redis)
     assert sorted(b["data"]["n"] for b in healthy.bodies()) == list(range(300))
+
+
+async def test_max_in_flight_holds_while_the_partner_is_changed(
+        redis: Redis, settings: Settings, endpoint_factory) -> None:
+    from notifier.models import PartnerPatch
+    from notifier.store import Store
+
+    open_now = {"n": 0, "most": 0}
+
+    async def slowish(request: web.Request, n: int) -> web.StreamResponse:
+        open_now["n"] += 1
+        open_now["most"] = max(open_now["most"], open_now["n"])
+        await asyncio.sleep(0.05)  # the partner's own latency
+        open_now["n"] -= 1
+        return web.Response(status=200)
+
+    endpoint = await endpoint_factory(slowish)
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["*"], max_in_flight=2)
+    store = Store(redis, settings)
+    async with running(settings):
+        for i in range(60):
+            await publish(redis, "order.created", {"n": i})
+        for i in range(20):  # every change wakes the partner; none may start a second server
+            await store.update(pid, PartnerPatch(name=f"p{i}"))
+            await endpoint.wait_for(i + 1)
+        await endpoint.wait_for(60)
+        await idle(redis)
+    assert open_now["most"] <= 2
