@@ -41,6 +41,8 @@ SHORT_WAIT = 0.15
 #: After every attempt failed for this long, a partner gets only a probe batch per pause.
 BREAKER_AFTER = 1.0
 BREAKER_PAUSE = 30.0
+#: Partners leased per look at `ready`: small steps spread them over the delivery processes.
+LEASE_STEP = 4
 #: Above this share of one CPU, a process takes no more partners (see `tick`).
 CPU_BUSY = 0.9
 CPU_SAMPLE = 0.25
@@ -79,7 +81,6 @@ class Delivery:
         self.lease_ms = int(settings.claim_idle * 1000)
         self.visible_ms = int(settings.claim_idle * 1000)
         self._serving: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._busy = 0.0
@@ -92,11 +93,11 @@ class Delivery:
             await asyncio.gather(*self._serving, return_exceptions=True)
 
     async def tick(self) -> None:
-        free = self.settings.concurrency - len(self._serving)
-        if self._serving and self._cpu_busy() > CPU_BUSY:
+        free = min(self.settings.concurrency - len(self._serving), LEASE_STEP)
+        if self._cpu_busy() > CPU_BUSY:
             # Saturated: more partners here would only share this CPU. Leave them in `ready`
             # for another delivery process, which is how adding processes adds throughput.
-            free = 0
+            free = 0 if self._serving else 1
         next_due = -1
         if free > 0:
             now = now_ms()
@@ -112,9 +113,7 @@ class Delivery:
         wait = IDLE_POLL
         if next_due >= 0:
             wait = min(wait, max(0.0, (next_due - now_ms()) / 1000))
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        await asyncio.sleep(wait)
 
     def _cpu_busy(self) -> float:
         """The share of wall time this process spent on CPU since about CPU_SAMPLE ago."""
@@ -126,8 +125,9 @@ class Delivery:
         return self._busy
 
     def _served(self, task: asyncio.Task[None]) -> None:
+        # No wake-up here: the partner just given back goes to whichever process looks first,
+        # not always to this one, so partners spread over the processes.
         self._serving.discard(task)
-        self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("serving a partner failed", error=repr(task.exception()))
 
