@@ -6,7 +6,9 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
     notifier:events                 stream   ingress (NOTIFIER_INGRESS_STREAM); group `router`
     notifier:dead                   stream   dead letters: malformed events and exhausted messages
     notifier:partners               hash     partner id -> msgspec JSON of Partner
-    notifier:partners:version       string   bumped on every partner change; routers reload on it
+    notifier:partners:version       string   a new random value on every partner change; routers
+                                             reload on it (random, so a Redis that lost its data
+                                             cannot repeat an old value)
     notifier:ready                  zset     partner id -> ms when it next has work (design note 1)
     notifier:leases                 zset     partner id -> ms its current lease ends
     notifier:{id}:stream            stream   the partner's messages; group `delivery`

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets as pysecrets
 import time
+import uuid
 from typing import Any
 
 import msgspec
@@ -107,7 +108,7 @@ class Store:
             pipe.hdel(keys.PARTNERS, partner_id)
             pipe.zrem(keys.READY, partner_id)
             pipe.delete(*keys.all_of(partner_id))
-            pipe.incr(keys.PARTNERS_VERSION)
+            pipe.set(keys.PARTNERS_VERSION, uuid.uuid4().hex)
             await pipe.execute()
 
     async def rotate_secret(self, partner_id: str, secret: str | None = None) -> str:
@@ -136,7 +137,7 @@ class Store:
     async def _save(self, partner: Partner) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.PARTNERS, partner.id, _encode(partner))
-            pipe.incr(keys.PARTNERS_VERSION)
+            pipe.set(keys.PARTNERS_VERSION, uuid.uuid4().hex)
             if partner.enabled:
                 # it may have messages waiting (new, or kept while it was disabled)
                 await self._wake(pipe, partner.id)

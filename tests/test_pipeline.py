@@ -201,3 +201,22 @@ async def test_sigterm_lets_open_requests_finish(redis: Redis, settings: Setting
     assert await redis.xlen(f"notifier:{{{pid}}}:stream") == 0
     assert await redis.zcard(f"notifier:{{{pid}}}:due") == 0
     assert len(endpoint.received) == 5
+
+
+async def test_redis_that_comes_back_empty_gets_its_groups_back(
+        redis: Redis, settings: Settings, endpoint_factory) -> None:
+    first, second = await endpoint_factory(), await endpoint_factory()
+    await register(redis, settings, "before", first.url, ["*"])
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1})
+        await first.wait_for(1)
+        await idle(redis)
+        # what a Redis without persistence looks like after a restart: no streams, no groups
+        await redis.flushall()
+        await register(redis, settings, "after", second.url, ["*"])
+        await publish(redis, "order.created", {"n": 2})
+        await second.wait_for(1)
+        await idle(redis)
+    assert [b["data"]["n"] for b in second.bodies()] == [2]
+    groups = await redis.xinfo_groups("notifier:events")
+    assert [g["name"] for g in groups] == [b"router"]
