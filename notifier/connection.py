@@ -45,7 +45,9 @@ def consumer_name(configured: str = "") -> str:
 
 
 def is_nogroup(exc: BaseException) -> bool:
-    return isinstance(exc, rx.ResponseError) and "NOGROUP" in str(exc)
+    """The consumer group is gone: Redis lost its data, or the stream was deleted under a
+    blocked read (which Redis answers with UNBLOCKED)."""
+    return isinstance(exc, rx.ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 async def keep_running(name: str, step: Callable[[], Awaitable[None]],
