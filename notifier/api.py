@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from notifier import logs, telemetry
 from notifier.config import Settings
-from notifier.models import PartnerIn, PartnerPatch, ReplayIn, public
+from notifier.models import PartnerIn, PartnerPatch, ReplayIn, RotateIn, public
 from notifier.store import Invalid, NotFound, Store
 
 log = logs.get("api")
@@ -107,10 +107,6 @@ async def update_partner(request: web.Request) -> web.Response:
 async def delete_partner(request: web.Request) -> web.Response:
     await request.app[STORE].remove(request.match_info["id"])
     return web.Response(status=204)
-
-
-class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
-    secret: str | None = None
 
 
 async def rotate_secret(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from notifier import keys, logs, retry, signing
 from notifier.config import Settings
 from notifier.connection import consumer_name, keep_running
 from notifier.crypto import SecretBox
-from notifier.models import Attempt, Message, Partner
+from notifier.models import Attempt, Message, Partner, decode_partner, utc_now
 from notifier.ratelimit import MARGIN_MS, parse_rate
 from notifier.scripts import Scripts
 from notifier.sender import Outcome, Sender
@@ -47,7 +47,6 @@ LEASE_STEP = 4
 CPU_BUSY = 0.9
 CPU_SAMPLE = 0.25
 
-_partner_decoder = msgspec.json.Decoder(Partner)
 _message_decoder = msgspec.json.Decoder(Message)
 _history_decoder = msgspec.json.Decoder(list[Attempt])
 _encode = msgspec.json.Encoder().encode
@@ -55,10 +54,6 @@ _encode = msgspec.json.Encoder().encode
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def iso_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
 
 
 class Taken(msgspec.Struct):
@@ -133,7 +128,7 @@ class Delivery:
 
     async def serve(self, partner_id: str, config: bytes) -> None:
         """Serve one leased partner for a quantum, then release it."""
-        partner = _partner_decoder.decode(config)
+        partner = decode_partner(config)
         blocked = 0
         active = partner.enabled
         try:
@@ -240,7 +235,7 @@ class Delivery:
         failed = [taken.entry_id for taken, outcome in settled if not outcome.ok]
         earlier: list[Any] = await self.redis.hmget(keys.history(pid), failed) if failed else []
         histories = dict(zip(failed, earlier, strict=True))
-        at = iso_now()
+        at = utc_now()
         now = time.time()
         delivered: list[str] = []
         retries: list[Any] = []

@@ -7,6 +7,7 @@ body is a 400 naming the field, not a silently ignored setting.
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -83,6 +84,10 @@ class PartnerPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ordered: bool | None = None
 
 
+class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
+    secret: str | None = None  # bring your own; otherwise one is generated
+
+
 class ReplayIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     partner: str | None = None
     ids: list[str] | None = None
@@ -116,6 +121,14 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempts: list[Attempt] = []
     entry: dict[str, str] | None = None  # the raw ingress fields of a malformed event
     at: str = ""
+
+
+decode_partner = msgspec.json.Decoder(Partner).decode
+
+
+def utc_now() -> str:
+    """Now as ISO-8601 UTC, the form of every stored and shown time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def header_problem(headers: dict[str, str]) -> str | None:

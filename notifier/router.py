@@ -19,14 +19,13 @@ from redis.asyncio import Redis
 from notifier import events, keys, logs
 from notifier.config import Settings
 from notifier.connection import consumer_name, keep_running
-from notifier.models import Partner
+from notifier.models import Partner, decode_partner
 from notifier.scripts import Scripts
 
 log = logs.get("router")
 
 BATCH = 200
 BLOCK_MS = 1000
-_partner_decoder = msgspec.json.Decoder(Partner)
 _message_encoder = msgspec.json.Encoder()
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -97,7 +96,7 @@ class Router:
         version = await self.redis.get(keys.PARTNERS_VERSION)
         if version != self._version:
             raw = await self.redis.hgetall(keys.PARTNERS)
-            self._partners = [_partner_decoder.decode(value) for value in raw.values()]
+            self._partners = [decode_partner(value) for value in raw.values()]
             self._version = version
         return self._partners
 

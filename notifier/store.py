@@ -26,14 +26,15 @@ from notifier.models import (
     PartnerIn,
     PartnerPatch,
     Secret,
+    decode_partner,
     header_problem,
+    utc_now,
 )
 from notifier.ratelimit import parse_rate
 from notifier.scripts import Scripts
 from notifier.sender import RESERVED_HEADERS
 from notifier.transforms import TransformError, check
 
-_partner_decoder = msgspec.json.Decoder(Partner)
 _attempt_decoder = msgspec.json.Decoder(Attempt)
 _message_decoder = msgspec.json.Decoder(Message)
 _attempts_decoder = msgspec.json.Decoder(list[Attempt])
@@ -64,14 +65,12 @@ class Store:
 
     async def create(self, body: PartnerIn) -> tuple[Partner, str]:
         """Register a partner; returns it and its plain secret (shown this once)."""
-        secret = body.secret or signing.generate_secret()
-        if not signing.is_valid_secret(secret):
-            raise Invalid("secret: must be whsec_ followed by base64 of at least 24 bytes")
+        secret = _checked_secret(body.secret)
         partner = Partner(
             id="ptn_" + pysecrets.token_hex(8), name=body.name, url=body.url,
             events=body.events, rate_limit=body.rate_limit, max_in_flight=body.max_in_flight,
             headers=body.headers, transform=body.transform, enabled=body.enabled,
-            ordered=body.ordered, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            ordered=body.ordered, created_at=utc_now(),
             secrets=[Secret(self.box.seal(secret))])
         self._validate(partner)
         await self._save(partner)
@@ -81,11 +80,11 @@ class Store:
         raw = await self.redis.hget(keys.PARTNERS, partner_id)
         if raw is None:
             raise NotFound(f"no partner {partner_id!r}")
-        return _partner_decoder.decode(raw)
+        return decode_partner(raw)
 
     async def partners(self) -> list[Partner]:
         raw = await self.redis.hgetall(keys.PARTNERS)
-        return sorted((_partner_decoder.decode(v) for v in raw.values()),
+        return sorted((decode_partner(v) for v in raw.values()),
                       key=lambda p: (p.created_at, p.id))
 
     async def update(self, partner_id: str, patch: PartnerPatch) -> Partner:
@@ -113,9 +112,7 @@ class Store:
 
     async def rotate_secret(self, partner_id: str, secret: str | None = None) -> str:
         """A new secret signs from now on; the previous ones keep signing for the overlap."""
-        secret = secret or signing.generate_secret()
-        if not signing.is_valid_secret(secret):
-            raise Invalid("secret: must be whsec_ followed by base64 of at least 24 bytes")
+        secret = _checked_secret(secret)
         partner = await self.get(partner_id)
         now = _now_ms()
         overlap_end = now + int(self.settings.secret_overlap * 1000)
@@ -237,6 +234,15 @@ class Store:
             fields["id"] = event_id
         entry_id: bytes = await self.redis.xadd(self.settings.ingress_stream, fields)
         return entry_id.decode()
+
+
+def _checked_secret(secret: str | None) -> str:
+    """The partner's own secret once checked, or a new one."""
+    if secret is None:
+        return signing.generate_secret()
+    if not signing.is_valid_secret(secret):
+        raise Invalid("secret: must be whsec_ followed by base64 of at least 24 bytes")
+    return secret
 
 
 def _dead_letter(entry_id: str, fields: dict[bytes, bytes]) -> DeadLetter:

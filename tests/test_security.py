@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from notifier import api, config, events, signing
 from notifier.config import Settings
 from notifier.models import Message, Partner, Secret
-from notifier.sender import Sender, request_headers
+from notifier.sender import Outcome, Sender, request_headers
 from notifier.store import Store
 from tests.conftest import TOKEN, eventually, free_port, idle, publish, register, running
 
@@ -123,12 +123,21 @@ def test_partner_headers_cannot_replace_webhook_headers() -> None:
     partner = Partner(id="p", name="p", url="https://x.example.com", events=["*"],
                       headers={"Webhook-Signature": "forged", "X-Api-Key": "k"},
                       secrets=[Secret("whsec_x")])
-    message = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z",
-                      data=msgspec.Raw(b"{}"))
-    headers = request_headers(partner, message, b"{}", [b"key"], now=1)
+    headers = request_headers(partner, MESSAGE, b"{}", [b"key"], now=1)
     assert "Webhook-Signature" not in headers
     assert headers["webhook-signature"] == signing.signature_header([b"key"], "m1", 1, b"{}")
     assert headers["X-Api-Key"] == "k"
+
+
+MESSAGE = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z",
+                  data=msgspec.Raw(b"{}"))
+
+
+async def send_one(settings: Settings, url: str) -> Outcome:
+    """One attempt through the real sender, as delivery makes it."""
+    partner = Partner(id="p", name="p", url=url, events=["*"])
+    async with Sender(settings) as sender:
+        return await sender.send(partner, MESSAGE, [b"key"])
 
 
 async def test_huge_answer_is_cut_not_buffered(settings: Settings, endpoint_factory) -> None:
@@ -144,14 +153,10 @@ async def test_huge_answer_is_cut_not_buffered(settings: Settings, endpoint_fact
         return response
 
     endpoint = await endpoint_factory(flood)
-    partner = Partner(id="p", name="p", url=endpoint.url, events=["*"])
-    message = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z",
-                      data=msgspec.Raw(b"{}"))
-    async with Sender(settings) as sender:
-        tracemalloc.start()
-        outcome = await sender.send(partner, message, [b"key"])
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+    tracemalloc.start()
+    outcome = await send_one(settings, endpoint.url)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     assert outcome.status == 500 and not outcome.ok
     assert len(outcome.error or "") <= 520
     assert peak < 3 * 1024 * 1024, f"peak {peak} bytes while reading a 10 MiB answer"
@@ -171,11 +176,7 @@ async def test_slow_drip_answer_hits_the_total_timeout(env: dict[str, str],
         return response
 
     endpoint = await endpoint_factory(drip)
-    partner = Partner(id="p", name="p", url=endpoint.url, events=["*"])
-    message = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z",
-                      data=msgspec.Raw(b"{}"))
-    async with Sender(settings) as sender:
-        outcome = await sender.send(partner, message, [b"key"])
+    outcome = await send_one(settings, endpoint.url)
     assert not outcome.ok
     assert outcome.error == "timeout after 0.5s"
     assert outcome.latency_ms < 1500
