@@ -1,7 +1,8 @@
 -- settle.lua: record a batch of attempts of one partner and act on every outcome in one step:
 -- delivered and dead-lettered messages are acknowledged, deleted and forgotten together, failed
 -- ones get their next due time and history, so a crash never leaves a message half-settled
--- (acknowledged but still due, dead-lettered but still pending, or lost).
+-- (acknowledged but still due, dead-lettered but still pending, or lost). Rate-limit slots are
+-- moved to when their requests were actually sent.
 -- Returns the ms since which every attempt failed (0 when one of this batch succeeded).
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
@@ -9,6 +10,7 @@ local history = KEYS[3]        -- notifier:{id}:history
 local attempts = KEYS[4]       -- notifier:{id}:attempts
 local failing = KEYS[5]        -- notifier:{id}:failing
 local dead = KEYS[6]           -- notifier:dead
+local window = KEYS[7]         -- notifier:{id}:window
 local group = ARGV[1]
 local kept = ARGV[2]           -- attempts kept per partner
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -18,9 +20,10 @@ local any_ok = ARGV[6] == '1'
 local n_done = tonumber(ARGV[7])   -- delivered ids
 local n_retry = tonumber(ARGV[8])  -- (id, due ms, history) triples
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempts, at) quintuples
+local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
 -- then the attempt records, one per argument, to the end
 
-local i = 10
+local i = 11
 local finished = {}
 for _ = 1, n_done do
   finished[#finished + 1] = ARGV[i]
@@ -37,6 +40,11 @@ for _ = 1, n_dead do
              'at', ARGV[i + 4])
   finished[#finished + 1] = ARGV[i]
   i = i + 5
+end
+for _ = 1, n_sent do
+  -- XX: a slot already out of the window (or no limit at all) is not brought back
+  redis.call('ZADD', window, 'XX', ARGV[i + 1], ARGV[i])
+  i = i + 2
 end
 if #finished > 0 then
   redis.call('XACK', stream, group, unpack(finished))

@@ -60,6 +60,7 @@ class Taken(msgspec.Struct):
     entry_id: str
     message: Message
     attempt: int
+    slot: str  # its member in the rate-limit window log
 
 
 class Delivery:
@@ -159,12 +160,10 @@ class Delivery:
         while True:
             if (active and not tripped and not self._stop.is_set()
                     and time.monotonic() < deadline and len(inflight) < max_in_flight):
-                blocked, slots, batch = await self._take(
+                blocked, batch = await self._take(
                     partner, max_in_flight - len(inflight), limit, window_ms)
-                for i, taken in enumerate(batch, 1):
-                    send = (self._send_in_slot(partner, taken, secrets, f"{slots}:{i}")
-                            if limit else self.sender.send(partner, taken.message, secrets))
-                    task = asyncio.create_task(send)
+                for taken in batch:
+                    task = asyncio.create_task(self.sender.send(partner, taken.message, secrets))
                     task.add_done_callback(collect)
                     inflight[task] = taken
             # A slot opening within SHORT_WAIT is waited for here: cheaper than parking the
@@ -202,16 +201,9 @@ class Delivery:
         return [signing.secret_key(self.box.open(s.value)) for s in partner.secrets
                 if s.expires_ms is None or s.expires_ms > now]
 
-    async def _send_in_slot(self, partner: Partner, taken: Taken, secrets: list[bytes],
-                            slot: str) -> Outcome:
-        """Send, first moving the request's slot to now: a request that waited for the CPU
-        after its slot was taken must not land closer than a window to the next ones."""
-        await self.redis.zadd(keys.window(partner.id), {slot: now_ms()}, xx=True)
-        return await self.sender.send(partner, taken.message, secrets)
-
     async def _take(self, partner: Partner, want: int, limit: int,
-                    window_ms: int) -> tuple[int, str, list[Taken]]:
-        """Returns (blocked until, the slots' name prefix, the messages taken)."""
+                    window_ms: int) -> tuple[int, list[Taken]]:
+        """Returns (blocked until, the messages taken)."""
         now = now_ms()
         slots = uuid.uuid4().hex
         reply = await self.scripts.take(
@@ -221,8 +213,9 @@ class Delivery:
                   "1" if partner.ordered else "0", now + self.lease_ms, partner.id,
                   self.visible_ms, slots])
         batch = [Taken(reply[i].decode(), _message_decoder.decode(reply[i + 1]),
-                       int(reply[i + 2])) for i in range(1, len(reply), 3)]
-        return int(reply[0]), slots, batch
+                       int(reply[i + 2]), f"{slots}:{n}")
+                 for n, i in enumerate(range(1, len(reply), 3), 1)]
+        return int(reply[0]), batch
 
     async def _settle(self, partner: Partner, settled: list[tuple[Taken, Outcome]],
                       ) -> tuple[bool, float | None]:
@@ -241,6 +234,9 @@ class Delivery:
         retries: list[Any] = []
         dead: list[Any] = []
         records: list[bytes] = []
+        # A slot is stamped when it is taken; moving it to when its request was sent keeps a
+        # request that waited for the CPU from landing within a window of the next ones.
+        sent = [v for taken, outcome in settled for v in (taken.slot, outcome.sent_ms)]
         self.telemetry.attempts(partner, settled)
         for taken, outcome in settled:
             record = Attempt(message_id=taken.message.id, event_type=taken.message.type,
@@ -270,10 +266,11 @@ class Delivery:
         any_ok = bool(delivered)
         failing_ms = await self.scripts.settle(
             keys=[keys.stream(pid), keys.due(pid), keys.history(pid), keys.attempts(pid),
-                  keys.failing(pid), keys.DEAD],
+                  keys.failing(pid), keys.DEAD, keys.window(pid)],
             args=[keys.DELIVERY_GROUP, keys.ATTEMPTS_KEPT, keys.DEAD_KEPT, pid,
                   int(now * 1000), "1" if any_ok else "0", len(delivered), len(retries) // 3,
-                  len(dead) // 5, *delivered, *retries, *dead, *records])
+                  len(dead) // 5, len(sent) // 2, *delivered, *retries, *dead, *sent,
+                  *records])
         if any_ok:
             return True, None
         gone = any(outcome.gone for _, outcome in settled)

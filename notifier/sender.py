@@ -41,6 +41,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     latency_ms: float = 0.0
     error: str | None = None
     retry_after: float | None = None
+    sent_ms: int = 0  # wall clock when the request was started, for the rate-limit log
 
     @property
     def gone(self) -> bool:
@@ -99,8 +100,15 @@ class Sender:
             await self._session.close()
 
     async def send(self, partner: Partner, message: Message, keys: Sequence[bytes]) -> Outcome:
-        assert self._session is not None, "use Sender as an async context manager"
         started = time.perf_counter()
+        sent_ms = int(time.time() * 1000)
+        outcome = await self._attempt(partner, message, keys, started)
+        outcome.sent_ms = sent_ms
+        return outcome
+
+    async def _attempt(self, partner: Partner, message: Message, keys: Sequence[bytes],
+                       started: float) -> Outcome:
+        assert self._session is not None, "use Sender as an async context manager"
         try:
             body = render(partner, message)
             headers = request_headers(partner, message, body, keys)
