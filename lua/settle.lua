@@ -18,10 +18,19 @@ local partner = ARGV[4]
 local now = ARGV[5]
 local any_ok = ARGV[6] == '1'
 local n_done = tonumber(ARGV[7])   -- delivered ids
-local n_retry = tonumber(ARGV[8])  -- (id, due ms, history) triples
-local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempts, at) quintuples
+local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
+local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
 local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
 -- then the attempt records, one per argument, to the end
+
+-- A message's failed attempts are kept as one JSON array; this one is appended to it.
+local function with_earlier(id, record)
+  local earlier = redis.call('HGET', history, id)
+  if earlier then
+    return string.sub(earlier, 1, -2) .. ',' .. record .. ']'
+  end
+  return '[' .. record .. ']'
+end
 
 local i = 11
 local finished = {}
@@ -31,12 +40,13 @@ for _ = 1, n_done do
 end
 for _ = 1, n_retry do
   redis.call('ZADD', due, 'XX', ARGV[i + 1], ARGV[i])
-  redis.call('HSET', history, ARGV[i], ARGV[i + 2])
+  redis.call('HSET', history, ARGV[i], with_earlier(ARGV[i], ARGV[i + 2]))
   i = i + 3
 end
 for _ = 1, n_dead do
   redis.call('XADD', dead, 'MAXLEN', '~', dead_kept, '*', 'reason', ARGV[i + 1],
-             'partner', partner, 'message', ARGV[i + 2], 'attempts', ARGV[i + 3],
+             'partner', partner, 'message', ARGV[i + 2],
+             'attempts', with_earlier(ARGV[i], ARGV[i + 3]),
              'at', ARGV[i + 4])
   finished[#finished + 1] = ARGV[i]
   i = i + 5

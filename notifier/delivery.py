@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 
 from notifier import keys, logs, retry, signing
+from notifier.autopipeline import AutoPipeline
 from notifier.config import Settings
 from notifier.connection import consumer_name, keep_running
 from notifier.crypto import SecretBox
@@ -48,7 +50,6 @@ CPU_BUSY = 0.9
 CPU_SAMPLE = 0.25
 
 _message_decoder = msgspec.json.Decoder(Message)
-_history_decoder = msgspec.json.Decoder(list[Attempt])
 _encode = msgspec.json.Encoder().encode
 
 
@@ -72,6 +73,7 @@ class Delivery:
         self.telemetry = telemetry or Telemetry.disabled()
         self.store = Store(redis, settings)
         self.scripts = Scripts(redis)
+        self.calls = AutoPipeline(redis)
         self.box = SecretBox(settings.secret_key)
         self.consumer = consumer_name(settings.consumer)
         self.lease_ms = int(settings.claim_idle * 1000)
@@ -97,9 +99,9 @@ class Delivery:
         next_due = -1
         if free > 0:
             now = now_ms()
-            next_due, leased = await self.scripts.lease(
-                keys=[keys.READY, keys.LEASES, keys.PARTNERS],
-                args=[now, now + self.lease_ms, free])
+            next_due, leased = await self.calls.call(
+                self.scripts.lease, [keys.READY, keys.LEASES, keys.PARTNERS],
+                [now, now + self.lease_ms, free])
             for i in range(0, len(leased), 2):
                 task = asyncio.create_task(self.serve(leased[i].decode(), leased[i + 1]))
                 self._serving.add(task)
@@ -136,9 +138,10 @@ class Delivery:
             if active:
                 blocked, active = await self._serve(partner)
         finally:
-            await self.scripts.release(
-                keys=[keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id)],
-                args=[partner_id, now_ms(), blocked, "1" if active else "0"])
+            await self.calls.call(
+                self.scripts.release,
+                [keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id)],
+                [partner_id, now_ms(), blocked, "1" if active else "0"])
 
     async def _serve(self, partner: Partner) -> tuple[int, bool]:
         secrets = self._signing_keys(partner)
@@ -157,20 +160,29 @@ class Delivery:
 
         deadline = time.monotonic() + QUANTUM
         blocked, active, tripped = 0, True, False
+        # A settle whose reply decides nothing (all its sends succeeded) is not waited for
+        # before the next take, so both go to Redis in one round trip, in that order.
+        settling: asyncio.Future[Any] | None = None
         while True:
             if (active and not tripped and not self._stop.is_set()
                     and time.monotonic() < deadline and len(inflight) < max_in_flight):
-                blocked, batch = await self._take(
-                    partner, max_in_flight - len(inflight), limit, window_ms)
+                taking = self._take(partner, max_in_flight - len(inflight), limit, window_ms)
+                if settling is None:
+                    blocked, batch = await taking
+                else:
+                    (blocked, batch), _ = await asyncio.gather(taking, settling)
+                    settling = None
                 for taken in batch:
                     task = asyncio.create_task(self.sender.send(partner, taken.message, secrets))
                     task.add_done_callback(collect)
                     inflight[task] = taken
+            if settling is not None:
+                await settling
+                settling = None
             # A slot opening within SHORT_WAIT is waited for here: cheaper than parking the
             # partner and leasing it again, and it keeps a limited partner near its full rate.
             wait = blocked / 1000 - time.time() if blocked and not tripped else None
-            if wait is not None and (wait > SHORT_WAIT or
-                                     time.monotonic() + wait > deadline):
+            if wait is not None and (wait > SHORT_WAIT or time.monotonic() + wait > deadline):
                 wait = None
             if not inflight:
                 if wait is None:
@@ -186,7 +198,11 @@ class Delivery:
                     continue
             settled = [(inflight.pop(task), task.result()) for task in finished]
             finished.clear()
-            still_active, failing_since = await self._settle(partner, settled)
+            settling = self._settle(partner, settled)
+            if all(outcome.ok for _, outcome in settled):
+                continue
+            still_active, failing_since = await self._judge(partner, settled, await settling)
+            settling = None
             active = active and still_active
             if failing_since is not None and time.time() - failing_since >= BREAKER_AFTER:
                 # Every attempt has failed for a while: the endpoint is down. Stop sending it
@@ -201,33 +217,29 @@ class Delivery:
         return [signing.secret_key(self.box.open(s.value)) for s in partner.secrets
                 if s.expires_ms is None or s.expires_ms > now]
 
-    async def _take(self, partner: Partner, want: int, limit: int,
-                    window_ms: int) -> tuple[int, list[Taken]]:
-        """Returns (blocked until, the messages taken)."""
+    def _take(self, partner: Partner, want: int, limit: int,
+              window_ms: int) -> Coroutine[Any, Any, tuple[int, list[Taken]]]:
+        """Queue a take (`lua/take.lua`) now; awaiting the result gives (blocked until, the
+        messages taken)."""
         now = now_ms()
         slots = uuid.uuid4().hex
-        reply = await self.scripts.take(
-            keys=[keys.stream(partner.id), keys.due(partner.id), keys.window(partner.id),
-                  keys.READY, keys.LEASES],
-            args=[keys.DELIVERY_GROUP, self.consumer, now, want, limit, window_ms,
-                  "1" if partner.ordered else "0", now + self.lease_ms, partner.id,
-                  self.visible_ms, slots])
-        batch = [Taken(reply[i].decode(), _message_decoder.decode(reply[i + 1]),
-                       int(reply[i + 2]), f"{slots}:{n}")
-                 for n, i in enumerate(range(1, len(reply), 3), 1)]
-        return int(reply[0]), batch
+        reply = self.calls.call(
+            self.scripts.take,
+            [keys.stream(partner.id), keys.due(partner.id), keys.window(partner.id),
+             keys.READY, keys.LEASES],
+            [keys.DELIVERY_GROUP, self.consumer, now, want, limit, window_ms,
+             "1" if partner.ordered else "0", now + self.lease_ms, partner.id,
+             self.visible_ms, slots])
+        return _taken(reply, slots)
 
-    async def _settle(self, partner: Partner, settled: list[tuple[Taken, Outcome]],
-                      ) -> tuple[bool, float | None]:
-        """Record outcomes with one script call (`lua/settle.lua`).
+    def _settle(self, partner: Partner,
+                settled: Sequence[tuple[Taken, Outcome]]) -> asyncio.Future[Any]:
+        """Queue the record of a batch of outcomes (`lua/settle.lua`, one call) now.
 
-        Returns whether the partner is still enabled, and since when every attempt to it has
-        failed (None when one of these succeeded).
+        Its reply is the ms since which every attempt to the partner has failed, 0 when one of
+        these succeeded.
         """
         pid = partner.id
-        failed = [taken.entry_id for taken, outcome in settled if not outcome.ok]
-        earlier: list[Any] = await self.redis.hmget(keys.history(pid), failed) if failed else []
-        histories = dict(zip(failed, earlier, strict=True))
         at = utc_now()
         now = time.time()
         delivered: list[str] = []
@@ -247,8 +259,6 @@ class Delivery:
             if outcome.ok:
                 delivered.append(taken.entry_id)
                 continue
-            past = histories.get(taken.entry_id)
-            attempts = [*(_history_decoder.decode(past) if past else []), record]
             wait = retry.delay(taken.attempt, self.settings.retry_schedule, outcome.retry_after)
             if wait is None and outcome.gone:
                 # the partner is being disabled: keep the message for when it is back
@@ -259,20 +269,26 @@ class Delivery:
             if wait is None:
                 dead += [taken.entry_id,
                          f"gave up after {taken.attempt} attempts: {outcome.error}",
-                         _encode(taken.message), _encode(attempts), at]
+                         _encode(taken.message), records[-1], at]
                 self.telemetry.dead_lettered(partner)
             else:
-                retries += [taken.entry_id, int((now + wait) * 1000), _encode(attempts)]
-        any_ok = bool(delivered)
-        failing_ms = await self.scripts.settle(
-            keys=[keys.stream(pid), keys.due(pid), keys.history(pid), keys.attempts(pid),
-                  keys.failing(pid), keys.DEAD, keys.window(pid)],
-            args=[keys.DELIVERY_GROUP, keys.ATTEMPTS_KEPT, keys.DEAD_KEPT, pid,
-                  int(now * 1000), "1" if any_ok else "0", len(delivered), len(retries) // 3,
-                  len(dead) // 5, len(sent) // 2, *delivered, *retries, *dead, *sent,
-                  *records])
-        if any_ok:
+                retries += [taken.entry_id, int((now + wait) * 1000), records[-1]]
+        return self.calls.call(
+            self.scripts.settle,
+            [keys.stream(pid), keys.due(pid), keys.history(pid), keys.attempts(pid),
+             keys.failing(pid), keys.DEAD, keys.window(pid)],
+            [keys.DELIVERY_GROUP, keys.ATTEMPTS_KEPT, keys.DEAD_KEPT, pid, int(now * 1000),
+             "1" if delivered else "0", len(delivered), len(retries) // 3, len(dead) // 5,
+             len(sent) // 2, *delivered, *retries, *dead, *sent, *records])
+
+    async def _judge(self, partner: Partner, settled: Sequence[tuple[Taken, Outcome]],
+                     failing_ms: int) -> tuple[bool, float | None]:
+        """After a batch with failures: whether the partner is still enabled, and since when
+        every attempt to it has failed (None when one of these succeeded)."""
+        if not failing_ms:
             return True, None
+        pid = partner.id
+        now = time.time()
         gone = any(outcome.gone for _, outcome in settled)
         failing_since = int(failing_ms) / 1000
         if gone or now - failing_since >= self.settings.disable_after:
@@ -282,3 +298,11 @@ class Delivery:
             log.warning("partner disabled", partner=pid, reason=reason)
             return False, failing_since
         return True, failing_since
+
+
+async def _taken(reply: Awaitable[Any], slots: str) -> tuple[int, list[Taken]]:
+    found = await reply
+    batch = [Taken(found[i].decode(), _message_decoder.decode(found[i + 1]),
+                   int(found[i + 2]), f"{slots}:{n}")
+             for n, i in enumerate(range(1, len(found), 3), 1)]
+    return int(found[0]), batch
