@@ -173,7 +173,8 @@ class Delivery:
                     (blocked, batch), _ = await asyncio.gather(taking, settling)
                     settling = None
                 for taken in batch:
-                    task = asyncio.create_task(self.sender.send(partner, taken.message, secrets))
+                    task = asyncio.create_task(
+                        self.sender.send(partner, taken.message, secrets, taken.attempt))
                     task.add_done_callback(collect)
                     inflight[task] = taken
             if settling is not None:

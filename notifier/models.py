@@ -100,6 +100,7 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str
     timestamp: str
     data: msgspec.Raw  # the producer's JSON object, kept as text: no re-encode on the hot path
+    trace: str | None = None  # W3C traceparent of the event's `route` span, when tracing
 
 
 class Attempt(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -16,11 +16,12 @@ import msgspec
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import events, keys, logs
+from notifier import events, keys, logs, telemetry
 from notifier.config import Settings
 from notifier.connection import consumer_name, keep_running
 from notifier.models import Partner, decode_partner
 from notifier.scripts import Scripts
+from notifier.telemetry import Telemetry
 
 log = logs.get("router")
 
@@ -32,9 +33,11 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 class Router:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings,
+                 telemetry: Telemetry | None = None) -> None:
         self.redis = redis
         self.settings = settings
+        self.tracer = telemetry.tracer if telemetry else None
         self.scripts = Scripts(redis)
         self.stream = settings.ingress_stream
         self.consumer = consumer_name(settings.consumer)
@@ -103,6 +106,7 @@ class Router:
     async def route(self, entries: list[Entry]) -> None:
         partners = await self.refresh_partners()
         now_ms = int(time.time() * 1000)
+        spans = []
         async with self.redis.pipeline(transaction=False) as pipe:
             for raw_id, fields in entries:
                 entry_id = raw_id.decode()
@@ -114,9 +118,15 @@ class Router:
                     continue
                 targets = [p for p in partners if p.subscribes(parsed.type)]
                 dedupe = keys.DEDUPE_TTL if b"id" in fields else 0
+                if self.tracer is not None:
+                    span = telemetry.route_span(self.tracer, parsed, len(targets))
+                    parsed.trace = telemetry.traceparent(span)
+                    spans.append(span)
                 await self._call(pipe, entry_id, now_ms, _message_encoder.encode(parsed),
                                  targets, parsed.id, dedupe, "")
             await pipe.execute()
+        for span in spans:
+            span.end()
 
     async def _call(self, pipe: Any, entry_id: str, now_ms: int, payload: bytes | str,
               targets: list[Partner], event_id: str, dedupe_ttl: int, dead_reason: str) -> None:

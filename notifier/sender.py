@@ -14,8 +14,9 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from opentelemetry.trace import Tracer
 
-from notifier import __version__, signing, ssrf, transforms
+from notifier import __version__, signing, ssrf, telemetry, transforms
 from notifier.config import Settings
 from notifier.models import Message, Partner
 from notifier.retry import parse_retry_after
@@ -78,8 +79,9 @@ def request_headers(partner: Partner, message: Message, body: bytes,
 class Sender:
     """Owns the one shared connection pool all deliveries of a process go through."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracer: Tracer | None = None) -> None:
         self.settings = settings
+        self.tracer = tracer
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Sender:
@@ -99,11 +101,22 @@ class Sender:
         if self._session is not None:
             await self._session.close()
 
-    async def send(self, partner: Partner, message: Message, keys: Sequence[bytes]) -> Outcome:
+    async def send(self, partner: Partner, message: Message, keys: Sequence[bytes],
+                   attempt: int = 1) -> Outcome:
+        span = None
+        if self.tracer is not None:
+            span = telemetry.delivery_span(self.tracer, partner, message, attempt)
         started = time.perf_counter()
         sent_ms = int(time.time() * 1000)
-        outcome = await self._attempt(partner, message, keys, started)
+        try:
+            outcome = await self._attempt(partner, message, keys, started)
+        except asyncio.CancelledError:
+            if span is not None:
+                span.end()
+            raise
         outcome.sent_ms = sent_ms
+        if span is not None:
+            telemetry.end_delivery_span(span, outcome)
         return outcome
 
     async def _attempt(self, partner: Partner, message: Message, keys: Sequence[bytes],

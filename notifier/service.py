@@ -61,16 +61,16 @@ async def run(settings: Settings, *, route: bool, deliver: bool, serve_api: bool
              if on]
     redis = connect(settings.redis_url, "notifier-" + "+".join(roles))
     await check_redis(redis)
-    metrics = Telemetry.start(settings.otlp_endpoint)
+    telemetry = Telemetry.start(settings.otlp_endpoint)
     runner = None
     try:
-        async with Sender(settings) as sender:
+        async with Sender(settings, telemetry.tracer) as sender:
             tasks = []
             if route:
-                tasks.append(asyncio.create_task(Router(redis, settings).run(stop)))
+                tasks.append(asyncio.create_task(Router(redis, settings, telemetry).run(stop)))
             if deliver:
                 tasks.append(asyncio.create_task(
-                    Delivery(redis, settings, sender, metrics).run(stop)))
+                    Delivery(redis, settings, sender, telemetry).run(stop)))
             if serve_api:
                 runner = await api.serve(api.create_app(redis, settings), settings)
             log.info("notifier started", router=route, delivery=deliver, api=serve_api)
