@@ -83,6 +83,7 @@ async def _dead_replay(store: Store, args: argparse.Namespace) -> None:
 
 def _process(route: bool, deliver: bool, serve_api: bool) -> Callable[..., Awaitable[None]]:
     async def run(settings: config.Settings, args: argparse.Namespace) -> None:
+        service.tune_gc()
         await service.run(settings, route=route, deliver=deliver, serve_api=serve_api)
     return run
 

