@@ -9,7 +9,9 @@ call costs a fraction of that. redis-py has no such mode (redis/redis-py#3767).
 
 Order is kept: calls run on the server in the order they were made, so a coroutine may queue a
 settle and then a take without waiting in between. Each script is still atomic on its own; a
-pipeline is not a transaction, and nothing here needs one.
+pipeline is not a transaction, and nothing here needs one. A call once made is sent even if its
+caller stops waiting, as a request already on the wire would be: a take whose reply nobody
+reads leaves its messages to be retried after NOTIFIER_CLAIM_IDLE, like a crashed process's.
 """
 
 from __future__ import annotations
