@@ -1,6 +1,12 @@
 -- release.lua: give a partner back after serving it, scored by when it next has work.
 -- Looking for "nothing left" and removing it must be one step: a message the router appends
 -- between a separate check and ZREM would be stranded with its partner out of `ready`.
+-- A process that lost Redis while serving releases late: if its lease ran out and another
+-- process holds the partner now, `ready` and `leases` are that holder's and are left alone.
+-- Messages taken by a take whose reply never arrived are due again at once rather than at the
+-- end of their visibility timeout: they carry the due score that take gave them.
+-- Returns when the partner is next due, -1 when it was removed from `ready`, -2 when another
+-- process holds it.
 local ready = KEYS[1]          -- notifier:ready
 local leases = KEYS[2]         -- notifier:leases
 local stream = KEYS[3]         -- notifier:{id}:stream
@@ -9,6 +15,24 @@ local partner = ARGV[1]
 local now = tonumber(ARGV[2])
 local blocked = tonumber(ARGV[3])  -- ms until which it may not send (rate limit, ordered head)
 local active = ARGV[4] == '1'      -- '0': disabled, keep its messages but do not schedule it
+local held_until = tonumber(ARGV[5])  -- the latest lease end this process set
+-- ARGV[6..]: due scores given by takes whose replies were lost
+
+if redis.call('EXISTS', stream) == 0 then
+  redis.call('ZREM', ready, partner)
+  redis.call('ZREM', leases, partner)
+  return -1
+end
+for i = 6, #ARGV do
+  local lost = redis.call('ZRANGEBYSCORE', due, ARGV[i], ARGV[i], 'LIMIT', 0, 1000)
+  for _, id in ipairs(lost) do
+    redis.call('ZADD', due, now, id)
+  end
+end
+local lease = redis.call('ZSCORE', leases, partner)
+if lease and tonumber(lease) > held_until then
+  return -2
+end
 
 local next_due = nil
 -- Acknowledged entries are deleted, and every pending one has a due time: the rest are new.

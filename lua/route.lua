@@ -17,6 +17,8 @@ local dead_reason = ARGV[7]           -- non-empty: the entry is malformed
 local dead_max = ARGV[8]
 -- ARGV[9..]: partner ids, in the order of their keys
 
+--@include wake_partner
+
 if redis.call('XACK', ingress, group, entry_id) == 0 then
   return -1
 end
@@ -35,15 +37,19 @@ for i = 1, #ARGV - 8 do
   local seen = KEYS[4 + 2 * i]
   local partner = ARGV[8 + i]
   if dedupe_ttl == 0 or redis.call('SET', seen, '1', 'NX', 'EX', dedupe_ttl) then
-    redis.call('XADD', stream, '*', 'm', payload)
-    routed = routed + 1
-    if string.sub(wake, i, i) == '1' then
-      -- A partner under lease or parked at its rate limit keeps its score: its holder (or the
-      -- park's end) looks at the stream again. Otherwise it is due now.
-      local parked = redis.call('ZSCORE', leases, partner)
-      if not parked or tonumber(parked) <= now then
-        redis.call('ZADD', ready, 'LT', now, partner)  -- adds it, or brings it forward
+    -- A script that fails half-way keeps what it wrote, and the entry is acknowledged already:
+    -- a partner stream that refuses the message (a key of the wrong type) gets its message
+    -- dead-lettered, replayable, instead of failing the fan-out to everyone.
+    local appended, err = pcall(redis.call, 'XADD', stream, '*', 'm', payload)
+    if appended then
+      routed = routed + 1
+      if string.sub(wake, i, i) == '1' then
+        wake_partner(ready, leases, partner, now)
       end
+    else
+      redis.call('XADD', dead, 'MAXLEN', '~', dead_max, '*',
+                 'reason', 'could not append to the partner stream: ' .. tostring(err.err or err),
+                 'partner', partner, 'message', payload, 'attempts', '[]')
     end
   end
 end

@@ -3,7 +3,12 @@
 -- ones get their next due time and history, so a crash never leaves a message half-settled
 -- (acknowledged but still due, dead-lettered but still pending, or lost). Rate-limit slots are
 -- moved to when their requests were actually sent.
--- Returns the ms since which every attempt failed (0 when one of this batch succeeded).
+-- Running the same batch twice (a process that lost Redis settles again what it may already
+-- have settled) changes nothing more: only a message still pending is retried or
+-- dead-lettered. A partner whose stream is gone (removed, or Redis lost its data) gets no key
+-- written back.
+-- Returns the ms since which every attempt failed (0 when one of this batch succeeded, or when
+-- the stream is gone).
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local history = KEYS[3]        -- notifier:{id}:history
@@ -23,6 +28,10 @@ local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) 
 local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
 -- then the attempt records, one per argument, to the end
 
+if redis.call('EXISTS', stream) == 0 then
+  return 0
+end
+
 -- A message's failed attempts are kept as one JSON array; this one is appended to it.
 local function with_earlier(id, record)
   local earlier = redis.call('HGET', history, id)
@@ -39,16 +48,21 @@ for _ = 1, n_done do
   i = i + 1
 end
 for _ = 1, n_retry do
-  redis.call('ZADD', due, 'XX', ARGV[i + 1], ARGV[i])
-  redis.call('HSET', history, ARGV[i], with_earlier(ARGV[i], ARGV[i + 2]))
+  if redis.call('ZSCORE', due, ARGV[i]) then
+    redis.call('ZADD', due, ARGV[i + 1], ARGV[i])
+    redis.call('HSET', history, ARGV[i], with_earlier(ARGV[i], ARGV[i + 2]))
+  end
   i = i + 3
 end
 for _ = 1, n_dead do
-  redis.call('XADD', dead, 'MAXLEN', '~', dead_kept, '*', 'reason', ARGV[i + 1],
-             'partner', partner, 'message', ARGV[i + 2],
-             'attempts', with_earlier(ARGV[i], ARGV[i + 3]),
-             'at', ARGV[i + 4])
-  finished[#finished + 1] = ARGV[i]
+  -- acknowledged here, one by one: a message settled already is not dead-lettered twice
+  if redis.call('XACK', stream, group, ARGV[i]) == 1 then
+    redis.call('XADD', dead, 'MAXLEN', '~', dead_kept, '*', 'reason', ARGV[i + 1],
+               'partner', partner, 'message', ARGV[i + 2],
+               'attempts', with_earlier(ARGV[i], ARGV[i + 3]),
+               'at', ARGV[i + 4])
+    finished[#finished + 1] = ARGV[i]
+  end
   i = i + 5
 end
 for _ = 1, n_sent do

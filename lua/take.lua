@@ -4,7 +4,9 @@
 -- Within the window, requests are spread over ten slices (at most ceil(limit / 10) a slice), so
 -- a partner sees a steady flow rather than the whole window's worth in one burst.
 -- Returns {blocked_until_ms, id1, payload1, attempt1, id2, ...}; blocked_until is 0 unless the
--- partner has work it may not send yet (rate limit full, or the head of an ordered partner).
+-- partner has work it may not send yet (rate limit full, or the head of an ordered partner),
+-- and -1 when the partner's stream is gone (partner removed, or Redis lost its data): then
+-- nothing is written, so no key of a partner that no longer exists is brought back.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local window = KEYS[3]         -- notifier:{id}:window
@@ -13,15 +15,18 @@ local leases = KEYS[5]         -- notifier:leases
 local group = ARGV[1]
 local consumer = ARGV[2]
 local now = tonumber(ARGV[3])
-local want = tonumber(ARGV[4])
-local limit = tonumber(ARGV[5])      -- requests per window; 0: no limit
-local window_ms = tonumber(ARGV[6])
+local want = tonumber(ARGV[4])       -- at most max_in_flight (1000)
+local limit = tonumber(ARGV[5])      -- requests per window, at most 1e6; 0: no limit
+local window_ms = tonumber(ARGV[6])  -- at most 24 h
 local ordered = ARGV[7] == '1'
 local lease_until = tonumber(ARGV[8])
 local partner = ARGV[9]
 local visible_ms = tonumber(ARGV[10])  -- NOTIFIER_CLAIM_IDLE: when an unsettled send is retried
 local token = ARGV[11]                  -- unique per call, makes window members unique
 
+if redis.call('EXISTS', stream) == 0 then
+  return {-1}
+end
 redis.call('ZADD', ready, 'XX', lease_until, partner)
 redis.call('ZADD', leases, lease_until, partner)
 
@@ -78,8 +83,8 @@ elseif taken < want and not (ordered and taken > 0) then
   local ok, read = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
                          'COUNT', want - taken, 'STREAMS', stream, '>')
   if not ok and string.find(tostring(read.err or read), 'NOGROUP') then
-    -- a Redis that lost its data, or a stream written before its group existed
-    redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+    -- a stream written before its group existed (the stream itself exists: checked above)
+    redis.call('XGROUP', 'CREATE', stream, group, '0')
     read = redis.call('XREADGROUP', 'GROUP', group, consumer,
                       'COUNT', want - taken, 'STREAMS', stream, '>')
   elseif not ok then
@@ -96,10 +101,12 @@ elseif taken < want and not (ordered and taken > 0) then
   end
 end
 
-for i = 1, taken do
-  redis.call('ZADD', window, now, token .. ':' .. i)
-end
 if limit > 0 then
+  -- Only a limited partner keeps a log: without a limit nothing reads it, and it would grow by
+  -- a member per delivery for ever.
+  for i = 1, taken do
+    redis.call('ZADD', window, now, token .. ':' .. i)
+  end
   redis.call('PEXPIRE', window, window_ms * 2)
 end
 return out

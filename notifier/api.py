@@ -45,9 +45,11 @@ async def decode(request: web.Request, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
-        raise web.HTTPBadRequest(text=f"invalid body: {exc}") from None
-    except msgspec.DecodeError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(text=f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(text="body nests too deeply") from None
 
 
 def make_middlewares(token: str | None) -> list[Any]:

@@ -50,28 +50,41 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, rx.ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
+#: Longest pause between two tries while Redis is away: short, so work resumes within about a
+#: second of Redis coming back; one connection attempt a second per loop costs nothing.
+MAX_BACKOFF = 1.0
+
+
 async def keep_running(name: str, step: Callable[[], Awaitable[None]],
                        stop: asyncio.Event, on_nogroup: Callable[[], Awaitable[None]] | None = None,
                        ) -> None:
-    """Call `step` until `stop` is set, backing off while Redis is unreachable."""
+    """Call `step` until `stop` is set. No exception ends the loop: Redis going away is waited
+    out with capped exponential backoff, and anything else is logged and retried the same way,
+    so a bug met once costs a log line, not a process that crash-loops."""
     backoff = 0.1
     while not stop.is_set():
         try:
             await step()
             backoff = 0.1
+            continue
         except TRANSIENT as exc:
             log.warning("redis unreachable, retrying", loop=name, error=str(exc),
                         retry_in=round(backoff, 2))
-            await _pause(stop, backoff)
-            backoff = min(backoff * 2, 5.0) * random.uniform(0.8, 1.2)
         except rx.ResponseError as exc:
             if on_nogroup is not None and is_nogroup(exc):
                 log.warning("consumer group missing, recreating it", loop=name)
-                await on_nogroup()
-                continue
-            log.exception("redis error", loop=name)
-            await _pause(stop, backoff)
-            backoff = min(backoff * 2, 5.0)
+                try:
+                    await on_nogroup()
+                    continue
+                except Exception as again:
+                    log.warning("could not recreate the consumer group", loop=name,
+                                error=str(again))
+            else:
+                log.error("redis error", loop=name, error=str(exc))
+        except Exception:
+            log.exception("loop step failed, retrying", loop=name)
+        await _pause(stop, backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF) * random.uniform(0.8, 1.2)
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -1,11 +1,17 @@
-"""The delivery pool: lease partners with work, send their messages, settle the outcomes.
+"""The delivery pool: lease partners with work, serve each for a quantum, give it back.
 
 Idle partners cost nothing: only partners in `notifier:ready` whose score has come are leased
 (`lua/lease.lua`), so a process does O(log n) work per tick whatever the number of partners.
-Each leased partner is served by one coroutine for a short quantum, with at most its own
-`max_in_flight` requests open, then given back scored by when it next has work
+Each leased partner becomes a `ServedPartner`, served by one coroutine for a short quantum with
+at most its own `max_in_flight` requests open, then given back scored by when it next has work
 (`lua/release.lua`); taking partners in score order is round-robin among the due ones, so a
 partner with a huge backlog, a rate limit or a hanging endpoint only ever spends its own slots.
+
+Nothing a served partner holds is left to expire. Whatever ends its serve (its quantum, a
+shutdown, Redis going away, a bug), it waits for its open requests, records their outcomes and
+gives the partner back. What cannot reach Redis then (the outcomes, the release, and the
+messages of a take whose reply was lost) is kept and handed back by the pool's next tick once
+Redis answers again, instead of waiting NOTIFIER_CLAIM_IDLE for leases and visibility timeouts.
 """
 
 from __future__ import annotations
@@ -14,21 +20,20 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
+from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import keys, logs, retry, signing
-from notifier.autopipeline import AutoPipeline
+from notifier import logs, lua, retry, signing
 from notifier.config import Settings
-from notifier.connection import consumer_name, keep_running
+from notifier.connection import TRANSIENT, consumer_name, keep_running
 from notifier.crypto import SecretBox
-from notifier.models import Attempt, Message, Partner, decode_partner, utc_now
+from notifier.lua import Scripts
+from notifier.models import Attempt, Outcome, Partner, Taken, decode_partner, utc_now
 from notifier.ratelimit import MARGIN_MS, parse_rate
-from notifier.scripts import Scripts
-from notifier.sender import Outcome, Sender
+from notifier.sender import Sender
 from notifier.store import Store
 from notifier.telemetry import Telemetry
 
@@ -40,6 +45,9 @@ QUANTUM = 2.0
 IDLE_POLL = 0.02
 #: A rate-limit slot opening sooner than this is waited for within the lease.
 SHORT_WAIT = 0.15
+#: The shortest pause of a serve loop: a slot time already past still costs a turn of the
+#: clock, so no path through the loop can spin without yielding time.
+MIN_PAUSE = 0.001
 #: After every attempt failed for this long, a partner gets only a probe batch per pause.
 BREAKER_AFTER = 1.0
 BREAKER_PAUSE = 30.0
@@ -48,20 +56,14 @@ LEASE_STEP = 4
 #: Above this share of one CPU, a process takes no more partners (see `tick`).
 CPU_BUSY = 0.9
 CPU_SAMPLE = 0.25
+#: Errors of a Redis call that mean "this call did not (visibly) happen".
+REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, rx.ResponseError)
 
-_message_decoder = msgspec.json.Decoder(Message)
 _encode = msgspec.json.Encoder().encode
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class Taken(msgspec.Struct):
-    entry_id: str
-    message: Message
-    attempt: int
-    slot: str  # its member in the rate-limit window log
 
 
 class Delivery:
@@ -73,24 +75,34 @@ class Delivery:
         self.telemetry = telemetry or Telemetry.disabled()
         self.store = Store(redis, settings)
         self.scripts = Scripts(redis)
-        self.calls = AutoPipeline(redis)
         self.box = SecretBox(settings.secret_key)
         self.consumer = consumer_name(settings.consumer)
         self.lease_ms = int(settings.claim_idle * 1000)
         self.visible_ms = int(settings.claim_idle * 1000)
+        self.stopping = asyncio.Event()
         self._serving: set[asyncio.Task[None]] = set()
-        self._stop = asyncio.Event()
+        #: Served partners that could not be given back while Redis was away.
+        self._unreturned: list[ServedPartner] = []
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._busy = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; then let open requests finish and give every partner back."""
-        self._stop = stop
+        self.stopping = stop
         await keep_running("delivery", self.tick, stop)
         if self._serving:
             await asyncio.gather(*self._serving, return_exceptions=True)
+        if self._unreturned:
+            try:
+                await self.give_back_unreturned()
+            except REDIS_ERRORS as exc:
+                log.warning("could not give partners back before stopping; their leases and "
+                            "messages expire after NOTIFIER_CLAIM_IDLE",
+                            partners=len(self._unreturned), error=str(exc))
 
     async def tick(self) -> None:
+        if self._unreturned:
+            await self.give_back_unreturned()
         free = min(self.settings.concurrency - len(self._serving), LEASE_STEP)
         if self._cpu_busy() > CPU_BUSY:
             # Saturated: more partners here would only share this CPU. Leave them in `ready`
@@ -99,19 +111,29 @@ class Delivery:
         next_due = -1
         if free > 0:
             now = now_ms()
-            next_due, leased = await self.calls.call(
-                self.scripts.lease, [keys.READY, keys.LEASES, keys.PARTNERS],
-                [now, now + self.lease_ms, free])
-            for i in range(0, len(leased), 2):
-                task = asyncio.create_task(self.serve(leased[i].decode(), leased[i + 1]))
+            lease_until = now + self.lease_ms
+            leased = await self.scripts.send(
+                lua.lease(now_ms=now, lease_until=lease_until, count=free))
+            next_due = leased.next_due_ms
+            for partner_id, record in leased.partners:
+                served = ServedPartner(self, partner_id, record, lease_until)
+                task = asyncio.create_task(served.run())
                 self._serving.add(task)
-                task.add_done_callback(self._served)
-            if leased:
+                task.add_done_callback(self._serving.discard)
+            if leased.partners:
                 return
         wait = IDLE_POLL
         if next_due >= 0:
             wait = min(wait, max(0.0, (next_due - now_ms()) / 1000))
         await asyncio.sleep(wait)
+
+    async def give_back_unreturned(self) -> None:
+        """Record and release what served partners could not while Redis was away; raises
+        (keeping the rest) if Redis is still away."""
+        while self._unreturned:
+            await self._unreturned[0].give_back()
+            served = self._unreturned.pop(0)
+            log.info("partner given back after redis returned", partner=served.partner_id)
 
     def _cpu_busy(self) -> float:
         """The share of wall time this process spent on CPU since about CPU_SAMPLE ago."""
@@ -122,188 +144,273 @@ class Delivery:
             self._cpu_mark = (wall, cpu)
         return self._busy
 
-    def _served(self, task: asyncio.Task[None]) -> None:
-        # No wake-up here: the partner just given back goes to whichever process looks first,
-        # not always to this one, so partners spread over the processes.
-        self._serving.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("serving a partner failed", error=repr(task.exception()))
 
-    async def serve(self, partner_id: str, config: bytes) -> None:
-        """Serve one leased partner for a quantum, then release it."""
-        partner = decode_partner(config)
-        blocked = 0
-        active = partner.enabled
-        try:
-            if active:
-                blocked, active = await self._serve(partner)
-        finally:
-            await self.calls.call(
-                self.scripts.release,
-                [keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id)],
-                [partner_id, now_ms(), blocked, "1" if active else "0"])
+class ServedPartner:
+    """One partner leased by this process: its lease, its open sends, when it may send next,
+    and its breaker. `run` serves it for a quantum and always ends by giving it back."""
 
-    async def _serve(self, partner: Partner) -> tuple[int, bool]:
-        secrets = self._signing_keys(partner)
-        rate = parse_rate(partner.rate_limit)
-        limit, window_ms = (rate.limit, rate.window_ms + MARGIN_MS) if rate else (0, 0)
-        max_in_flight = 1 if partner.ordered else partner.max_in_flight
-        inflight: dict[asyncio.Task[Outcome], Taken] = {}
+    def __init__(self, pool: Delivery, partner_id: str, record: bytes,
+                 lease_until: int) -> None:
+        self.pool = pool
+        self.partner_id = partner_id
+        self.record = record
+        self.partner: Partner | None = None
+        self.signing_keys: list[bytes] = []
+        self.limit = 0
+        self.window_ms = 0
+        self.max_in_flight = 1
+        #: The latest lease end this process set: a later one is another process's lease.
+        self.held_until = lease_until
+        #: 0, or the ms before which the partner may not send (rate limit, ordered head,
+        #: breaker); parks it in `ready` until then when it is given back.
+        self.blocked_until = 0
+        self.active = True
+        self.tripped = False
+        self.inflight: dict[asyncio.Task[Outcome], Taken] = {}
         # Completed sends are collected by callback: cheaper than asyncio.wait over every open
         # request each time one finishes.
-        finished: list[asyncio.Task[Outcome]] = []
-        settled_any = asyncio.Event()
+        self.finished: list[asyncio.Task[Outcome]] = []
+        self.one_finished = asyncio.Event()
+        #: Settles Redis has not confirmed yet, oldest first: sent again by `give_back`.
+        self.unsettled: list[lua.Call[int]] = []
+        self.settling: list[asyncio.Future[int]] = []
+        #: Due scores given by takes whose replies were lost (their messages are ours).
+        self.lost_due: list[int] = []
 
-        def collect(task: asyncio.Task[Outcome]) -> None:
-            finished.append(task)
-            settled_any.set()
+    async def run(self) -> None:
+        try:
+            if await self._prepare():
+                await self._serve()
+        except REDIS_ERRORS as exc:
+            log.warning("redis failed while serving a partner; giving it back when it returns",
+                        partner=self.partner_id, error=str(exc))
+        except Exception:
+            log.exception("serving a partner failed", partner=self.partner_id)
+        finally:
+            await self._drain()
+            try:
+                await self.give_back()
+            except REDIS_ERRORS:
+                self.pool._unreturned.append(self)
+            except Exception:
+                log.exception("giving a partner back failed", partner=self.partner_id)
+                self.pool._unreturned.append(self)
 
+    async def _prepare(self) -> bool:
+        """Read what serving needs from the partner's record; a record that cannot be served
+        disables the partner once, with the reason, and keeps its messages."""
+        try:
+            self.partner = decode_partner(self.record)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("partner record unreadable; not serving it", partner=self.partner_id,
+                      error=str(exc))
+            self.active = False
+            return False
+        if not self.partner.enabled:
+            self.active = False
+            return False
+        now = now_ms()
+        try:
+            self.signing_keys = [signing.secret_key(self.pool.box.open(s.value))
+                                 for s in self.partner.secrets
+                                 if s.expires_ms is None or s.expires_ms > now]
+            rate = parse_rate(self.partner.rate_limit)
+        except ValueError as exc:
+            await self._disable(f"cannot be served: {exc}")
+            return False
+        if rate is not None:
+            self.limit, self.window_ms = rate.limit, rate.window_ms + MARGIN_MS
+        self.max_in_flight = 1 if self.partner.ordered else self.partner.max_in_flight
+        return True
+
+    async def _serve(self) -> None:
         deadline = time.monotonic() + QUANTUM
-        blocked, active, tripped = 0, True, False
-        # A settle whose reply decides nothing (all its sends succeeded) is not waited for
-        # before the next take, so both go to Redis in one round trip, in that order.
-        settling: asyncio.Future[Any] | None = None
         while True:
-            if (active and not tripped and not self._stop.is_set()
-                    and time.monotonic() < deadline and len(inflight) < max_in_flight):
-                taking = self._take(partner, max_in_flight - len(inflight), limit, window_ms)
-                if settling is None:
-                    blocked, batch = await taking
-                else:
-                    (blocked, batch), _ = await asyncio.gather(taking, settling)
-                    settling = None
-                for taken in batch:
-                    task = asyncio.create_task(
-                        self.sender.send(partner, taken.message, secrets, taken.attempt))
-                    task.add_done_callback(collect)
-                    inflight[task] = taken
-            if settling is not None:
-                await settling
-                settling = None
-            # A slot opening within SHORT_WAIT is waited for here: cheaper than parking the
-            # partner and leasing it again, and it keeps a limited partner near its full rate.
-            wait = blocked / 1000 - time.time() if blocked and not tripped else None
-            if wait is not None and (wait > SHORT_WAIT or time.monotonic() + wait > deadline):
-                wait = None
-            if not inflight:
-                if wait is None:
-                    return blocked, active
-                await asyncio.sleep(max(0.0, wait))
+            if self._may_take(deadline):
+                await self._take()
+            pause = self._pause(deadline)
+            if not self.inflight:
+                if pause is None:
+                    return
+                await asyncio.sleep(pause)
                 continue
-            if not finished:
-                settled_any.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await settled_any.wait()
-                if not finished:
-                    continue
-            settled = [(inflight.pop(task), task.result()) for task in finished]
-            finished.clear()
-            settling = self._settle(partner, settled)
-            if all(outcome.ok for _, outcome in settled):
-                continue
-            still_active, failing_since = await self._judge(partner, settled, await settling)
-            settling = None
-            active = active and still_active
-            if failing_since is not None and time.time() - failing_since >= BREAKER_AFTER:
-                # Every attempt has failed for a while: the endpoint is down. Stop sending it
-                # new work, and probe again after a pause, rather than spend this process's
-                # CPU on requests that fail while other partners wait.
-                tripped = True
-                pause = min(self.settings.retry_schedule[0], BREAKER_PAUSE)
-                blocked = int((time.time() + pause) * 1000)
+            settled = await self._collect(pause)
+            if settled:
+                await self._settle(settled)
 
-    def _signing_keys(self, partner: Partner) -> list[bytes]:
+    def _may_take(self, deadline: float) -> bool:
+        return (self.active and not self.tripped and not self.pool.stopping.is_set()
+                and time.monotonic() < deadline and len(self.inflight) < self.max_in_flight)
+
+    def _pause(self, deadline: float) -> float | None:
+        """How long to wait before taking again, when a slot opens soon enough to wait for it
+        within this lease; None when there is nothing to wait for but open sends (or nothing at
+        all). Never zero or less, so the loop always yields time."""
+        if not self.blocked_until or not self._may_take(deadline):
+            return None
+        wait = self.blocked_until / 1000 - time.time()
+        if wait > SHORT_WAIT or time.monotonic() + wait > deadline:
+            return None
+        return max(wait, MIN_PAUSE)
+
+    async def _take(self) -> None:
+        assert self.partner is not None
+        pool = self.pool
         now = now_ms()
-        return [signing.secret_key(self.box.open(s.value)) for s in partner.secrets
-                if s.expires_ms is None or s.expires_ms > now]
+        lease_until = now + pool.lease_ms
+        self.held_until = max(self.held_until, lease_until)
+        call = lua.take(partner_id=self.partner_id, consumer=pool.consumer, now_ms=now,
+                        want=self.max_in_flight - len(self.inflight), limit=self.limit,
+                        window_ms=self.window_ms, ordered=self.partner.ordered,
+                        lease_until=lease_until, visible_ms=pool.visible_ms,
+                        token=uuid.uuid4().hex)
+        try:
+            took = await pool.scripts.send(call)
+        except BaseException:
+            # The take may have run without its reply reaching us: its messages carry this
+            # due score, by which `give_back` finds them again.
+            self.lost_due.append(now + pool.visible_ms)
+            raise
+        # Below zero: the partner's stream is gone (removed, or Redis flushed), which is
+        # nothing to take; `release` decides what that means, atomically with its check.
+        self.blocked_until = max(took.blocked_until, 0)
+        for taken in took.messages:
+            task = asyncio.create_task(pool.sender.send(
+                self.partner, taken.message, self.signing_keys, taken.attempt))
+            task.add_done_callback(self._collected)
+            self.inflight[task] = taken
 
-    def _take(self, partner: Partner, want: int, limit: int,
-              window_ms: int) -> Coroutine[Any, Any, tuple[int, list[Taken]]]:
-        """Queue a take (`lua/take.lua`) now; awaiting the result gives (blocked until, the
-        messages taken)."""
-        now = now_ms()
-        slots = uuid.uuid4().hex
-        reply = self.calls.call(
-            self.scripts.take,
-            [keys.stream(partner.id), keys.due(partner.id), keys.window(partner.id),
-             keys.READY, keys.LEASES],
-            [keys.DELIVERY_GROUP, self.consumer, now, want, limit, window_ms,
-             "1" if partner.ordered else "0", now + self.lease_ms, partner.id,
-             self.visible_ms, slots])
-        return _taken(reply, slots)
+    def _collected(self, task: asyncio.Task[Outcome]) -> None:
+        self.finished.append(task)
+        self.one_finished.set()
 
-    def _settle(self, partner: Partner,
-                settled: Sequence[tuple[Taken, Outcome]]) -> asyncio.Future[Any]:
-        """Queue the record of a batch of outcomes (`lua/settle.lua`, one call) now.
+    async def _collect(self, pause: float | None) -> list[tuple[Taken, Outcome]]:
+        """Wait for at least one open send to finish (or `pause` to pass); the finished ones."""
+        if not self.finished:
+            self.one_finished.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self.one_finished.wait()
+        done, self.finished = self.finished, []
+        return [(self.inflight.pop(task), _outcome(task)) for task in done]
 
-        Its reply is the ms since which every attempt to the partner has failed, 0 when one of
-        these succeeded.
-        """
-        pid = partner.id
+    async def _drain(self) -> None:
+        """Let every open send finish (each bounded by the request timeout) and record them,
+        then wait for every settle still on its way."""
+        while self.inflight:
+            settled = await self._collect(None)
+            if settled:
+                self._queue_settle(settled)
+        if self.settling:
+            await asyncio.gather(*self.settling, return_exceptions=True)
+
+    async def _settle(self, settled: Sequence[tuple[Taken, Outcome]]) -> None:
+        reply = self._queue_settle(settled)
+        if all(outcome.ok for _, outcome in settled):
+            # Its reply decides nothing: the next take follows it in the same round trip, and
+            # Redis runs them in order.
+            return
+        await self._judge(settled, await reply)
+
+    def _queue_settle(self, settled: Sequence[tuple[Taken, Outcome]]) -> asyncio.Future[int]:
+        call = self._settle_call(settled)
+        self.unsettled.append(call)
+        reply = self.pool.scripts.send(call)
+        self.settling.append(reply)
+
+        def confirmed(done: asyncio.Future[int]) -> None:
+            self.settling.remove(done)
+            if not done.cancelled() and done.exception() is None:
+                self.unsettled.remove(call)
+
+        reply.add_done_callback(confirmed)
+        return reply
+
+    def _settle_call(self, settled: Sequence[tuple[Taken, Outcome]]) -> lua.Call[int]:
+        """The record of a batch of outcomes, as one `lua/settle.lua` call."""
+        assert self.partner is not None
+        pool, pid = self.pool, self.partner_id
         at = utc_now()
         now = time.time()
         delivered: list[str] = []
-        retries: list[Any] = []
-        dead: list[Any] = []
+        retries: list[lua.Retry] = []
+        dead: list[lua.Dead] = []
         records: list[bytes] = []
-        # A slot is stamped when it is taken; moving it to when its request was sent keeps a
-        # request that waited for the CPU from landing within a window of the next ones.
-        sent = [v for taken, outcome in settled for v in (taken.slot, outcome.sent_ms)]
-        self.telemetry.attempts(partner, settled)
+        pool.telemetry.attempts(self.partner, settled)
         for taken, outcome in settled:
-            record = Attempt(message_id=taken.message.id, event_type=taken.message.type,
-                             attempt=taken.attempt, at=at, status=outcome.status,
-                             latency_ms=round(outcome.latency_ms, 2), ok=outcome.ok,
-                             error=outcome.error)
-            records.append(_encode(record))
+            record = _encode(Attempt(
+                message_id=taken.message.id, event_type=taken.message.type,
+                attempt=taken.attempt, at=at, status=outcome.status,
+                latency_ms=round(outcome.latency_ms, 2), ok=outcome.ok, error=outcome.error))
+            records.append(record)
             if outcome.ok:
                 delivered.append(taken.entry_id)
                 continue
-            wait = retry.delay(taken.attempt, self.settings.retry_schedule, outcome.retry_after)
+            wait = retry.delay(taken.attempt, pool.settings.retry_schedule, outcome.retry_after)
             if wait is None and outcome.gone:
                 # the partner is being disabled: keep the message for when it is back
-                wait = self.settings.retry_schedule[-1]
-            log.info("delivery failed", partner=pid, message_id=taken.message.id,
-                     attempt=taken.attempt, status=outcome.status, error=outcome.error,
-                     retry_in=None if wait is None else round(wait, 3))
+                wait = pool.settings.retry_schedule[-1]
             if wait is None:
-                dead += [taken.entry_id,
-                         f"gave up after {taken.attempt} attempts: {outcome.error}",
-                         _encode(taken.message), records[-1], at]
-                self.telemetry.dead_lettered(partner)
+                reason = f"gave up after {taken.attempt} attempts: {outcome.error}"
+                log.warning("message dead-lettered", partner=pid, message_id=taken.message.id,
+                            attempt=taken.attempt, status=outcome.status, reason=reason)
+                dead.append(lua.Dead(taken.entry_id, reason, _encode(taken.message), record,
+                                     at))
+                pool.telemetry.dead_lettered(self.partner)
             else:
-                retries += [taken.entry_id, int((now + wait) * 1000), records[-1]]
-        return self.calls.call(
-            self.scripts.settle,
-            [keys.stream(pid), keys.due(pid), keys.history(pid), keys.attempts(pid),
-             keys.failing(pid), keys.DEAD, keys.window(pid)],
-            [keys.DELIVERY_GROUP, keys.ATTEMPTS_KEPT, keys.DEAD_KEPT, pid, int(now * 1000),
-             "1" if delivered else "0", len(delivered), len(retries) // 3, len(dead) // 5,
-             len(sent) // 2, *delivered, *retries, *dead, *sent, *records])
+                log.info("delivery failed, will retry", partner=pid,
+                         message_id=taken.message.id, attempt=taken.attempt,
+                         status=outcome.status, error=outcome.error, retry_in=round(wait, 3))
+                retries.append(lua.Retry(taken.entry_id, int((now + wait) * 1000), record))
+        # A slot is stamped when it is taken; moving it to when its request was sent keeps a
+        # request that waited for the CPU from landing within a window of the next ones.
+        sent = [(taken.slot, outcome.sent_ms) for taken, outcome in settled] if self.limit else []
+        return lua.settle(partner_id=pid, now_ms=int(now * 1000), delivered=delivered,
+                          retries=retries, dead=dead, sent=sent, records=records)
 
-    async def _judge(self, partner: Partner, settled: Sequence[tuple[Taken, Outcome]],
-                     failing_ms: int) -> tuple[bool, float | None]:
-        """After a batch with failures: whether the partner is still enabled, and since when
-        every attempt to it has failed (None when one of these succeeded)."""
+    async def _judge(self, settled: Sequence[tuple[Taken, Outcome]], failing_ms: int) -> None:
+        """After a batch with failures: disable a partner that is gone or has failed for
+        NOTIFIER_DISABLE_AFTER, and trip the breaker of one whose every attempt has failed for
+        BREAKER_AFTER."""
         if not failing_ms:
-            return True, None
-        pid = partner.id
+            return
         now = time.time()
-        gone = any(outcome.gone for _, outcome in settled)
-        failing_since = int(failing_ms) / 1000
-        if gone or now - failing_since >= self.settings.disable_after:
-            reason = ("endpoint answered 410 Gone" if gone else
-                      f"every attempt failed for {self.settings.disable_after:g}s")
-            await self.store.disable(pid, reason)
-            log.warning("partner disabled", partner=pid, reason=reason)
-            return False, failing_since
-        return True, failing_since
+        failing_since = failing_ms / 1000
+        disable_after = self.pool.settings.disable_after
+        if any(outcome.gone for _, outcome in settled):
+            await self._disable("endpoint answered 410 Gone")
+        elif now - failing_since >= disable_after:
+            await self._disable(f"every attempt failed for {disable_after:g}s")
+        if self.active and now - failing_since >= BREAKER_AFTER:
+            # Every attempt has failed for a while: the endpoint is down. Stop sending it new
+            # work, and probe again after a pause, rather than spend this process's CPU on
+            # requests that fail while other partners wait.
+            self.tripped = True
+            pause = min(self.pool.settings.retry_schedule[0], BREAKER_PAUSE)
+            self.blocked_until = int((now + pause) * 1000)
+
+    async def _disable(self, reason: str) -> None:
+        self.active = False
+        await self.pool.store.disable(self.partner_id, reason)
+        log.warning("partner disabled", partner=self.partner_id, reason=reason)
+
+    async def give_back(self) -> None:
+        """Record what is unsettled, then release the partner (`lua/release.lua`)."""
+        scripts = self.pool.scripts
+        while self.unsettled:
+            await scripts.send(self.unsettled[0])
+            self.unsettled.pop(0)
+        await scripts.send(lua.release(
+            partner_id=self.partner_id, now_ms=now_ms(), blocked_until=self.blocked_until,
+            active=self.active, held_until=self.held_until, lost_due=self.lost_due))
+        self.lost_due = []
 
 
-async def _taken(reply: Awaitable[Any], slots: str) -> tuple[int, list[Taken]]:
-    found = await reply
-    batch = [Taken(found[i].decode(), _message_decoder.decode(found[i + 1]),
-                   int(found[i + 2]), f"{slots}:{n}")
-             for n, i in enumerate(range(1, len(found), 3), 1)]
-    return int(found[0]), batch
+def _outcome(task: asyncio.Task[Outcome]) -> Outcome:
+    """A send's outcome; a send that was cancelled or broke is a failed attempt, not a crash."""
+    if task.cancelled():
+        return Outcome(ok=False, error="request cancelled")
+    exc = task.exception()
+    if exc is not None:
+        return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+    return task.result()

@@ -6,17 +6,14 @@ router with the reason it returns, never dropped and never allowed to stop routi
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from notifier import rules
 from notifier.models import Message
 
-_TYPE = re.compile(r"^[a-z0-9_.-]+$")
-MAX_TYPE_LENGTH = 200
-MAX_ID_LENGTH = 128
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 encode = msgspec.json.Encoder().encode
 
@@ -29,7 +26,11 @@ def entry_timestamp(entry_id: str) -> str:
 
 
 def parse(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Message | str:
-    """The Message an ingress entry carries, or the reason it is malformed."""
+    """The Message an ingress entry carries, or the reason it is malformed.
+
+    Producers are other teams' code and sometimes hostile: any byte string may arrive in any
+    field, so nothing here may raise; whatever cannot be read is a reason, not an exception.
+    """
     raw_type = fields.get(b"type")
     raw_data = fields.get(b"data")
     if raw_type is None:
@@ -39,26 +40,40 @@ def parse(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Message 
     try:
         event_type = raw_type.decode()
     except UnicodeDecodeError:
-        return "type is not UTF-8"
-    if len(event_type) > MAX_TYPE_LENGTH or not _TYPE.match(event_type):
-        return f"type {event_type[:MAX_TYPE_LENGTH]!r} does not match [a-z0-9_.-]+"
-    if len(raw_data) > max_bytes:
-        return f"data is {len(raw_data)} bytes, over NOTIFIER_MAX_EVENT_BYTES ({max_bytes})"
-    try:
-        _decode_object(raw_data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return f"data is not a JSON object: {exc}"
+        return "type is not UTF-8 text"
+    problem = rules.event_type_problem(event_type)
+    if problem:
+        return problem
+    problem = data_problem(raw_data, max_bytes)
+    if problem:
+        return problem
     message_id = f"msg_{entry_id}"
     raw_id = fields.get(b"id")
     if raw_id is not None:
         try:
             message_id = raw_id.decode()
         except UnicodeDecodeError:
-            return "id is not UTF-8"
-        if not 0 < len(message_id) <= MAX_ID_LENGTH or not message_id.isprintable():
-            return f"id must be 1 to {MAX_ID_LENGTH} printable characters"
+            return "id is not UTF-8 text"
+        problem = rules.event_id_problem(message_id)
+        if problem:
+            return problem
     return Message(id=message_id, type=event_type, timestamp=entry_timestamp(entry_id),
                    data=msgspec.Raw(raw_data))
+
+
+def data_problem(raw: bytes, max_bytes: int) -> str | None:
+    """Why `raw` is not an event's `data` (a JSON object of at most `max_bytes`), or None."""
+    if len(raw) > max_bytes:
+        return f"data is {len(raw)} bytes, over NOTIFIER_MAX_EVENT_BYTES ({max_bytes})"
+    try:
+        _decode_object(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"data is not a JSON object: {exc}"
+    except UnicodeDecodeError:
+        return "data is not a JSON object: it is not UTF-8 text"
+    except RecursionError:
+        return "data is not a JSON object notifier can read: it nests too deeply"
+    return None
 
 
 def describe(fields: dict[bytes, bytes]) -> str:

@@ -15,6 +15,11 @@ from limits import parse
 #: Requests reach the partner a little after their slot is taken; widening the window by this
 #: much keeps the partner's own clock from ever seeing more than the limit.
 MARGIN_MS = 25
+#: Bounds that keep every number the Lua scripts compute exact (doubles hold 2^53) and every
+#: PEXPIRE in range; a limit beyond them is refused when the partner is saved.
+MAX_LIMIT = 1_000_000
+MAX_WINDOW_MS = 86_400_000
+MAX_TEXT = 40
 
 
 class Rate(NamedTuple):
@@ -23,14 +28,19 @@ class Rate(NamedTuple):
 
 
 def parse_rate(text: str | None) -> Rate | None:
-    """`"50/second"` -> Rate(50, 1000). Raise ValueError with a readable message."""
+    """`"50/second"` -> Rate(50, 1000). Raise ValueError saying what to write instead."""
     if not text:
         return None
+    hint = "write a rate like 50/second, 100/minute or 1000/hour"
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"rate_limit is longer than {MAX_TEXT} characters; {hint}")
     try:
         item = parse(text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a rate like 50/second, 100/minute or 1000/hour") from None
-    if item.amount <= 0:
-        raise ValueError("rate_limit must allow at least one request")
-    return Rate(item.amount, int(item.get_expiry() * 1000))
+        window_ms = int(item.get_expiry() * 1000)
+    except (ValueError, OverflowError):
+        raise ValueError(f"rate_limit {text!r} is not a rate; {hint}") from None
+    if not 1 <= item.amount <= MAX_LIMIT:
+        raise ValueError(f"rate_limit must allow 1 to {MAX_LIMIT:,} requests per window")
+    if not 1000 <= window_ms <= MAX_WINDOW_MS:
+        raise ValueError("rate_limit's window must be from 1 second to 24 hours")
+    return Rate(item.amount, window_ms)

@@ -16,17 +16,19 @@ import msgspec
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import events, keys, logs, telemetry
+from notifier import events, keys, logs, lua, telemetry
 from notifier.config import Settings
-from notifier.connection import consumer_name, keep_running
-from notifier.models import Partner, decode_partner
-from notifier.scripts import Scripts
+from notifier.connection import consumer_name, is_nogroup, keep_running
+from notifier.lua import Scripts
+from notifier.models import Message, Partner, decode_partner
 from notifier.telemetry import Telemetry
 
 log = logs.get("router")
 
 BATCH = 200
 BLOCK_MS = 1000
+#: An entry handed to routers this many times without being routed is dead-lettered.
+MAX_ROUTE_TRIES = 5
 _message_encoder = msgspec.json.Encoder()
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -62,24 +64,34 @@ class Router:
         if not self._group_ready:
             await self.ensure_group()
             self._group_ready = True
-        await self.step()
+        try:
+            await self.step()
+        except BaseException:
+            # What this router read but did not route is pending under its name: read it
+            # again first, rather than leave it for XAUTOCLAIM after NOTIFIER_CLAIM_IDLE.
+            self._own_pending_done = False
+            raise
 
     async def step(self) -> int:
         """Route one batch; returns how many entries it handled."""
-        entries = await self._next_batch()
+        entries, recovered = await self._next_batch()
+        if recovered:
+            entries = await self._drop_poison(entries)
         if entries:
             await self.route(entries)
         return len(entries)
 
-    async def _next_batch(self) -> list[Entry]:
+    async def _next_batch(self) -> tuple[list[Entry], bool]:
+        """The next entries, and whether they were read before (by this router or a dead one),
+        so may be the ones that stopped it."""
         if not self._own_pending_done:
             # After a restart under the same consumer name, finish what we had read.
             reply = await self.redis.xreadgroup(keys.ROUTER_GROUP, self.consumer,
                                                 {self.stream: "0"}, count=BATCH)
             entries = _entries(reply)
-            if not entries:
-                self._own_pending_done = True
-            return entries
+            if entries:
+                return entries, True
+            self._own_pending_done = True
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + self.settings.claim_idle / 2
@@ -89,55 +101,101 @@ class Router:
             claimed = [(eid, fields) for eid, fields in reply[1] if fields]
             if claimed:
                 log.info("claimed entries of a stopped router", count=len(claimed))
-                return claimed
+                return claimed, True
         reply = await self.redis.xreadgroup(keys.ROUTER_GROUP, self.consumer, {self.stream: ">"},
                                             count=BATCH, block=BLOCK_MS)
-        return _entries(reply)
+        return _entries(reply), False
+
+    async def _drop_poison(self, entries: list[Entry]) -> list[Entry]:
+        """Dead-letter the entries that were handed out MAX_ROUTE_TRIES times already: whatever
+        stops a router on them (a crash, a kill by the OOM killer) would stop the next one."""
+        first, last = entries[0][0], entries[-1][0]
+        rows = await self.redis.xpending_range(self.stream, keys.ROUTER_GROUP, min=first,
+                                               max=last, count=len(entries) + BATCH,
+                                               consumername=self.consumer)
+        tries = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+        kept: list[Entry] = []
+        for entry_id, fields in entries:
+            count = tries.get(entry_id, 0)
+            if count < MAX_ROUTE_TRIES:
+                kept.append((entry_id, fields))
+                continue
+            reason = f"routing failed {count} times (a router stopped while handling it)"
+            log.warning("poison event dead-lettered", entry_id=entry_id.decode(), reason=reason)
+            await self.scripts.run(self._dead_call(entry_id.decode(), fields, reason))
+        return kept
 
     async def refresh_partners(self) -> list[Partner]:
         """Reload partners when any changed (one GET per batch when none did)."""
         version = await self.redis.get(keys.PARTNERS_VERSION)
         if version != self._version:
             raw = await self.redis.hgetall(keys.PARTNERS)
-            self._partners = [decode_partner(value) for value in raw.values()]
+            partners = []
+            for pid, value in raw.items():
+                try:
+                    partners.append(decode_partner(value))
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    log.error("partner record unreadable, not routing to it",
+                              partner=str(pid), error=str(exc))
+            self._partners = partners
             self._version = version
         return self._partners
 
     async def route(self, entries: list[Entry]) -> None:
+        """Fan a batch out in one pipeline. No entry can stop the batch: one that cannot be
+        planned or whose script fails is dead-lettered with the reason, and the rest go on."""
         partners = await self.refresh_partners()
         now_ms = int(time.time() * 1000)
         spans = []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for raw_id, fields in entries:
-                entry_id = raw_id.decode()
+        calls: list[tuple[bytes, dict[bytes, bytes], lua.Call[int]]] = []
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            try:
                 parsed = events.parse(entry_id, fields, self.settings.max_event_bytes)
                 if isinstance(parsed, str):
-                    log.warning("malformed event dead-lettered", entry_id=entry_id, reason=parsed)
-                    await self._call(pipe, entry_id, now_ms, events.describe(fields), [], "",
-                                     0, parsed)
-                    continue
-                targets = [p for p in partners if p.subscribes(parsed.type)]
-                dedupe = keys.DEDUPE_TTL if b"id" in fields else 0
-                if self.tracer is not None:
-                    span = telemetry.route_span(self.tracer, parsed, len(targets))
-                    parsed.trace = telemetry.traceparent(span)
-                    spans.append(span)
-                await self._call(pipe, entry_id, now_ms, _message_encoder.encode(parsed),
-                                 targets, parsed.id, dedupe, "")
-            await pipe.execute()
+                    log.warning("malformed event dead-lettered", entry_id=entry_id,
+                                reason=parsed)
+                    call = self._dead_call(entry_id, fields, parsed, now_ms)
+                else:
+                    targets = [p for p in partners if p.subscribes(parsed.type)]
+                    if self.tracer is not None:
+                        span = telemetry.route_span(self.tracer, parsed, len(targets))
+                        parsed.trace = telemetry.traceparent(span)
+                        spans.append(span)
+                    call = self._route_call(entry_id, parsed, targets, b"id" in fields, now_ms)
+            except Exception as exc:  # a bug meeting a hostile entry must not stop routing
+                reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
+                log.exception("event dead-lettered", entry_id=entry_id, reason=reason)
+                call = self._dead_call(entry_id, fields, reason, now_ms)
+            calls.append((raw_id, fields, call))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, _, call in calls:
+                # queued on the pipeline: awaiting it returns at once, the batch runs on execute
+                await self.scripts.queue(pipe, call)
+            replies = await pipe.execute(raise_on_error=False)
+        for (raw_id, fields, _), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, rx.ResponseError) and not is_nogroup(reply):
+                # This entry's script failed on its own (the rest of the batch is routed).
+                reason = f"routing failed: {reply}"[:500]
+                log.error("event dead-lettered", entry_id=raw_id.decode(), reason=reason)
+                await self.scripts.run(self._dead_call(raw_id.decode(), fields, reason, now_ms))
+            elif isinstance(reply, Exception):
+                raise reply
         for span in spans:
             span.end()
 
-    async def _call(self, pipe: Any, entry_id: str, now_ms: int, payload: bytes | str,
-              targets: list[Partner], event_id: str, dedupe_ttl: int, dead_reason: str) -> None:
-        route_keys = [self.stream, keys.READY, keys.LEASES, keys.DEAD]
-        for partner in targets:
-            route_keys += [keys.stream(partner.id), keys.seen(partner.id, event_id)]
-        wake = "".join("1" if p.enabled else "0" for p in targets)
-        args: list[Any] = [keys.ROUTER_GROUP, entry_id, now_ms, dedupe_ttl, payload, wake,
-                           dead_reason, keys.DEAD_KEPT, *(p.id for p in targets)]
-        # queued on the pipeline: awaiting it returns at once, the batch runs on execute()
-        await self.scripts.route(keys=route_keys, args=args, client=pipe)
+    def _route_call(self, entry_id: str, message: Message, targets: list[Partner],
+                    dedupe: bool, now_ms: int) -> lua.Call[int]:
+        return lua.route(ingress=self.stream, group=keys.ROUTER_GROUP, entry_id=entry_id,
+                         now_ms=now_ms, message=_message_encoder.encode(message),
+                         partners=[(p.id, p.enabled) for p in targets], event_id=message.id,
+                         dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0)
+
+    def _dead_call(self, entry_id: str, fields: dict[bytes, bytes], reason: str,
+                   now_ms: int | None = None) -> lua.Call[int]:
+        return lua.route(ingress=self.stream, group=keys.ROUTER_GROUP, entry_id=entry_id,
+                         now_ms=now_ms or int(time.time() * 1000), dead_reason=reason,
+                         entry=events.describe(fields))
 
 
 def _entries(reply: Any) -> list[Entry]:

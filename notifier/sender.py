@@ -18,35 +18,17 @@ from opentelemetry.trace import Tracer
 
 from notifier import __version__, signing, ssrf, telemetry, transforms
 from notifier.config import Settings
-from notifier.models import Message, Partner
+from notifier.models import Message, Outcome, Partner
 from notifier.retry import parse_retry_after
+from notifier.rules import RESERVED_HEADERS
 
 BODY_CAP = 64 * 1024
 EXCERPT = 500
 USER_AGENT = f"notifier/{__version__}"
-#: Headers notifier owns; a partner's configured headers never replace them.
-RESERVED_HEADERS = frozenset({
-    "content-type", "content-length", "user-agent", "host", "transfer-encoding", "connection",
-    "webhook-id", "webhook-timestamp", "webhook-signature"})
-
-
 class Body(msgspec.Struct):
     type: str
     timestamp: str
     data: msgspec.Raw
-
-
-class Outcome(msgspec.Struct, kw_only=True):
-    ok: bool
-    status: int | None = None
-    latency_ms: float = 0.0
-    error: str | None = None
-    retry_after: float | None = None
-    sent_ms: int = 0  # wall clock when the request was started, for the rate-limit log
-
-    @property
-    def gone(self) -> bool:
-        return self.status == 410
 
 
 _encode = msgspec.json.Encoder().encode

@@ -15,9 +15,10 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from notifier import keys, signing, ssrf
+from notifier import keys, lua, signing, ssrf
 from notifier.config import Settings
 from notifier.crypto import SecretBox
+from notifier.lua import Scripts
 from notifier.models import (
     Attempt,
     DeadLetter,
@@ -27,13 +28,8 @@ from notifier.models import (
     PartnerPatch,
     Secret,
     decode_partner,
-    header_problem,
     utc_now,
 )
-from notifier.ratelimit import parse_rate
-from notifier.scripts import Scripts
-from notifier.sender import RESERVED_HEADERS
-from notifier.transforms import TransformError, check
 
 _attempt_decoder = msgspec.json.Decoder(Attempt)
 _message_decoder = msgspec.json.Decoder(Message)
@@ -141,30 +137,13 @@ class Store:
             await pipe.execute()
 
     async def _wake(self, pipe: Any, partner_id: str) -> None:
-        await self.scripts.wake(keys=[keys.READY, keys.LEASES], args=[_now_ms(), partner_id],
-                                client=pipe)
+        await self.scripts.queue(pipe, lua.wake(now_ms=_now_ms(), partner_ids=[partner_id]))
 
     def _validate(self, partner: Partner) -> None:
         try:
             partner.url = ssrf.check_url(partner.url, allow_http=self.settings.allow_http)
         except ValueError as exc:
             raise Invalid(f"url: {exc}") from None
-        try:
-            parse_rate(partner.rate_limit)
-        except ValueError as exc:
-            raise Invalid(f"rate_limit: {exc}") from None
-        problem = header_problem(partner.headers)
-        if problem:
-            raise Invalid(problem)
-        reserved = sorted(h for h in partner.headers if h.lower() in RESERVED_HEADERS)
-        if reserved:
-            raise Invalid(f"headers: {', '.join(reserved)} is set by notifier and cannot be "
-                          "configured")
-        if partner.transform is not None:
-            try:
-                check(partner.transform)
-            except TransformError as exc:
-                raise Invalid(f"transform: {exc}") from None
 
     # attempts and dead letters
 

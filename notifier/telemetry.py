@@ -28,9 +28,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from notifier import __version__
 
 if TYPE_CHECKING:
-    from notifier.delivery import Taken
-    from notifier.models import Message, Partner
-    from notifier.sender import Outcome
+    from notifier.models import Message, Outcome, Partner, Taken
 
 LATENCY_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 

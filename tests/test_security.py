@@ -25,8 +25,8 @@ from redis.asyncio import Redis
 
 from notifier import api, config, events, signing
 from notifier.config import Settings
-from notifier.models import Message, Partner, Secret
-from notifier.sender import Outcome, Sender, request_headers
+from notifier.models import Message, Outcome, Partner, Secret
+from notifier.sender import Sender, request_headers
 from notifier.store import Store
 from tests.conftest import TOKEN, eventually, free_port, idle, publish, register, running
 

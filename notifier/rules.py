@@ -1,0 +1,74 @@
+"""The rules every input is checked against, in one place for the router, the API and the CLI.
+
+An event type refused by `notifier publish` is refused by `POST /v1/partners` as a subscription
+and dead-lettered by the router with the same words, so an operator never learns a rule twice.
+Each function returns what is wrong, or None: callers decide whether that is a 400, a CLI error
+or a dead letter. Patterns are matched whole (`fullmatch`): `$` in a `re` pattern also matches
+before a final newline, which once let `order.created\\n` through.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_TYPE_LENGTH = 200
+MAX_ID_LENGTH = 128
+#: What Redis accepts in one string is 512 MB; events are far smaller in practice.
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+MAX_HEADER_VALUE = 4096
+
+#: Headers notifier owns; a partner's configured headers never replace them.
+RESERVED_HEADERS = frozenset({
+    "content-type", "content-length", "user-agent", "host", "transfer-encoding", "connection",
+    "webhook-id", "webhook-timestamp", "webhook-signature"})
+
+_TYPE = re.compile(r"[a-z0-9_.-]+")
+#: RFC 9110 token characters.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+#: Control characters a header value may not carry (tab is allowed).
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _shown(text: str, room: int = 40) -> str:
+    return repr(text if len(text) <= room else text[:room] + "...")
+
+
+def event_type_problem(text: str, field: str = "type") -> str | None:
+    """Why `text` is not an event type (contract section 1), or None."""
+    if not text:
+        return f"{field} is empty"
+    if len(text) > MAX_TYPE_LENGTH:
+        return f"{field} is {len(text)} characters long, at most {MAX_TYPE_LENGTH} are allowed"
+    if not _TYPE.fullmatch(text):
+        return (f"{field} {_shown(text)} may only contain lower-case letters, digits, "
+                "'_', '.' and '-' (e.g. order.created)")
+    return None
+
+
+def subscription_problem(text: str) -> str | None:
+    """Why `text` is not something a partner can subscribe to: an event type or `*`."""
+    if text == "*":
+        return None
+    return event_type_problem(text, "events: event type")
+
+
+def event_id_problem(text: str) -> str | None:
+    """Why `text` is not a producer's idempotency key, or None."""
+    if not 0 < len(text) <= MAX_ID_LENGTH:
+        return f"id must be 1 to {MAX_ID_LENGTH} characters, got {len(text)}"
+    if not text.isprintable():
+        return "id may only contain printable characters"
+    return None
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a partner-configured header cannot be sent, or None."""
+    if not _HEADER_NAME.fullmatch(name):
+        return f"headers: {_shown(name)} is not a valid header name"
+    if name.lower() in RESERVED_HEADERS:
+        return f"headers: {name} is set by notifier and cannot be configured"
+    if _HEADER_VALUE_BAD.search(value):
+        return f"headers: the value of {name!r} contains a control character or line break"
+    if len(value) > MAX_HEADER_VALUE:
+        return f"headers: the value of {name!r} is longer than {MAX_HEADER_VALUE} characters"
+    return None
