@@ -18,7 +18,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from notifier import keys
+from notifier import config, keys
 from notifier.config import Settings
 from tests.conftest import Endpoint, RedisServer, eventually, idle, register, running
 
@@ -60,7 +60,12 @@ async def pending_by_consumer(redis: Redis, partner_ids: list[str]) -> Counter[s
 
 
 async def test_delivery_process_killed_mid_run_loses_nothing(
-        redis: Redis, settings: Settings, endpoint_factory, spawn) -> None:
+        redis: Redis, env: dict[str, str], endpoint_factory, spawn) -> None:
+    # The killed process's messages come back after NOTIFIER_CLAIM_IDLE: short here, as that
+    # expiry is what this test is about.
+    short = {"NOTIFIER_CLAIM_IDLE": "3s"}
+    env.update(short)
+    settings = config.load(env)
     partners, per_partner = 20, 100
     max_in_flight = 10
 
