@@ -1,0 +1,132 @@
+"""A served partner's loop: it always yields time, ends after its quantum, and a rate-limited
+partner never stalls its delivery process or its neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from notifier import delivery, lua
+from notifier.config import Settings
+from notifier.delivery import MIN_PAUSE, QUANTUM, ServedPartner
+from notifier.models import PartnerIn
+from notifier.ratelimit import MAX_LIMIT, parse_rate
+from tests.conftest import Endpoint, idle, register, running
+from tests.test_ratelimit import busiest_window
+
+
+class FakePool:
+    """What a ServedPartner asks of its pool, with a take that always answers `took`."""
+
+    def __init__(self, blocked_in_ms: int) -> None:
+        self.stopping = asyncio.Event()
+        self.lease_ms = self.visible_ms = 60_000
+        self.consumer = "test"
+        self.blocked_in_ms = blocked_in_ms
+        self.takes = 0
+        self.scripts = self
+
+    def send(self, call: lua.Call[Any]) -> asyncio.Future[Any]:
+        assert call.script == "take"
+        self.takes += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(lua.Took(delivery.now_ms() + self.blocked_in_ms, []))
+        return future
+
+
+def served(pool: FakePool, **partner: Any) -> ServedPartner:
+    record = msgspec.json.encode({"id": "ptn_x", "name": "x", "url": "https://x.example",
+                                  "events": ["*"], **partner})
+    one = ServedPartner(pool, "ptn_x", record, 0)  # type: ignore[arg-type]
+    one.partner = msgspec.json.decode(record, type=delivery.Partner)
+    one.max_in_flight = 10
+    return one
+
+
+@pytest.mark.parametrize("blocked_in_ms", [-10, -5000, 1, 50])
+async def test_a_slot_time_already_past_never_spins_the_loop(blocked_in_ms: int) -> None:
+    """The slot opened in the past (or opens soon) and nothing is in flight: the loop once kept
+    a negative wait after its quantum and spun on sleep(0) for ever at 100 % CPU."""
+    pool = FakePool(blocked_in_ms)
+    one = served(pool)
+    started = time.monotonic()
+    cpu = time.process_time()
+    await asyncio.wait_for(one._serve(), QUANTUM + 2)
+    assert time.monotonic() - started <= QUANTUM + 0.5
+    # one take per MIN_PAUSE at the very most: a spinning loop takes tens of thousands
+    assert pool.takes <= QUANTUM / MIN_PAUSE
+    assert time.process_time() - cpu < QUANTUM
+
+
+@given(blocked_offset=st.integers(-10**7, 10**7), deadline_offset=st.floats(-5, 5),
+       inflight=st.integers(0, 20), stopping=st.booleans())
+@hsettings(max_examples=500, deadline=None, derandomize=True)
+def test_the_pause_is_none_or_at_least_min_pause(blocked_offset: int, deadline_offset: float,
+                                                  inflight: int, stopping: bool) -> None:
+    pool = FakePool(0)
+    if stopping:
+        pool.stopping.set()
+    one = served(pool)
+    one.blocked_until = delivery.now_ms() + blocked_offset
+    one.inflight = dict.fromkeys(range(inflight))  # type: ignore[arg-type]
+    pause = one._pause(time.monotonic() + deadline_offset)
+    assert pause is None or pause >= MIN_PAUSE
+    if deadline_offset <= 0 or stopping or inflight >= one.max_in_flight:
+        assert pause is None  # nothing to take: wait for the open sends, or end
+
+
+@pytest.mark.parametrize("text", ["5 per 100000000000000000 hours", "1 per 2000000000000 hours",
+                                  f"{MAX_LIMIT + 1}/second", "0/second", "1/10 years"])
+def test_rate_limits_lua_cannot_hold_are_refused_when_saved(text: str) -> None:
+    body = {"name": "x", "url": "https://x.example", "events": ["*"], "rate_limit": text}
+    with pytest.raises(msgspec.ValidationError, match="rate_limit"):
+        msgspec.convert(body, PartnerIn)
+
+
+def test_the_largest_rate_limits_are_exact_in_lua_numbers() -> None:
+    rate = parse_rate(f"{MAX_LIMIT}/24 hours")
+    assert rate is not None
+    # take.lua adds now (ms, ~2^41) to twice the window: far under 2^53, so exact
+    assert delivery.now_ms() + 2 * rate.window_ms < 2**53
+
+
+@pytest.mark.slow
+async def test_many_limited_partners_with_backlogs_beside_an_unlimited_one(
+        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    """Ten partners at 30/second with 150 messages each (five seconds, several quanta) and an
+    unlimited partner with 1,000: every message arrives, each limited partner at its limit,
+    and the unlimited one is not held back by them."""
+    limited: list[Endpoint] = [await endpoint_factory() for _ in range(10)]
+    free: Endpoint = await endpoint_factory()
+    for i, endpoint in enumerate(limited):
+        await register(redis, settings, f"limited-{i}", endpoint.url, [f"evt.l{i}"],
+                       rate_limit="30/second", max_in_flight=30)
+    await register(redis, settings, "free", free.url, ["evt.free"])
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(150):
+            for i in range(10):
+                pipe.xadd("notifier:events", {"type": f"evt.l{i}", "data": f'{{"n": {n}}}'})
+        for n in range(1000):
+            pipe.xadd("notifier:events", {"type": "evt.free", "data": f'{{"n": {n}}}'})
+        await pipe.execute()
+    started = time.monotonic()
+    async with running(settings):
+        await free.wait_for(1000, timeout=30)
+        free_done = time.monotonic() - started
+        for endpoint in limited:
+            await endpoint.wait_for(150, timeout=30)
+        limited_done = time.monotonic() - started
+        await idle(redis)
+    for endpoint in limited:
+        assert sorted(body["data"]["n"] for body in endpoint.bodies()) == list(range(150))
+        assert busiest_window(endpoint.received) <= 30
+    assert limited_done >= 4.0  # 150 at 30/second: the limit held
+    assert free_done < limited_done / 2, (free_done, limited_done)
