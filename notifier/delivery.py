@@ -83,6 +83,8 @@ class Delivery:
         self._serving: set[asyncio.Task[None]] = set()
         #: Served partners that could not be given back while Redis was away.
         self._unreturned: list[ServedPartner] = []
+        #: Lease ends of lease calls whose replies were lost: their partners are given back.
+        self._lost_leases: list[int] = []
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._busy = 0.0
 
@@ -92,7 +94,7 @@ class Delivery:
         await keep_running("delivery", self.tick, stop)
         if self._serving:
             await asyncio.gather(*self._serving, return_exceptions=True)
-        if self._unreturned:
+        if self._unreturned or self._lost_leases:
             try:
                 await self.give_back_unreturned()
             except REDIS_ERRORS as exc:
@@ -101,7 +103,7 @@ class Delivery:
                             partners=len(self._unreturned), error=str(exc))
 
     async def tick(self) -> None:
-        if self._unreturned:
+        if self._unreturned or self._lost_leases:
             await self.give_back_unreturned()
         free = min(self.settings.concurrency - len(self._serving), LEASE_STEP)
         if self._cpu_busy() > CPU_BUSY:
@@ -112,8 +114,12 @@ class Delivery:
         if free > 0:
             now = now_ms()
             lease_until = now + self.lease_ms
-            leased = await self.scripts.send(
-                lua.lease(now_ms=now, lease_until=lease_until, count=free))
+            try:
+                leased = await self.scripts.send(
+                    lua.lease(now_ms=now, lease_until=lease_until, count=free))
+            except BaseException:
+                self._lost_leases.append(lease_until)
+                raise
             next_due = leased.next_due_ms
             for partner_id, record in leased.partners:
                 served = ServedPartner(self, partner_id, record, lease_until)
@@ -128,8 +134,12 @@ class Delivery:
         await asyncio.sleep(wait)
 
     async def give_back_unreturned(self) -> None:
-        """Record and release what served partners could not while Redis was away; raises
-        (keeping the rest) if Redis is still away."""
+        """Record and release what served partners could not while Redis was away, and the
+        partners of lost lease calls; raises (keeping the rest) if Redis is still away."""
+        while self._lost_leases:
+            await self.scripts.send(lua.unlease(now_ms=now_ms(),
+                                                lease_until=self._lost_leases[0]))
+            self._lost_leases.pop(0)
         while self._unreturned:
             await self._unreturned[0].give_back()
             served = self._unreturned.pop(0)

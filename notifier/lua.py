@@ -36,7 +36,7 @@ from notifier.models import Message, Taken
 _HERE = Path(__file__).resolve().parent
 _CANDIDATES = (_HERE / "lua", _HERE.parent / "lua")
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
-NAMES = ("route", "lease", "take", "release", "settle", "wake")
+NAMES = ("route", "lease", "unlease", "take", "release", "settle", "wake")
 
 R = TypeVar("R")
 _message_decoder = msgspec.json.Decoder(Message)
@@ -141,6 +141,14 @@ def lease(*, now_ms: int, lease_until: int, count: int) -> Call[Leased]:
     """Lease up to `count` due partners until `lease_until`, earliest due first."""
     return Call("lease", [keys.READY, keys.LEASES, keys.PARTNERS],
                 [now_ms, lease_until, count], _leased)
+
+
+# unlease.lua ----------------------------------------------------------------------------------
+
+def unlease(*, now_ms: int, lease_until: int) -> Call[int]:
+    """Give back the partners leased by a `lease` call whose reply was lost (found by its
+    `lease_until`); replies how many."""
+    return Call("unlease", [keys.READY, keys.LEASES], [now_ms, lease_until], _int)
 
 
 # take.lua -------------------------------------------------------------------------------------
