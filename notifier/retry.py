@@ -33,11 +33,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     """Seconds asked for by a Retry-After header (delta-seconds or an HTTP date)."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    value = value.strip()[:100]
+    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit, not to float
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a partner's answer: anything
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))

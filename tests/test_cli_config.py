@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import aiohttp
 import msgspec
@@ -110,3 +111,32 @@ async def test_metrics_show_each_partners_deliveries(redis: Redis, settings: con
                for line in lines)
     assert any(line.startswith("notifier_delivery_duration_milliseconds_count")
                for line in lines)
+
+
+def test_the_readme_settings_table_is_the_declarations() -> None:
+    """Each setting is declared once (notifier/config.py); the README shows exactly that."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert config.table() in readme, "README's settings table differs from:\n" + config.table()
+
+
+def test_bad_settings_never_echo_a_secret() -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load({"NOTIFIER_SECRET_KEY": "hunter2-not-a-key",
+                     "REDIS_URL": "redis://user:hunter2@redis:6379/x",
+                     "NOTIFIER_MAX_EVENT_BYTES": "abc"})
+    text = str(err.value)
+    assert "hunter2" not in text
+    assert "NOTIFIER_SECRET_KEY" in text and "REDIS_URL='redis://user:***@redis" in text
+    assert "must be a whole number of bytes" in text and "invalid literal" not in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("NOTIFIER_RETRY_SCHEDULE", "99999999999999d"), ("NOTIFIER_RETRY_SCHEDULE", "1s," * 51),
+    ("NOTIFIER_REQUEST_TIMEOUT", "400d"), ("NOTIFIER_CONCURRENCY", "10000000"),
+    ("NOTIFIER_MAX_EVENT_BYTES", "99999999999"), ("NOTIFIER_API_ADDR", "host:99999"),
+    ("NOTIFIER_MAX_EVENT_BYTES", "²"),
+])
+def test_numbers_are_bounded_to_what_redis_lua_and_timers_hold(var: str, value: str) -> None:
+    with pytest.raises(config.ConfigError, match=var):
+        config.load({var: value})
