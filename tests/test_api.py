@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from notifier import api
 from notifier.config import Settings
-from tests.conftest import TOKEN, free_port
+from tests.helpers import TOKEN, free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

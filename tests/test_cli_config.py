@@ -15,7 +15,7 @@ import standardwebhooks
 from redis.asyncio import Redis
 
 from notifier import config
-from tests.conftest import free_port, idle, running
+from tests.helpers import free_port, idle, running
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -92,7 +92,7 @@ async def test_cli_manages_partners_and_publishes(redis: Redis, env: dict[str, s
 
 async def test_metrics_show_each_partners_deliveries(redis: Redis, settings: config.Settings,
                                                      endpoint_factory) -> None:
-    from tests.conftest import publish, register
+    from tests.helpers import publish, register
 
     port = free_port()
     settings = msgspec.structs.replace(settings, api_addr=f"127.0.0.1:{port}")

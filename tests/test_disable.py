@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from notifier import config
 from notifier.models import PartnerPatch
 from notifier.store import Store
-from tests.conftest import eventually, idle, publish, register, running
+from tests.helpers import eventually, idle, publish, register, running
 
 
 async def test_failing_partner_is_disabled_then_resumes(redis: Redis, env: dict[str, str],

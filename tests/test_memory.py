@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from notifier import keys
 from notifier.config import Settings
-from tests.conftest import eventually, idle, register
+from tests.helpers import eventually, idle, register
 
 pytestmark = pytest.mark.slow
 

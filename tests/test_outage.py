@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from notifier import keys
 from notifier.autopipeline import AutoPipeline, Call
 from notifier.config import Settings
-from tests.conftest import Endpoint, RedisServer, idle, register, running
+from tests.helpers import Endpoint, RedisServer, idle, register, running
 
 pytestmark = pytest.mark.slow
 

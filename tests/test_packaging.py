@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from notifier.config import Settings
-from tests.conftest import Endpoint, free_port, publish, register
+from tests.helpers import Endpoint, free_port, publish, register
 
 ROOT = Path(__file__).resolve().parent.parent
 

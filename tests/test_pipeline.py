@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from notifier import __version__
 from notifier.config import Settings
-from tests.conftest import eventually, idle, publish, register, running
+from tests.helpers import eventually, idle, publish, register, running
 
 
 def verify(secret: str, received: object) -> dict[str, object]:

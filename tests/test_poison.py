@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from notifier import config, events, keys, rules
 from notifier.config import Settings
 from notifier.router import MAX_ROUTE_TRIES, Router
-from tests.conftest import Endpoint, eventually, idle, publish, register, running
+from tests.helpers import Endpoint, eventually, idle, publish, register, running
 
 
 def deep(levels: int) -> bytes:

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from notifier import config
 from notifier.config import Settings
 from notifier.ratelimit import Rate, parse_rate
-from tests.conftest import Received, eventually, idle, publish, register, running
+from tests.helpers import Received, eventually, idle, publish, register, running
 
 
 def busiest_window(received: list[Received], seconds: float = 1.0) -> int:

@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from notifier import config, keys
 from notifier.config import Settings
-from tests.conftest import Endpoint, RedisServer, eventually, idle, register, running
+from tests.helpers import Endpoint, RedisServer, eventually, idle, register, running
 
 pytestmark = pytest.mark.slow
 

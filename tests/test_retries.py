@@ -22,7 +22,7 @@ from notifier.config import Settings
 from notifier.models import PartnerPatch
 from notifier.retry import JITTER
 from notifier.store import Store
-from tests.conftest import (
+from tests.helpers import (
     TOKEN,
     Endpoint,
     Received,

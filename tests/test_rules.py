@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from notifier import api
 from notifier.config import Settings
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 
 BASE = {"name": "x", "url": "https://x.example.com/hook", "events": ["order.created"]}
 

@@ -28,7 +28,7 @@ from notifier.config import Settings
 from notifier.models import Message, Outcome, Partner, Secret
 from notifier.sender import Sender, request_headers
 from notifier.store import Store
-from tests.conftest import TOKEN, eventually, free_port, idle, publish, register, running
+from tests.helpers import TOKEN, eventually, free_port, idle, publish, register, running
 
 
 def signatures(received: Any) -> list[str]:

@@ -19,7 +19,7 @@ from notifier.config import Settings
 from notifier.delivery import MIN_PAUSE, QUANTUM, ServedPartner
 from notifier.models import PartnerIn
 from notifier.ratelimit import MAX_LIMIT, parse_rate
-from tests.conftest import Endpoint, idle, register, running
+from tests.helpers import Endpoint, idle, register, running
 from tests.test_ratelimit import busiest_window
 
 

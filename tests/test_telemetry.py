@@ -15,7 +15,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from redis.asyncio import Redis
 
 from notifier.config import Settings
-from tests.conftest import Endpoint, eventually, free_port, publish, register
+from tests.helpers import Endpoint, eventually, free_port, publish, register
 
 
 class Traces(trace_service_pb2_grpc.TraceServiceServicer):

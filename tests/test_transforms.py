@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from notifier.config import Settings
 from notifier.transforms import ROOTS, Transform, TransformError, apply, check
-from tests.conftest import publish, register, running
+from tests.helpers import publish, register, running
 
 EVENT: dict[str, Any] = {
     "type": "order.created", "timestamp": "2026-11-24T12:00:00.000Z",
@@ -325,7 +325,7 @@ async def test_partner_receives_its_transformed_body(redis: Redis, settings: Set
 
 async def test_bad_transform_is_a_400_on_save(redis: Redis, settings: Settings) -> None:
     from notifier import api
-    from tests.conftest import TOKEN
+    from tests.helpers import TOKEN
 
     server = aiohttp.test_utils.TestServer(api.create_app(redis, settings))
     async with aiohttp.test_utils.TestClient(server) as client:

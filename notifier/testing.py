@@ -1,0 +1,136 @@
+"""Parts for running notifier against real things on one machine: a private redis-server,
+partner endpoints on loopback that record what they receive, and polling until a condition
+holds. The test suite, the demo (`scripts/demo`) and the benchmarks (`scripts/bench`) share
+this one copy, as aiohttp ships `aiohttp.test_utils`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0,
+                     what: str = "condition") -> None:
+    """Poll `check` until it holds; raise AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class RedisServer:
+    """A redis-server of our own on a free loopback port, set up as production should be
+    (AOF, noeviction), which may be stopped (or killed) and started again on the same data."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            raise RuntimeError("redis-server is not installed (scripts/setup installs it)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--maxmemory-policy", "noeviction", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self, sig: int = 15) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+            self.proc = None
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic() when it arrived
+
+
+Responder = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
+
+
+async def ok(request: web.Request, n: int) -> web.StreamResponse:
+    return web.Response(status=200)
+
+
+@dataclass
+class Endpoint:
+    """A partner endpoint on loopback that records every request it receives and answers
+    with `responder(request, n)`, n counting requests from 1."""
+
+    responder: Responder = ok
+    received: list[Received] = field(default_factory=list)
+    url: str = ""
+    runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.received.append(Received(request.path, dict(request.headers), body,
+                                      time.monotonic()))
+        return await self.responder(request, len(self.received))
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Endpoint:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{bound}/hook"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def wait_for(self, count: int, timeout: float = 20.0) -> None:
+        await eventually(lambda: len(self.received) >= count, timeout,
+                         f"{count} requests at {self.url} (got {len(self.received)})")
+
+    def bodies(self) -> list[Any]:
+        return [json.loads(r.body) for r in self.received]

@@ -1,0 +1,80 @@
+"""What tests share besides fixtures: the test environment, and short ways to register
+partners, publish events, run notifier's parts in this process and wait for it to be idle.
+The real-world parts (redis-server, recording endpoints) are `notifier.testing`'s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from notifier import service
+from notifier.config import Settings
+from notifier.models import PartnerIn
+from notifier.store import Store
+from notifier.testing import Endpoint, Received, RedisServer, eventually, free_port
+
+__all__ = ["BASE_ENV", "TOKEN", "Endpoint", "Received", "RedisServer", "eventually",
+           "free_port", "idle", "publish", "register", "running"]
+
+TOKEN = "test-admin-token"
+BASE_ENV = {
+    "NOTIFIER_ADMIN_TOKEN": TOKEN,
+    "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8",
+    "NOTIFIER_ALLOW_HTTP": "1",
+    "NOTIFIER_RETRY_SCHEDULE": "200ms,400ms,600ms",
+    "NOTIFIER_REQUEST_TIMEOUT": "2s",
+    # Far longer than any wait in a test: a lease or message left to expire fails the test
+    # instead of passing late. Tests about that expiry set a short one themselves.
+    "NOTIFIER_CLAIM_IDLE": "60s",
+    "NOTIFIER_LOG_LEVEL": "warning",
+}
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, route: bool = True, deliver: bool = True,
+                  serve_api: bool = False) -> AsyncIterator[asyncio.Event]:
+    """notifier's parts in this process, stopped (gracefully) on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(settings, route=route, deliver=deliver,
+                                           serve_api=serve_api, stop=stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def register(redis: Redis, settings: Settings, name: str, url: str,
+                   events: list[str], **extra: Any) -> tuple[str, str]:
+    """Register a partner through the store; returns (id, secret)."""
+    body = msgspec.convert({"name": name, "url": url, "events": events, **extra}, PartnerIn)
+    partner, secret = await Store(redis, settings).create(body)
+    return partner.id, secret
+
+
+async def publish(redis: Redis, event_type: str, data: dict[str, Any] | str,
+                  event_id: str | None = None, stream: str = "notifier:events") -> str:
+    fields: dict[str, Any] = {"type": event_type,
+                              "data": data if isinstance(data, str) else json.dumps(data)}
+    if event_id:
+        fields["id"] = event_id
+    entry: bytes = await redis.xadd(stream, fields)
+    return entry.decode()
+
+
+async def idle(redis: Redis, timeout: float = 20.0) -> None:
+    """Wait until every event is routed and every partner stream is empty."""
+    async def settled() -> bool:
+        if await redis.xlen("notifier:events"):
+            return False
+        for key in await redis.keys("notifier:{*}:stream"):
+            if await redis.xlen(key):
+                return False
+        return True
+    await eventually(settled, timeout, "notifier to finish its work")
