@@ -15,10 +15,11 @@ from aiohttp import web
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import logs, telemetry
+from notifier import logs, rules, telemetry
 from notifier.config import Settings
+from notifier.errors import ConfigError, Invalid, ListenError, NotFound
 from notifier.models import PartnerIn, PartnerPatch, ReplayIn, RotateIn, public
-from notifier.store import Invalid, NotFound, Store
+from notifier.store import Store
 
 log = logs.get("api")
 
@@ -45,7 +46,7 @@ async def decode(request: web.Request, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
+        raise web.HTTPBadRequest(text=rules.validation_message(exc)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(text=f"body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -179,10 +180,10 @@ def check_token(settings: Settings) -> None:
         return
     host, _ = settings.api_host_port
     if not settings.api_local_only:
-        raise SystemExit("NOTIFIER_ADMIN_TOKEN is not set: the admin API will not start without "
+        raise ConfigError("NOTIFIER_ADMIN_TOKEN is not set: the admin API will not start without "
                          "a token (set NOTIFIER_API_LOCAL_ONLY=1 to run it tokenless on loopback)")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(
+        raise ConfigError(
             f"NOTIFIER_API_LOCAL_ONLY=1 needs a loopback NOTIFIER_API_ADDR, not {host}")
 
 
@@ -190,6 +191,12 @@ async def serve(app: web.Application, settings: Settings) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = settings.api_host_port
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen on NOTIFIER_API_ADDR={settings.api_addr}: "
+                          f"{exc.strerror or exc}; choose a free port or an address of this "
+                          "host") from None
     log.info("admin api listening", addr=settings.api_addr)
     return runner

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from notifier import rules
+from notifier.errors import ConfigError as ConfigError  # raised by load()
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*(ms|s|m|h|d)?\s*")
@@ -34,10 +35,6 @@ MAX_RETRIES = 50
 MAX_CONCURRENCY = 100_000
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ConfigError(ValueError):
-    """A setting has a value notifier cannot use; the message names the variable."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
 
 
-def connect(url: str, name: str = "notifier") -> Redis:
+def connect(url: str, name: str = "notifier", retries: int = 3) -> Redis:
     """A client named `name` in CLIENT LIST, so operators can see which process is which."""
     return Redis.from_url(
         url,
@@ -35,7 +35,8 @@ def connect(url: str, name: str = "notifier") -> Redis:
         decode_responses=False,
         health_check_interval=15,
         socket_keepalive=True,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=retries),
         retry_on_error=[rx.ConnectionError, rx.TimeoutError],
     )
 

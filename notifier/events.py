@@ -61,6 +61,13 @@ def parse(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Message 
                    data=msgspec.Raw(raw_data))
 
 
+def problem(fields: dict[bytes, bytes], max_bytes: int) -> str | None:
+    """Why the router would dead-letter these fields, or None: for publishers that check
+    before they XADD (the CLI, `POST /v1/events`), with exactly the router's words."""
+    parsed = parse("0-0", fields, max_bytes)
+    return parsed if isinstance(parsed, str) else None
+
+
 def data_problem(raw: bytes, max_bytes: int) -> str | None:
     """Why `raw` is not an event's `data` (a JSON object of at most `max_bytes`), or None."""
     if len(raw) > max_bytes:

@@ -7,12 +7,15 @@ body is a 400 naming the field, not a silently ignored setting.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from notifier import ratelimit, rules, transforms
 from notifier.transforms import Transform
+
+T = TypeVar("T")
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
@@ -86,18 +89,31 @@ class PartnerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class PartnerPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Name | None = None
-    url: Url | None = None
-    events: Events | None = None
-    rate_limit: RateLimitText | None = None
-    max_in_flight: InFlight | None = None
-    headers: HeaderMap | None = None
-    transform: Transform | None = None
-    enabled: bool | None = None
-    ordered: bool | None = None
+    """A change: fields left out stay as they are; `null` clears `rate_limit` and
+    `transform`."""
+
+    name: Name | UnsetType = UNSET
+    url: Url | UnsetType = UNSET
+    events: Events | UnsetType = UNSET
+    rate_limit: RateLimitText | UnsetType | None = UNSET
+    max_in_flight: InFlight | UnsetType = UNSET
+    headers: HeaderMap | UnsetType = UNSET
+    transform: Transform | UnsetType | None = UNSET
+    enabled: bool | UnsetType = UNSET
+    ordered: bool | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        _partner_problem(self.events, self.headers, self.rate_limit, self.transform)
+        _partner_problem(_given(self.events), _given(self.headers), _given(self.rate_limit),
+                         _given(self.transform))
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, by name."""
+        return {name: value for name in self.__struct_fields__
+                if (value := getattr(self, name)) is not UNSET}
+
+
+def _given(value: T | UnsetType) -> T | None:
+    return None if isinstance(value, UnsetType) else value
 
 
 class RotateIn(msgspec.Struct, forbid_unknown_fields=True):

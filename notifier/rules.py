@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+import msgspec
+
 MAX_TYPE_LENGTH = 200
 MAX_ID_LENGTH = 128
 #: What Redis accepts in one string is 512 MB; events are far smaller in practice.
@@ -72,3 +74,20 @@ def header_problem(name: str, value: str) -> str | None:
     if len(value) > MAX_HEADER_VALUE:
         return f"headers: the value of {name!r} is longer than {MAX_HEADER_VALUE} characters"
     return None
+
+
+_AT = re.compile(r"^(?P<what>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+
+
+def validation_message(exc: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `int` >= 1 - at `$.max_in_flight`" as "max_in_flight: expected
+    `int` >= 1": the field first, as every other message here, for the API and the CLI."""
+    text = str(exc)
+    match = _AT.match(text)
+    if not match:
+        return text
+    path = match.group("path").lstrip(".")
+    what = match.group("what")
+    if what.startswith("Expected"):
+        what = "e" + what[1:]
+    return f"{path}: {what}" if path else what

@@ -15,9 +15,10 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from notifier import keys, lua, signing, ssrf
+from notifier import events, keys, lua, signing, ssrf
 from notifier.config import Settings
 from notifier.crypto import SecretBox
+from notifier.errors import Invalid, NotFound
 from notifier.lua import Scripts
 from notifier.models import (
     Attempt,
@@ -35,14 +36,6 @@ _attempt_decoder = msgspec.json.Decoder(Attempt)
 _message_decoder = msgspec.json.Decoder(Message)
 _attempts_decoder = msgspec.json.Decoder(list[Attempt])
 _encode = msgspec.json.Encoder().encode
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Invalid(ValueError):
-    """A partner definition notifier refuses; the message says what to fix."""
 
 
 def _now_ms() -> int:
@@ -85,8 +78,7 @@ class Store:
 
     async def update(self, partner_id: str, patch: PartnerPatch) -> Partner:
         partner = await self.get(partner_id)
-        changes = {f: v for f in patch.__struct_fields__
-                   if (v := getattr(patch, f)) is not None}
+        changes = patch.changes()
         was_enabled = partner.enabled
         updated = msgspec.structs.replace(partner, **changes)
         if updated.enabled and not was_enabled:
@@ -154,6 +146,8 @@ class Store:
 
     async def dead_letters(self, partner: str | None = None, limit: int = 100,
                            ) -> list[DeadLetter]:
+        if partner is not None:
+            await self.get(partner)  # an unknown partner is an error, not an empty list
         found: list[DeadLetter] = []
         last = "+"
         while len(found) < limit:
@@ -208,9 +202,14 @@ class Store:
     # producers
 
     async def publish(self, event_type: str, data: bytes, event_id: str | None = None) -> str:
-        fields: dict[str, Any] = {"type": event_type, "data": data}
-        if event_id:
-            fields["id"] = event_id
+        """XADD an event, refused first (Invalid) with the router's own reason if the router
+        would dead-letter it."""
+        fields = {b"type": event_type.encode(errors="surrogateescape"), b"data": data}
+        if event_id is not None:
+            fields[b"id"] = event_id.encode(errors="surrogateescape")
+        problem = events.problem(fields, self.settings.max_event_bytes)
+        if problem:
+            raise Invalid(problem)
         entry_id: bytes = await self.redis.xadd(self.settings.ingress_stream, fields)
         return entry_id.decode()
 

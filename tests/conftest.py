@@ -70,7 +70,7 @@ def spawn(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[bytes]
 
     def start(*args: str, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         proc_env = {**os.environ, **env, **(extra or {})}
-        proc = subprocess.Popen([sys.executable, "-m", "notifier.cli", *args], env=proc_env,
+        proc = subprocess.Popen([sys.executable, "-m", "notifier", *args], env=proc_env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(proc)
         return proc

@@ -19,7 +19,7 @@ from tests.helpers import free_port, idle, running
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "notifier.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "notifier", *args], capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=60)
 
 
@@ -82,7 +82,7 @@ async def test_cli_manages_partners_and_publishes(redis: Redis, env: dict[str, s
     assert [(a["message_id"], a["status"], a["ok"]) for a in attempts] == [
         ("ord-9-paid", 200, True)]
 
-    bad = cli(env, "partners", "add", "x", "ftp://x.example.com")
+    bad = cli(env, "partners", "add", "x", "ftp://x.example.com", "--events", "*")
     assert bad.returncode != 0 and "url" in bad.stderr
     missing = cli(env, "partners", "show", "ptn_nope")
     assert missing.returncode != 0 and "no partner" in missing.stderr

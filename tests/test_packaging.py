@@ -39,7 +39,7 @@ async def test_the_installed_wheel_runs_notifier(
     # `notifier run`, as the image's CMD, from outside the checkout: only the installed copy
     # (and its lua/) can be imported.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "notifier.cli", "run"], cwd=tmp_path,
+        [sys.executable, "-m", "notifier", "run"], cwd=tmp_path,
         env={**os.environ, **env, "PYTHONPATH": str(site), "NOTIFIER_API_ADDR": api},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

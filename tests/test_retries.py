@@ -128,7 +128,7 @@ async def test_fails_twice_then_succeeds_with_one_webhook_id_at_the_scheduled_ga
 
 async def run_cli(env: dict[str, str], *args: str) -> Any:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "notifier.cli", *args, env={**os.environ, **env},
+        sys.executable, "-m", "notifier", *args, env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from notifier import api, config, events, signing
 from notifier.config import Settings
+from notifier.errors import ConfigError
 from notifier.models import Message, Outcome, Partner, Secret
 from notifier.sender import Sender, request_headers
 from notifier.store import Store
@@ -184,10 +185,10 @@ async def test_slow_drip_answer_hits_the_total_timeout(env: dict[str, str],
 
 def test_api_refuses_to_start_without_a_token(settings: Settings) -> None:
     tokenless = msgspec.structs.replace(settings, admin_token=None)
-    with pytest.raises(SystemExit, match="NOTIFIER_ADMIN_TOKEN"):
+    with pytest.raises(ConfigError, match="NOTIFIER_ADMIN_TOKEN"):
         api.check_token(tokenless)
     api.check_token(msgspec.structs.replace(tokenless, api_local_only=True))
-    with pytest.raises(SystemExit, match="loopback"):
+    with pytest.raises(ConfigError, match="loopback"):
         api.check_token(msgspec.structs.replace(tokenless, api_local_only=True,
                                                 api_addr="0.0.0.0:8080"))
 

@@ -1,0 +1,158 @@
+"""`notifier partners ...`: the same operations as the admin API's /v1/partners, refused with
+the same messages, since both build the same `PartnerIn` / `PartnerPatch` and call `Store`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import msgspec
+
+from notifier.cli.output import show
+from notifier.cli.store import with_store
+from notifier.errors import Invalid
+from notifier.models import PartnerIn, PartnerPatch, public
+from notifier.store import Store
+
+COLUMNS = ("id", "name", "url", "events", "rate_limit", "max_in_flight", "enabled",
+           "disabled_reason")
+
+
+def _events(text: str) -> list[str]:
+    # Spaces after commas are a typing habit; anything else is kept for the rules to judge.
+    return [part.strip(" ") for part in text.split(",") if part.strip(" ")]
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not NAME:VALUE")
+    return name.strip(), value.strip()
+
+
+def _json(text: str) -> Any:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+
+
+def _body(args: argparse.Namespace, creating: bool) -> dict[str, Any]:
+    """The API body these flags stand for: only what was given."""
+    body: dict[str, Any] = {}
+    for flag in ("name", "url", "rate_limit", "max_in_flight", "transform", "secret"):
+        if getattr(args, flag, None) is not None:
+            body[flag] = getattr(args, flag)
+    if args.events is not None:
+        body["events"] = _events(args.events)
+    if args.headers:
+        body["headers"] = dict(args.headers)
+    if args.ordered is not None:
+        body["ordered"] = args.ordered
+    if not creating:
+        if args.no_rate_limit:
+            body["rate_limit"] = None
+        if args.no_transform:
+            body["transform"] = None
+        if args.no_headers:
+            body["headers"] = {}
+    elif args.disabled:
+        body["enabled"] = False
+    return body
+
+
+async def _add(store: Store, args: argparse.Namespace) -> None:
+    partner, secret = await store.create(msgspec.convert(_body(args, True), PartnerIn))
+    show({**public(partner), "secret": secret}, as_json=args.json)
+
+
+async def _update(store: Store, args: argparse.Namespace) -> None:
+    body = _body(args, False)
+    if not body:
+        raise Invalid("nothing to change: give at least one option (see --help)")
+    partner = await store.update(args.id, msgspec.convert(body, PartnerPatch))
+    show(public(partner), as_json=args.json)
+
+
+async def _set_enabled(store: Store, args: argparse.Namespace) -> None:
+    partner = await store.update(args.id, PartnerPatch(enabled=args.enable))
+    show(public(partner), as_json=args.json)
+
+
+async def _list(store: Store, args: argparse.Namespace) -> None:
+    show([public(p) for p in await store.partners()], as_json=args.json, columns=COLUMNS)
+
+
+async def _show(store: Store, args: argparse.Namespace) -> None:
+    show(public(await store.get(args.id)), as_json=args.json)
+
+
+async def _remove(store: Store, args: argparse.Namespace) -> None:
+    await store.remove(args.id)
+    show({"removed": args.id}, as_json=args.json)
+
+
+async def _rotate(store: Store, args: argparse.Namespace) -> None:
+    secret = await store.rotate_secret(args.id, args.secret)
+    show({"id": args.id, "secret": secret,
+          "previous_secrets_valid_for": f"{store.settings.secret_overlap:g}s"},
+         as_json=args.json)
+
+
+def _definition(cmd: argparse.ArgumentParser, creating: bool) -> None:
+    cmd.add_argument("--events", required=creating,
+                     help="comma-separated event types, or * for all (required)" if creating
+                     else "comma-separated event types, or * for all")
+    cmd.add_argument("--rate-limit", help="at most this many requests, e.g. 50/second")
+    cmd.add_argument("--max-in-flight", type=int, help="requests open at once (1 to 1000; "
+                     "default 10)")
+    cmd.add_argument("--header", dest="headers", action="append", type=_header,
+                     metavar="NAME:VALUE", help="a header sent with every request (repeat)")
+    cmd.add_argument("--transform", type=_json, help="reshape the body: a transform as JSON")
+    order = cmd.add_mutually_exclusive_group()
+    order.add_argument("--ordered", action="store_true", default=None,
+                       help="one at a time, in publish order")
+    if not creating:
+        order.add_argument("--unordered", dest="ordered", action="store_false")
+        cmd.add_argument("--name")
+        cmd.add_argument("--url")
+        cmd.add_argument("--no-rate-limit", action="store_true", help="remove the rate limit")
+        cmd.add_argument("--no-transform", action="store_true", help="remove the transform")
+        cmd.add_argument("--no-headers", action="store_true", help="remove every header")
+    else:
+        cmd.add_argument("--secret", help="bring your own whsec_ secret")
+        cmd.add_argument("--disabled", action="store_true", help="register it disabled")
+
+
+def add_commands(sub: Any) -> None:
+    group = sub.add_parser("partners", help="register and manage partners",
+                           description="Register and manage partners (as /v1/partners).")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                   parser_class=type(group))
+
+    def command(name: str, text: str, handler: Any, with_id: bool = True,
+                ) -> argparse.ArgumentParser:
+        cmd: argparse.ArgumentParser = actions.add_parser(name, help=text, description=text)
+        if with_id:
+            cmd.add_argument("id", help="the partner's id (ptn_...)")
+        cmd.add_argument("--json", action="store_true", help="print JSON (also when piped)")
+        cmd.set_defaults(handler=with_store(handler))
+        return cmd
+
+    add = command("add", "register a partner; prints its secret, once", _add, with_id=False)
+    add.add_argument("name", help="a name for people to read")
+    add.add_argument("url", help="where events are POSTed (https)")
+    _definition(add, creating=True)
+    _definition(command("update", "change a partner: only the options given", _update),
+                creating=False)
+    command("enable", "resume delivery (kept messages are sent)", _set_enabled).set_defaults(
+        enable=True)
+    command("disable", "stop delivery; messages are kept", _set_enabled).set_defaults(
+        enable=False)
+    command("list", "every partner", _list, with_id=False)
+    command("show", "one partner (never its secrets)", _show)
+    command("remove", "delete a partner and its messages", _remove)
+    command("rotate-secret", "a new signing secret; the old one keeps signing for "
+            "NOTIFIER_SECRET_OVERLAP", _rotate).add_argument(
+        "--secret", help="bring your own whsec_ secret")
+

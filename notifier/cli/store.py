@@ -1,0 +1,24 @@
+"""How management commands reach Redis: one client per command, closed when it ends."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from notifier import config
+from notifier.connection import connect
+from notifier.store import Store
+
+Work = Callable[[Store, argparse.Namespace], Awaitable[Any]]
+
+
+def with_store(work: Work) -> Callable[[config.Settings, argparse.Namespace], Awaitable[Any]]:
+    async def run(settings: config.Settings, args: argparse.Namespace) -> Any:
+        # no retries: a person at a terminal wants the error now, not after backoff
+        redis = connect(settings.redis_url, "notifier-cli", retries=0)
+        try:
+            return await work(Store(redis, settings), args)
+        finally:
+            await redis.aclose()
+    return run
