@@ -26,7 +26,7 @@ import msgspec
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import logs, lua, retry, signing
+from notifier import keys, logs, lua, retry, signing
 from notifier.config import Settings
 from notifier.connection import TRANSIENT, consumer_name, keep_running
 from notifier.crypto import SecretBox
@@ -85,6 +85,8 @@ class Delivery:
         self._unreturned: list[ServedPartner] = []
         #: Lease ends of lease calls whose replies were lost: their partners are given back.
         self._lost_leases: list[int] = []
+        #: Partners this process has served: it leaves their consumer groups when it stops.
+        self._served_ids: set[str] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._busy = 0.0
 
@@ -94,13 +96,21 @@ class Delivery:
         await keep_running("delivery", self.tick, stop)
         if self._serving:
             await asyncio.gather(*self._serving, return_exceptions=True)
-        if self._unreturned or self._lost_leases:
-            try:
-                await self.give_back_unreturned()
-            except REDIS_ERRORS as exc:
-                log.warning("could not give partners back before stopping; their leases and "
-                            "messages expire after NOTIFIER_CLAIM_IDLE",
-                            partners=len(self._unreturned), error=str(exc))
+        try:
+            await self.give_back_unreturned()
+            await self._leave_groups()
+        except REDIS_ERRORS as exc:
+            log.warning("could not give partners back before stopping; their leases and "
+                        "messages expire after NOTIFIER_CLAIM_IDLE",
+                        partners=len(self._unreturned), error=str(exc))
+
+    async def _leave_groups(self) -> None:
+        """Remove this process's consumer from the groups of the partner streams it served,
+        where it holds nothing, so stopped processes do not pile up in them."""
+        calls = [self.scripts.send(lua.prune_consumers(
+            stream=keys.stream(pid), group=keys.DELIVERY_GROUP, consumer=self.consumer))
+            for pid in self._served_ids]
+        await asyncio.gather(*calls)
 
     async def tick(self) -> None:
         if self._unreturned or self._lost_leases:
@@ -122,6 +132,7 @@ class Delivery:
                 raise
             next_due = leased.next_due_ms
             for partner_id, record in leased.partners:
+                self._served_ids.add(partner_id)
                 served = ServedPartner(self, partner_id, record, lease_until)
                 task = asyncio.create_task(served.run())
                 self._serving.add(task)

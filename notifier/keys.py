@@ -11,6 +11,7 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
                                              cannot repeat an old value)
     notifier:ready                  zset     partner id -> ms when it next has work (design note 1)
     notifier:leases                 zset     partner id -> ms its current lease ends
+    notifier:janitor                string   lock of the hourly consumer pruning (TTL 1 h)
     notifier:{id}:stream            stream   the partner's messages; group `delivery`
     notifier:{id}:due               zset     pending message id -> ms it is next due (retry or
                                              visibility timeout of a message being sent)
@@ -29,6 +30,7 @@ PARTNERS = PREFIX + "partners"
 PARTNERS_VERSION = PREFIX + "partners:version"
 READY = PREFIX + "ready"
 LEASES = PREFIX + "leases"
+JANITOR = PREFIX + "janitor"
 
 ROUTER_GROUP = "router"
 DELIVERY_GROUP = "delivery"

@@ -36,7 +36,7 @@ from notifier.models import Message, Taken
 _HERE = Path(__file__).resolve().parent
 _CANDIDATES = (_HERE / "lua", _HERE.parent / "lua")
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
-NAMES = ("route", "lease", "unlease", "take", "release", "settle", "wake")
+NAMES = ("route", "lease", "unlease", "take", "release", "settle", "wake", "prune_consumers")
 
 R = TypeVar("R")
 _message_decoder = msgspec.json.Decoder(Message)
@@ -233,3 +233,12 @@ def release(*, partner_id: str, now_ms: int, blocked_until: int, active: bool,
 def wake(*, now_ms: int, partner_ids: Sequence[str]) -> Call[int]:
     """Mark partners as having work now, unless leased or parked at their rate limit."""
     return Call("wake", [keys.READY, keys.LEASES], [now_ms, *partner_ids], _int)
+
+
+# prune_consumers.lua ---------------------------------------------------------------------------
+
+def prune_consumers(*, stream: str, group: str, min_idle_ms: int = 0,
+                    consumer: str = "") -> Call[int]:
+    """Remove consumers holding nothing (only `consumer`, when given) that have been idle
+    `min_idle_ms`; replies how many."""
+    return Call("prune_consumers", [stream], [group, min_idle_ms, consumer], _int)

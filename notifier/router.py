@@ -9,6 +9,7 @@ are claimed after NOTIFIER_CLAIM_IDLE; the script's XACK check keeps them from b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 
 from notifier import events, keys, logs, lua, telemetry
 from notifier.config import Settings
-from notifier.connection import consumer_name, is_nogroup, keep_running
+from notifier.connection import TRANSIENT, consumer_name, is_nogroup, keep_running
 from notifier.lua import Scripts
 from notifier.models import Message, Partner, decode_partner
 from notifier.telemetry import Telemetry
@@ -29,6 +30,9 @@ BATCH = 200
 BLOCK_MS = 1000
 #: An entry handed to routers this many times without being routed is dead-lettered.
 MAX_ROUTE_TRIES = 5
+#: How often one router removes the consumers stopped processes left, and after how long idle.
+JANITOR_EVERY = 3600.0
+CONSUMER_IDLE_MS = 3_600_000
 _message_encoder = msgspec.json.Encoder()
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -48,6 +52,7 @@ class Router:
         self._next_claim = 0.0
         self._own_pending_done = False
         self._group_ready = False
+        self._next_janitor = 0.0
 
     async def ensure_group(self) -> None:
         try:
@@ -59,6 +64,10 @@ class Router:
 
     async def run(self, stop: asyncio.Event) -> None:
         await keep_running("router", self._run_once, stop, on_nogroup=self.ensure_group)
+        with contextlib.suppress(*TRANSIENT, rx.ResponseError):
+            # Leave the group if this router holds nothing, rather than pile up names.
+            await self.scripts.run(lua.prune_consumers(
+                stream=self.stream, group=keys.ROUTER_GROUP, consumer=self.consumer))
 
     async def _run_once(self) -> None:
         if not self._group_ready:
@@ -66,6 +75,7 @@ class Router:
             self._group_ready = True
         try:
             await self.step()
+            await self._janitor()
         except BaseException:
             # What this router read but did not route is pending under its name: read it
             # again first, rather than leave it for XAUTOCLAIM after NOTIFIER_CLAIM_IDLE.
@@ -80,6 +90,30 @@ class Router:
         if entries:
             await self.route(entries)
         return len(entries)
+
+    async def _janitor(self) -> None:
+        """Once an hour, one router of the deployment (whichever takes the lock) removes the
+        consumers that stopped processes left in the consumer groups, when they hold nothing
+        and have been idle for CONSUMER_IDLE: a process that crashed could not remove its own
+        (one stopped gracefully does, at once)."""
+        now = time.monotonic()
+        if now < self._next_janitor:
+            return
+        self._next_janitor = now + JANITOR_EVERY
+        if not await self.redis.set(keys.JANITOR, self.consumer, nx=True,
+                                    ex=int(JANITOR_EVERY)):
+            return
+        groups = [(self.stream, keys.ROUTER_GROUP)] + [
+            (keys.stream(p.id), keys.DELIVERY_GROUP) for p in await self.refresh_partners()]
+        removed = 0
+        for start in range(0, len(groups), 500):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream, group in groups[start:start + 500]:
+                    await self.scripts.queue(pipe, lua.prune_consumers(
+                        stream=stream, group=group, min_idle_ms=CONSUMER_IDLE_MS))
+                removed += sum(int(n) for n in await pipe.execute())
+        if removed:
+            log.info("removed consumers of stopped processes", count=removed)
 
     async def _next_batch(self) -> tuple[list[Entry], bool]:
         """The next entries, and whether they were read before (by this router or a dead one),

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from notifier import api
 from notifier.cli import parser
 from notifier.config import Settings
-from tests.helpers import TOKEN, free_port
+from tests.helpers import TOKEN, eventually, free_port
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -212,3 +212,50 @@ def test_python_dash_m_notifier_works() -> None:
                             text=True, timeout=60)
     assert result.returncode == 0 and "partners" in result.stdout
     assert free_port() > 0
+
+
+async def test_stopped_processes_leave_their_consumer_groups(
+        redis: Redis, settings: Settings, endpoint_factory: Any, spawn: Any) -> None:
+    """Each process reads under a name of its own: after three restarts, ten names piled up in
+    the groups. A process that stops leaves the groups where it holds nothing; the hourly
+    janitor removes those a crashed process left once they are idle and hold nothing."""
+    from notifier import keys, router
+    from tests.helpers import idle, publish, register, running
+
+    endpoint = await endpoint_factory()
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["*"])
+    for n in range(3):
+        proc = spawn("run", extra={"NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}"})
+        await publish(redis, "order.created", {"n": n})
+        await endpoint.wait_for(n + 1)
+        await idle(redis)
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert await redis.xinfo_consumers("notifier:events", keys.ROUTER_GROUP) == []
+    assert await redis.xinfo_consumers(keys.stream(pid), keys.DELIVERY_GROUP) == []
+
+    # A crashed process's names, holding nothing (what they read was settled), idle:
+    for stream, group in (("notifier:events", keys.ROUTER_GROUP),
+                          (keys.stream(pid), keys.DELIVERY_GROUP)):
+        entry = await redis.xadd(stream, {"x": "1"})
+        await redis.xreadgroup(group, "crashed-1", {stream: ">"}, count=1)
+        await redis.xack(stream, group, entry)
+        await redis.xdel(stream, entry)
+        names = [c["name"] for c in await redis.xinfo_consumers(stream, group)]
+        assert names == [b"crashed-1"]
+    await redis.delete(keys.JANITOR)  # an hour later
+    original = router.CONSUMER_IDLE_MS
+    router.CONSUMER_IDLE_MS = 0
+    try:
+        async with running(settings, deliver=False):
+            async def pruned() -> bool:
+                names = [c["name"] for c in
+                         await redis.xinfo_consumers(keys.stream(pid), keys.DELIVERY_GROUP)]
+                return b"crashed-1" not in names
+            await eventually(pruned, 10, "the janitor to prune crashed-1")
+    finally:
+        router.CONSUMER_IDLE_MS = original
+    routers = [c["name"] for c in
+               await redis.xinfo_consumers("notifier:events", keys.ROUTER_GROUP)]
+    assert b"crashed-1" not in routers
+    assert await redis.exists(keys.JANITOR)  # taken by the router that pruned
