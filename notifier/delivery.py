@@ -56,6 +56,9 @@ LEASE_STEP = 4
 #: Above this share of one CPU, a process takes no more partners (see `tick`).
 CPU_BUSY = 0.9
 CPU_SAMPLE = 0.25
+#: Tries at giving a partner back while Redis answers errors for it, before leaving its lease
+#: to run out.
+GIVE_BACK_TRIES = 3
 #: Errors of a Redis call that mean "this call did not (visibly) happen".
 REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, rx.ResponseError)
 
@@ -152,9 +155,20 @@ class Delivery:
                                                 lease_until=self._lost_leases[0]))
             self._lost_leases.pop(0)
         while self._unreturned:
-            await self._unreturned[0].give_back()
-            served = self._unreturned.pop(0)
-            log.info("partner given back after redis returned", partner=served.partner_id)
+            served = self._unreturned[0]
+            try:
+                await served.give_back()
+            except rx.ResponseError as exc:
+                # Redis answers, but not for this partner (a key of the wrong type, say): one
+                # broken partner must not hold up every other. Its lease runs out instead.
+                served.give_back_failures += 1
+                if served.give_back_failures < GIVE_BACK_TRIES:
+                    raise
+                log.error("could not give a partner back; its lease expires after "
+                          "NOTIFIER_CLAIM_IDLE", partner=served.partner_id, error=str(exc))
+            else:
+                log.info("partner given back", partner=served.partner_id)
+            self._unreturned.pop(0)
 
     def _cpu_busy(self) -> float:
         """The share of wall time this process spent on CPU since about CPU_SAMPLE ago."""
@@ -197,6 +211,7 @@ class ServedPartner:
         self.settling: list[asyncio.Future[int]] = []
         #: Due scores given by takes whose replies were lost (their messages are ours).
         self.lost_due: list[int] = []
+        self.give_back_failures = 0
 
     async def run(self) -> None:
         try:

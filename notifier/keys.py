@@ -6,9 +6,9 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
     notifier:events                 stream   ingress (NOTIFIER_INGRESS_STREAM); group `router`
     notifier:dead                   stream   dead letters: malformed events and exhausted messages
     notifier:partners               hash     partner id -> msgspec JSON of Partner
-    notifier:partners:version       string   a new random value on every partner change; routers
-                                             reload on it (random, so a Redis that lost its data
-                                             cannot repeat an old value)
+    notifier:partners:changes       stream   the id of every changed partner (MAXLEN ~10,000):
+                                             routers follow it to update their index of
+                                             subscriptions one partner at a time
     notifier:ready                  zset     partner id -> ms when it next has work (design note 1)
     notifier:leases                 zset     partner id -> ms its current lease ends
     notifier:janitor                string   lock of the hourly consumer pruning (TTL 1 h)
@@ -27,7 +27,8 @@ from __future__ import annotations
 PREFIX = "notifier:"
 DEAD = PREFIX + "dead"
 PARTNERS = PREFIX + "partners"
-PARTNERS_VERSION = PREFIX + "partners:version"
+PARTNER_CHANGES = PREFIX + "partners:changes"
+PARTNER_CHANGES_KEPT = 10_000
 READY = PREFIX + "ready"
 LEASES = PREFIX + "leases"
 JANITOR = PREFIX + "janitor"

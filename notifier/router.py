@@ -22,6 +22,7 @@ from notifier.config import Settings
 from notifier.connection import TRANSIENT, consumer_name, is_nogroup, keep_running
 from notifier.lua import Scripts
 from notifier.models import Message, Partner, decode_partner
+from notifier.subscriptions import Subscriptions
 from notifier.telemetry import Telemetry
 
 log = logs.get("router")
@@ -41,14 +42,16 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 class Router:
     def __init__(self, redis: Redis, settings: Settings,
                  telemetry: Telemetry | None = None) -> None:
-        self.redis = redis
+        # Any: redis-py types every reply as bytes | str; this client always answers bytes
+        self.redis: Any = redis
         self.settings = settings
         self.tracer = telemetry.tracer if telemetry else None
         self.scripts = Scripts(redis)
         self.stream = settings.ingress_stream
         self.consumer = consumer_name(settings.consumer)
-        self._partners: list[Partner] = []
-        self._version: Any = b"-"
+        self.subscriptions = Subscriptions()
+        #: The last entry of the partner change log applied to `subscriptions`.
+        self._cursor: bytes | None = None
         self._next_claim = 0.0
         self._own_pending_done = False
         self._group_ready = False
@@ -103,8 +106,9 @@ class Router:
         if not await self.redis.set(keys.JANITOR, self.consumer, nx=True,
                                     ex=int(JANITOR_EVERY)):
             return
+        await self.refresh_partners()
         groups = [(self.stream, keys.ROUTER_GROUP)] + [
-            (keys.stream(p.id), keys.DELIVERY_GROUP) for p in await self.refresh_partners()]
+            (keys.stream(pid), keys.DELIVERY_GROUP) for pid in self.subscriptions.ids()]
         removed = 0
         for start in range(0, len(groups), 500):
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -159,26 +163,56 @@ class Router:
             await self.scripts.run(self._dead_call(entry_id.decode(), fields, reason))
         return kept
 
-    async def refresh_partners(self) -> list[Partner]:
-        """Reload partners when any changed (one GET per batch when none did)."""
-        version = await self.redis.get(keys.PARTNERS_VERSION)
-        if version != self._version:
-            raw = await self.redis.hgetall(keys.PARTNERS)
-            partners = []
-            for pid, value in raw.items():
-                try:
-                    partners.append(decode_partner(value))
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    log.error("partner record unreadable, not routing to it",
-                              partner=str(pid), error=str(exc))
-            self._partners = partners
-            self._version = version
-        return self._partners
+    async def refresh_partners(self) -> Subscriptions:
+        """Bring the index of subscriptions up to date: reload only the partners that changed
+        since the last look (two cheap reads when none did), or all of them when the change
+        log no longer reaches back that far or Redis lost its data."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrevrange(keys.PARTNER_CHANGES, count=1)
+            pipe.xrange(keys.PARTNER_CHANGES, count=1)
+            newest, oldest = await pipe.execute()
+        latest = newest[0][0] if newest else None
+        first = oldest[0][0] if oldest else None
+        if self._cursor is None or (latest is None and self._cursor != b"0-0") \
+                or (first is not None and _later(first, self._cursor)):
+            await self._load_all()
+        elif latest is not None and _later(latest, self._cursor):
+            changes = await self.redis.xrange(keys.PARTNER_CHANGES, min=b"(" + self._cursor,
+                                              count=keys.PARTNER_CHANGES_KEPT)
+            ids = list(dict.fromkeys(fields[b"id"] for _, fields in changes))
+            records = await self.redis.hmget(keys.PARTNERS, ids) if ids else []
+            for pid, record in zip(ids, records, strict=True):
+                self._put(pid, record)
+            self._cursor = changes[-1][0] if changes else self._cursor
+        return self.subscriptions
+
+    async def _load_all(self) -> None:
+        # The cursor is read before the partners, so a change made in between is applied
+        # again on the next look rather than missed.
+        newest = await self.redis.xrevrange(keys.PARTNER_CHANGES, count=1)
+        raw = await self.redis.hgetall(keys.PARTNERS)
+        self.subscriptions = Subscriptions()
+        for pid, record in raw.items():
+            self._put(pid, record)
+        self._cursor = newest[0][0] if newest else b"0-0"
+        log.info("partners loaded", partners=len(self.subscriptions))
+
+    def _put(self, pid: bytes, record: bytes | None) -> None:
+        partner_id = pid.decode(errors="replace")
+        if record is None:
+            self.subscriptions.remove(partner_id)
+            return
+        try:
+            self.subscriptions.put(decode_partner(record))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.subscriptions.remove(partner_id)
+            log.error("partner record unreadable, not routing to it", partner=partner_id,
+                      error=str(exc))
 
     async def route(self, entries: list[Entry]) -> None:
         """Fan a batch out in one pipeline. No entry can stop the batch: one that cannot be
         planned or whose script fails is dead-lettered with the reason, and the rest go on."""
-        partners = await self.refresh_partners()
+        subscriptions = await self.refresh_partners()
         now_ms = int(time.time() * 1000)
         spans = []
         calls: list[tuple[bytes, dict[bytes, bytes], lua.Call[int]]] = []
@@ -191,7 +225,7 @@ class Router:
                                 reason=parsed)
                     call = self._dead_call(entry_id, fields, parsed, now_ms)
                 else:
-                    targets = [p for p in partners if p.subscribes(parsed.type)]
+                    targets = subscriptions.targets(parsed.type)
                     if self.tracer is not None:
                         span = telemetry.route_span(self.tracer, parsed, len(targets))
                         parsed.trace = telemetry.traceparent(span)
@@ -230,6 +264,13 @@ class Router:
         return lua.route(ingress=self.stream, group=keys.ROUTER_GROUP, entry_id=entry_id,
                          now_ms=now_ms or int(time.time() * 1000), dead_reason=reason,
                          entry=events.describe(fields))
+
+
+def _later(a: bytes, b: bytes) -> bool:
+    """Whether stream id `a` comes after `b`."""
+    ams, _, aseq = a.partition(b"-")
+    bms, _, bseq = b.partition(b"-")
+    return (int(ams), int(aseq or 0)) > (int(bms), int(bseq or 0))
 
 
 def _entries(reply: Any) -> list[Entry]:

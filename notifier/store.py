@@ -1,15 +1,15 @@
 """Partners, attempts and dead letters in Redis: what the admin API and the CLI both call.
 
-Partners are one hash of msgspec JSON. Every change bumps `partners:version`, which is how
-routers notice (one GET per batch), and delivery reads a partner's record at every lease, so a
-change takes effect for the next delivery without a restart.
+Partners are one hash of msgspec JSON. Every change appends the partner's id to
+`partners:changes`, which routers follow to update their index of subscriptions one partner at a
+time, and delivery reads a partner's record at every lease, so a change takes effect for the
+next delivery without a restart.
 """
 
 from __future__ import annotations
 
 import secrets as pysecrets
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -95,7 +95,7 @@ class Store:
             pipe.hdel(keys.PARTNERS, partner_id)
             pipe.zrem(keys.READY, partner_id)
             pipe.delete(*keys.all_of(partner_id))
-            pipe.set(keys.PARTNERS_VERSION, uuid.uuid4().hex)
+            _changed(pipe, partner_id)
             await pipe.execute()
 
     async def rotate_secret(self, partner_id: str, secret: str | None = None) -> str:
@@ -122,7 +122,7 @@ class Store:
     async def _save(self, partner: Partner) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.PARTNERS, partner.id, _encode(partner))
-            pipe.set(keys.PARTNERS_VERSION, uuid.uuid4().hex)
+            _changed(pipe, partner.id)
             if partner.enabled:
                 # it may have messages waiting (new, or kept while it was disabled)
                 await self._wake(pipe, partner.id)
@@ -212,6 +212,11 @@ class Store:
             raise Invalid(problem)
         entry_id: bytes = await self.redis.xadd(self.settings.ingress_stream, fields)
         return entry_id.decode()
+
+
+def _changed(pipe: Any, partner_id: str) -> None:
+    pipe.xadd(keys.PARTNER_CHANGES, {"id": partner_id}, maxlen=keys.PARTNER_CHANGES_KEPT,
+              approximate=True)
 
 
 def _checked_secret(secret: str | None) -> str:
