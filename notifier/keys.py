@@ -12,6 +12,7 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
     notifier:ready                  zset     partner id -> ms when it next has work (design note 1)
     notifier:leases                 zset     partner id -> ms its current lease ends
     notifier:janitor                string   lock of the hourly consumer pruning (TTL 1 h)
+    notifier:fanout:<entry id>      string   chunks done of a split fan-out (TTL 1 h)
     notifier:{id}:stream            stream   the partner's messages; group `delivery`
     notifier:{id}:due               zset     pending message id -> ms it is next due (retry or
                                              visibility timeout of a message being sent)
@@ -39,6 +40,11 @@ DELIVERY_GROUP = "delivery"
 ATTEMPTS_KEPT = 1000
 DEAD_KEPT = 100_000
 DEDUPE_TTL = 86_400
+FANOUT_TTL = 3_600
+
+
+def fanout(entry_id: str) -> str:
+    return f"{PREFIX}fanout:{entry_id}"
 
 
 def _partner(partner_id: str, name: str) -> str:

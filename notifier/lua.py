@@ -110,18 +110,20 @@ def _int(reply: Any) -> int:
 def route(*, ingress: str, group: str, entry_id: str, now_ms: int,
           message: bytes = b"", partners: Sequence[tuple[str, bool]] = (),
           event_id: str = "", dedupe_ttl: int = 0, dead_reason: str = "",
-          entry: str = "") -> Call[int]:
+          entry: str = "", chunk: int = 0, last: bool = True) -> Call[int]:
     """Fan one ingress entry out to `partners` ((id, enabled) pairs) and acknowledge it; or,
-    with `dead_reason`, move it to the dead letters as `entry`. Replies how many partner
+    with `dead_reason`, move it to the dead letters as `entry`. A large fan-out is sent as
+    several calls, `chunk` 0, 1, ... with `last` on the final one. Replies how many partner
     streams got it (-1: another router did it already)."""
-    route_keys = [ingress, keys.READY, keys.LEASES, keys.DEAD]
+    route_keys = [ingress, keys.READY, keys.LEASES, keys.DEAD, keys.fanout(entry_id)]
     for partner_id, _ in partners:
         route_keys += [keys.stream(partner_id), keys.seen(partner_id, event_id)]
     wake = "".join("1" if enabled else "0" for _, enabled in partners)
     payload = entry if dead_reason else message
     return Call("route", route_keys,
                 [group, entry_id, now_ms, dedupe_ttl, payload, wake, dead_reason,
-                 keys.DEAD_KEPT, *(pid for pid, _ in partners)], _int)
+                 keys.DEAD_KEPT, chunk, "1" if last else "0", keys.FANOUT_TTL,
+                 *(pid for pid, _ in partners)], _int)
 
 
 # lease.lua ------------------------------------------------------------------------------------

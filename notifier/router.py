@@ -29,6 +29,8 @@ log = logs.get("router")
 
 BATCH = 200
 BLOCK_MS = 1000
+#: Partners per route call: a larger fan-out is split, so no call holds Redis for long.
+FANOUT_CHUNK = 100
 #: An entry handed to routers this many times without being routed is dead-lettered.
 MAX_ROUTE_TRIES = 5
 #: How often one router removes the consumers stopped processes left, and after how long idle.
@@ -223,19 +225,20 @@ class Router:
                 if isinstance(parsed, str):
                     log.warning("malformed event dead-lettered", entry_id=entry_id,
                                 reason=parsed)
-                    call = self._dead_call(entry_id, fields, parsed, now_ms)
+                    entry_calls = [self._dead_call(entry_id, fields, parsed, now_ms)]
                 else:
                     targets = subscriptions.targets(parsed.type)
                     if self.tracer is not None:
                         span = telemetry.route_span(self.tracer, parsed, len(targets))
                         parsed.trace = telemetry.traceparent(span)
                         spans.append(span)
-                    call = self._route_call(entry_id, parsed, targets, b"id" in fields, now_ms)
+                    entry_calls = self._route_calls(entry_id, parsed, targets, b"id" in fields,
+                                                    now_ms)
             except Exception as exc:  # a bug meeting a hostile entry must not stop routing
                 reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
                 log.exception("event dead-lettered", entry_id=entry_id, reason=reason)
-                call = self._dead_call(entry_id, fields, reason, now_ms)
-            calls.append((raw_id, fields, call))
+                entry_calls = [self._dead_call(entry_id, fields, reason, now_ms)]
+            calls += [(raw_id, fields, call) for call in entry_calls]
         async with self.redis.pipeline(transaction=False) as pipe:
             for _, _, call in calls:
                 # queued on the pipeline: awaiting it returns at once, the batch runs on execute
@@ -252,12 +255,18 @@ class Router:
         for span in spans:
             span.end()
 
-    def _route_call(self, entry_id: str, message: Message, targets: list[Partner],
-                    dedupe: bool, now_ms: int) -> lua.Call[int]:
-        return lua.route(ingress=self.stream, group=keys.ROUTER_GROUP, entry_id=entry_id,
-                         now_ms=now_ms, message=_message_encoder.encode(message),
-                         partners=[(p.id, p.enabled) for p in targets], event_id=message.id,
-                         dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0)
+    def _route_calls(self, entry_id: str, message: Message, targets: list[Partner],
+                     dedupe: bool, now_ms: int) -> list[lua.Call[int]]:
+        """One call, or one per FANOUT_CHUNK partners of a large fan-out: a single script
+        appending to a thousand streams would hold Redis for milliseconds."""
+        payload = _message_encoder.encode(message)
+        pairs = [(p.id, p.enabled) for p in targets]
+        chunks = [pairs[i:i + FANOUT_CHUNK] for i in range(0, len(pairs), FANOUT_CHUNK)] or [[]]
+        return [lua.route(ingress=self.stream, group=keys.ROUTER_GROUP, entry_id=entry_id,
+                          now_ms=now_ms, message=payload, partners=chunk, event_id=message.id,
+                          dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0, chunk=n,
+                          last=n == len(chunks) - 1)
+                for n, chunk in enumerate(chunks)]
 
     def _dead_call(self, entry_id: str, fields: dict[bytes, bytes], reason: str,
                    now_ms: int | None = None) -> lua.Call[int]:

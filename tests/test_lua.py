@@ -95,3 +95,30 @@ async def test_a_late_release_leaves_another_holders_lease_alone(redis: Redis) -
     assert reply == -2
     assert await redis.zscore(keys.LEASES, "ptn_a") == 200_000
     assert await redis.zscore(keys.READY, "ptn_a") == 200_000
+
+
+async def test_a_split_fan_out_resumed_by_another_router_appends_each_copy_once(
+        redis: Redis) -> None:
+    scripts = Scripts(redis)
+    await redis.xgroup_create("notifier:events", keys.ROUTER_GROUP, id="0", mkstream=True)
+    entry = (await redis.xadd("notifier:events", {"type": "t", "data": "{}"})).decode()
+    await redis.xreadgroup(keys.ROUTER_GROUP, "r1", {"notifier:events": ">"})
+    partners = [(f"ptn_{n}", True) for n in range(6)]
+
+    def chunks() -> list[lua.Call[int]]:
+        return [lua.route(ingress="notifier:events", group=keys.ROUTER_GROUP, entry_id=entry,
+                          now_ms=1000, message=message(1), partners=partners[i:i + 2],
+                          event_id=f"msg_{entry}", chunk=i // 2, last=i == 4)
+                for i in range(0, 6, 2)]
+
+    first_router = chunks()
+    assert await scripts.run(first_router[0]) == 2  # then it stops
+    assert await redis.get(keys.fanout(entry)) == b"1"
+    replies = [await scripts.run(call) for call in chunks()]  # the next router, from 0
+    assert replies == [0, 2, 2]
+    for pid, _ in partners:
+        assert await redis.xlen(keys.stream(pid)) == 1
+    assert await redis.xpending("notifier:events", keys.ROUTER_GROUP) == {
+        "pending": 0, "min": None, "max": None, "consumers": []}
+    assert not await redis.exists(keys.fanout(entry))
+    assert [await scripts.run(call) for call in chunks()] == [-1, -1, -1]

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from notifier import keys
 from notifier.config import Settings
-from notifier.models import Partner, PartnerPatch
+from notifier.models import Partner, PartnerIn, PartnerPatch
 from notifier.router import Router
 from notifier.store import Store
 from notifier.subscriptions import Subscriptions
@@ -84,3 +84,34 @@ async def test_a_running_router_follows_changes_one_partner_at_a_time(
     await redis.xadd(keys.PARTNER_CHANGES, {"id": c})
     await router.refresh_partners()
     assert loads == [1, 1]
+
+
+async def test_a_type_with_1000_subscribers_never_holds_redis_for_long(
+        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    """Each partner gets the event once, and no Redis call took more than a few
+    milliseconds: the fan-out is split into calls of FANOUT_CHUNK partners."""
+    from notifier.router import FANOUT_CHUNK
+    from tests.helpers import idle, publish, running
+
+    endpoint = await endpoint_factory()
+    store = Store(redis, settings)
+    ids = []
+    for n in range(1000):
+        partner, _ = await store.create(PartnerIn(
+            name=f"p{n}", url=f"{endpoint.url}/{n}", events=["order.created"]))
+        ids.append(partner.id)
+    await redis.config_set("slowlog-log-slower-than", 3000)  # µs
+    await redis.slowlog_reset()
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1}, event_id="big-1")
+        await endpoint.wait_for(1000, timeout=60)
+        await idle(redis, 30)
+    slow = [entry for entry in await redis.slowlog_get(128)
+            if entry["command"].startswith(b"EVALSHA")]
+    await redis.config_set("slowlog-log-slower-than", 10000)
+    assert slow == [], [(e["duration"], e["command"][:80]) for e in slow]
+    paths = sorted(int(r.path.rsplit("/", 1)[1]) for r in endpoint.received)
+    assert paths == list(range(1000))
+    assert len({r.headers["webhook-id"] for r in endpoint.received}) == 1
+    assert not await redis.keys("notifier:fanout:*")
+    assert FANOUT_CHUNK < 1000
