@@ -5,12 +5,15 @@
 -- process holds the partner now, `ready` and `leases` are that holder's and are left alone.
 -- Messages taken by a take whose reply never arrived are due again at once rather than at the
 -- end of their visibility timeout: they carry the due score that take gave them.
+-- When the partner is due now, or sooner than anything else in `ready`, a token on `wake`
+-- rouses a blocked delivery process (to lease it, or to set its timer to that time).
 -- Returns when the partner is next due, -1 when it was removed from `ready`, -2 when another
 -- process holds it.
 local ready = KEYS[1]          -- notifier:ready
 local leases = KEYS[2]         -- notifier:leases
 local stream = KEYS[3]         -- notifier:{id}:stream
 local due = KEYS[4]            -- notifier:{id}:due
+local wake = KEYS[5]           -- notifier:wake
 local partner = ARGV[1]
 local now = tonumber(ARGV[2])
 local blocked = tonumber(ARGV[3])  -- ms until which it may not send (rate limit, ordered head)
@@ -55,5 +58,11 @@ if blocked > next_due then
 else
   redis.call('ZREM', leases, partner)
 end
+redis.call('ZREM', ready, partner)
+local earliest = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
 redis.call('ZADD', ready, next_due, partner)
+if next_due <= now or not earliest[2] or next_due < tonumber(earliest[2]) then
+  redis.call('LPUSH', wake, partner)
+  redis.call('LTRIM', wake, 0, 63)
+end
 return next_due

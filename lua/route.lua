@@ -11,7 +11,8 @@ local ready = KEYS[2]          -- notifier:ready
 local leases = KEYS[3]         -- notifier:leases
 local dead = KEYS[4]           -- notifier:dead
 local progress = KEYS[5]       -- notifier:fanout:<entry id>: chunks done of a split fan-out
--- KEYS[6..]: for partner i, its stream at 4 + 2i and its dedupe marker at 5 + 2i
+local wake_list = KEYS[6]      -- notifier:wake
+-- KEYS[7..]: for partner i, its stream at 5 + 2i and its dedupe marker at 6 + 2i
 local group = ARGV[1]
 local entry_id = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -51,8 +52,8 @@ end
 
 local routed = 0
 for i = 1, #ARGV - first_partner + 1 do
-  local stream = KEYS[4 + 2 * i]
-  local seen = KEYS[5 + 2 * i]
+  local stream = KEYS[5 + 2 * i]
+  local seen = KEYS[6 + 2 * i]
   local partner = ARGV[first_partner - 1 + i]
   if dedupe_ttl == 0 or redis.call('SET', seen, '1', 'NX', 'EX', dedupe_ttl) then
     -- A script that fails half-way keeps what it wrote, and the entry may be acknowledged
@@ -62,7 +63,7 @@ for i = 1, #ARGV - first_partner + 1 do
     if appended then
       routed = routed + 1
       if string.sub(wake, i, i) == '1' then
-        wake_partner(ready, leases, partner, now)
+        wake_partner(ready, leases, wake_list, partner, now)
       end
     else
       redis.call('XADD', dead, 'MAXLEN', '~', dead_max, '*',

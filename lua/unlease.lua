@@ -4,6 +4,7 @@
 -- Returns how many partners were given back.
 local ready = KEYS[1]          -- notifier:ready
 local leases = KEYS[2]         -- notifier:leases
+local wake = KEYS[3]           -- notifier:wake
 local now = tonumber(ARGV[1])
 local lease_until = ARGV[2]    -- the lost call's lease end
 
@@ -11,5 +12,9 @@ local lost = redis.call('ZRANGEBYSCORE', leases, lease_until, lease_until, 'LIMI
 for _, partner in ipairs(lost) do
   redis.call('ZREM', leases, partner)
   redis.call('ZADD', ready, 'XX', now, partner)
+end
+if #lost > 0 then
+  redis.call('LPUSH', wake, 'unlease')
+  redis.call('LTRIM', wake, 0, 63)
 end
 return #lost

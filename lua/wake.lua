@@ -1,13 +1,19 @@
 -- wake.lua: mark partners as having work now (a partner saved, enabled or given replayed
--- messages), by the same rule as route.lua's fan-out.
+-- messages), by the same rule as route.lua's fan-out; a partner with nothing in its stream is
+-- left alone, so saving a partner costs no delivery process a look.
 local ready = KEYS[1]          -- notifier:ready
 local leases = KEYS[2]         -- notifier:leases
+local wake = KEYS[3]           -- notifier:wake
+-- KEYS[4..]: the partners' streams, in the order of their ids
 local now = tonumber(ARGV[1])
 -- ARGV[2..]: partner ids
 
 --@include wake_partner
 
 for i = 2, #ARGV do
-  wake_partner(ready, leases, ARGV[i], now)
+  local ok, length = pcall(redis.call, 'XLEN', KEYS[2 + i])  -- a broken key is not ours to fix
+  if ok and length > 0 then
+    wake_partner(ready, leases, wake, ARGV[i], now)
+  end
 end
 return 0

@@ -12,6 +12,7 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
@@ -21,6 +22,8 @@ from redis.backoff import ExponentialBackoff
 from notifier import logs
 
 log = logs.get("connection")
+
+T = TypeVar("T")
 
 #: Errors that mean "Redis is not there right now" rather than a bug.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -36,6 +39,9 @@ def connect(url: str, name: str = "notifier", retries: int = 3) -> Redis:
         health_check_interval=15,
         socket_keepalive=True,
         socket_connect_timeout=5,
+        # Longer than any blocking read (router 4 s, delivery 2 s), so only a dead connection
+        # times out; redis-py's own default (5 s) is shorter than some blocks.
+        socket_timeout=15,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=retries),
         retry_on_error=[rx.ConnectionError, rx.TimeoutError],
     )
@@ -92,3 +98,20 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake at once on shutdown."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def until_stopped(stop: asyncio.Event, call: Awaitable[T]) -> T | None:
+    """`call`'s result, or None as soon as `stop` is set (the call is then cancelled): a
+    process blocked on Redis for work stops at once instead of when its block times out."""
+    task = asyncio.ensure_future(call)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
+        await task
+    return None

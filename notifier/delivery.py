@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 
 import msgspec
@@ -28,7 +29,7 @@ from redis.asyncio import Redis
 
 from notifier import keys, logs, lua, retry, signing
 from notifier.config import Settings
-from notifier.connection import TRANSIENT, consumer_name, keep_running
+from notifier.connection import TRANSIENT, consumer_name, keep_running, until_stopped
 from notifier.crypto import SecretBox
 from notifier.lua import Scripts
 from notifier.models import Attempt, Outcome, Partner, Taken, decode_partner, utc_now
@@ -41,8 +42,8 @@ log = logs.get("delivery")
 
 #: How long one coroutine serves a partner before giving the others due a turn.
 QUANTUM = 2.0
-#: How long an idle process waits before looking at `ready` again.
-IDLE_POLL = 0.02
+#: The longest an idle process blocks for a wake-up before looking at `ready` again.
+FALLBACK = 2.0
 #: A rate-limit slot opening sooner than this is waited for within the lease.
 SHORT_WAIT = 0.15
 #: The shortest pause of a serve loop: a slot time already past still costs a turn of the
@@ -92,6 +93,9 @@ class Delivery:
         self._served_ids: set[str] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._busy = 0.0
+        #: How blocked waits for work ended: a wake-up `token`, the `timer` of a known due time,
+        #: or the `fallback` (which should catch nothing).
+        self.wakeups: Counter[str] = Counter()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; then let open requests finish and give every partner back."""
@@ -118,34 +122,48 @@ class Delivery:
     async def tick(self) -> None:
         if self._unreturned or self._lost_leases:
             await self.give_back_unreturned()
+        if self._cpu_busy() > CPU_BUSY and self._serving:
+            # Saturated: more partners here would only share this CPU. Leave them (and the
+            # wake-up tokens) to another delivery process, which is how adding processes
+            # adds throughput.
+            await asyncio.sleep(CPU_SAMPLE)
+            return
         free = min(self.settings.concurrency - len(self._serving), LEASE_STEP)
-        if self._cpu_busy() > CPU_BUSY:
-            # Saturated: more partners here would only share this CPU. Leave them in `ready`
-            # for another delivery process, which is how adding processes adds throughput.
-            free = 0 if self._serving else 1
-        next_due = -1
-        if free > 0:
-            now = now_ms()
-            lease_until = now + self.lease_ms
-            try:
-                leased = await self.scripts.send(
-                    lua.lease(now_ms=now, lease_until=lease_until, count=free))
-            except BaseException:
-                self._lost_leases.append(lease_until)
-                raise
-            next_due = leased.next_due_ms
-            for partner_id, record in leased.partners:
-                self._served_ids.add(partner_id)
-                served = ServedPartner(self, partner_id, record, lease_until)
-                task = asyncio.create_task(served.run())
-                self._serving.add(task)
-                task.add_done_callback(self._serving.discard)
-            if leased.partners:
-                return
-        wait = IDLE_POLL
-        if next_due >= 0:
-            wait = min(wait, max(0.0, (next_due - now_ms()) / 1000))
-        await asyncio.sleep(wait)
+        if free <= 0:
+            await asyncio.wait(self._serving, return_when=asyncio.FIRST_COMPLETED)
+            return
+        now = now_ms()
+        lease_until = now + self.lease_ms
+        try:
+            leased = await self.scripts.send(
+                lua.lease(now_ms=now, lease_until=lease_until, count=free))
+        except BaseException:
+            self._lost_leases.append(lease_until)
+            raise
+        for partner_id, record in leased.partners:
+            self._served_ids.add(partner_id)
+            served = ServedPartner(self, partner_id, record, lease_until)
+            task = asyncio.create_task(served.run())
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+        if leased.partners:
+            return
+        if leased.next_due_ms < 0:
+            await self._wait_for_work(FALLBACK, "fallback")
+            return
+        wait = (leased.next_due_ms - now_ms()) / 1000
+        if wait > 0:
+            await self._wait_for_work(min(wait, FALLBACK),
+                                      "timer" if wait < FALLBACK else "fallback")
+
+    async def _wait_for_work(self, seconds: float, why: str) -> None:
+        """Block on `notifier:wake` until a partner becomes due (a token) or `seconds` pass:
+        the time the earliest known partner is due (`timer`), or the bounded `fallback` that
+        catches a lost token. Idle, that is one Redis call per FALLBACK seconds."""
+        token = await until_stopped(self.stopping, self.redis.blpop([keys.WAKE],
+                                                                    timeout=max(seconds, 0.001)))
+        if not self.stopping.is_set():
+            self.wakeups[why if token is None else "token"] += 1
 
     async def give_back_unreturned(self) -> None:
         """Record and release what served partners could not while Redis was away, and the

@@ -11,6 +11,8 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
                                              subscriptions one partner at a time
     notifier:ready                  zset     partner id -> ms when it next has work (design note 1)
     notifier:leases                 zset     partner id -> ms its current lease ends
+    notifier:wake                   list     wake-up tokens for blocked delivery processes (BLPOP),
+                                             pushed when a partner becomes due (at most 64)
     notifier:janitor                string   lock of the hourly consumer pruning (TTL 1 h)
     notifier:fanout:<entry id>      string   chunks done of a split fan-out (TTL 1 h)
     notifier:{id}:stream            stream   the partner's messages; group `delivery`
@@ -33,6 +35,7 @@ PARTNER_CHANGES_KEPT = 10_000
 READY = PREFIX + "ready"
 LEASES = PREFIX + "leases"
 JANITOR = PREFIX + "janitor"
+WAKE = PREFIX + "wake"
 
 ROUTER_GROUP = "router"
 DELIVERY_GROUP = "delivery"

@@ -115,7 +115,7 @@ def route(*, ingress: str, group: str, entry_id: str, now_ms: int,
     with `dead_reason`, move it to the dead letters as `entry`. A large fan-out is sent as
     several calls, `chunk` 0, 1, ... with `last` on the final one. Replies how many partner
     streams got it (-1: another router did it already)."""
-    route_keys = [ingress, keys.READY, keys.LEASES, keys.DEAD, keys.fanout(entry_id)]
+    route_keys = [ingress, keys.READY, keys.LEASES, keys.DEAD, keys.fanout(entry_id), keys.WAKE]
     for partner_id, _ in partners:
         route_keys += [keys.stream(partner_id), keys.seen(partner_id, event_id)]
     wake = "".join("1" if enabled else "0" for _, enabled in partners)
@@ -150,7 +150,7 @@ def lease(*, now_ms: int, lease_until: int, count: int) -> Call[Leased]:
 def unlease(*, now_ms: int, lease_until: int) -> Call[int]:
     """Give back the partners leased by a `lease` call whose reply was lost (found by its
     `lease_until`); replies how many."""
-    return Call("unlease", [keys.READY, keys.LEASES], [now_ms, lease_until], _int)
+    return Call("unlease", [keys.READY, keys.LEASES, keys.WAKE], [now_ms, lease_until], _int)
 
 
 # take.lua -------------------------------------------------------------------------------------
@@ -225,7 +225,8 @@ def release(*, partner_id: str, now_ms: int, blocked_until: int, active: bool,
     scores of takes whose replies never came, whose messages are due again at once. Replies
     the next due ms, -1 when it left `ready`, -2 when another process holds it."""
     return Call("release",
-                [keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id)],
+                [keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id),
+                 keys.WAKE],
                 [partner_id, now_ms, blocked_until, "1" if active else "0", held_until,
                  *lost_due], _int)
 
@@ -233,8 +234,11 @@ def release(*, partner_id: str, now_ms: int, blocked_until: int, active: bool,
 # wake.lua -------------------------------------------------------------------------------------
 
 def wake(*, now_ms: int, partner_ids: Sequence[str]) -> Call[int]:
-    """Mark partners as having work now, unless leased or parked at their rate limit."""
-    return Call("wake", [keys.READY, keys.LEASES], [now_ms, *partner_ids], _int)
+    """Mark partners that have messages as having work now, unless leased or parked at their
+    rate limit."""
+    return Call("wake", [keys.READY, keys.LEASES, keys.WAKE,
+                         *(keys.stream(pid) for pid in partner_ids)],
+                [now_ms, *partner_ids], _int)
 
 
 # prune_consumers.lua ---------------------------------------------------------------------------

@@ -19,7 +19,13 @@ from redis.asyncio import Redis
 
 from notifier import events, keys, logs, lua, telemetry
 from notifier.config import Settings
-from notifier.connection import TRANSIENT, consumer_name, is_nogroup, keep_running
+from notifier.connection import (
+    TRANSIENT,
+    consumer_name,
+    is_nogroup,
+    keep_running,
+    until_stopped,
+)
 from notifier.lua import Scripts
 from notifier.models import Message, Partner, decode_partner
 from notifier.subscriptions import Subscriptions
@@ -28,7 +34,8 @@ from notifier.telemetry import Telemetry
 log = logs.get("router")
 
 BATCH = 200
-BLOCK_MS = 1000
+#: An idle router waits this long per read; a stop interrupts it.
+BLOCK_MS = 4000
 #: Partners per route call: a larger fan-out is split, so no call holds Redis for long.
 FANOUT_CHUNK = 100
 #: An entry handed to routers this many times without being routed is dead-lettered.
@@ -58,6 +65,7 @@ class Router:
         self._own_pending_done = False
         self._group_ready = False
         self._next_janitor = 0.0
+        self._stop = asyncio.Event()
 
     async def ensure_group(self) -> None:
         try:
@@ -68,6 +76,7 @@ class Router:
                 raise
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await keep_running("router", self._run_once, stop, on_nogroup=self.ensure_group)
         with contextlib.suppress(*TRANSIENT, rx.ResponseError):
             # Leave the group if this router holds nothing, rather than pile up names.
@@ -142,8 +151,8 @@ class Router:
             if claimed:
                 log.info("claimed entries of a stopped router", count=len(claimed))
                 return claimed, True
-        reply = await self.redis.xreadgroup(keys.ROUTER_GROUP, self.consumer, {self.stream: ">"},
-                                            count=BATCH, block=BLOCK_MS)
+        reply = await until_stopped(self._stop, self.redis.xreadgroup(
+            keys.ROUTER_GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=BLOCK_MS))
         return _entries(reply), False
 
     async def _drop_poison(self, entries: list[Entry]) -> list[Entry]:

@@ -10,7 +10,7 @@ import msgspec
 import standardwebhooks
 from redis.asyncio import Redis
 
-from notifier import __version__
+from notifier import __version__, config
 from notifier.config import Settings
 from tests.helpers import eventually, idle, publish, register, running
 
@@ -143,7 +143,11 @@ async def test_partner_change_takes_effect_without_restart(redis: Redis, setting
 
 
 async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
-        redis: Redis, settings: Settings, env: dict[str, str], endpoint_factory, spawn) -> None:
+        redis: Redis, env: dict[str, str], endpoint_factory, spawn) -> None:
+    # what the killed router read comes back after NOTIFIER_CLAIM_IDLE: short here, as that
+    # expiry is what this test is about
+    env["NOTIFIER_CLAIM_IDLE"] = "3s"
+    settings = config.load(env)
     partners = [await endpoint_factory() for _ in range(3)]
     for i, endpoint in enumerate(partners):
         await register(redis, settings, f"p{i}", endpoint.url, ["*"])

@@ -103,6 +103,7 @@ async def test_a_partner_stream_that_refuses_the_message_dead_letters_only_that_
     await register(redis, settings, "good", good.url, ["*"])
     broken_id, _ = await register(redis, settings, "broken", broken.url, ["*"])
     await redis.set(keys.stream(broken_id), "not a stream")
+    await redis.zadd(keys.READY, {broken_id: 0})  # due: as if it had messages
     async with running(settings):
         # the broken partner is served first, and fails at every step, even giving it back:
         # that must not hold up the delivery process
