@@ -9,6 +9,7 @@ import os
 import signal
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,9 @@ from notifier.config import Settings
 from notifier.models import Message, Outcome, Partner, Secret
 from notifier.sender import Sender, request_headers
 from notifier.store import Store
-from tests.conftest import TOKEN, eventually, free_port, idle, publish, register, running
+from tests.conftest import TOKEN, Endpoint, eventually, free_port, idle, publish, register, running
+
+EndpointFactory = Callable[..., Awaitable[Endpoint]]
 
 
 def signatures(received: Any) -> list[str]:
@@ -98,6 +101,66 @@ async def test_secrets_are_encrypted_at_rest(redis: Redis, env: dict[str, str],
     assert verifies(secret, endpoint.received[0])
     with pytest.raises(config.ConfigError, match="NOTIFIER_SECRET_KEY"):
         config.load({**env, "NOTIFIER_SECRET_KEY": "too-short"})
+
+
+async def everything_in(redis: Redis) -> dict[bytes, bytes]:
+    """Every key in Redis with all it holds (fields, members, entries) as one blob of bytes,
+    whatever its type, to search for what must never be stored."""
+    found: dict[bytes, bytes] = {}
+    async for key in redis.scan_iter(count=1000):
+        kind = (await redis.type(key)).decode()
+        parts: list[bytes] = []
+        if kind == "string":
+            parts = [await redis.get(key)]
+        elif kind == "hash":
+            parts = [b for pair in (await redis.hgetall(key)).items() for b in pair]
+        elif kind == "list":
+            parts = await redis.lrange(key, 0, -1)
+        elif kind == "set":
+            parts = list(await redis.smembers(key))
+        elif kind == "zset":
+            parts = await redis.zrange(key, 0, -1)
+        elif kind == "stream":
+            parts = [b for _, fields in await redis.xrange(key)
+                     for pair in fields.items() for b in pair]
+        else:
+            raise AssertionError(f"{key!r} is a {kind} this scan does not read")
+        found[key] = b"\n".join([key, *parts])
+    return found
+
+
+async def test_a_rotated_secret_is_encrypted_too_and_both_sign(
+        redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory) -> None:
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    settings = config.load({**env, "NOTIFIER_SECRET_KEY": key,
+                            "NOTIFIER_SECRET_OVERLAP": "1h"})
+    endpoint = await endpoint_factory()
+    pid, old = await register(redis, settings, "p", endpoint.url, ["*"])
+    store = Store(redis, settings)
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1})
+        await endpoint.wait_for(1)
+        new = await store.rotate_secret(pid)
+        await publish(redis, "order.created", {"n": 2})
+        await endpoint.wait_for(2)
+        await idle(redis)
+
+    stored = await everything_in(redis)
+    # The scan did read the partner record and what delivering wrote, not an empty Redis.
+    attempts = f"notifier:{{{pid}}}:attempts".encode()
+    assert {b"notifier:partners", attempts} <= set(stored), sorted(stored)
+    for name, value in stored.items():
+        assert b"whsec_" not in value, f"a plaintext secret in {name!r}"
+        for secret in (old, new):
+            assert secret.removeprefix("whsec_").encode() not in value, (
+                f"a secret's key in {name!r}")
+    [record] = await store.partners()
+    assert [s.value[:4] for s in record.secrets] == ["enc:", "enc:"]
+
+    during = endpoint.received[1]
+    assert len(signatures(during)) == 2
+    assert verifies(new, during) and verifies(old, during)
+    assert verifies(old, endpoint.received[0]) and not verifies(new, endpoint.received[0])
 
 
 async def test_internal_addresses_are_refused_at_delivery(redis: Redis, env: dict[str, str],
