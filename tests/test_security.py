@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import signal
+import subprocess
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from notifier.store import Store
 from tests.conftest import TOKEN, Endpoint, eventually, free_port, idle, publish, register, running
 
 EndpointFactory = Callable[..., Awaitable[Endpoint]]
+Spawn = Callable[..., subprocess.Popen[bytes]]
 
 
 def signatures(received: Any) -> list[str]:
@@ -161,6 +163,85 @@ async def test_a_rotated_secret_is_encrypted_too_and_both_sign(
     assert len(signatures(during)) == 2
     assert verifies(new, during) and verifies(old, during)
     assert verifies(old, endpoint.received[0]) and not verifies(new, endpoint.received[0])
+
+
+def key_complaints(stderr: str) -> list[str]:
+    """The log lines (JSON, one a line) that mention the key."""
+    return [line for line in stderr.splitlines() if "NOTIFIER_SECRET_KEY" in line]
+
+
+@pytest.mark.parametrize(("another_key", "says"), [
+    (False, "partner secrets are encrypted: set NOTIFIER_SECRET_KEY"),
+    (True, "a partner secret does not decrypt with NOTIFIER_SECRET_KEY")],
+    ids=["no-key", "another-key"])
+async def test_a_secret_that_does_not_decrypt_disables_the_partner_once(
+        redis: Redis, env: dict[str, str], spawn: Spawn, endpoint_factory: EndpointFactory,
+        another_key: bool, says: str) -> None:
+    saved_with = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    settings = config.load({**env, "NOTIFIER_SECRET_KEY": saved_with})
+    endpoint = await endpoint_factory()
+    pid, secret = await register(redis, settings, "p", endpoint.url, ["*"])
+    store = Store(redis, settings)
+
+    # An empty value is no key at all (config skips it), whatever the test runner's own env.
+    wrong = base64.urlsafe_b64encode(os.urandom(32)).decode() if another_key else ""
+    proc = spawn("run", extra={"NOTIFIER_SECRET_KEY": wrong,
+                               "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}"})
+    await publish(redis, "order.created", {"n": 0})
+
+    async def disabled() -> bool:
+        return not (await store.get(pid)).enabled
+    await eventually(disabled, 30, "the partner to be disabled")
+    reason = (await store.get(pid)).disabled_reason or ""
+    assert says in reason, reason
+    # More events for it: routed to its stream (kept), but nothing wakes it to be logged again.
+    for n in range(1, 4):
+        await publish(redis, "order.created", {"n": n})
+    stream = f"notifier:{{{pid}}}:stream"
+
+    async def kept() -> bool:
+        return await redis.xlen(stream) == 4
+    await eventually(kept, 10, "the later events to reach its stream")
+    # Absence cannot be polled for: give a process that would try again (a retry loop, a
+    # re-lease) a second to do it before it is stopped.
+    await asyncio.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert proc.stderr is not None
+    complaints = key_complaints(proc.stderr.read().decode())
+    assert len(complaints) == 1, complaints
+    assert json.loads(complaints[0])["event"] == "partner disabled"
+    assert json.loads(complaints[0])["reason"] == reason
+    assert endpoint.received == [], "a message was sent without its secret"
+    assert await redis.xlen("notifier:dead") == 0, "its messages were dead-lettered"
+    assert await redis.xlen(stream) == 4
+
+    # Back with the key it was saved with, and enabled again: everything kept is delivered,
+    # signed with its secret.
+    port = free_port()
+    proc = spawn("run", extra={"NOTIFIER_SECRET_KEY": saved_with,
+                               "NOTIFIER_API_ADDR": f"127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        async def up() -> bool:
+            try:
+                async with http.get(f"{base}/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+        await eventually(up, 30, "the admin API")
+        async with http.patch(f"{base}/v1/partners/{pid}", json={"enabled": True},
+                              headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["disabled_reason"] is None
+    await endpoint.wait_for(4)
+    await idle(redis)
+    assert sorted(body["data"]["n"] for body in endpoint.bodies()) == [0, 1, 2, 3]
+    assert all(verifies(secret, got) for got in endpoint.received)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert proc.stderr is not None
+    assert key_complaints(proc.stderr.read().decode()) == []
 
 
 async def test_internal_addresses_are_refused_at_delivery(redis: Redis, env: dict[str, str],
