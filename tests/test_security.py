@@ -7,8 +7,10 @@ import base64
 import json
 import os
 import signal
+import subprocess
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -29,7 +31,10 @@ from notifier.errors import ConfigError
 from notifier.models import Message, Outcome, Partner, Secret
 from notifier.sender import Sender, request_headers
 from notifier.store import Store
-from tests.helpers import TOKEN, eventually, free_port, idle, publish, register, running
+from tests.helpers import TOKEN, Endpoint, eventually, free_port, idle, publish, register, running
+
+EndpointFactory = Callable[..., Awaitable[Endpoint]]
+Spawn = Callable[..., subprocess.Popen[bytes]]
 
 
 def signatures(received: Any) -> list[str]:
@@ -99,6 +104,145 @@ async def test_secrets_are_encrypted_at_rest(redis: Redis, env: dict[str, str],
     assert verifies(secret, endpoint.received[0])
     with pytest.raises(config.ConfigError, match="NOTIFIER_SECRET_KEY"):
         config.load({**env, "NOTIFIER_SECRET_KEY": "too-short"})
+
+
+async def everything_in(redis: Redis) -> dict[bytes, bytes]:
+    """Every key in Redis with all it holds (fields, members, entries) as one blob of bytes,
+    whatever its type, to search for what must never be stored."""
+    found: dict[bytes, bytes] = {}
+    async for key in redis.scan_iter(count=1000):
+        kind = (await redis.type(key)).decode()
+        parts: list[bytes] = []
+        if kind == "string":
+            parts = [await redis.get(key)]
+        elif kind == "hash":
+            parts = [b for pair in (await redis.hgetall(key)).items() for b in pair]
+        elif kind == "list":
+            parts = await redis.lrange(key, 0, -1)
+        elif kind == "set":
+            parts = list(await redis.smembers(key))
+        elif kind == "zset":
+            parts = await redis.zrange(key, 0, -1)
+        elif kind == "stream":
+            parts = [b for _, fields in await redis.xrange(key)
+                     for pair in fields.items() for b in pair]
+        else:
+            raise AssertionError(f"{key!r} is a {kind} this scan does not read")
+        found[key] = b"\n".join([key, *parts])
+    return found
+
+
+async def test_a_rotated_secret_is_encrypted_too_and_both_sign(
+        redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory) -> None:
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    settings = config.load({**env, "NOTIFIER_SECRET_KEY": key,
+                            "NOTIFIER_SECRET_OVERLAP": "1h"})
+    endpoint = await endpoint_factory()
+    pid, old = await register(redis, settings, "p", endpoint.url, ["*"])
+    store = Store(redis, settings)
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1})
+        await endpoint.wait_for(1)
+        new = await store.rotate_secret(pid)
+        await publish(redis, "order.created", {"n": 2})
+        await endpoint.wait_for(2)
+        await idle(redis)
+
+    stored = await everything_in(redis)
+    # The scan did read the partner record and what delivering wrote, not an empty Redis.
+    attempts = f"notifier:{{{pid}}}:attempts".encode()
+    assert {b"notifier:partners", attempts} <= set(stored), sorted(stored)
+    for name, value in stored.items():
+        assert b"whsec_" not in value, f"a plaintext secret in {name!r}"
+        for secret in (old, new):
+            assert secret.removeprefix("whsec_").encode() not in value, (
+                f"a secret's key in {name!r}")
+    [record] = await store.partners()
+    assert [s.value[:4] for s in record.secrets] == ["enc:", "enc:"]
+
+    during = endpoint.received[1]
+    assert len(signatures(during)) == 2
+    assert verifies(new, during) and verifies(old, during)
+    assert verifies(old, endpoint.received[0]) and not verifies(new, endpoint.received[0])
+
+
+def key_complaints(stderr: str) -> list[str]:
+    """The log lines (JSON, one a line) that mention the key."""
+    return [line for line in stderr.splitlines() if "NOTIFIER_SECRET_KEY" in line]
+
+
+@pytest.mark.parametrize(("another_key", "says"), [
+    (False, "partner secrets are encrypted: set NOTIFIER_SECRET_KEY"),
+    (True, "a partner secret does not decrypt with NOTIFIER_SECRET_KEY")],
+    ids=["no-key", "another-key"])
+async def test_a_secret_that_does_not_decrypt_disables_the_partner_once(
+        redis: Redis, env: dict[str, str], spawn: Spawn, endpoint_factory: EndpointFactory,
+        another_key: bool, says: str) -> None:
+    saved_with = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    settings = config.load({**env, "NOTIFIER_SECRET_KEY": saved_with})
+    endpoint = await endpoint_factory()
+    pid, secret = await register(redis, settings, "p", endpoint.url, ["*"])
+    store = Store(redis, settings)
+
+    # An empty value is no key at all (config skips it), whatever the test runner's own env.
+    wrong = base64.urlsafe_b64encode(os.urandom(32)).decode() if another_key else ""
+    proc = spawn("run", extra={"NOTIFIER_SECRET_KEY": wrong,
+                               "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}"})
+    await publish(redis, "order.created", {"n": 0})
+
+    async def disabled() -> bool:
+        return not (await store.get(pid)).enabled
+    await eventually(disabled, 30, "the partner to be disabled")
+    reason = (await store.get(pid)).disabled_reason or ""
+    assert says in reason, reason
+    # More events for it: routed to its stream (kept), but nothing wakes it to be logged again.
+    for n in range(1, 4):
+        await publish(redis, "order.created", {"n": n})
+    stream = f"notifier:{{{pid}}}:stream"
+
+    async def kept() -> bool:
+        return await redis.xlen(stream) == 4
+    await eventually(kept, 10, "the later events to reach its stream")
+    # Absence cannot be polled for: give a process that would try again (a retry loop, a
+    # re-lease) a second to do it before it is stopped.
+    await asyncio.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert proc.stderr is not None
+    complaints = key_complaints(proc.stderr.read().decode())
+    assert len(complaints) == 1, complaints
+    assert json.loads(complaints[0])["event"] == "partner disabled"
+    assert json.loads(complaints[0])["reason"] == reason
+    assert endpoint.received == [], "a message was sent without its secret"
+    assert await redis.xlen("notifier:dead") == 0, "its messages were dead-lettered"
+    assert await redis.xlen(stream) == 4
+
+    # Back with the key it was saved with, and enabled again: everything kept is delivered,
+    # signed with its secret.
+    port = free_port()
+    proc = spawn("run", extra={"NOTIFIER_SECRET_KEY": saved_with,
+                               "NOTIFIER_API_ADDR": f"127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        async def up() -> bool:
+            try:
+                async with http.get(f"{base}/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+        await eventually(up, 30, "the admin API")
+        async with http.patch(f"{base}/v1/partners/{pid}", json={"enabled": True},
+                              headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["disabled_reason"] is None
+    await endpoint.wait_for(4)
+    await idle(redis)
+    assert sorted(body["data"]["n"] for body in endpoint.bodies()) == [0, 1, 2, 3]
+    assert all(verifies(secret, got) for got in endpoint.received)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert proc.stderr is not None
+    assert key_complaints(proc.stderr.read().decode()) == []
 
 
 async def test_internal_addresses_are_refused_at_delivery(redis: Redis, env: dict[str, str],
