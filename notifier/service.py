@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from notifier import api, logs
+from notifier import api, logs, supervisor
 from notifier.config import Settings
 from notifier.connection import TRANSIENT, connect
 from notifier.delivery import Delivery
@@ -64,7 +64,9 @@ def _value(reply: dict[Any, Any], name: str) -> str:
 
 
 async def run(settings: Settings, *, route: bool, deliver: bool, serve_api: bool,
-              stop: asyncio.Event | None = None) -> None:
+              stop: asyncio.Event | None = None, workers: int = 0) -> None:
+    """Run the parts asked for until `stop` (or SIGTERM/SIGINT). With `workers`, delivery
+    runs in that many child processes under a supervisor instead of in this one."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,7 +85,9 @@ async def run(settings: Settings, *, route: bool, deliver: bool, serve_api: bool
             tasks = []
             if route:
                 tasks.append(asyncio.create_task(Router(redis, settings, telemetry).run(stop)))
-            if deliver:
+            if deliver and workers:
+                tasks.append(asyncio.create_task(supervisor.supervise(workers, stop)))
+            elif deliver:
                 tasks.append(asyncio.create_task(
                     Delivery(redis, settings, sender, telemetry).run(stop)))
             if serve_api:
