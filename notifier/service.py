@@ -15,12 +15,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from notifier import api, logs, supervisor
+from notifier import logs
+from notifier.admin import app as api
 from notifier.config import Settings
-from notifier.connection import TRANSIENT, connect
-from notifier.delivery import Delivery
-from notifier.router import Router
-from notifier.sender import Sender
+from notifier.engine import supervisor
+from notifier.engine.delivery import Delivery
+from notifier.engine.router import Router
+from notifier.engine.sender import Sender
+from notifier.redis.connection import TRANSIENT, connect
 from notifier.telemetry import Telemetry
 
 log = logs.get("service")

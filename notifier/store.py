@@ -15,11 +15,11 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from notifier import events, keys, lua, signing, ssrf
+from notifier import events, signing
 from notifier.config import Settings
 from notifier.crypto import SecretBox
+from notifier.engine import ssrf
 from notifier.errors import Invalid, NotFound
-from notifier.lua import Scripts
 from notifier.models import (
     Attempt,
     DeadLetter,
@@ -31,6 +31,8 @@ from notifier.models import (
     decode_partner,
     utc_now,
 )
+from notifier.redis import keys, lua
+from notifier.redis.lua import Scripts
 
 _attempt_decoder = msgspec.json.Decoder(Attempt)
 _message_decoder = msgspec.json.Decoder(Message)

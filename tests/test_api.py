@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from notifier import api
+from notifier.admin import app as api
 from notifier.config import Settings
 from tests.helpers import TOKEN, free_port
 

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from notifier.autopipeline import AutoPipeline
+from notifier.redis.autopipeline import AutoPipeline
 
 APPEND = "redis.call('RPUSH', KEYS[1], ARGV[1]); return redis.call('LLEN', KEYS[1])"
 FAIL = "return redis.error_reply('ERR refused ' .. ARGV[1])"

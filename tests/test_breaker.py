@@ -15,7 +15,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from notifier import config
-from notifier.delivery import BREAKER_AFTER, BREAKER_PAUSE
+from notifier.engine.served import BREAKER_AFTER, BREAKER_PAUSE
 from tests.helpers import Endpoint, eventually, idle, publish, register, running
 
 MAX_IN_FLIGHT = 4

@@ -15,7 +15,7 @@ import aiohttp.test_utils
 import pytest
 from redis.asyncio import Redis
 
-from notifier import api
+from notifier.admin import app as api
 from notifier.cli import parser
 from notifier.config import Settings
 from tests.helpers import TOKEN, eventually, free_port
@@ -219,7 +219,8 @@ async def test_stopped_processes_leave_their_consumer_groups(
     """Each process reads under a name of its own: after three restarts, ten names piled up in
     the groups. A process that stops leaves the groups where it holds nothing; the hourly
     janitor removes those a crashed process left once they are idle and hold nothing."""
-    from notifier import keys, router
+    from notifier.engine import router
+    from notifier.redis import keys
     from tests.helpers import idle, publish, register, running
 
     endpoint = await endpoint_factory()

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from notifier import config
 from notifier.config import Settings
-from notifier.delivery import BREAKER_AFTER
+from notifier.engine.served import BREAKER_AFTER
 from notifier.models import PartnerPatch
 from notifier.store import Store
 from tests.helpers import Endpoint, eventually, idle, publish, register, running

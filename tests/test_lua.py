@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 from redis.asyncio import Redis
 
-from notifier import keys, lua
-from notifier.lua import Scripts
 from notifier.models import Message
+from notifier.redis import keys, lua
+from notifier.redis.lua import Scripts
 
 PARTNER = "ptn_gone"
 

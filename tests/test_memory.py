@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from notifier import keys
 from notifier.config import Settings
+from notifier.redis import keys
 from tests.helpers import eventually, idle, register
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from notifier import keys
-from notifier.autopipeline import AutoPipeline, Call
 from notifier.config import Settings
+from notifier.redis import keys
+from notifier.redis.autopipeline import AutoPipeline, Call
 from tests.helpers import Endpoint, RedisServer, idle, register, running
 
 pytestmark = pytest.mark.slow

@@ -52,7 +52,7 @@ async def test_the_installed_wheel_runs_notifier(
         _, err = proc.communicate(timeout=30)
     assert endpoint.bodies()[0]["data"] == {"n": 1}
     where = subprocess.run(
-        [sys.executable, "-c", "import notifier.lua as s; print(s.__file__)"],
+        [sys.executable, "-c", "import notifier.redis.lua as s; print(s.__file__)"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True,
         text=True, check=True).stdout
     assert where.startswith(str(site)), where

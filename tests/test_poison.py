@@ -16,9 +16,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from notifier import config, events, keys, rules
+from notifier import config, events, rules
 from notifier.config import Settings
-from notifier.router import MAX_ROUTE_TRIES, Router
+from notifier.engine.router import MAX_ROUTE_TRIES, Router
+from notifier.redis import keys
 from tests.helpers import Endpoint, eventually, idle, publish, register, running
 
 

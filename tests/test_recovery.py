@@ -18,8 +18,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from notifier import config, keys
+from notifier import config
 from notifier.config import Settings
+from notifier.redis import keys
 from tests.helpers import Endpoint, RedisServer, eventually, idle, register, running
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,11 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from notifier import api, config, keys
+from notifier import config
+from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.models import PartnerPatch
+from notifier.redis import keys
 from notifier.retry import JITTER
 from notifier.store import Store
 from tests.helpers import (

@@ -9,7 +9,7 @@ import aiohttp.test_utils
 import pytest
 from redis.asyncio import Redis
 
-from notifier import api
+from notifier.admin import app as api
 from notifier.config import Settings
 from tests.helpers import TOKEN
 

@@ -25,11 +25,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from notifier import api, config, events, signing
+from notifier import config, events, signing
+from notifier.admin import app as api
 from notifier.config import Settings
+from notifier.engine.sender import Sender, request_headers
 from notifier.errors import ConfigError
 from notifier.models import Message, Outcome, Partner, Secret
-from notifier.sender import Sender, request_headers
 from notifier.store import Store
 from tests.helpers import TOKEN, Endpoint, eventually, free_port, idle, publish, register, running
 

@@ -14,11 +14,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from notifier import delivery, lua
 from notifier.config import Settings
-from notifier.delivery import MIN_PAUSE, QUANTUM, ServedPartner
-from notifier.models import PartnerIn
+from notifier.engine import served as serving
+from notifier.engine.served import MIN_PAUSE, QUANTUM, ServedPartner
+from notifier.models import Partner, PartnerIn
 from notifier.ratelimit import MAX_LIMIT, parse_rate
+from notifier.redis import lua
 from tests.helpers import Endpoint, idle, register, running
 from tests.test_ratelimit import busiest_window
 
@@ -38,7 +39,7 @@ class FakePool:
         assert call.script == "take"
         self.takes += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(lua.Took(delivery.now_ms() + self.blocked_in_ms, []))
+        future.set_result(lua.Took(serving.now_ms() + self.blocked_in_ms, []))
         return future
 
 
@@ -46,7 +47,7 @@ def served(pool: FakePool, **partner: Any) -> ServedPartner:
     record = msgspec.json.encode({"id": "ptn_x", "name": "x", "url": "https://x.example",
                                   "events": ["*"], **partner})
     one = ServedPartner(pool, "ptn_x", record, 0)  # type: ignore[arg-type]
-    one.partner = msgspec.json.decode(record, type=delivery.Partner)
+    one.partner = msgspec.json.decode(record, type=Partner)
     one.max_in_flight = 10
     return one
 
@@ -75,7 +76,7 @@ def test_the_pause_is_none_or_at_least_min_pause(blocked_offset: int, deadline_o
     if stopping:
         pool.stopping.set()
     one = served(pool)
-    one.blocked_until = delivery.now_ms() + blocked_offset
+    one.blocked_until = serving.now_ms() + blocked_offset
     one.inflight = dict.fromkeys(range(inflight))  # type: ignore[arg-type]
     pause = one._pause(time.monotonic() + deadline_offset)
     assert pause is None or pause >= MIN_PAUSE
@@ -95,7 +96,7 @@ def test_the_largest_rate_limits_are_exact_in_lua_numbers() -> None:
     rate = parse_rate(f"{MAX_LIMIT}/24 hours")
     assert rate is not None
     # take.lua adds now (ms, ~2^41) to twice the window: far under 2^53, so exact
-    assert delivery.now_ms() + 2 * rate.window_ms < 2**53
+    assert serving.now_ms() + 2 * rate.window_ms < 2**53
 
 
 @pytest.mark.slow

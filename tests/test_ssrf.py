@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
-from notifier.ssrf import BlockedAddressError, check_url, guarded_connector, refusal
+from notifier.engine.ssrf import BlockedAddressError, check_url, guarded_connector, refusal
 
 LOOPBACK_ONLY = [ip_network("127.0.0.0/8")]
 

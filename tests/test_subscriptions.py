@@ -10,10 +10,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from notifier import keys
 from notifier.config import Settings
+from notifier.engine.router import Router
 from notifier.models import Partner, PartnerIn, PartnerPatch
-from notifier.router import Router
+from notifier.redis import keys
 from notifier.store import Store
 from notifier.subscriptions import Subscriptions
 from tests.helpers import register
@@ -90,7 +90,7 @@ async def test_a_type_with_1000_subscribers_never_holds_redis_for_long(
         redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
     """Each partner gets the event once, and no Redis call took more than a few
     milliseconds: the fan-out is split into calls of FANOUT_CHUNK partners."""
-    from notifier.router import FANOUT_CHUNK
+    from notifier.engine.router import FANOUT_CHUNK
     from tests.helpers import idle, publish, running
 
     endpoint = await endpoint_factory()

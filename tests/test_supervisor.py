@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from notifier import config
-from notifier.supervisor import worker_count
+from notifier.engine.supervisor import worker_count
 from tests.helpers import eventually, idle, register, running
 
 pytestmark = pytest.mark.slow

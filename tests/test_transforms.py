@@ -347,7 +347,7 @@ async def test_the_transformed_body_is_what_is_signed(
 
 
 async def test_bad_transform_is_a_400_on_save(redis: Redis, settings: Settings) -> None:
-    from notifier import api
+    from notifier.admin import app as api
     from tests.helpers import TOKEN
 
     server = aiohttp.test_utils.TestServer(api.create_app(redis, settings))

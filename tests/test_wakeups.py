@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from notifier import delivery
 from notifier.config import Settings
-from notifier.delivery import Delivery
-from notifier.router import Router
-from notifier.sender import Sender
+from notifier.engine import delivery
+from notifier.engine.delivery import Delivery
+from notifier.engine.router import Router
+from notifier.engine.sender import Sender
 from tests.helpers import Endpoint, eventually, publish, register
 
 

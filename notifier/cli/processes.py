@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from notifier import config, service, supervisor
+from notifier import config, service
+from notifier.engine import supervisor
 
 PROCESSES = (
     ("run", (True, True, True), "router, delivery and admin API in one process"),

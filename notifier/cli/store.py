@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from notifier import config
-from notifier.connection import connect
+from notifier.redis.connection import connect
 from notifier.store import Store
 
 Work = Callable[[Store, argparse.Namespace], Awaitable[Any]]

@@ -28,6 +28,8 @@ T = TypeVar("T")
 #: Errors that mean "Redis is not there right now" rather than a bug.
 TRANSIENT: tuple[type[BaseException], ...] = (
     rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
+#: Errors of a Redis call that mean "this call did not (visibly) happen".
+REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, rx.ResponseError)
 
 
 def connect(url: str, name: str = "notifier", retries: int = 3) -> Redis:

@@ -16,8 +16,9 @@ import aiohttp
 import msgspec
 from opentelemetry.trace import Tracer
 
-from notifier import __version__, signing, ssrf, telemetry, transforms
+from notifier import __version__, signing, telemetry, transforms
 from notifier.config import Settings
+from notifier.engine import ssrf
 from notifier.models import Message, Outcome, Partner
 from notifier.retry import parse_retry_after
 from notifier.rules import RESERVED_HEADERS

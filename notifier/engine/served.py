@@ -1,17 +1,11 @@
-"""The delivery pool: lease partners with work, serve each for a quantum, give it back.
+"""One leased partner, served by one coroutine for a quantum: the attempt and settle steps of
+the flow.
 
-Idle partners cost nothing: only partners in `notifier:ready` whose score has come are leased
-(`lua/lease.lua`), so a process does O(log n) work per tick whatever the number of partners.
-Each leased partner becomes a `ServedPartner`, served by one coroutine for a short quantum with
-at most its own `max_in_flight` requests open, then given back scored by when it next has work
-(`lua/release.lua`); taking partners in score order is round-robin among the due ones, so a
-partner with a huge backlog, a rate limit or a hanging endpoint only ever spends its own slots.
-
-Nothing a served partner holds is left to expire. Whatever ends its serve (its quantum, a
-shutdown, Redis going away, a bug), it waits for its open requests, records their outcomes and
-gives the partner back. What cannot reach Redis then (the outcomes, the release, and the
-messages of a take whose reply was lost) is kept and handed back by the pool's next tick once
-Redis answers again, instead of waiting NOTIFIER_CLAIM_IDLE for leases and visibility timeouts.
+A served partner takes messages with their rate-limit slots (`lua/take.lua`), sends each (at
+most `max_in_flight` open), records the outcomes in batches (`lua/settle.lua`) and gives the
+partner back (`lua/release.lua`). Nothing it holds is left to expire: whatever ends its serve
+(its quantum, a shutdown, Redis going away, a bug), it waits for its open requests, records
+their outcomes and gives the partner back, or leaves that to its pool when Redis is away.
 """
 
 from __future__ import annotations
@@ -20,30 +14,24 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
-from redis import exceptions as rx
-from redis.asyncio import Redis
 
-from notifier import keys, logs, lua, retry, signing
-from notifier.config import Settings
-from notifier.connection import TRANSIENT, consumer_name, keep_running, until_stopped
-from notifier.crypto import SecretBox
-from notifier.lua import Scripts
+from notifier import logs, retry, signing
 from notifier.models import Attempt, Outcome, Partner, Taken, decode_partner, utc_now
 from notifier.ratelimit import MARGIN_MS, parse_rate
-from notifier.sender import Sender
-from notifier.store import Store
-from notifier.telemetry import Telemetry
+from notifier.redis import lua
+from notifier.redis.connection import REDIS_ERRORS
+
+if TYPE_CHECKING:
+    from notifier.engine.delivery import Delivery
 
 log = logs.get("delivery")
 
 #: How long one coroutine serves a partner before giving the others due a turn.
 QUANTUM = 2.0
-#: The longest an idle process blocks for a wake-up before looking at `ready` again.
-FALLBACK = 2.0
 #: A rate-limit slot opening sooner than this is waited for within the lease.
 SHORT_WAIT = 0.15
 #: The shortest pause of a serve loop: a slot time already past still costs a turn of the
@@ -52,150 +40,12 @@ MIN_PAUSE = 0.001
 #: After every attempt failed for this long, a partner gets only a probe batch per pause.
 BREAKER_AFTER = 1.0
 BREAKER_PAUSE = 30.0
-#: Partners leased per look at `ready`: small steps spread them over the delivery processes.
-LEASE_STEP = 4
-#: Above this share of one CPU, a process takes no more partners (see `tick`).
-CPU_BUSY = 0.9
-CPU_SAMPLE = 0.25
-#: Tries at giving a partner back while Redis answers errors for it, before leaving its lease
-#: to run out.
-GIVE_BACK_TRIES = 3
-#: Errors of a Redis call that mean "this call did not (visibly) happen".
-REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, rx.ResponseError)
 
 _encode = msgspec.json.Encoder().encode
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class Delivery:
-    def __init__(self, redis: Redis, settings: Settings, sender: Sender,
-                 telemetry: Telemetry | None = None) -> None:
-        self.redis = redis
-        self.settings = settings
-        self.sender = sender
-        self.telemetry = telemetry or Telemetry.disabled()
-        self.store = Store(redis, settings)
-        self.scripts = Scripts(redis)
-        self.box = SecretBox(settings.secret_key)
-        self.consumer = consumer_name(settings.consumer)
-        self.lease_ms = int(settings.claim_idle * 1000)
-        self.visible_ms = int(settings.claim_idle * 1000)
-        self.stopping = asyncio.Event()
-        self._serving: set[asyncio.Task[None]] = set()
-        #: Served partners that could not be given back while Redis was away.
-        self._unreturned: list[ServedPartner] = []
-        #: Lease ends of lease calls whose replies were lost: their partners are given back.
-        self._lost_leases: list[int] = []
-        #: Partners this process has served: it leaves their consumer groups when it stops.
-        self._served_ids: set[str] = set()
-        self._cpu_mark = (time.monotonic(), time.process_time())
-        self._busy = 0.0
-        #: How blocked waits for work ended: a wake-up `token`, the `timer` of a known due time,
-        #: or the `fallback` (which should catch nothing).
-        self.wakeups: Counter[str] = Counter()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop`; then let open requests finish and give every partner back."""
-        self.stopping = stop
-        await keep_running("delivery", self.tick, stop)
-        if self._serving:
-            await asyncio.gather(*self._serving, return_exceptions=True)
-        try:
-            await self.give_back_unreturned()
-            await self._leave_groups()
-        except REDIS_ERRORS as exc:
-            log.warning("could not give partners back before stopping; their leases and "
-                        "messages expire after NOTIFIER_CLAIM_IDLE",
-                        partners=len(self._unreturned), error=str(exc))
-
-    async def _leave_groups(self) -> None:
-        """Remove this process's consumer from the groups of the partner streams it served,
-        where it holds nothing, so stopped processes do not pile up in them."""
-        calls = [self.scripts.send(lua.prune_consumers(
-            stream=keys.stream(pid), group=keys.DELIVERY_GROUP, consumer=self.consumer))
-            for pid in self._served_ids]
-        await asyncio.gather(*calls)
-
-    async def tick(self) -> None:
-        if self._unreturned or self._lost_leases:
-            await self.give_back_unreturned()
-        if self._cpu_busy() > CPU_BUSY and self._serving:
-            # Saturated: more partners here would only share this CPU. Leave them (and the
-            # wake-up tokens) to another delivery process, which is how adding processes
-            # adds throughput.
-            await asyncio.sleep(CPU_SAMPLE)
-            return
-        free = min(self.settings.concurrency - len(self._serving), LEASE_STEP)
-        if free <= 0:
-            await asyncio.wait(self._serving, return_when=asyncio.FIRST_COMPLETED)
-            return
-        now = now_ms()
-        lease_until = now + self.lease_ms
-        try:
-            leased = await self.scripts.send(
-                lua.lease(now_ms=now, lease_until=lease_until, count=free))
-        except BaseException:
-            self._lost_leases.append(lease_until)
-            raise
-        for partner_id, record in leased.partners:
-            self._served_ids.add(partner_id)
-            served = ServedPartner(self, partner_id, record, lease_until)
-            task = asyncio.create_task(served.run())
-            self._serving.add(task)
-            task.add_done_callback(self._serving.discard)
-        if leased.partners:
-            return
-        if leased.next_due_ms < 0:
-            await self._wait_for_work(FALLBACK, "fallback")
-            return
-        wait = (leased.next_due_ms - now_ms()) / 1000
-        if wait > 0:
-            await self._wait_for_work(min(wait, FALLBACK),
-                                      "timer" if wait < FALLBACK else "fallback")
-
-    async def _wait_for_work(self, seconds: float, why: str) -> None:
-        """Block on `notifier:wake` until a partner becomes due (a token) or `seconds` pass:
-        the time the earliest known partner is due (`timer`), or the bounded `fallback` that
-        catches a lost token. Idle, that is one Redis call per FALLBACK seconds."""
-        token = await until_stopped(self.stopping, self.redis.blpop([keys.WAKE],
-                                                                    timeout=max(seconds, 0.001)))
-        if not self.stopping.is_set():
-            self.wakeups[why if token is None else "token"] += 1
-
-    async def give_back_unreturned(self) -> None:
-        """Record and release what served partners could not while Redis was away, and the
-        partners of lost lease calls; raises (keeping the rest) if Redis is still away."""
-        while self._lost_leases:
-            await self.scripts.send(lua.unlease(now_ms=now_ms(),
-                                                lease_until=self._lost_leases[0]))
-            self._lost_leases.pop(0)
-        while self._unreturned:
-            served = self._unreturned[0]
-            try:
-                await served.give_back()
-            except rx.ResponseError as exc:
-                # Redis answers, but not for this partner (a key of the wrong type, say): one
-                # broken partner must not hold up every other. Its lease runs out instead.
-                served.give_back_failures += 1
-                if served.give_back_failures < GIVE_BACK_TRIES:
-                    raise
-                log.error("could not give a partner back; its lease expires after "
-                          "NOTIFIER_CLAIM_IDLE", partner=served.partner_id, error=str(exc))
-            else:
-                log.info("partner given back", partner=served.partner_id)
-            self._unreturned.pop(0)
-
-    def _cpu_busy(self) -> float:
-        """The share of wall time this process spent on CPU since about CPU_SAMPLE ago."""
-        wall, cpu = time.monotonic(), time.process_time()
-        if wall - self._cpu_mark[0] >= CPU_SAMPLE:
-            last_wall, last_cpu = self._cpu_mark
-            self._busy = (cpu - last_cpu) / (wall - last_wall)
-            self._cpu_mark = (wall, cpu)
-        return self._busy
 
 
 class ServedPartner:

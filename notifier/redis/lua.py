@@ -29,12 +29,13 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from notifier import keys
-from notifier.autopipeline import AutoPipeline
 from notifier.models import Message, Taken
+from notifier.redis import keys
+from notifier.redis.autopipeline import AutoPipeline
 
 _HERE = Path(__file__).resolve().parent
-_CANDIDATES = (_HERE / "lua", _HERE.parent / "lua")
+# the wheel ships the scripts as notifier/lua/; a source checkout has them at the top
+_CANDIDATES = (_HERE.parent / "lua", _HERE.parent.parent / "lua")
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
 NAMES = ("route", "lease", "unlease", "take", "release", "settle", "wake", "prune_consumers")
 

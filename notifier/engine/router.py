@@ -17,17 +17,18 @@ import msgspec
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import events, keys, logs, lua, telemetry
+from notifier import events, logs, telemetry
 from notifier.config import Settings
-from notifier.connection import (
+from notifier.models import Message, Partner, decode_partner
+from notifier.redis import keys, lua
+from notifier.redis.connection import (
     TRANSIENT,
     consumer_name,
     is_nogroup,
     keep_running,
     until_stopped,
 )
-from notifier.lua import Scripts
-from notifier.models import Message, Partner, decode_partner
+from notifier.redis.lua import Scripts
 from notifier.subscriptions import Subscriptions
 from notifier.telemetry import Telemetry
 

@@ -1,0 +1,26 @@
+"""/healthz and /metrics: for load balancers and Prometheus, so no token."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis import exceptions as rx
+
+from notifier import telemetry
+from notifier.admin.wire import REDIS, json
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await request.app[REDIS].ping()
+    except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+        return json({"status": "unavailable", "redis": f"unreachable: {exc}"}, 503)
+    return json({"status": "ok", "redis": "ok"})
+
+
+@routes.get("/metrics")
+async def prometheus(request: web.Request) -> web.Response:
+    return web.Response(body=telemetry.prometheus_text(),
+                        content_type="text/plain", charset="utf-8")

@@ -1,0 +1,47 @@
+"""/v1/partners: register, list, show, change, remove partners and rotate their secrets."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from notifier.admin.wire import STORE, decode, decode_optional, json
+from notifier.models import PartnerIn, PartnerPatch, RotateIn, public
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/partners")
+async def create_partner(request: web.Request) -> web.Response:
+    body = await decode(request, PartnerIn)
+    partner, secret = await request.app[STORE].create(body)
+    return json({**public(partner), "secret": secret}, 201)
+
+
+@routes.get("/v1/partners")
+async def list_partners(request: web.Request) -> web.Response:
+    return json([public(p) for p in await request.app[STORE].partners()])
+
+
+@routes.get("/v1/partners/{id}")
+async def show_partner(request: web.Request) -> web.Response:
+    return json(public(await request.app[STORE].get(request.match_info["id"])))
+
+
+@routes.patch("/v1/partners/{id}")
+async def update_partner(request: web.Request) -> web.Response:
+    patch = await decode(request, PartnerPatch)
+    return json(public(await request.app[STORE].update(request.match_info["id"], patch)))
+
+
+@routes.delete("/v1/partners/{id}")
+async def delete_partner(request: web.Request) -> web.Response:
+    await request.app[STORE].remove(request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.post("/v1/partners/{id}/secret/rotate")
+async def rotate_secret(request: web.Request) -> web.Response:
+    body = await decode_optional(request, RotateIn, RotateIn())
+    partner_id = request.match_info["id"]
+    secret = await request.app[STORE].rotate_secret(partner_id, body.secret)
+    return json({"id": partner_id, "secret": secret})

@@ -1,0 +1,62 @@
+"""JSON in and out of the admin API: bodies decoded into Structs, answers, errors, and the
+application's shared state, for every resource module.
+
+A client's mistake is always a 4xx with `{"error": "..."}` naming what is wrong: a body that is
+not JSON, nests too deeply or breaks a rule; a query parameter out of range. Never a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+from redis.asyncio import Redis
+
+from notifier import rules
+from notifier.config import Settings
+from notifier.store import Store
+
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+_DIGITS = re.compile(r"[0-9]{1,7}")
+
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+def json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(data), status=status, content_type="application/json")
+
+
+def error(status: int, message: str) -> web.Response:
+    return json({"error": message}, status)
+
+
+async def decode(request: web.Request, kind: type[T]) -> T:
+    body = await request.read()
+    if not body:
+        raise web.HTTPBadRequest(text="request body is empty")
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise web.HTTPBadRequest(text=rules.validation_message(exc)) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(text="body nests too deeply") from None
+
+
+async def decode_optional(request: web.Request, kind: type[T], empty: T) -> T:
+    """A body that may be left out, as `empty`."""
+    return await decode(request, kind) if request.can_read_body else empty
+
+
+def limit(request: web.Request, default: int = 100, most: int = 1000) -> int:
+    """The `limit` query parameter: ASCII digits only ("²" is a digit to str.isdigit)."""
+    raw = request.query.get("limit", str(default))
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= most:
+        raise web.HTTPBadRequest(text=f"limit: must be a whole number from 1 to {most}")
+    return int(raw)
