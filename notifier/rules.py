@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 import msgspec
+from yarl import URL
 
 MAX_TYPE_LENGTH = 200
 MAX_ID_LENGTH = 128
@@ -24,6 +25,8 @@ RESERVED_HEADERS = frozenset({
     "content-type", "content-length", "user-agent", "host", "transfer-encoding", "connection",
     "webhook-id", "webhook-timestamp", "webhook-signature"})
 
+#: What a hostname may hold once yarl has IDNA-encoded it; IPv6 literals are checked by yarl.
+_HOSTNAME = re.compile(r"[a-z0-9_.-]+")
 _TYPE = re.compile(r"[a-z0-9_.-]+")
 #: RFC 9110 token characters.
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
@@ -61,6 +64,38 @@ def event_id_problem(text: str) -> str | None:
     if not text.isprintable():
         return "id may only contain printable characters"
     return None
+
+
+def check_url(url: str, *, allow_http: bool) -> str:
+    """Validate a partner URL at registration time and return it normalised.
+
+    This catches mistakes early and with a clear message; it cannot judge the destination
+    address (that may change), which is left to the SSRF guard's connector
+    (`notifier.engine.ssrf`), on every connection.
+    """
+    try:
+        parsed = URL(url.strip())
+    except (ValueError, TypeError) as exc:
+        # The text is not echoed: it may hold a password, and messages end up in logs.
+        raise ValueError(f"not a valid URL: {exc}") from exc
+    # Messages quote the URL without userinfo for the same reason.
+    shown = str(parsed.with_user(None)) if parsed.raw_host else repr(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parsed.scheme not in schemes:
+        if parsed.scheme == "http":
+            raise ValueError(f"{shown}: scheme must be https (http needs NOTIFIER_ALLOW_HTTP=1)")
+        got = parsed.scheme or "none"
+        raise ValueError(f"{shown}: scheme must be {' or '.join(schemes)}, not {got}")
+    if not parsed.raw_host:
+        raise ValueError(f"{shown}: has no host")
+    if parsed.raw_user is not None or parsed.raw_password is not None:
+        raise ValueError(f"{shown}: must not carry credentials (user:password@); "
+                         "use the partner's signing secret or headers instead")
+    if ":" not in parsed.raw_host and not _HOSTNAME.fullmatch(parsed.raw_host):
+        raise ValueError(f"{shown}: host {parsed.raw_host!r} is not a valid hostname")
+    # A fragment is never sent, so keeping it would only make equal URLs compare unequal.
+    return str(parsed.with_fragment(None))
+
 
 
 def header_problem(name: str, value: str) -> str | None:

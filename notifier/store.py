@@ -15,10 +15,9 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from notifier import events, signing
+from notifier import events, rules, signing
 from notifier.config import Settings
 from notifier.crypto import SecretBox
-from notifier.engine import ssrf
 from notifier.errors import Invalid, NotFound
 from notifier.models import (
     Attempt,
@@ -135,7 +134,7 @@ class Store:
 
     def _validate(self, partner: Partner) -> None:
         try:
-            partner.url = ssrf.check_url(partner.url, allow_http=self.settings.allow_http)
+            partner.url = rules.check_url(partner.url, allow_http=self.settings.allow_http)
         except ValueError as exc:
             raise Invalid(f"url: {exc}") from None
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,8 +22,20 @@ from notifier.models import PartnerIn
 from notifier.store import Store
 from notifier.testing import Endpoint, Received, RedisServer, eventually, free_port
 
-__all__ = ["BASE_ENV", "TOKEN", "Endpoint", "Received", "RedisServer", "eventually",
-           "free_port", "idle", "publish", "register", "running"]
+__all__ = [
+    "BASE_ENV",
+    "TOKEN",
+    "Endpoint",
+    "Received",
+    "RedisServer",
+    "cli",
+    "eventually",
+    "free_port",
+    "idle",
+    "publish",
+    "register",
+    "running",
+]
 
 TOKEN = "test-admin-token"
 BASE_ENV = {
@@ -78,3 +93,9 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
                 return False
         return True
     await eventually(settled, timeout, "notifier to finish its work")
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`notifier <args>` as a user runs it, with `env` over this process's environment."""
+    return subprocess.run([sys.executable, "-m", "notifier", *args], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=60)

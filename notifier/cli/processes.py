@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from notifier import config, service
+from notifier import config
 from notifier.engine import supervisor
 
 PROCESSES = (
@@ -20,6 +20,8 @@ PROCESSES = (
 def _process(route: bool, deliver: bool, serve_api: bool,
              ) -> Callable[[config.Settings, argparse.Namespace], Awaitable[None]]:
     async def run(settings: config.Settings, args: argparse.Namespace) -> None:
+        from notifier import service  # the engine: only the processes need it loaded
+
         service.tune_gc()
         workers = getattr(args, "processes", 0)
         await service.run(settings, route=route, deliver=deliver, serve_api=serve_api,

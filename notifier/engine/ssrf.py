@@ -15,22 +15,18 @@ an address inside one of them is accepted whatever its class.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import ResolveResult
 from aiohttp.tracing import Trace
-from yarl import URL
 
 from notifier.config import IPNetwork
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _HINT = "NOTIFIER_ALLOWED_NETWORKS"
-#: What a hostname may hold once yarl has IDNA-encoded it; IPv6 literals are checked by yarl.
-_HOSTNAME = re.compile(r"[a-z0-9_.-]+")
 
 
 def _nets(reason: str, *cidrs: str) -> tuple[tuple[IPNetwork, str], ...]:
@@ -84,36 +80,6 @@ class BlockedAddressError(aiohttp.ClientConnectionError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.host, self.refused))
-
-
-def check_url(url: str, *, allow_http: bool) -> str:
-    """Validate a partner URL at registration time and return it normalised.
-
-    This catches mistakes early and with a clear message; it cannot judge the destination
-    address (that may change), which is left to the connector from `guarded_connector`.
-    """
-    try:
-        parsed = URL(url.strip())
-    except (ValueError, TypeError) as exc:
-        # The text is not echoed: it may hold a password, and messages end up in logs.
-        raise ValueError(f"not a valid URL: {exc}") from exc
-    # Messages quote the URL without userinfo for the same reason.
-    shown = str(parsed.with_user(None)) if parsed.raw_host else repr(url)
-    schemes = ("https", "http") if allow_http else ("https",)
-    if parsed.scheme not in schemes:
-        if parsed.scheme == "http":
-            raise ValueError(f"{shown}: scheme must be https (http needs NOTIFIER_ALLOW_HTTP=1)")
-        got = parsed.scheme or "none"
-        raise ValueError(f"{shown}: scheme must be {' or '.join(schemes)}, not {got}")
-    if not parsed.raw_host:
-        raise ValueError(f"{shown}: has no host")
-    if parsed.raw_user is not None or parsed.raw_password is not None:
-        raise ValueError(f"{shown}: must not carry credentials (user:password@); "
-                         "use the partner's signing secret or headers instead")
-    if ":" not in parsed.raw_host and not _HOSTNAME.fullmatch(parsed.raw_host):
-        raise ValueError(f"{shown}: host {parsed.raw_host!r} is not a valid hostname")
-    # A fragment is never sent, so keeping it would only make equal URLs compare unequal.
-    return str(parsed.with_fragment(None))
 
 
 def refusal(ip: IPAddress, allowed: Sequence[IPNetwork]) -> str | None:

@@ -16,14 +16,8 @@ import pytest
 from redis.asyncio import Redis
 
 from notifier.admin import app as api
-from notifier.cli import parser
 from notifier.config import Settings
-from tests.helpers import TOKEN, eventually, free_port
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "notifier", *args], capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=60)
+from tests.helpers import TOKEN, cli, eventually, free_port
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
@@ -164,19 +158,6 @@ def test_replay_needs_to_be_told_what(env: dict[str, str]) -> None:
     assert "--all" in one_line_error(cli(env, "dead-letters", "replay"))
 
 
-def test_version_and_help_for_every_command() -> None:
-    from notifier import __version__
-
-    assert cli({}, "--version").stdout.strip() == f"notifier {__version__}"
-    top = parser()
-    commands = top._subparsers._group_actions[0]  # type: ignore[union-attr]
-    for name, sub in commands.choices.items():
-        assert sub.description, f"{name} has no description"
-        nested = [a for a in sub._actions if a.choices and isinstance(a.choices, dict)]
-        for action in nested:
-            for child_name, child in action.choices.items():
-                assert child.description, f"{name} {child_name} has no description"
-    assert all(action.help for action in commands._choices_actions)
 
 
 async def test_a_terminal_gets_a_table_and_a_pipe_gets_json(
@@ -207,11 +188,6 @@ async def test_a_terminal_gets_a_table_and_a_pipe_gets_json(
     assert not text.lstrip().startswith("[")
 
 
-def test_python_dash_m_notifier_works() -> None:
-    result = subprocess.run([sys.executable, "-m", "notifier", "--help"], capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0 and "partners" in result.stdout
-    assert free_port() > 0
 
 
 async def test_stopped_processes_leave_their_consumer_groups(

@@ -12,16 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from redis.asyncio import Redis
 
-from notifier.config import Settings
 from notifier.engine import served as serving
 from notifier.engine.served import MIN_PAUSE, QUANTUM, ServedPartner
 from notifier.models import Partner, PartnerIn
 from notifier.ratelimit import MAX_LIMIT, parse_rate
 from notifier.redis import lua
-from tests.helpers import Endpoint, idle, register, running
-from tests.test_ratelimit import busiest_window
 
 
 class FakePool:
@@ -99,35 +95,3 @@ def test_the_largest_rate_limits_are_exact_in_lua_numbers() -> None:
     assert serving.now_ms() + 2 * rate.window_ms < 2**53
 
 
-@pytest.mark.slow
-async def test_many_limited_partners_with_backlogs_beside_an_unlimited_one(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
-    """Ten partners at 30/second with 150 messages each (five seconds, several quanta) and an
-    unlimited partner with 1,000: every message arrives, each limited partner at its limit,
-    and the unlimited one is not held back by them."""
-    limited: list[Endpoint] = [await endpoint_factory() for _ in range(10)]
-    free: Endpoint = await endpoint_factory()
-    for i, endpoint in enumerate(limited):
-        await register(redis, settings, f"limited-{i}", endpoint.url, [f"evt.l{i}"],
-                       rate_limit="30/second", max_in_flight=30)
-    await register(redis, settings, "free", free.url, ["evt.free"])
-    async with redis.pipeline(transaction=False) as pipe:
-        for n in range(150):
-            for i in range(10):
-                pipe.xadd("notifier:events", {"type": f"evt.l{i}", "data": f'{{"n": {n}}}'})
-        for n in range(1000):
-            pipe.xadd("notifier:events", {"type": "evt.free", "data": f'{{"n": {n}}}'})
-        await pipe.execute()
-    started = time.monotonic()
-    async with running(settings):
-        await free.wait_for(1000, timeout=30)
-        free_done = time.monotonic() - started
-        for endpoint in limited:
-            await endpoint.wait_for(150, timeout=30)
-        limited_done = time.monotonic() - started
-        await idle(redis)
-    for endpoint in limited:
-        assert sorted(body["data"]["n"] for body in endpoint.bodies()) == list(range(150))
-        assert busiest_window(endpoint.received) <= 30
-    assert limited_done >= 4.0  # 150 at 30/second: the limit held
-    assert free_done < limited_done / 2, (free_done, limited_done)

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from notifier.config import Settings
 from tests.helpers import Endpoint, free_port, publish, register
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
-from notifier.engine.ssrf import BlockedAddressError, check_url, guarded_connector, refusal
+from notifier.engine.ssrf import BlockedAddressError, guarded_connector, refusal
+from notifier.rules import check_url
 
 LOOPBACK_ONLY = [ip_network("127.0.0.0/8")]
 

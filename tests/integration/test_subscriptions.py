@@ -5,49 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from notifier.config import Settings
 from notifier.engine.router import Router
-from notifier.models import Partner, PartnerIn, PartnerPatch
+from notifier.models import PartnerIn, PartnerPatch
 from notifier.redis import keys
 from notifier.store import Store
-from notifier.subscriptions import Subscriptions
 from tests.helpers import register
-
-TYPES = ["order.created", "order.paid", "refund.issued", "a", "b"]
-_patterns = st.lists(st.sampled_from([*TYPES, "*"]), min_size=1, max_size=4)
-_ops = st.lists(st.tuples(st.sampled_from(["put", "remove", "disable", "enable"]),
-                          st.integers(0, 9), _patterns), max_size=60)
-
-
-def scan(partners: dict[str, Partner], event_type: str) -> list[str]:
-    return sorted(p.id for p in partners.values() if p.subscribes(event_type))
-
-
-@given(_ops)
-@hsettings(max_examples=300, deadline=None, derandomize=True)
-def test_the_index_routes_as_a_full_scan(ops: list[tuple[str, int, list[str]]]) -> None:
-    index = Subscriptions()
-    truth: dict[str, Partner] = {}
-    for op, n, patterns in ops:
-        pid = f"ptn_{n}"
-        if op == "put":
-            truth[pid] = Partner(id=pid, name=pid, url="https://x", events=patterns)
-            index.put(truth[pid])
-        elif op == "remove":
-            truth.pop(pid, None)
-            index.remove(pid)
-        elif pid in truth:
-            truth[pid].enabled = op == "enable"
-            index.put(truth[pid])
-        for event_type in [*TYPES, "never.subscribed"]:
-            assert [p.id for p in index.targets(event_type)] == scan(truth, event_type)
-            # disabled partners are routed to as well: their messages are kept
-            assert all(p is truth[p.id] for p in index.targets(event_type))
 
 
 async def test_a_running_router_follows_changes_one_partner_at_a_time(

@@ -10,7 +10,6 @@ from redis.asyncio import Redis
 
 from notifier import config
 from notifier.config import Settings
-from notifier.ratelimit import Rate, parse_rate
 from tests.helpers import Received, eventually, idle, publish, register, running
 
 
@@ -25,13 +24,6 @@ def busiest_window(received: list[Received], seconds: float = 1.0) -> int:
     return best
 
 
-def test_rates_are_parsed_by_limits() -> None:
-    assert parse_rate("50/second") == Rate(50, 1000)
-    assert parse_rate("100/minute") == Rate(100, 60_000)
-    assert parse_rate("1000 per hour") == Rate(1000, 3_600_000)
-    assert parse_rate(None) is None
-    with pytest.raises(ValueError, match="not a rate"):
-        parse_rate("fast")
 
 
 @pytest.mark.slow

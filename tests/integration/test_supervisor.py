@@ -12,7 +12,6 @@ import pytest
 from redis.asyncio import Redis
 
 from notifier import config
-from notifier.engine.supervisor import worker_count
 from tests.helpers import eventually, idle, register, running
 
 pytestmark = pytest.mark.slow
@@ -30,12 +29,6 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def test_worker_count_reads_n_or_auto() -> None:
-    assert worker_count("3") == 3
-    assert worker_count("auto") == len(os.sched_getaffinity(0))
-    for bad in ("0", "-1", "x", "257"):
-        with pytest.raises(ValueError, match="processes"):
-            worker_count(bad)
 
 
 async def test_a_killed_worker_is_restarted_and_nothing_is_lost(

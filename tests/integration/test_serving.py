@@ -1,0 +1,90 @@
+"""A served partner's loop: it always yields time, ends after its quantum, and a rate-limited
+partner never stalls its delivery process or its neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from notifier.config import Settings
+from notifier.engine import served as serving
+from notifier.engine.served import ServedPartner
+from notifier.models import Partner
+from notifier.redis import lua
+from tests.helpers import Endpoint, idle, register, running
+from tests.integration.test_ratelimit import busiest_window
+
+
+class FakePool:
+    """What a ServedPartner asks of its pool, with a take that always answers `took`."""
+
+    def __init__(self, blocked_in_ms: int) -> None:
+        self.stopping = asyncio.Event()
+        self.lease_ms = self.visible_ms = 60_000
+        self.consumer = "test"
+        self.blocked_in_ms = blocked_in_ms
+        self.takes = 0
+        self.scripts = self
+
+    def send(self, call: lua.Call[Any]) -> asyncio.Future[Any]:
+        assert call.script == "take"
+        self.takes += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(lua.Took(serving.now_ms() + self.blocked_in_ms, []))
+        return future
+
+
+def served(pool: FakePool, **partner: Any) -> ServedPartner:
+    record = msgspec.json.encode({"id": "ptn_x", "name": "x", "url": "https://x.example",
+                                  "events": ["*"], **partner})
+    one = ServedPartner(pool, "ptn_x", record, 0)  # type: ignore[arg-type]
+    one.partner = msgspec.json.decode(record, type=Partner)
+    one.max_in_flight = 10
+    return one
+
+
+
+
+
+
+
+
+
+
+@pytest.mark.slow
+async def test_many_limited_partners_with_backlogs_beside_an_unlimited_one(
+        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    """Ten partners at 30/second with 150 messages each (five seconds, several quanta) and an
+    unlimited partner with 1,000: every message arrives, each limited partner at its limit,
+    and the unlimited one is not held back by them."""
+    limited: list[Endpoint] = [await endpoint_factory() for _ in range(10)]
+    free: Endpoint = await endpoint_factory()
+    for i, endpoint in enumerate(limited):
+        await register(redis, settings, f"limited-{i}", endpoint.url, [f"evt.l{i}"],
+                       rate_limit="30/second", max_in_flight=30)
+    await register(redis, settings, "free", free.url, ["evt.free"])
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(150):
+            for i in range(10):
+                pipe.xadd("notifier:events", {"type": f"evt.l{i}", "data": f'{{"n": {n}}}'})
+        for n in range(1000):
+            pipe.xadd("notifier:events", {"type": "evt.free", "data": f'{{"n": {n}}}'})
+        await pipe.execute()
+    started = time.monotonic()
+    async with running(settings):
+        await free.wait_for(1000, timeout=30)
+        free_done = time.monotonic() - started
+        for endpoint in limited:
+            await endpoint.wait_for(150, timeout=30)
+        limited_done = time.monotonic() - started
+        await idle(redis)
+    for endpoint in limited:
+        assert sorted(body["data"]["n"] for body in endpoint.bodies()) == list(range(150))
+        assert busiest_window(endpoint.received) <= 30
+    assert limited_done >= 4.0  # 150 at 30/second: the limit held
+    assert free_done < limited_done / 2, (free_done, limited_done)

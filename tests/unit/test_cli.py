@@ -1,0 +1,36 @@
+"""The CLI as a newcomer meets it: one-line errors, the API's own rules and messages, tables on
+a terminal and JSON when piped."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from notifier.cli import parser
+from tests.helpers import cli, free_port
+
+
+def test_version_and_help_for_every_command() -> None:
+    from notifier import __version__
+
+    assert cli({}, "--version").stdout.strip() == f"notifier {__version__}"
+    top = parser()
+    commands = top._subparsers._group_actions[0]  # type: ignore[union-attr]
+    for name, sub in commands.choices.items():
+        assert sub.description, f"{name} has no description"
+        nested = [a for a in sub._actions if a.choices and isinstance(a.choices, dict)]
+        for action in nested:
+            for child_name, child in action.choices.items():
+                assert child.description, f"{name} {child_name} has no description"
+    assert all(action.help for action in commands._choices_actions)
+
+
+
+
+def test_python_dash_m_notifier_works() -> None:
+    result = subprocess.run([sys.executable, "-m", "notifier", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "partners" in result.stdout
+    assert free_port() > 0
+
+

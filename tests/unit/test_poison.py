@@ -1,0 +1,73 @@
+"""Hostile ingress entries: whatever a producer XADDs, routing goes on and nothing is dropped.
+
+Each entry here once stopped the router (and with `notifier run`, the whole process), and a
+restarted router claimed the same entry and stopped again.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from notifier import events, rules
+
+
+def deep(levels: int) -> bytes:
+    return b'{"a":' * levels + b"1" + b"}" * levels
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+# The same rules everywhere: what the router dead-letters, the API refuses as a subscription.
+
+@pytest.mark.parametrize("bad", ["order.created\n", "Order.Created", "x" * 201, "", "a b"])
+def test_event_type_rules_are_whole_string_matches(bad: str) -> None:
+    assert rules.event_type_problem(bad) is not None
+    assert rules.subscription_problem(bad) is not None
+
+
+def test_a_300_character_type_says_how_long_it_may_be() -> None:
+    reason = events.parse("1-0", {b"type": b"a" * 300, b"data": b"{}"}, 1000)
+    assert reason == "type is 300 characters long, at most 200 are allowed"
+
+
+# Property: whatever bytes arrive in whatever fields, parse answers a Message or a reason.
+
+_fields = st.dictionaries(
+    st.sampled_from([b"type", b"data", b"id", b"other"]) | st.binary(max_size=8),
+    st.binary(max_size=300) | st.sampled_from([deep(400), deep(5000), b"{}", b'{"a":1}']),
+    max_size=5)
+
+
+@given(_fields)
+@hsettings(max_examples=400, deadline=None, derandomize=True)
+def test_parse_never_raises(fields: dict[bytes, bytes]) -> None:
+    result = events.parse("1795566738783-0", fields, 1024)
+    if isinstance(result, str):
+        assert result
+    else:
+        assert rules.event_type_problem(result.type) is None
+        msgspec.json.decode(result.data)  # what reaches partners is valid JSON
+
+
+
+
+
+
