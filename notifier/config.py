@@ -52,6 +52,7 @@ class Env:
 
 # Parsers: each raises ValueError with what to write instead, never repeating the value.
 
+
 def parse_duration(text: str) -> float:
     """Parse `250ms`, `5s`, `5m`, `2h`, `1d` (or bare seconds) into seconds, at most a year."""
     match = _DURATION.fullmatch(text)
@@ -86,8 +87,9 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
             try:
                 networks.append(ipaddress.ip_network(part.strip(), strict=False))
             except ValueError:
-                raise ValueError(f"{part.strip()[:50]!r} is not a network like 10.0.0.0/8 "
-                                 "or fd00::/8") from None
+                raise ValueError(
+                    f"{part.strip()[:50]!r} is not a network like 10.0.0.0/8 or fd00::/8"
+                ) from None
     return tuple(networks)
 
 
@@ -106,9 +108,11 @@ def _secret_key(value: str) -> bytes:
     except (ValueError, TypeError):
         raw = b""
     if len(raw) != 32:
-        raise ValueError("must be urlsafe base64 of 32 random bytes; generate one with "
-                         "python -c \"import base64,os;"
-                         "print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"")
+        raise ValueError(
+            "must be urlsafe base64 of 32 random bytes; generate one with "
+            'python -c "import base64,os;'
+            'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
+        )
     return value.encode()
 
 
@@ -129,6 +133,7 @@ def _whole(low: int, high: int, what: str) -> Callable[[str], int]:
         if not low <= number <= high:
             raise ValueError(f"must be from {low:,} to {high:,} {what}")
         return number
+
     return parse
 
 
@@ -184,61 +189,135 @@ _DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    redis_url: Annotated[str, Env(
-        "REDIS_URL", _redis_url, "the Redis to use", secret=True)] = "redis://127.0.0.1:6379/0"
-    admin_token: Annotated[str | None, Env(
-        "NOTIFIER_ADMIN_TOKEN", _text, "bearer token of the admin API", "none",
-        secret=True)] = None
-    api_addr: Annotated[str, Env(
-        "NOTIFIER_API_ADDR", _addr, "where the admin API listens")] = "127.0.0.1:8080"
-    api_local_only: Annotated[bool, Env(
-        "NOTIFIER_API_LOCAL_ONLY", _flag, "let the API run without a token, on loopback only",
-        "`0`")] = False
-    ingress_stream: Annotated[str, Env(
-        "NOTIFIER_INGRESS_STREAM", _text, "the stream producers XADD to")] = "notifier:events"
-    retry_schedule: Annotated[tuple[float, ...], Env(
-        "NOTIFIER_RETRY_SCHEDULE", _schedule,
-        "delays before each retry (+0-10 % jitter), at most 50", "`5s,5m,30m,2h,5h,10h,10h`",
-    )] = _DEFAULT_SCHEDULE
-    request_timeout: Annotated[float, Env(
-        "NOTIFIER_REQUEST_TIMEOUT", _positive_duration,
-        "total time for one delivery request", "`10s`")] = 10.0
-    claim_idle: Annotated[float, Env(
-        "NOTIFIER_CLAIM_IDLE", _positive_duration,
-        "after this, a message held by a dead process is retried by another; must be longer "
-        "than the request timeout", "`60s`")] = 60.0
-    allowed_networks: Annotated[tuple[IPNetwork, ...], Env(
-        "NOTIFIER_ALLOWED_NETWORKS", parse_networks,
-        "comma-separated CIDRs exempt from the SSRF guard", "empty")] = ()
-    allow_http: Annotated[bool, Env(
-        "NOTIFIER_ALLOW_HTTP", _flag, "accept `http://` partner URLs", "`0`")] = False
-    secret_key: Annotated[bytes | None, Env(
-        "NOTIFIER_SECRET_KEY", _secret_key,
-        "urlsafe base64 of 32 random bytes (a Fernet key); partner secrets are then "
-        "encrypted at rest", "none", secret=True)] = None
-    secret_overlap: Annotated[float, Env(
-        "NOTIFIER_SECRET_OVERLAP", parse_duration,
-        "how long a rotated-out secret keeps signing", "`24h`")] = 86400.0
-    max_event_bytes: Annotated[int, Env(
-        "NOTIFIER_MAX_EVENT_BYTES", _whole(1, rules.MAX_EVENT_BYTES, "bytes"),
-        "larger events are dead-lettered")] = 262144
-    disable_after: Annotated[float, Env(
-        "NOTIFIER_DISABLE_AFTER", _positive_duration,
-        "a partner whose every attempt failed for this long is disabled", "`5d`",
-    )] = 5 * 86400.0
+    redis_url: Annotated[str, Env("REDIS_URL", _redis_url, "the Redis to use", secret=True)] = (
+        "redis://127.0.0.1:6379/0"
+    )
+    admin_token: Annotated[
+        str | None,
+        Env("NOTIFIER_ADMIN_TOKEN", _text, "bearer token of the admin API", "none", secret=True),
+    ] = None
+    api_addr: Annotated[str, Env("NOTIFIER_API_ADDR", _addr, "where the admin API listens")] = (
+        "127.0.0.1:8080"
+    )
+    api_local_only: Annotated[
+        bool,
+        Env(
+            "NOTIFIER_API_LOCAL_ONLY",
+            _flag,
+            "let the API run without a token, on loopback only",
+            "`0`",
+        ),
+    ] = False
+    ingress_stream: Annotated[
+        str, Env("NOTIFIER_INGRESS_STREAM", _text, "the stream producers XADD to")
+    ] = "notifier:events"
+    retry_schedule: Annotated[
+        tuple[float, ...],
+        Env(
+            "NOTIFIER_RETRY_SCHEDULE",
+            _schedule,
+            "delays before each retry (+0-10 % jitter), at most 50",
+            "`5s,5m,30m,2h,5h,10h,10h`",
+        ),
+    ] = _DEFAULT_SCHEDULE
+    request_timeout: Annotated[
+        float,
+        Env(
+            "NOTIFIER_REQUEST_TIMEOUT",
+            _positive_duration,
+            "total time for one delivery request",
+            "`10s`",
+        ),
+    ] = 10.0
+    claim_idle: Annotated[
+        float,
+        Env(
+            "NOTIFIER_CLAIM_IDLE",
+            _positive_duration,
+            "after this, a message held by a dead process is retried by another; must be longer "
+            "than the request timeout",
+            "`60s`",
+        ),
+    ] = 60.0
+    allowed_networks: Annotated[
+        tuple[IPNetwork, ...],
+        Env(
+            "NOTIFIER_ALLOWED_NETWORKS",
+            parse_networks,
+            "comma-separated CIDRs exempt from the SSRF guard",
+            "empty",
+        ),
+    ] = ()
+    allow_http: Annotated[
+        bool, Env("NOTIFIER_ALLOW_HTTP", _flag, "accept `http://` partner URLs", "`0`")
+    ] = False
+    secret_key: Annotated[
+        bytes | None,
+        Env(
+            "NOTIFIER_SECRET_KEY",
+            _secret_key,
+            "urlsafe base64 of 32 random bytes (a Fernet key); partner secrets are then "
+            "encrypted at rest",
+            "none",
+            secret=True,
+        ),
+    ] = None
+    secret_overlap: Annotated[
+        float,
+        Env(
+            "NOTIFIER_SECRET_OVERLAP",
+            parse_duration,
+            "how long a rotated-out secret keeps signing",
+            "`24h`",
+        ),
+    ] = 86400.0
+    max_event_bytes: Annotated[
+        int,
+        Env(
+            "NOTIFIER_MAX_EVENT_BYTES",
+            _whole(1, rules.MAX_EVENT_BYTES, "bytes"),
+            "larger events are dead-lettered",
+        ),
+    ] = 262144
+    disable_after: Annotated[
+        float,
+        Env(
+            "NOTIFIER_DISABLE_AFTER",
+            _positive_duration,
+            "a partner whose every attempt failed for this long is disabled",
+            "`5d`",
+        ),
+    ] = 5 * 86400.0
     #: Concurrent partners one delivery process serves; the rest wait their turn in `ready`.
-    concurrency: Annotated[int, Env(
-        "NOTIFIER_CONCURRENCY", _whole(1, MAX_CONCURRENCY, "partners"),
-        "partners one delivery process serves at once")] = 256
-    consumer: Annotated[str, Env(
-        "NOTIFIER_CONSUMER", _text,
-        "consumer name of this process in the consumer groups", "`<host>-<pid>`")] = ""
-    otlp_endpoint: Annotated[str | None, Env(
-        "NOTIFIER_OTLP_ENDPOINT", _url,
-        "OTLP/gRPC endpoint (e.g. `http://otel-collector:4317`) for metrics and traces",
-        "none")] = None
-    log_level: Annotated[str, Env(
-        "NOTIFIER_LOG_LEVEL", _level, "`debug`, `info`, `warning`, `error`")] = "info"
+    concurrency: Annotated[
+        int,
+        Env(
+            "NOTIFIER_CONCURRENCY",
+            _whole(1, MAX_CONCURRENCY, "partners"),
+            "partners one delivery process serves at once",
+        ),
+    ] = 256
+    consumer: Annotated[
+        str,
+        Env(
+            "NOTIFIER_CONSUMER",
+            _text,
+            "consumer name of this process in the consumer groups",
+            "`<host>-<pid>`",
+        ),
+    ] = ""
+    otlp_endpoint: Annotated[
+        str | None,
+        Env(
+            "NOTIFIER_OTLP_ENDPOINT",
+            _url,
+            "OTLP/gRPC endpoint (e.g. `http://otel-collector:4317`) for metrics and traces",
+            "none",
+        ),
+    ] = None
+    log_level: Annotated[
+        str, Env("NOTIFIER_LOG_LEVEL", _level, "`debug`, `info`, `warning`, `error`")
+    ] = "info"
 
     @property
     def api_host_port(self) -> tuple[str, int]:
@@ -249,8 +328,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def declarations() -> dict[str, Env]:
     """Field name -> its declaration, in the order of `Settings`."""
     hints = get_type_hints(Settings, include_extras=True)
-    return {field: next(m for m in hints[field].__metadata__ if isinstance(m, Env))
-            for field in Settings.__struct_fields__}
+    return {
+        field: next(m for m in hints[field].__metadata__ if isinstance(m, Env))
+        for field in Settings.__struct_fields__
+    }
 
 
 def table() -> str:
@@ -284,7 +365,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         errors.append(
             f"NOTIFIER_CLAIM_IDLE ({settings.claim_idle:g}s) must be longer than "
             f"NOTIFIER_REQUEST_TIMEOUT ({settings.request_timeout:g}s), or a slow request "
-            "still running would be claimed and sent twice")
+            "still running would be claimed and sent twice"
+        )
     if errors:
         raise ConfigError("; ".join(errors))
     return settings

@@ -26,6 +26,6 @@ class SecretBox:
         if self._fernet is None:
             raise ValueError("partner secrets are encrypted: set NOTIFIER_SECRET_KEY")
         try:
-            return self._fernet.decrypt(stored[len(_MARK):].encode()).decode()
+            return self._fernet.decrypt(stored[len(_MARK) :].encode()).decode()
         except InvalidToken:
             raise ValueError("a partner secret does not decrypt with NOTIFIER_SECRET_KEY") from None

@@ -57,8 +57,12 @@ def parse(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Message 
         problem = rules.event_id_problem(message_id)
         if problem:
             return problem
-    return Message(id=message_id, type=event_type, timestamp=entry_timestamp(entry_id),
-                   data=msgspec.Raw(raw_data))
+    return Message(
+        id=message_id,
+        type=event_type,
+        timestamp=entry_timestamp(entry_id),
+        data=msgspec.Raw(raw_data),
+    )
 
 
 def problem(fields: dict[bytes, bytes], max_bytes: int) -> str | None:

@@ -26,8 +26,12 @@ SecretText = Annotated[str, msgspec.Meta(max_length=200)]
 Events = Annotated[list[str], msgspec.Meta(min_length=1, max_length=500)]
 
 
-def _partner_problem(events: list[str] | None, headers: dict[str, str] | None,
-                     rate_limit: str | None, transform: Transform | None) -> None:
+def _partner_problem(
+    events: list[str] | None,
+    headers: dict[str, str] | None,
+    rate_limit: str | None,
+    transform: Transform | None,
+) -> None:
     """The checks PartnerIn and PartnerPatch share, raised as the body's 400 (the URL is
     checked by the store, which knows whether http:// is allowed)."""
     for pattern in events or ():
@@ -103,13 +107,20 @@ class PartnerPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ordered: bool | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        _partner_problem(_given(self.events), _given(self.headers), _given(self.rate_limit),
-                         _given(self.transform))
+        _partner_problem(
+            _given(self.events),
+            _given(self.headers),
+            _given(self.rate_limit),
+            _given(self.transform),
+        )
 
     def changes(self) -> dict[str, Any]:
         """The fields given, by name."""
-        return {name: value for name in self.__struct_fields__
-                if (value := getattr(self, name)) is not UNSET}
+        return {
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not UNSET
+        }
 
 
 def _given(value: T | UnsetType) -> T | None:

@@ -17,8 +17,12 @@ JITTER = 0.1
 MAX_RETRY_AFTER = 86_400.0
 
 
-def delay(attempt: int, schedule: Sequence[float], retry_after: float | None = None,
-          rng: random.Random | None = None) -> float | None:
+def delay(
+    attempt: int,
+    schedule: Sequence[float],
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float | None:
     """Seconds to wait after failed attempt `attempt` (1-based), or None when it was the last."""
     if attempt > len(schedule):
         return None

@@ -21,9 +21,19 @@ MAX_EVENT_BYTES = 64 * 1024 * 1024
 MAX_HEADER_VALUE = 4096
 
 #: Headers notifier owns; a partner's configured headers never replace them.
-RESERVED_HEADERS = frozenset({
-    "content-type", "content-length", "user-agent", "host", "transfer-encoding", "connection",
-    "webhook-id", "webhook-timestamp", "webhook-signature"})
+RESERVED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "user-agent",
+        "host",
+        "transfer-encoding",
+        "connection",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
 
 #: What a hostname may hold once yarl has IDNA-encoded it; IPv6 literals are checked by yarl.
 _HOSTNAME = re.compile(r"[a-z0-9_.-]+")
@@ -45,8 +55,10 @@ def event_type_problem(text: str, field: str = "type") -> str | None:
     if len(text) > MAX_TYPE_LENGTH:
         return f"{field} is {len(text)} characters long, at most {MAX_TYPE_LENGTH} are allowed"
     if not _TYPE.fullmatch(text):
-        return (f"{field} {_shown(text)} may only contain lower-case letters, digits, "
-                "'_', '.' and '-' (e.g. order.created)")
+        return (
+            f"{field} {_shown(text)} may only contain lower-case letters, digits, "
+            "'_', '.' and '-' (e.g. order.created)"
+        )
     return None
 
 
@@ -89,13 +101,14 @@ def check_url(url: str, *, allow_http: bool) -> str:
     if not parsed.raw_host:
         raise ValueError(f"{shown}: has no host")
     if parsed.raw_user is not None or parsed.raw_password is not None:
-        raise ValueError(f"{shown}: must not carry credentials (user:password@); "
-                         "use the partner's signing secret or headers instead")
+        raise ValueError(
+            f"{shown}: must not carry credentials (user:password@); "
+            "use the partner's signing secret or headers instead"
+        )
     if ":" not in parsed.raw_host and not _HOSTNAME.fullmatch(parsed.raw_host):
         raise ValueError(f"{shown}: host {parsed.raw_host!r} is not a valid hostname")
     # A fragment is never sent, so keeping it would only make equal URLs compare unequal.
     return str(parsed.with_fragment(None))
-
 
 
 def header_problem(name: str, value: str) -> str | None:

@@ -56,8 +56,9 @@ async def check_redis(redis: Redis) -> None:
         log.warning("redis has appendonly=no: a Redis restart can lose messages; enable AOF")
     value = _value(policy, "maxmemory-policy")
     if value != "noeviction":
-        log.warning("redis maxmemory-policy is not noeviction: Redis may evict messages",
-                    policy=str(value))
+        log.warning(
+            "redis maxmemory-policy is not noeviction: Redis may evict messages", policy=str(value)
+        )
 
 
 def _value(reply: dict[Any, Any], name: str) -> str:
@@ -65,8 +66,15 @@ def _value(reply: dict[Any, Any], name: str) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-async def run(settings: Settings, *, route: bool, deliver: bool, serve_api: bool,
-              stop: asyncio.Event | None = None, workers: int = 0) -> None:
+async def run(
+    settings: Settings,
+    *,
+    route: bool,
+    deliver: bool,
+    serve_api: bool,
+    stop: asyncio.Event | None = None,
+    workers: int = 0,
+) -> None:
     """Run the parts asked for until `stop` (or SIGTERM/SIGINT). With `workers`, delivery
     runs in that many child processes under a supervisor instead of in this one."""
     stop = stop or asyncio.Event()
@@ -76,8 +84,9 @@ async def run(settings: Settings, *, route: bool, deliver: bool, serve_api: bool
             loop.add_signal_handler(sig, stop.set)
     if serve_api:
         api.check_token(settings)
-    roles = [role for role, on in (("router", route), ("deliver", deliver), ("api", serve_api))
-             if on]
+    roles = [
+        role for role, on in (("router", route), ("deliver", deliver), ("api", serve_api)) if on
+    ]
     redis = connect(settings.redis_url, "notifier-" + "+".join(roles))
     await check_redis(redis)
     telemetry = Telemetry.start(settings.otlp_endpoint)
@@ -90,8 +99,9 @@ async def run(settings: Settings, *, route: bool, deliver: bool, serve_api: bool
             if deliver and workers:
                 tasks.append(asyncio.create_task(supervisor.supervise(workers, stop)))
             elif deliver:
-                tasks.append(asyncio.create_task(
-                    Delivery(redis, settings, sender, telemetry).run(stop)))
+                tasks.append(
+                    asyncio.create_task(Delivery(redis, settings, sender, telemetry).run(stop))
+                )
             if serve_api:
                 runner = await api.serve(api.create_app(redis, settings), settings)
             log.info("notifier started", router=route, delivery=deliver, api=serve_api)

@@ -30,7 +30,7 @@ def is_valid_secret(secret: str) -> bool:
     if not secret.startswith(PREFIX):
         return False
     try:
-        return len(base64.b64decode(secret[len(PREFIX):], validate=True)) >= 24
+        return len(base64.b64decode(secret[len(PREFIX) :], validate=True)) >= 24
     except ValueError:
         return False
 
@@ -40,4 +40,5 @@ def signature_header(keys: Iterable[bytes], message_id: str, timestamp: int, bod
     signed = f"{message_id}.{timestamp}.".encode() + body
     return " ".join(
         "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        for key in keys)
+        for key in keys
+    )

@@ -57,11 +57,19 @@ class Store:
         """Register a partner; returns it and its plain secret (shown this once)."""
         secret = _checked_secret(body.secret)
         partner = Partner(
-            id="ptn_" + pysecrets.token_hex(8), name=body.name, url=body.url,
-            events=body.events, rate_limit=body.rate_limit, max_in_flight=body.max_in_flight,
-            headers=body.headers, transform=body.transform, enabled=body.enabled,
-            ordered=body.ordered, created_at=utc_now(),
-            secrets=[Secret(self.box.seal(secret))])
+            id="ptn_" + pysecrets.token_hex(8),
+            name=body.name,
+            url=body.url,
+            events=body.events,
+            rate_limit=body.rate_limit,
+            max_in_flight=body.max_in_flight,
+            headers=body.headers,
+            transform=body.transform,
+            enabled=body.enabled,
+            ordered=body.ordered,
+            created_at=utc_now(),
+            secrets=[Secret(self.box.seal(secret))],
+        )
         self._validate(partner)
         await self._save(partner)
         return partner, secret
@@ -74,8 +82,7 @@ class Store:
 
     async def partners(self) -> list[Partner]:
         raw = await self.redis.hgetall(keys.PARTNERS)
-        return sorted((decode_partner(v) for v in raw.values()),
-                      key=lambda p: (p.created_at, p.id))
+        return sorted((decode_partner(v) for v in raw.values()), key=lambda p: (p.created_at, p.id))
 
     async def update(self, partner_id: str, patch: PartnerPatch) -> Partner:
         partner = await self.get(partner_id)
@@ -105,8 +112,11 @@ class Store:
         partner = await self.get(partner_id)
         now = _now_ms()
         overlap_end = now + int(self.settings.secret_overlap * 1000)
-        kept = [s if s.expires_ms is not None else Secret(s.value, overlap_end)
-                for s in partner.secrets if s.expires_ms is None or s.expires_ms > now]
+        kept = [
+            s if s.expires_ms is not None else Secret(s.value, overlap_end)
+            for s in partner.secrets
+            if s.expires_ms is None or s.expires_ms > now
+        ]
         partner.secrets = [Secret(self.box.seal(secret)), *kept]
         await self._save(partner)
         return secret
@@ -145,8 +155,11 @@ class Store:
         rows = await self.redis.xrevrange(keys.attempts(partner_id), count=limit)
         return [_attempt_decoder.decode(fields[b"a"]) for _, fields in rows]
 
-    async def dead_letters(self, partner: str | None = None, limit: int = 100,
-                           ) -> list[DeadLetter]:
+    async def dead_letters(
+        self,
+        partner: str | None = None,
+        limit: int = 100,
+    ) -> list[DeadLetter]:
         if partner is not None:
             await self.get(partner)  # an unknown partner is an error, not an empty list
         found: list[DeadLetter] = []
@@ -168,8 +181,9 @@ class Store:
         Malformed events are not replayable (they have no partner) and stay where they are.
         """
         if ids:
-            rows = [(i.encode(), f) for i, f in
-                    zip(ids, await self._entries(ids), strict=True) if f]
+            rows = [
+                (i.encode(), f) for i, f in zip(ids, await self._entries(ids), strict=True) if f
+            ]
         else:
             rows = await self.redis.xrange(keys.DEAD)
         replayed = 0
@@ -216,8 +230,9 @@ class Store:
 
 
 def _changed(pipe: Any, partner_id: str) -> None:
-    pipe.xadd(keys.PARTNER_CHANGES, {"id": partner_id}, maxlen=keys.PARTNER_CHANGES_KEPT,
-              approximate=True)
+    pipe.xadd(
+        keys.PARTNER_CHANGES, {"id": partner_id}, maxlen=keys.PARTNER_CHANGES_KEPT, approximate=True
+    )
 
 
 def _checked_secret(secret: str | None) -> str:
@@ -235,9 +250,11 @@ def _dead_letter(entry_id: str, fields: dict[bytes, bytes]) -> DeadLetter:
     attempts = text.get("attempts")
     entry = text.get("entry")
     return DeadLetter(
-        id=entry_id, reason=text.get("reason", b"").decode(errors="replace"),
+        id=entry_id,
+        reason=text.get("reason", b"").decode(errors="replace"),
         partner=text["partner"].decode() if "partner" in text else None,
         message=_message_decoder.decode(message) if message else None,
         attempts=_attempts_decoder.decode(attempts) if attempts else [],
         entry=msgspec.json.decode(entry) if entry else None,
-        at=text.get("at", b"").decode())
+        at=text.get("at", b"").decode(),
+    )

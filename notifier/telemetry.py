@@ -57,9 +57,12 @@ def meter_provider(otlp_endpoint: str | None) -> MeterProvider:
     readers: list[MetricReader] = [PrometheusMetricReader()]
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint)))
-    view = View(instrument_name="notifier.delivery.duration",
-                aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS))
+    view = View(
+        instrument_name="notifier.delivery.duration",
+        aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS),
+    )
     provider = MeterProvider(metric_readers=readers, views=[view], resource=_resource())
     metrics.set_meter_provider(provider)
     return provider
@@ -70,16 +73,22 @@ class Telemetry:
         #: None without an OTLP endpoint: the hot path then skips span work entirely.
         self.tracer = tracer
         self._attempts = meter.create_counter(
-            "notifier.delivery.attempts", description="delivery attempts by partner and result")
+            "notifier.delivery.attempts", description="delivery attempts by partner and result"
+        )
         self._duration = meter.create_histogram(
-            "notifier.delivery.duration", unit="ms", description="delivery request latency")
+            "notifier.delivery.duration", unit="ms", description="delivery request latency"
+        )
         self._dead = meter.create_counter(
-            "notifier.dead_letters", description="messages dead-lettered after their schedule")
+            "notifier.dead_letters", description="messages dead-lettered after their schedule"
+        )
 
     @classmethod
     def start(cls, otlp_endpoint: str | None) -> Telemetry:
-        tracer = (tracer_provider(otlp_endpoint).get_tracer("notifier", __version__)
-                  if otlp_endpoint else None)
+        tracer = (
+            tracer_provider(otlp_endpoint).get_tracer("notifier", __version__)
+            if otlp_endpoint
+            else None
+        )
         return cls(meter_provider(otlp_endpoint).get_meter("notifier"), tracer)
 
     @classmethod
@@ -88,13 +97,19 @@ class Telemetry:
 
     def attempts(self, partner: Partner, settled: Sequence[tuple[Taken, Outcome]]) -> None:
         """Record a batch: one counter add per distinct label set, keeping the hot path cheap."""
-        counts = Counter((taken.message.type, outcome.ok, outcome.status)
-                         for taken, outcome in settled)
+        counts = Counter(
+            (taken.message.type, outcome.ok, outcome.status) for taken, outcome in settled
+        )
         for (event_type, ok, status), count in counts.items():
-            self._attempts.add(count, {
-                "partner": partner.id, "event_type": event_type,
-                "result": "success" if ok else "failure",
-                "status": str(status) if status is not None else "none"})
+            self._attempts.add(
+                count,
+                {
+                    "partner": partner.id,
+                    "event_type": event_type,
+                    "result": "success" if ok else "failure",
+                    "status": str(status) if status is not None else "none",
+                },
+            )
         where = {"partner": partner.id}
         for _, outcome in settled:
             self._duration.record(outcome.latency_ms, where)
@@ -105,6 +120,7 @@ class Telemetry:
 
 def prometheus_text() -> bytes:
     from prometheus_client import REGISTRY, generate_latest
+
     return generate_latest(REGISTRY)
 
 
@@ -113,9 +129,15 @@ _propagator = TraceContextTextMapPropagator()
 
 def route_span(tracer: trace.Tracer, message: Message, partners: int) -> trace.Span:
     """The root of an event's trace: its fan-out to `partners` partners."""
-    return tracer.start_span("route", kind=trace.SpanKind.CONSUMER, attributes={
-        "notifier.event.type": message.type, "notifier.message.id": message.id,
-        "notifier.partners": partners})
+    return tracer.start_span(
+        "route",
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "notifier.event.type": message.type,
+            "notifier.message.id": message.id,
+            "notifier.partners": partners,
+        },
+    )
 
 
 def traceparent(span: trace.Span) -> str | None:
@@ -125,20 +147,29 @@ def traceparent(span: trace.Span) -> str | None:
     return carrier.get("traceparent")
 
 
-def delivery_span(tracer: trace.Tracer, partner: Partner, message: Message,
-                  attempt: int) -> trace.Span:
+def delivery_span(
+    tracer: trace.Tracer, partner: Partner, message: Message, attempt: int
+) -> trace.Span:
     """One HTTP attempt, a child of its event's `route` span when the message carries one."""
     parent = _propagator.extract({"traceparent": message.trace}) if message.trace else None
     url = urlsplit(partner.url)
     host = url.netloc.rpartition("@")[2]
-    return tracer.start_span("deliver", context=parent, kind=trace.SpanKind.CLIENT, attributes={
-        "notifier.partner.id": partner.id, "notifier.event.type": message.type,
-        "notifier.message.id": message.id, "notifier.attempt": attempt,
-        "http.request.method": "POST",
-        # no query string or user info: either may hold a partner's credentials
-        "url.full": urlunsplit((url.scheme, host, url.path, "", "")),
-        "server.address": url.hostname or "",
-        "server.port": url.port or (443 if url.scheme == "https" else 80)})
+    return tracer.start_span(
+        "deliver",
+        context=parent,
+        kind=trace.SpanKind.CLIENT,
+        attributes={
+            "notifier.partner.id": partner.id,
+            "notifier.event.type": message.type,
+            "notifier.message.id": message.id,
+            "notifier.attempt": attempt,
+            "http.request.method": "POST",
+            # no query string or user info: either may hold a partner's credentials
+            "url.full": urlunsplit((url.scheme, host, url.path, "", "")),
+            "server.address": url.hostname or "",
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+        },
+    )
 
 
 def end_delivery_span(span: trace.Span, outcome: Outcome) -> None:

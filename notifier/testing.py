@@ -27,8 +27,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0,
-                     what: str = "condition") -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
     """Poll `check` until it holds; raise AssertionError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -58,14 +59,34 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (scripts/setup installs it)")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--maxmemory-policy", "noeviction", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.2) as sock:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
+            ):
                 sock.sendall(b"PING\r\n")
                 if sock.recv(64).startswith(b"+PONG"):
                     return
@@ -108,8 +129,7 @@ class Endpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.received.append(Received(request.path, dict(request.headers), body,
-                                      time.monotonic()))
+        self.received.append(Received(request.path, dict(request.headers), body, time.monotonic()))
         return await self.responder(request, len(self.received))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Endpoint:
@@ -129,8 +149,11 @@ class Endpoint:
             self.runner = None
 
     async def wait_for(self, count: int, timeout: float = 20.0) -> None:
-        await eventually(lambda: len(self.received) >= count, timeout,
-                         f"{count} requests at {self.url} (got {len(self.received)})")
+        await eventually(
+            lambda: len(self.received) >= count,
+            timeout,
+            f"{count} requests at {self.url} (got {len(self.received)})",
+        )
 
     def bodies(self) -> list[Any]:
         return [json.loads(r.body) for r in self.received]

@@ -97,8 +97,9 @@ def _parse(text: str) -> Path:
     if len(text) > MAX_PATH_LENGTH:
         raise TransformError(f"is longer than {MAX_PATH_LENGTH} characters")
     if not _PATH.fullmatch(text):
-        raise TransformError("is not valid (write names separated by dots, and list items as "
-                             ".0 or [0])")
+        raise TransformError(
+            "is not valid (write names separated by dots, and list items as .0 or [0])"
+        )
     return tuple(key or index for key, index in _STEP.findall(text))
 
 
@@ -154,23 +155,26 @@ def _check_path(where: str, text: str, roots: tuple[str, ...] | None, shown: str
     except TransformError as exc:
         raise TransformError(f"{where}: path {shown!r} {exc}") from None
     if roots is not None and path[0] not in roots:
-        raise TransformError(f"{where}: path {shown!r} does not start with "
-                             f"{', '.join(roots[:-1])} or {roots[-1]}")
+        raise TransformError(
+            f"{where}: path {shown!r} does not start with {', '.join(roots[:-1])} or {roots[-1]}"
+        )
 
 
-def _check_template(node: Any, where: str, roots: tuple[str, ...], depth: int,
-                    budget: list[int]) -> None:
+def _check_template(
+    node: Any, where: str, roots: tuple[str, ...], depth: int, budget: list[int]
+) -> None:
     """Check each `$` string; bound size and depth, since map walks the template per delivery."""
     budget[0] -= 1
     if budget[0] < 0:
         raise TransformError(f"map: at most {MAX_TEMPLATE_NODES} values in the template")
     if depth > MAX_TEMPLATE_DEPTH:
         raise TransformError(f"{where}: the template nests deeper than {MAX_TEMPLATE_DEPTH}")
-    if isinstance(node, str) and node.startswith("$") and node != "$" \
-            and not node.startswith("$$"):
+    if isinstance(node, str) and node.startswith("$") and node != "$" and not node.startswith("$$"):
         if not node.startswith("$."):
-            raise TransformError(f"{where}: {node!r} is neither a path like '$.data.id' nor "
-                                 f"'$'; write {'$' + node!r} for the literal text")
+            raise TransformError(
+                f"{where}: {node!r} is neither a path like '$.data.id' nor "
+                f"'$'; write {'$' + node!r} for the literal text"
+            )
         _check_path(where, node[2:], roots, shown=node)
     elif isinstance(node, dict):
         for key, value in node.items():
@@ -215,15 +219,22 @@ def _get(node: Any, path: Path) -> Any:
 def _keep(node: Any, trie: Trie) -> Any:
     """Only what the trie's paths reach, or _MISSING when none of them is there."""
     if isinstance(node, dict):
-        kept = {key: value if (sub := trie[key]) is None else _keep(value, sub)
-                for key, value in node.items() if key in trie}
+        kept = {
+            key: value if (sub := trie[key]) is None else _keep(value, sub)
+            for key, value in node.items()
+            if key in trie
+        }
         kept = {key: value for key, value in kept.items() if value is not _MISSING}
         return kept or _MISSING
     if isinstance(node, list):
-        wanted = {i: sub for step, sub in trie.items()
-                  if (i := _index(step)) is not None and i < len(node)}
-        items = [node[i] if sub is None else _keep(node[i], sub)
-                 for i, sub in sorted(wanted.items())]
+        wanted = {
+            i: sub
+            for step, sub in trie.items()
+            if (i := _index(step)) is not None and i < len(node)
+        }
+        items = [
+            node[i] if sub is None else _keep(node[i], sub) for i, sub in sorted(wanted.items())
+        ]
         items = [item for item in items if item is not _MISSING]
         return items or _MISSING
     return _MISSING
@@ -241,8 +252,11 @@ def _drop(node: Any, trie: Trie) -> Any:
                 kept_keys[key] = _drop(value, sub) if sub else value
         return kept_keys
     if isinstance(node, list):
-        wanted = {i: sub for step, sub in trie.items()
-                  if (i := _index(step)) is not None and i < len(node)}
+        wanted = {
+            i: sub
+            for step, sub in trie.items()
+            if (i := _index(step)) is not None and i < len(node)
+        }
         if not wanted:
             return node
         kept_items: list[Any] = []
@@ -273,7 +287,7 @@ def _put(node: Any, path: Path, value: Any) -> Any:
         return _MISSING if placed is _MISSING else {**node, step: placed}
     if isinstance(node, list) and (i := _index(step)) is not None and i < len(node):
         placed = _put(node[i], rest, value)
-        return _MISSING if placed is _MISSING else [*node[:i], placed, *node[i + 1:]]
+        return _MISSING if placed is _MISSING else [*node[:i], placed, *node[i + 1 :]]
     return _MISSING
 
 

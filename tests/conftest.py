@@ -70,8 +70,12 @@ def spawn(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[bytes]
 
     def start(*args: str, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         proc_env = {**os.environ, **env, **(extra or {})}
-        proc = subprocess.Popen([sys.executable, "-m", "notifier", *args], env=proc_env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "notifier", *args],
+            env=proc_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         procs.append(proc)
         return proc
 

@@ -52,12 +52,14 @@ BASE_ENV = {
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, *, route: bool = True, deliver: bool = True,
-                  serve_api: bool = False) -> AsyncIterator[asyncio.Event]:
+async def running(
+    settings: Settings, *, route: bool = True, deliver: bool = True, serve_api: bool = False
+) -> AsyncIterator[asyncio.Event]:
     """notifier's parts in this process, stopped (gracefully) on exit."""
     stop = asyncio.Event()
-    task = asyncio.create_task(service.run(settings, route=route, deliver=deliver,
-                                           serve_api=serve_api, stop=stop))
+    task = asyncio.create_task(
+        service.run(settings, route=route, deliver=deliver, serve_api=serve_api, stop=stop)
+    )
     try:
         yield stop
     finally:
@@ -65,18 +67,26 @@ async def running(settings: Settings, *, route: bool = True, deliver: bool = Tru
         await asyncio.wait_for(task, 30)
 
 
-async def register(redis: Redis, settings: Settings, name: str, url: str,
-                   events: list[str], **extra: Any) -> tuple[str, str]:
+async def register(
+    redis: Redis, settings: Settings, name: str, url: str, events: list[str], **extra: Any
+) -> tuple[str, str]:
     """Register a partner through the store; returns (id, secret)."""
     body = msgspec.convert({"name": name, "url": url, "events": events, **extra}, PartnerIn)
     partner, secret = await Store(redis, settings).create(body)
     return partner.id, secret
 
 
-async def publish(redis: Redis, event_type: str, data: dict[str, Any] | str,
-                  event_id: str | None = None, stream: str = "notifier:events") -> str:
-    fields: dict[str, Any] = {"type": event_type,
-                              "data": data if isinstance(data, str) else json.dumps(data)}
+async def publish(
+    redis: Redis,
+    event_type: str,
+    data: dict[str, Any] | str,
+    event_id: str | None = None,
+    stream: str = "notifier:events",
+) -> str:
+    fields: dict[str, Any] = {
+        "type": event_type,
+        "data": data if isinstance(data, str) else json.dumps(data),
+    }
     if event_id:
         fields["id"] = event_id
     entry: bytes = await redis.xadd(stream, fields)
@@ -85,6 +95,7 @@ async def publish(redis: Redis, event_type: str, data: dict[str, Any] | str,
 
 async def idle(redis: Redis, timeout: float = 20.0) -> None:
     """Wait until every event is routed and every partner stream is empty."""
+
     async def settled() -> bool:
         if await redis.xlen("notifier:events"):
             return False
@@ -92,10 +103,16 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
             if await redis.xlen(key):
                 return False
         return True
+
     await eventually(settled, timeout, "notifier to finish its work")
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """`notifier <args>` as a user runs it, with `env` over this process's environment."""
-    return subprocess.run([sys.executable, "-m", "notifier", *args], capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )

@@ -65,8 +65,9 @@ def make_middlewares(token: str | None) -> list[Any]:
 
 
 def create_app(redis: Redis, settings: Settings) -> web.Application:
-    app = web.Application(middlewares=make_middlewares(settings.admin_token),
-                          client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=make_middlewares(settings.admin_token), client_max_size=MAX_BODY
+    )
     app[REDIS] = redis
     app[STORE] = Store(redis, settings)
     app[SETTINGS] = settings
@@ -81,11 +82,14 @@ def check_token(settings: Settings) -> None:
         return
     host, _ = settings.api_host_port
     if not settings.api_local_only:
-        raise ConfigError("NOTIFIER_ADMIN_TOKEN is not set: the admin API will not start without "
-                          "a token (set NOTIFIER_API_LOCAL_ONLY=1 to run it tokenless on loopback)")
+        raise ConfigError(
+            "NOTIFIER_ADMIN_TOKEN is not set: the admin API will not start without "
+            "a token (set NOTIFIER_API_LOCAL_ONLY=1 to run it tokenless on loopback)"
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(
-            f"NOTIFIER_API_LOCAL_ONLY=1 needs a loopback NOTIFIER_API_ADDR, not {host}")
+            f"NOTIFIER_API_LOCAL_ONLY=1 needs a loopback NOTIFIER_API_ADDR, not {host}"
+        )
 
 
 async def serve(app: web.Application, settings: Settings) -> web.AppRunner:
@@ -96,8 +100,10 @@ async def serve(app: web.Application, settings: Settings) -> web.AppRunner:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         await runner.cleanup()
-        raise ListenError(f"cannot listen on NOTIFIER_API_ADDR={settings.api_addr}: "
-                          f"{exc.strerror or exc}; choose a free port or an address of this "
-                          "host") from None
+        raise ListenError(
+            f"cannot listen on NOTIFIER_API_ADDR={settings.api_addr}: "
+            f"{exc.strerror or exc}; choose a free port or an address of this "
+            "host"
+        ) from None
     log.info("admin api listening", addr=settings.api_addr)
     return runner

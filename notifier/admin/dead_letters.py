@@ -12,8 +12,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/dead-letters")
 async def dead_letters(request: web.Request) -> web.Response:
-    letters = await request.app[STORE].dead_letters(request.query.get("partner"),
-                                                    limit(request))
+    letters = await request.app[STORE].dead_letters(request.query.get("partner"), limit(request))
     return json(letters)
 
 

@@ -22,5 +22,6 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def prometheus(request: web.Request) -> web.Response:
-    return web.Response(body=telemetry.prometheus_text(),
-                        content_type="text/plain", charset="utf-8")
+    return web.Response(
+        body=telemetry.prometheus_text(), content_type="text/plain", charset="utf-8"
+    )

@@ -28,11 +28,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    top = Parser(prog="notifier", description=__doc__.split("\n\n")[0],
-                 epilog="Settings come from the environment (REDIS_URL, NOTIFIER_*): see README.")
+    top = Parser(
+        prog="notifier",
+        description=__doc__.split("\n\n")[0],
+        epilog="Settings come from the environment (REDIS_URL, NOTIFIER_*): see README.",
+    )
     top.add_argument("--version", action="version", version=f"notifier {__version__}")
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                             parser_class=Parser)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     processes.add_commands(sub)
     partners.add_commands(sub)
     records.add_commands(sub)
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(settings.log_level)
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if settings.log_level == "debug":
             import traceback
+
             traceback.print_exc()
         fail(describe(exc, settings))
 
@@ -72,12 +76,16 @@ def describe(exc: BaseException, settings: config.Settings) -> str:
     if isinstance(exc, rx.AuthenticationError):
         return f"Redis at {redis_url} refused the credentials of REDIS_URL: {exc}"
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError | ConnectionError):
-        return (f"cannot reach Redis at {redis_url} (REDIS_URL): {str(exc).rstrip('.')}; "
-                "is redis-server "
-                "running there?")
+        return (
+            f"cannot reach Redis at {redis_url} (REDIS_URL): {str(exc).rstrip('.')}; "
+            "is redis-server "
+            "running there?"
+        )
     if isinstance(exc, rx.ResponseError) and "DB index is out of range" in str(exc):
-        return (f"Redis at {redis_url} has no such database (the number after the port in "
-                "REDIS_URL); use 0 to 15 unless the server sets `databases` higher")
+        return (
+            f"Redis at {redis_url} has no such database (the number after the port in "
+            "REDIS_URL); use 0 to 15 unless the server sets `databases` higher"
+        )
     if isinstance(exc, rx.ResponseError):
         return f"Redis at {redis_url} answered an error: {exc}"
     text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

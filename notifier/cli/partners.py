@@ -14,8 +14,16 @@ from notifier.errors import Invalid
 from notifier.models import PartnerIn, PartnerPatch, public
 from notifier.store import Store
 
-COLUMNS = ("id", "name", "url", "events", "rate_limit", "max_in_flight", "enabled",
-           "disabled_reason")
+COLUMNS = (
+    "id",
+    "name",
+    "url",
+    "events",
+    "rate_limit",
+    "max_in_flight",
+    "enabled",
+    "disabled_reason",
+)
 
 
 def _events(text: str) -> list[str]:
@@ -94,24 +102,41 @@ async def _remove(store: Store, args: argparse.Namespace) -> None:
 
 async def _rotate(store: Store, args: argparse.Namespace) -> None:
     secret = await store.rotate_secret(args.id, args.secret)
-    show({"id": args.id, "secret": secret,
-          "previous_secrets_valid_for": f"{store.settings.secret_overlap:g}s"},
-         as_json=args.json)
+    show(
+        {
+            "id": args.id,
+            "secret": secret,
+            "previous_secrets_valid_for": f"{store.settings.secret_overlap:g}s",
+        },
+        as_json=args.json,
+    )
 
 
 def _definition(cmd: argparse.ArgumentParser, creating: bool) -> None:
-    cmd.add_argument("--events", required=creating,
-                     help="comma-separated event types, or * for all (required)" if creating
-                     else "comma-separated event types, or * for all")
+    cmd.add_argument(
+        "--events",
+        required=creating,
+        help="comma-separated event types, or * for all (required)"
+        if creating
+        else "comma-separated event types, or * for all",
+    )
     cmd.add_argument("--rate-limit", help="at most this many requests, e.g. 50/second")
-    cmd.add_argument("--max-in-flight", type=int, help="requests open at once (1 to 1000; "
-                     "default 10)")
-    cmd.add_argument("--header", dest="headers", action="append", type=_header,
-                     metavar="NAME:VALUE", help="a header sent with every request (repeat)")
+    cmd.add_argument(
+        "--max-in-flight", type=int, help="requests open at once (1 to 1000; default 10)"
+    )
+    cmd.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header,
+        metavar="NAME:VALUE",
+        help="a header sent with every request (repeat)",
+    )
     cmd.add_argument("--transform", type=_json, help="reshape the body: a transform as JSON")
     order = cmd.add_mutually_exclusive_group()
-    order.add_argument("--ordered", action="store_true", default=None,
-                       help="one at a time, in publish order")
+    order.add_argument(
+        "--ordered", action="store_true", default=None, help="one at a time, in publish order"
+    )
     if not creating:
         order.add_argument("--unordered", dest="ordered", action="store_false")
         cmd.add_argument("--name")
@@ -125,13 +150,21 @@ def _definition(cmd: argparse.ArgumentParser, creating: bool) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    group = sub.add_parser("partners", help="register and manage partners",
-                           description="Register and manage partners (as /v1/partners).")
-    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION",
-                                   parser_class=type(group))
+    group = sub.add_parser(
+        "partners",
+        help="register and manage partners",
+        description="Register and manage partners (as /v1/partners).",
+    )
+    actions = group.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=type(group)
+    )
 
-    def command(name: str, text: str, handler: Any, with_id: bool = True,
-                ) -> argparse.ArgumentParser:
+    def command(
+        name: str,
+        text: str,
+        handler: Any,
+        with_id: bool = True,
+    ) -> argparse.ArgumentParser:
         cmd: argparse.ArgumentParser = actions.add_parser(name, help=text, description=text)
         if with_id:
             cmd.add_argument("id", help="the partner's id (ptn_...)")
@@ -143,16 +176,18 @@ def add_commands(sub: Any) -> None:
     add.add_argument("name", help="a name for people to read")
     add.add_argument("url", help="where events are POSTed (https)")
     _definition(add, creating=True)
-    _definition(command("update", "change a partner: only the options given", _update),
-                creating=False)
+    _definition(
+        command("update", "change a partner: only the options given", _update), creating=False
+    )
     command("enable", "resume delivery (kept messages are sent)", _set_enabled).set_defaults(
-        enable=True)
-    command("disable", "stop delivery; messages are kept", _set_enabled).set_defaults(
-        enable=False)
+        enable=True
+    )
+    command("disable", "stop delivery; messages are kept", _set_enabled).set_defaults(enable=False)
     command("list", "every partner", _list, with_id=False)
     command("show", "one partner (never its secrets)", _show)
     command("remove", "delete a partner and its messages", _remove)
-    command("rotate-secret", "a new signing secret; the old one keeps signing for "
-            "NOTIFIER_SECRET_OVERLAP", _rotate).add_argument(
-        "--secret", help="bring your own whsec_ secret")
-
+    command(
+        "rotate-secret",
+        "a new signing secret; the old one keeps signing for NOTIFIER_SECRET_OVERLAP",
+        _rotate,
+    ).add_argument("--secret", help="bring your own whsec_ secret")

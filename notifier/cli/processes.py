@@ -17,15 +17,20 @@ PROCESSES = (
 )
 
 
-def _process(route: bool, deliver: bool, serve_api: bool,
-             ) -> Callable[[config.Settings, argparse.Namespace], Awaitable[None]]:
+def _process(
+    route: bool,
+    deliver: bool,
+    serve_api: bool,
+) -> Callable[[config.Settings, argparse.Namespace], Awaitable[None]]:
     async def run(settings: config.Settings, args: argparse.Namespace) -> None:
         from notifier import service  # the engine: only the processes need it loaded
 
         service.tune_gc()
         workers = getattr(args, "processes", 0)
-        await service.run(settings, route=route, deliver=deliver, serve_api=serve_api,
-                          workers=workers)
+        await service.run(
+            settings, route=route, deliver=deliver, serve_api=serve_api, workers=workers
+        )
+
     return run
 
 
@@ -42,6 +47,10 @@ def add_commands(sub: Any) -> None:
         cmd.set_defaults(handler=_process(*parts))
         if name in ("run", "deliver"):
             cmd.add_argument(
-                "--processes", type=_workers, default=0, metavar="N",
+                "--processes",
+                type=_workers,
+                default=0,
+                metavar="N",
                 help="deliver in N worker processes under a supervisor that restarts them "
-                "(auto: one per core); by default in this process")
+                "(auto: one per core); by default in this process",
+            )

@@ -10,8 +10,7 @@ from notifier.cli.store import with_store
 from notifier.errors import Invalid
 from notifier.store import Store
 
-ATTEMPT_COLUMNS = ("at", "message_id", "event_type", "attempt", "status", "latency_ms",
-                   "error")
+ATTEMPT_COLUMNS = ("at", "message_id", "event_type", "attempt", "status", "latency_ms", "error")
 DEAD_COLUMNS = ("id", "at", "partner", "reason")
 
 
@@ -22,20 +21,18 @@ def _limit(text: str) -> int:
 
 
 async def _publish(store: Store, args: argparse.Namespace) -> None:
-    entry_id = await store.publish(args.type, args.data.encode(errors="surrogateescape"),
-                                   args.id)
-    show({"entry_id": entry_id, "message_id": args.id or f"msg_{entry_id}"},
-         as_json=args.json)
+    entry_id = await store.publish(args.type, args.data.encode(errors="surrogateescape"), args.id)
+    show({"entry_id": entry_id, "message_id": args.id or f"msg_{entry_id}"}, as_json=args.json)
 
 
 async def _attempts(store: Store, args: argparse.Namespace) -> None:
-    show(await store.attempts(args.partner, args.limit), as_json=args.json,
-         columns=ATTEMPT_COLUMNS)
+    show(await store.attempts(args.partner, args.limit), as_json=args.json, columns=ATTEMPT_COLUMNS)
 
 
 async def _dead_list(store: Store, args: argparse.Namespace) -> None:
-    show(await store.dead_letters(args.partner, args.limit), as_json=args.json,
-         columns=DEAD_COLUMNS)
+    show(
+        await store.dead_letters(args.partner, args.limit), as_json=args.json, columns=DEAD_COLUMNS
+    )
 
 
 async def _dead_replay(store: Store, args: argparse.Namespace) -> None:
@@ -49,36 +46,47 @@ def add_commands(sub: Any) -> None:
     json_flag = {"action": "store_true", "help": "print JSON (also when piped)"}
 
     publish = sub.add_parser(
-        "publish", help="publish an event (checked as the router checks it)",
-        description="XADD an event to the ingress stream, after the router's own checks.")
+        "publish",
+        help="publish an event (checked as the router checks it)",
+        description="XADD an event to the ingress stream, after the router's own checks.",
+    )
     publish.add_argument("type", help="event type, e.g. order.created")
     publish.add_argument("data", help="a JSON object, e.g. '{\"order_id\": 42}'")
     publish.add_argument("--id", help="idempotency key: the same id is delivered once")
     publish.add_argument("--json", **json_flag)
     publish.set_defaults(handler=with_store(_publish))
 
-    attempts = sub.add_parser("attempts", help="recent delivery attempts of a partner",
-                              description="Recent delivery attempts of a partner, newest "
-                              "first.")
+    attempts = sub.add_parser(
+        "attempts",
+        help="recent delivery attempts of a partner",
+        description="Recent delivery attempts of a partner, newest first.",
+    )
     attempts.add_argument("partner", help="the partner's id")
     attempts.add_argument("--limit", type=_limit, default=50, help="1 to 1000 (default 50)")
     attempts.add_argument("--json", **json_flag)
     attempts.set_defaults(handler=with_store(_attempts))
 
-    dead = sub.add_parser("dead-letters", help="inspect and replay dead letters",
-                          description="Inspect and replay dead letters.")
-    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION",
-                                  parser_class=type(dead))
-    listing = actions.add_parser("list", help="newest first",
-                                 description="Dead letters, newest first.")
+    dead = sub.add_parser(
+        "dead-letters",
+        help="inspect and replay dead letters",
+        description="Inspect and replay dead letters.",
+    )
+    actions = dead.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=type(dead)
+    )
+    listing = actions.add_parser(
+        "list", help="newest first", description="Dead letters, newest first."
+    )
     listing.add_argument("--partner", help="only this partner's")
     listing.add_argument("--limit", type=_limit, default=100, help="1 to 1000 (default 100)")
     listing.add_argument("--json", **json_flag)
     listing.set_defaults(handler=with_store(_dead_list))
     again = actions.add_parser(
-        "replay", help="send dead-lettered messages again, keeping their webhook-id",
+        "replay",
+        help="send dead-lettered messages again, keeping their webhook-id",
         description="Send dead-lettered messages again, keeping their webhook-id, with a "
-        "fresh retry schedule.")
+        "fresh retry schedule.",
+    )
     again.add_argument("ids", nargs="*", help="dead-letter entry ids")
     again.add_argument("--partner", help="every dead letter of this partner")
     again.add_argument("--all", action="store_true", help="every dead letter")

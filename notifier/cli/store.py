@@ -21,4 +21,5 @@ def with_store(work: Work) -> Callable[[config.Settings, argparse.Namespace], Aw
             return await work(Store(redis, settings), args)
         finally:
             await redis.aclose()
+
     return run

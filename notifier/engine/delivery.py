@@ -53,8 +53,9 @@ GIVE_BACK_TRIES = 3
 
 
 class Delivery:
-    def __init__(self, redis: Redis, settings: Settings, sender: Sender,
-                 telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, sender: Sender, telemetry: Telemetry | None = None
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.sender = sender
@@ -89,16 +90,24 @@ class Delivery:
             await self.give_back_unreturned()
             await self._leave_groups()
         except REDIS_ERRORS as exc:
-            log.warning("could not give partners back before stopping; their leases and "
-                        "messages expire after NOTIFIER_CLAIM_IDLE",
-                        partners=len(self._unreturned), error=str(exc))
+            log.warning(
+                "could not give partners back before stopping; their leases and "
+                "messages expire after NOTIFIER_CLAIM_IDLE",
+                partners=len(self._unreturned),
+                error=str(exc),
+            )
 
     async def _leave_groups(self) -> None:
         """Remove this process's consumer from the groups of the partner streams it served,
         where it holds nothing, so stopped processes do not pile up in them."""
-        calls = [self.scripts.send(lua.prune_consumers(
-            stream=keys.stream(pid), group=keys.DELIVERY_GROUP, consumer=self.consumer))
-            for pid in self._served_ids]
+        calls = [
+            self.scripts.send(
+                lua.prune_consumers(
+                    stream=keys.stream(pid), group=keys.DELIVERY_GROUP, consumer=self.consumer
+                )
+            )
+            for pid in self._served_ids
+        ]
         await asyncio.gather(*calls)
 
     async def tick(self) -> None:
@@ -118,7 +127,8 @@ class Delivery:
         lease_until = now + self.lease_ms
         try:
             leased = await self.scripts.send(
-                lua.lease(now_ms=now, lease_until=lease_until, count=free))
+                lua.lease(now_ms=now, lease_until=lease_until, count=free)
+            )
         except BaseException:
             self._lost_leases.append(lease_until)
             raise
@@ -135,15 +145,17 @@ class Delivery:
             return
         wait = (leased.next_due_ms - now_ms()) / 1000
         if wait > 0:
-            await self._wait_for_work(min(wait, FALLBACK),
-                                      "timer" if wait < FALLBACK else "fallback")
+            await self._wait_for_work(
+                min(wait, FALLBACK), "timer" if wait < FALLBACK else "fallback"
+            )
 
     async def _wait_for_work(self, seconds: float, why: str) -> None:
         """Block on `notifier:wake` until a partner becomes due (a token) or `seconds` pass:
         the time the earliest known partner is due (`timer`), or the bounded `fallback` that
         catches a lost token. Idle, that is one Redis call per FALLBACK seconds."""
-        token = await until_stopped(self.stopping, self.redis.blpop([keys.WAKE],
-                                                                    timeout=max(seconds, 0.001)))
+        token = await until_stopped(
+            self.stopping, self.redis.blpop([keys.WAKE], timeout=max(seconds, 0.001))
+        )
         if not self.stopping.is_set():
             self.wakeups[why if token is None else "token"] += 1
 
@@ -151,8 +163,7 @@ class Delivery:
         """Record and release what served partners could not while Redis was away, and the
         partners of lost lease calls; raises (keeping the rest) if Redis is still away."""
         while self._lost_leases:
-            await self.scripts.send(lua.unlease(now_ms=now_ms(),
-                                                lease_until=self._lost_leases[0]))
+            await self.scripts.send(lua.unlease(now_ms=now_ms(), lease_until=self._lost_leases[0]))
             self._lost_leases.pop(0)
         while self._unreturned:
             served = self._unreturned[0]
@@ -164,8 +175,11 @@ class Delivery:
                 served.give_back_failures += 1
                 if served.give_back_failures < GIVE_BACK_TRIES:
                     raise
-                log.error("could not give a partner back; its lease expires after "
-                          "NOTIFIER_CLAIM_IDLE", partner=served.partner_id, error=str(exc))
+                log.error(
+                    "could not give a partner back; its lease expires after NOTIFIER_CLAIM_IDLE",
+                    partner=served.partner_id,
+                    error=str(exc),
+                )
             else:
                 log.info("partner given back", partner=served.partner_id)
             self._unreturned.pop(0)
@@ -178,5 +192,3 @@ class Delivery:
             self._busy = (cpu - last_cpu) / (wall - last_wall)
             self._cpu_mark = (wall, cpu)
         return self._busy
-
-

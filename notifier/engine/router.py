@@ -50,8 +50,9 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 class Router:
-    def __init__(self, redis: Redis, settings: Settings,
-                 telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, telemetry: Telemetry | None = None
+    ) -> None:
         # Any: redis-py types every reply as bytes | str; this client always answers bytes
         self.redis: Any = redis
         self.settings = settings
@@ -81,8 +82,11 @@ class Router:
         await keep_running("router", self._run_once, stop, on_nogroup=self.ensure_group)
         with contextlib.suppress(*TRANSIENT, rx.ResponseError):
             # Leave the group if this router holds nothing, rather than pile up names.
-            await self.scripts.run(lua.prune_consumers(
-                stream=self.stream, group=keys.ROUTER_GROUP, consumer=self.consumer))
+            await self.scripts.run(
+                lua.prune_consumers(
+                    stream=self.stream, group=keys.ROUTER_GROUP, consumer=self.consumer
+                )
+            )
 
     async def _run_once(self) -> None:
         if not self._group_ready:
@@ -115,18 +119,22 @@ class Router:
         if now < self._next_janitor:
             return
         self._next_janitor = now + JANITOR_EVERY
-        if not await self.redis.set(keys.JANITOR, self.consumer, nx=True,
-                                    ex=int(JANITOR_EVERY)):
+        if not await self.redis.set(keys.JANITOR, self.consumer, nx=True, ex=int(JANITOR_EVERY)):
             return
         await self.refresh_partners()
         groups = [(self.stream, keys.ROUTER_GROUP)] + [
-            (keys.stream(pid), keys.DELIVERY_GROUP) for pid in self.subscriptions.ids()]
+            (keys.stream(pid), keys.DELIVERY_GROUP) for pid in self.subscriptions.ids()
+        ]
         removed = 0
         for start in range(0, len(groups), 500):
             async with self.redis.pipeline(transaction=False) as pipe:
-                for stream, group in groups[start:start + 500]:
-                    await self.scripts.queue(pipe, lua.prune_consumers(
-                        stream=stream, group=group, min_idle_ms=CONSUMER_IDLE_MS))
+                for stream, group in groups[start : start + 500]:
+                    await self.scripts.queue(
+                        pipe,
+                        lua.prune_consumers(
+                            stream=stream, group=group, min_idle_ms=CONSUMER_IDLE_MS
+                        ),
+                    )
                 removed += sum(int(n) for n in await pipe.execute())
         if removed:
             log.info("removed consumers of stopped processes", count=removed)
@@ -136,8 +144,9 @@ class Router:
         so may be the ones that stopped it."""
         if not self._own_pending_done:
             # After a restart under the same consumer name, finish what we had read.
-            reply = await self.redis.xreadgroup(keys.ROUTER_GROUP, self.consumer,
-                                                {self.stream: "0"}, count=BATCH)
+            reply = await self.redis.xreadgroup(
+                keys.ROUTER_GROUP, self.consumer, {self.stream: "0"}, count=BATCH
+            )
             entries = _entries(reply)
             if entries:
                 return entries, True
@@ -146,23 +155,36 @@ class Router:
         if now >= self._next_claim:
             self._next_claim = now + self.settings.claim_idle / 2
             reply = await self.redis.xautoclaim(
-                self.stream, keys.ROUTER_GROUP, self.consumer,
-                min_idle_time=int(self.settings.claim_idle * 1000), count=BATCH)
+                self.stream,
+                keys.ROUTER_GROUP,
+                self.consumer,
+                min_idle_time=int(self.settings.claim_idle * 1000),
+                count=BATCH,
+            )
             claimed = [(eid, fields) for eid, fields in reply[1] if fields]
             if claimed:
                 log.info("claimed entries of a stopped router", count=len(claimed))
                 return claimed, True
-        reply = await until_stopped(self._stop, self.redis.xreadgroup(
-            keys.ROUTER_GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=BLOCK_MS))
+        reply = await until_stopped(
+            self._stop,
+            self.redis.xreadgroup(
+                keys.ROUTER_GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=BLOCK_MS
+            ),
+        )
         return _entries(reply), False
 
     async def _drop_poison(self, entries: list[Entry]) -> list[Entry]:
         """Dead-letter the entries that were handed out MAX_ROUTE_TRIES times already: whatever
         stops a router on them (a crash, a kill by the OOM killer) would stop the next one."""
         first, last = entries[0][0], entries[-1][0]
-        rows = await self.redis.xpending_range(self.stream, keys.ROUTER_GROUP, min=first,
-                                               max=last, count=len(entries) + BATCH,
-                                               consumername=self.consumer)
+        rows = await self.redis.xpending_range(
+            self.stream,
+            keys.ROUTER_GROUP,
+            min=first,
+            max=last,
+            count=len(entries) + BATCH,
+            consumername=self.consumer,
+        )
         tries = {row["message_id"]: int(row["times_delivered"]) for row in rows}
         kept: list[Entry] = []
         for entry_id, fields in entries:
@@ -185,12 +207,16 @@ class Router:
             newest, oldest = await pipe.execute()
         latest = newest[0][0] if newest else None
         first = oldest[0][0] if oldest else None
-        if self._cursor is None or (latest is None and self._cursor != b"0-0") \
-                or (first is not None and _later(first, self._cursor)):
+        if (
+            self._cursor is None
+            or (latest is None and self._cursor != b"0-0")
+            or (first is not None and _later(first, self._cursor))
+        ):
             await self._load_all()
         elif latest is not None and _later(latest, self._cursor):
-            changes = await self.redis.xrange(keys.PARTNER_CHANGES, min=b"(" + self._cursor,
-                                              count=keys.PARTNER_CHANGES_KEPT)
+            changes = await self.redis.xrange(
+                keys.PARTNER_CHANGES, min=b"(" + self._cursor, count=keys.PARTNER_CHANGES_KEPT
+            )
             ids = list(dict.fromkeys(fields[b"id"] for _, fields in changes))
             records = await self.redis.hmget(keys.PARTNERS, ids) if ids else []
             for pid, record in zip(ids, records, strict=True):
@@ -218,8 +244,9 @@ class Router:
             self.subscriptions.put(decode_partner(record))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.subscriptions.remove(partner_id)
-            log.error("partner record unreadable, not routing to it", partner=partner_id,
-                      error=str(exc))
+            log.error(
+                "partner record unreadable, not routing to it", partner=partner_id, error=str(exc)
+            )
 
     async def route(self, entries: list[Entry]) -> None:
         """Fan a batch out in one pipeline. No entry can stop the batch: one that cannot be
@@ -233,8 +260,7 @@ class Router:
             try:
                 parsed = events.parse(entry_id, fields, self.settings.max_event_bytes)
                 if isinstance(parsed, str):
-                    log.warning("malformed event dead-lettered", entry_id=entry_id,
-                                reason=parsed)
+                    log.warning("malformed event dead-lettered", entry_id=entry_id, reason=parsed)
                     entry_calls = [self._dead_call(entry_id, fields, parsed, now_ms)]
                 else:
                     targets = subscriptions.targets(parsed.type)
@@ -242,8 +268,9 @@ class Router:
                         span = telemetry.route_span(self.tracer, parsed, len(targets))
                         parsed.trace = telemetry.traceparent(span)
                         spans.append(span)
-                    entry_calls = self._route_calls(entry_id, parsed, targets, b"id" in fields,
-                                                    now_ms)
+                    entry_calls = self._route_calls(
+                        entry_id, parsed, targets, b"id" in fields, now_ms
+                    )
             except Exception as exc:  # a bug meeting a hostile entry must not stop routing
                 reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
                 log.exception("event dead-lettered", entry_id=entry_id, reason=reason)
@@ -265,24 +292,41 @@ class Router:
         for span in spans:
             span.end()
 
-    def _route_calls(self, entry_id: str, message: Message, targets: list[Partner],
-                     dedupe: bool, now_ms: int) -> list[lua.Call[int]]:
+    def _route_calls(
+        self, entry_id: str, message: Message, targets: list[Partner], dedupe: bool, now_ms: int
+    ) -> list[lua.Call[int]]:
         """One call, or one per FANOUT_CHUNK partners of a large fan-out: a single script
         appending to a thousand streams would hold Redis for milliseconds."""
         payload = _message_encoder.encode(message)
         pairs = [(p.id, p.enabled) for p in targets]
-        chunks = [pairs[i:i + FANOUT_CHUNK] for i in range(0, len(pairs), FANOUT_CHUNK)] or [[]]
-        return [lua.route(ingress=self.stream, group=keys.ROUTER_GROUP, entry_id=entry_id,
-                          now_ms=now_ms, message=payload, partners=chunk, event_id=message.id,
-                          dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0, chunk=n,
-                          last=n == len(chunks) - 1)
-                for n, chunk in enumerate(chunks)]
+        chunks = [pairs[i : i + FANOUT_CHUNK] for i in range(0, len(pairs), FANOUT_CHUNK)] or [[]]
+        return [
+            lua.route(
+                ingress=self.stream,
+                group=keys.ROUTER_GROUP,
+                entry_id=entry_id,
+                now_ms=now_ms,
+                message=payload,
+                partners=chunk,
+                event_id=message.id,
+                dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0,
+                chunk=n,
+                last=n == len(chunks) - 1,
+            )
+            for n, chunk in enumerate(chunks)
+        ]
 
-    def _dead_call(self, entry_id: str, fields: dict[bytes, bytes], reason: str,
-                   now_ms: int | None = None) -> lua.Call[int]:
-        return lua.route(ingress=self.stream, group=keys.ROUTER_GROUP, entry_id=entry_id,
-                         now_ms=now_ms or int(time.time() * 1000), dead_reason=reason,
-                         entry=events.describe(fields))
+    def _dead_call(
+        self, entry_id: str, fields: dict[bytes, bytes], reason: str, now_ms: int | None = None
+    ) -> lua.Call[int]:
+        return lua.route(
+            ingress=self.stream,
+            group=keys.ROUTER_GROUP,
+            entry_id=entry_id,
+            now_ms=now_ms or int(time.time() * 1000),
+            dead_reason=reason,
+            entry=events.describe(fields),
+        )
 
 
 def _later(a: bytes, b: bytes) -> bool:

@@ -26,6 +26,8 @@ from notifier.rules import RESERVED_HEADERS
 BODY_CAP = 64 * 1024
 EXCERPT = 500
 USER_AGENT = f"notifier/{__version__}"
+
+
 class Body(msgspec.Struct):
     type: str
     timestamp: str
@@ -40,22 +42,28 @@ def render(partner: Partner, message: Message) -> bytes:
     """The body a partner receives: the standard shape, or its transform of it."""
     if partner.transform is None:
         return _encode(Body(message.type, message.timestamp, message.data))
-    event: dict[str, Any] = {"type": message.type, "timestamp": message.timestamp,
-                             "data": _decode(message.data)}
+    event: dict[str, Any] = {
+        "type": message.type,
+        "timestamp": message.timestamp,
+        "data": _decode(message.data),
+    }
     return _encode(transforms.apply(partner.transform, event))
 
 
-def request_headers(partner: Partner, message: Message, body: bytes,
-                    keys: Sequence[bytes], now: float | None = None) -> dict[str, str]:
+def request_headers(
+    partner: Partner, message: Message, body: bytes, keys: Sequence[bytes], now: float | None = None
+) -> dict[str, str]:
     timestamp = int(time.time() if now is None else now)
     headers = {k: v for k, v in partner.headers.items() if k.lower() not in RESERVED_HEADERS}
-    headers.update({
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "webhook-id": message.id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signing.signature_header(keys, message.id, timestamp, body),
-    })
+    headers.update(
+        {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": message.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signing.signature_header(keys, message.id, timestamp, body),
+        }
+    )
     return headers
 
 
@@ -69,8 +77,12 @@ class Sender:
 
     async def __aenter__(self) -> Sender:
         connector = ssrf.guarded_connector(
-            self.settings.allowed_networks, limit=0, limit_per_host=0, ttl_dns_cache=60,
-            enable_cleanup_closed=True)
+            self.settings.allowed_networks,
+            limit=0,
+            limit_per_host=0,
+            ttl_dns_cache=60,
+            enable_cleanup_closed=True,
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout),
@@ -84,8 +96,9 @@ class Sender:
         if self._session is not None:
             await self._session.close()
 
-    async def send(self, partner: Partner, message: Message, keys: Sequence[bytes],
-                   attempt: int = 1) -> Outcome:
+    async def send(
+        self, partner: Partner, message: Message, keys: Sequence[bytes], attempt: int = 1
+    ) -> Outcome:
         span = None
         if self.tracer is not None:
             span = telemetry.delivery_span(self.tracer, partner, message, attempt)
@@ -102,14 +115,16 @@ class Sender:
             telemetry.end_delivery_span(span, outcome)
         return outcome
 
-    async def _attempt(self, partner: Partner, message: Message, keys: Sequence[bytes],
-                       started: float) -> Outcome:
+    async def _attempt(
+        self, partner: Partner, message: Message, keys: Sequence[bytes], started: float
+    ) -> Outcome:
         assert self._session is not None, "use Sender as an async context manager"
         try:
             body = render(partner, message)
             headers = request_headers(partner, message, body, keys)
-            async with self._session.post(partner.url, data=body, headers=headers,
-                                          allow_redirects=False) as resp:
+            async with self._session.post(
+                partner.url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 excerpt = await _read_capped(resp)
                 latency = (time.perf_counter() - started) * 1000
                 if 200 <= resp.status < 300:
@@ -117,8 +132,13 @@ class Sender:
                 retry_after = None
                 if resp.status in (429, 503):
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                return Outcome(ok=False, status=resp.status, latency_ms=latency,
-                               error=_status_error(resp, excerpt), retry_after=retry_after)
+                return Outcome(
+                    ok=False,
+                    status=resp.status,
+                    latency_ms=latency,
+                    error=_status_error(resp, excerpt),
+                    retry_after=retry_after,
+                )
         except ssrf.BlockedAddressError as exc:
             return _failed(started, str(exc))
         except TimeoutError:

@@ -52,8 +52,7 @@ class ServedPartner:
     """One partner leased by this process: its lease, its open sends, when it may send next,
     and its breaker. `run` serves it for a quantum and always ends by giving it back."""
 
-    def __init__(self, pool: Delivery, partner_id: str, record: bytes,
-                 lease_until: int) -> None:
+    def __init__(self, pool: Delivery, partner_id: str, record: bytes, lease_until: int) -> None:
         self.pool = pool
         self.partner_id = partner_id
         self.record = record
@@ -86,8 +85,11 @@ class ServedPartner:
             if await self._prepare():
                 await self._serve()
         except REDIS_ERRORS as exc:
-            log.warning("redis failed while serving a partner; giving it back when it returns",
-                        partner=self.partner_id, error=str(exc))
+            log.warning(
+                "redis failed while serving a partner; giving it back when it returns",
+                partner=self.partner_id,
+                error=str(exc),
+            )
         except Exception:
             log.exception("serving a partner failed", partner=self.partner_id)
         finally:
@@ -106,8 +108,9 @@ class ServedPartner:
         try:
             self.partner = decode_partner(self.record)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.error("partner record unreadable; not serving it", partner=self.partner_id,
-                      error=str(exc))
+            log.error(
+                "partner record unreadable; not serving it", partner=self.partner_id, error=str(exc)
+            )
             self.active = False
             return False
         if not self.partner.enabled:
@@ -115,9 +118,11 @@ class ServedPartner:
             return False
         now = now_ms()
         try:
-            self.signing_keys = [signing.secret_key(self.pool.box.open(s.value))
-                                 for s in self.partner.secrets
-                                 if s.expires_ms is None or s.expires_ms > now]
+            self.signing_keys = [
+                signing.secret_key(self.pool.box.open(s.value))
+                for s in self.partner.secrets
+                if s.expires_ms is None or s.expires_ms > now
+            ]
             rate = parse_rate(self.partner.rate_limit)
         except ValueError as exc:
             await self._disable(f"cannot be served: {exc}")
@@ -143,8 +148,13 @@ class ServedPartner:
                 await self._settle(settled)
 
     def _may_take(self, deadline: float) -> bool:
-        return (self.active and not self.tripped and not self.pool.stopping.is_set()
-                and time.monotonic() < deadline and len(self.inflight) < self.max_in_flight)
+        return (
+            self.active
+            and not self.tripped
+            and not self.pool.stopping.is_set()
+            and time.monotonic() < deadline
+            and len(self.inflight) < self.max_in_flight
+        )
 
     def _pause(self, deadline: float) -> float | None:
         """How long to wait before taking again, when a slot opens soon enough to wait for it
@@ -163,11 +173,18 @@ class ServedPartner:
         now = now_ms()
         lease_until = now + pool.lease_ms
         self.held_until = max(self.held_until, lease_until)
-        call = lua.take(partner_id=self.partner_id, consumer=pool.consumer, now_ms=now,
-                        want=self.max_in_flight - len(self.inflight), limit=self.limit,
-                        window_ms=self.window_ms, ordered=self.partner.ordered,
-                        lease_until=lease_until, visible_ms=pool.visible_ms,
-                        token=uuid.uuid4().hex)
+        call = lua.take(
+            partner_id=self.partner_id,
+            consumer=pool.consumer,
+            now_ms=now,
+            want=self.max_in_flight - len(self.inflight),
+            limit=self.limit,
+            window_ms=self.window_ms,
+            ordered=self.partner.ordered,
+            lease_until=lease_until,
+            visible_ms=pool.visible_ms,
+            token=uuid.uuid4().hex,
+        )
         try:
             took = await pool.scripts.send(call)
         except BaseException:
@@ -179,8 +196,9 @@ class ServedPartner:
         # nothing to take; `release` decides what that means, atomically with its check.
         self.blocked_until = max(took.blocked_until, 0)
         for taken in took.messages:
-            task = asyncio.create_task(pool.sender.send(
-                self.partner, taken.message, self.signing_keys, taken.attempt))
+            task = asyncio.create_task(
+                pool.sender.send(self.partner, taken.message, self.signing_keys, taken.attempt)
+            )
             task.add_done_callback(self._collected)
             self.inflight[task] = taken
 
@@ -242,10 +260,18 @@ class ServedPartner:
         records: list[bytes] = []
         pool.telemetry.attempts(self.partner, settled)
         for taken, outcome in settled:
-            record = _encode(Attempt(
-                message_id=taken.message.id, event_type=taken.message.type,
-                attempt=taken.attempt, at=at, status=outcome.status,
-                latency_ms=round(outcome.latency_ms, 2), ok=outcome.ok, error=outcome.error))
+            record = _encode(
+                Attempt(
+                    message_id=taken.message.id,
+                    event_type=taken.message.type,
+                    attempt=taken.attempt,
+                    at=at,
+                    status=outcome.status,
+                    latency_ms=round(outcome.latency_ms, 2),
+                    ok=outcome.ok,
+                    error=outcome.error,
+                )
+            )
             records.append(record)
             if outcome.ok:
                 delivered.append(taken.entry_id)
@@ -256,21 +282,39 @@ class ServedPartner:
                 wait = pool.settings.retry_schedule[-1]
             if wait is None:
                 reason = f"gave up after {taken.attempt} attempts: {outcome.error}"
-                log.warning("message dead-lettered", partner=pid, message_id=taken.message.id,
-                            attempt=taken.attempt, status=outcome.status, reason=reason)
-                dead.append(lua.Dead(taken.entry_id, reason, _encode(taken.message), record,
-                                     at))
+                log.warning(
+                    "message dead-lettered",
+                    partner=pid,
+                    message_id=taken.message.id,
+                    attempt=taken.attempt,
+                    status=outcome.status,
+                    reason=reason,
+                )
+                dead.append(lua.Dead(taken.entry_id, reason, _encode(taken.message), record, at))
                 pool.telemetry.dead_lettered(self.partner)
             else:
-                log.info("delivery failed, will retry", partner=pid,
-                         message_id=taken.message.id, attempt=taken.attempt,
-                         status=outcome.status, error=outcome.error, retry_in=round(wait, 3))
+                log.info(
+                    "delivery failed, will retry",
+                    partner=pid,
+                    message_id=taken.message.id,
+                    attempt=taken.attempt,
+                    status=outcome.status,
+                    error=outcome.error,
+                    retry_in=round(wait, 3),
+                )
                 retries.append(lua.Retry(taken.entry_id, int((now + wait) * 1000), record))
         # A slot is stamped when it is taken; moving it to when its request was sent keeps a
         # request that waited for the CPU from landing within a window of the next ones.
         sent = [(taken.slot, outcome.sent_ms) for taken, outcome in settled] if self.limit else []
-        return lua.settle(partner_id=pid, now_ms=int(now * 1000), delivered=delivered,
-                          retries=retries, dead=dead, sent=sent, records=records)
+        return lua.settle(
+            partner_id=pid,
+            now_ms=int(now * 1000),
+            delivered=delivered,
+            retries=retries,
+            dead=dead,
+            sent=sent,
+            records=records,
+        )
 
     async def _judge(self, settled: Sequence[tuple[Taken, Outcome]], failing_ms: int) -> None:
         """After a batch with failures: disable a partner that is gone or has failed for
@@ -304,9 +348,16 @@ class ServedPartner:
         while self.unsettled:
             await scripts.send(self.unsettled[0])
             self.unsettled.pop(0)
-        await scripts.send(lua.release(
-            partner_id=self.partner_id, now_ms=now_ms(), blocked_until=self.blocked_until,
-            active=self.active, held_until=self.held_until, lost_due=self.lost_due))
+        await scripts.send(
+            lua.release(
+                partner_id=self.partner_id,
+                now_ms=now_ms(),
+                blocked_until=self.blocked_until,
+                active=self.active,
+                held_until=self.held_until,
+                lost_due=self.lost_due,
+            )
+        )
         self.lost_due = []
 
 

@@ -48,8 +48,13 @@ _SPECIAL: tuple[tuple[IPNetwork, str], ...] = (
     *_nets("site-local address (deprecated)", "fec0::/10"),
     *_nets("broadcast address", "255.255.255.255/32"),
     *_nets("reserved address", "240.0.0.0/4"),
-    *_nets("documentation address", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
-           "2001:db8::/32"),
+    *_nets(
+        "documentation address",
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8::/32",
+    ),
     *_nets("benchmarking address", "198.18.0.0/15", "2001:2::/48"),
 )
 

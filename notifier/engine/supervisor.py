@@ -36,8 +36,11 @@ def worker_count(text: str) -> int:
     return int(text)
 
 
-async def supervise(count: int, stop: asyncio.Event, args: tuple[str, ...] = ("deliver",),
-                    ) -> None:
+async def supervise(
+    count: int,
+    stop: asyncio.Event,
+    args: tuple[str, ...] = ("deliver",),
+) -> None:
     """Run `count` workers (`notifier <args>`) until `stop`; then stop them and wait."""
     slots = [asyncio.create_task(_keep_one(n, args, stop)) for n in range(count)]
     log.info("delivery workers starting", workers=count)
@@ -51,8 +54,13 @@ async def _keep_one(slot: int, args: tuple[str, ...], stop: asyncio.Event) -> No
         # A session of its own: a Ctrl-C at the terminal reaches the supervisor only, which
         # stops workers in order; a supervisor killed outright takes its workers with it.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "notifier", *args, start_new_session=True,
-            preexec_fn=_die_with_parent)
+            sys.executable,
+            "-m",
+            "notifier",
+            *args,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         log.info("delivery worker started", worker=slot, pid=proc.pid)
         waiting = asyncio.create_task(proc.wait())
         stopping = asyncio.create_task(stop.wait())
@@ -67,8 +75,13 @@ async def _keep_one(slot: int, args: tuple[str, ...], stop: asyncio.Event) -> No
         code = waiting.result()
         if asyncio.get_running_loop().time() - started >= HEALTHY_AFTER:
             pause = RESTART_FIRST
-        log.warning("delivery worker exited; restarting it", worker=slot, pid=proc.pid,
-                    code=code, restart_in=pause)
+        log.warning(
+            "delivery worker exited; restarting it",
+            worker=slot,
+            pid=proc.pid,
+            code=code,
+            restart_in=pause,
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), pause)
         pause = min(pause * 2, RESTART_MAX)

@@ -33,8 +33,9 @@ class AutoPipeline:
         self._queue: list[Call] = []
         self._sender: asyncio.Task[None] | None = None
 
-    def call(self, script: AsyncScript, keys: Sequence[Any],
-             args: Sequence[Any]) -> asyncio.Future[Any]:
+    def call(
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
         """Queue one script call; its reply (or error) arrives in the returned future."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((script, keys, args, future))

@@ -27,7 +27,11 @@ T = TypeVar("T")
 
 #: Errors that mean "Redis is not there right now" rather than a bug.
 TRANSIENT: tuple[type[BaseException], ...] = (
-    rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.BusyLoadingError,
+    OSError,
+)
 #: Errors of a Redis call that mean "this call did not (visibly) happen".
 REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, rx.ResponseError)
 
@@ -64,9 +68,12 @@ def is_nogroup(exc: BaseException) -> bool:
 MAX_BACKOFF = 1.0
 
 
-async def keep_running(name: str, step: Callable[[], Awaitable[None]],
-                       stop: asyncio.Event, on_nogroup: Callable[[], Awaitable[None]] | None = None,
-                       ) -> None:
+async def keep_running(
+    name: str,
+    step: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    on_nogroup: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Call `step` until `stop` is set. No exception ends the loop: Redis going away is waited
     out with capped exponential backoff, and anything else is logged and retried the same way,
     so a bug met once costs a log line, not a process that crash-loops."""
@@ -77,8 +84,9 @@ async def keep_running(name: str, step: Callable[[], Awaitable[None]],
             backoff = 0.1
             continue
         except TRANSIENT as exc:
-            log.warning("redis unreachable, retrying", loop=name, error=str(exc),
-                        retry_in=round(backoff, 2))
+            log.warning(
+                "redis unreachable, retrying", loop=name, error=str(exc), retry_in=round(backoff, 2)
+            )
         except rx.ResponseError as exc:
             if on_nogroup is not None and is_nogroup(exc):
                 log.warning("consumer group missing, recreating it", loop=name)
@@ -86,8 +94,9 @@ async def keep_running(name: str, step: Callable[[], Awaitable[None]],
                     await on_nogroup()
                     continue
                 except Exception as again:
-                    log.warning("could not recreate the consumer group", loop=name,
-                                error=str(again))
+                    log.warning(
+                        "could not recreate the consumer group", loop=name, error=str(again)
+                    )
             else:
                 log.error("redis error", loop=name, error=str(exc))
         except Exception:

@@ -84,5 +84,11 @@ def failing(partner_id: str) -> str:
 
 def all_of(partner_id: str) -> list[str]:
     """The keys removed with a partner (dedupe markers expire by themselves)."""
-    return [stream(partner_id), due(partner_id), window(partner_id), history(partner_id),
-            attempts(partner_id), failing(partner_id)]
+    return [
+        stream(partner_id),
+        due(partner_id),
+        window(partner_id),
+        history(partner_id),
+        attempts(partner_id),
+        failing(partner_id),
+    ]

@@ -67,7 +67,8 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(source(name)) for name in NAMES}
+            name: redis.register_script(source(name)) for name in NAMES
+        }
         self._auto = AutoPipeline(redis)
 
     async def run(self, call: Call[R]) -> R:
@@ -108,10 +109,22 @@ def _int(reply: Any) -> int:
 
 # route.lua ------------------------------------------------------------------------------------
 
-def route(*, ingress: str, group: str, entry_id: str, now_ms: int,
-          message: bytes = b"", partners: Sequence[tuple[str, bool]] = (),
-          event_id: str = "", dedupe_ttl: int = 0, dead_reason: str = "",
-          entry: str = "", chunk: int = 0, last: bool = True) -> Call[int]:
+
+def route(
+    *,
+    ingress: str,
+    group: str,
+    entry_id: str,
+    now_ms: int,
+    message: bytes = b"",
+    partners: Sequence[tuple[str, bool]] = (),
+    event_id: str = "",
+    dedupe_ttl: int = 0,
+    dead_reason: str = "",
+    entry: str = "",
+    chunk: int = 0,
+    last: bool = True,
+) -> Call[int]:
     """Fan one ingress entry out to `partners` ((id, enabled) pairs) and acknowledge it; or,
     with `dead_reason`, move it to the dead letters as `entry`. A large fan-out is sent as
     several calls, `chunk` 0, 1, ... with `last` on the final one. Replies how many partner
@@ -121,13 +134,29 @@ def route(*, ingress: str, group: str, entry_id: str, now_ms: int,
         route_keys += [keys.stream(partner_id), keys.seen(partner_id, event_id)]
     wake = "".join("1" if enabled else "0" for _, enabled in partners)
     payload = entry if dead_reason else message
-    return Call("route", route_keys,
-                [group, entry_id, now_ms, dedupe_ttl, payload, wake, dead_reason,
-                 keys.DEAD_KEPT, chunk, "1" if last else "0", keys.FANOUT_TTL,
-                 *(pid for pid, _ in partners)], _int)
+    return Call(
+        "route",
+        route_keys,
+        [
+            group,
+            entry_id,
+            now_ms,
+            dedupe_ttl,
+            payload,
+            wake,
+            dead_reason,
+            keys.DEAD_KEPT,
+            chunk,
+            "1" if last else "0",
+            keys.FANOUT_TTL,
+            *(pid for pid, _ in partners),
+        ],
+        _int,
+    )
 
 
 # lease.lua ------------------------------------------------------------------------------------
+
 
 class Leased(msgspec.Struct, frozen=True):
     next_due_ms: int  # -1: nothing in `ready`
@@ -136,17 +165,20 @@ class Leased(msgspec.Struct, frozen=True):
 
 def _leased(reply: Any) -> Leased:
     found = reply[1]
-    return Leased(int(reply[0]), [(found[i].decode(), found[i + 1])
-                                  for i in range(0, len(found), 2)])
+    return Leased(
+        int(reply[0]), [(found[i].decode(), found[i + 1]) for i in range(0, len(found), 2)]
+    )
 
 
 def lease(*, now_ms: int, lease_until: int, count: int) -> Call[Leased]:
     """Lease up to `count` due partners until `lease_until`, earliest due first."""
-    return Call("lease", [keys.READY, keys.LEASES, keys.PARTNERS],
-                [now_ms, lease_until, count], _leased)
+    return Call(
+        "lease", [keys.READY, keys.LEASES, keys.PARTNERS], [now_ms, lease_until, count], _leased
+    )
 
 
 # unlease.lua ----------------------------------------------------------------------------------
+
 
 def unlease(*, now_ms: int, lease_until: int) -> Call[int]:
     """Give back the partners leased by a `lease` call whose reply was lost (found by its
@@ -156,6 +188,7 @@ def unlease(*, now_ms: int, lease_until: int) -> Call[int]:
 
 # take.lua -------------------------------------------------------------------------------------
 
+
 class Took(msgspec.Struct, frozen=True):
     #: 0, or the ms before which the partner may not send (rate limit, ordered head); -1 when
     #: the partner's stream is gone.
@@ -163,24 +196,63 @@ class Took(msgspec.Struct, frozen=True):
     messages: list[Taken]
 
 
-def take(*, partner_id: str, consumer: str, now_ms: int, want: int, limit: int,
-         window_ms: int, ordered: bool, lease_until: int, visible_ms: int,
-         token: str) -> Call[Took]:
+def take(
+    *,
+    partner_id: str,
+    consumer: str,
+    now_ms: int,
+    want: int,
+    limit: int,
+    window_ms: int,
+    ordered: bool,
+    lease_until: int,
+    visible_ms: int,
+    token: str,
+) -> Call[Took]:
     """Take up to `want` messages that may be sent now, with their rate-limit slots."""
-    def read(found: Any) -> Took:
-        return Took(int(found[0]), [
-            Taken(found[i].decode(), _message_decoder.decode(found[i + 1]), int(found[i + 2]),
-                  f"{token}:{n}")
-            for n, i in enumerate(range(1, len(found), 3), 1)])
 
-    return Call("take",
-                [keys.stream(partner_id), keys.due(partner_id), keys.window(partner_id),
-                 keys.READY, keys.LEASES],
-                [keys.DELIVERY_GROUP, consumer, now_ms, want, limit, window_ms,
-                 "1" if ordered else "0", lease_until, partner_id, visible_ms, token], read)
+    def read(found: Any) -> Took:
+        return Took(
+            int(found[0]),
+            [
+                Taken(
+                    found[i].decode(),
+                    _message_decoder.decode(found[i + 1]),
+                    int(found[i + 2]),
+                    f"{token}:{n}",
+                )
+                for n, i in enumerate(range(1, len(found), 3), 1)
+            ],
+        )
+
+    return Call(
+        "take",
+        [
+            keys.stream(partner_id),
+            keys.due(partner_id),
+            keys.window(partner_id),
+            keys.READY,
+            keys.LEASES,
+        ],
+        [
+            keys.DELIVERY_GROUP,
+            consumer,
+            now_ms,
+            want,
+            limit,
+            window_ms,
+            "1" if ordered else "0",
+            lease_until,
+            partner_id,
+            visible_ms,
+            token,
+        ],
+        read,
+    )
 
 
 # settle.lua -----------------------------------------------------------------------------------
+
 
 class Retry(msgspec.Struct, frozen=True):
     entry_id: str
@@ -196,14 +268,31 @@ class Dead(msgspec.Struct, frozen=True):
     at: str
 
 
-def settle(*, partner_id: str, now_ms: int, delivered: Sequence[str],
-           retries: Sequence[Retry], dead: Sequence[Dead], sent: Sequence[tuple[str, int]],
-           records: Sequence[bytes]) -> Call[int]:
+def settle(
+    *,
+    partner_id: str,
+    now_ms: int,
+    delivered: Sequence[str],
+    retries: Sequence[Retry],
+    dead: Sequence[Dead],
+    sent: Sequence[tuple[str, int]],
+    records: Sequence[bytes],
+) -> Call[int]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
     one of these succeeded). `sent` moves rate-limit slots to when their requests left."""
-    args: list[Any] = [keys.DELIVERY_GROUP, keys.ATTEMPTS_KEPT, keys.DEAD_KEPT, partner_id,
-                       now_ms, "1" if delivered else "0", len(delivered), len(retries),
-                       len(dead), len(sent), *delivered]
+    args: list[Any] = [
+        keys.DELIVERY_GROUP,
+        keys.ATTEMPTS_KEPT,
+        keys.DEAD_KEPT,
+        partner_id,
+        now_ms,
+        "1" if delivered else "0",
+        len(delivered),
+        len(retries),
+        len(dead),
+        len(sent),
+        *delivered,
+    ]
     for r in retries:
         args += [r.entry_id, r.due_ms, r.record]
     for d in dead:
@@ -211,41 +300,66 @@ def settle(*, partner_id: str, now_ms: int, delivered: Sequence[str],
     for slot, sent_ms in sent:
         args += [slot, sent_ms]
     args += records
-    return Call("settle",
-                [keys.stream(partner_id), keys.due(partner_id), keys.history(partner_id),
-                 keys.attempts(partner_id), keys.failing(partner_id), keys.DEAD,
-                 keys.window(partner_id)], args, _int)
+    return Call(
+        "settle",
+        [
+            keys.stream(partner_id),
+            keys.due(partner_id),
+            keys.history(partner_id),
+            keys.attempts(partner_id),
+            keys.failing(partner_id),
+            keys.DEAD,
+            keys.window(partner_id),
+        ],
+        args,
+        _int,
+    )
 
 
 # release.lua ----------------------------------------------------------------------------------
 
-def release(*, partner_id: str, now_ms: int, blocked_until: int, active: bool,
-            held_until: int, lost_due: Sequence[int] = ()) -> Call[int]:
+
+def release(
+    *,
+    partner_id: str,
+    now_ms: int,
+    blocked_until: int,
+    active: bool,
+    held_until: int,
+    lost_due: Sequence[int] = (),
+) -> Call[int]:
     """Give a served partner back, scored by when it next has work. `held_until` is the latest
     lease end this process set (a later one is another holder's); `lost_due` are the due
     scores of takes whose replies never came, whose messages are due again at once. Replies
     the next due ms, -1 when it left `ready`, -2 when another process holds it."""
-    return Call("release",
-                [keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id),
-                 keys.WAKE],
-                [partner_id, now_ms, blocked_until, "1" if active else "0", held_until,
-                 *lost_due], _int)
+    return Call(
+        "release",
+        [keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id), keys.WAKE],
+        [partner_id, now_ms, blocked_until, "1" if active else "0", held_until, *lost_due],
+        _int,
+    )
 
 
 # wake.lua -------------------------------------------------------------------------------------
 
+
 def wake(*, now_ms: int, partner_ids: Sequence[str]) -> Call[int]:
     """Mark partners that have messages as having work now, unless leased or parked at their
     rate limit."""
-    return Call("wake", [keys.READY, keys.LEASES, keys.WAKE,
-                         *(keys.stream(pid) for pid in partner_ids)],
-                [now_ms, *partner_ids], _int)
+    return Call(
+        "wake",
+        [keys.READY, keys.LEASES, keys.WAKE, *(keys.stream(pid) for pid in partner_ids)],
+        [now_ms, *partner_ids],
+        _int,
+    )
 
 
 # prune_consumers.lua ---------------------------------------------------------------------------
 
-def prune_consumers(*, stream: str, group: str, min_idle_ms: int = 0,
-                    consumer: str = "") -> Call[int]:
+
+def prune_consumers(
+    *, stream: str, group: str, min_idle_ms: int = 0, consumer: str = ""
+) -> Call[int]:
     """Remove consumers holding nothing (only `consumer`, when given) that have been idle
     `min_idle_ms`; replies how many."""
     return Call("prune_consumers", [stream], [group, min_idle_ms, consumer], _int)

@@ -16,10 +16,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def client(redis: Redis, settings: Settings) -> AsyncIterator[tuple[aiohttp.ClientSession,
-                                                                          str]]:
+async def client(
+    redis: Redis, settings: Settings
+) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
     port = free_port()
     import msgspec
+
     settings = msgspec.structs.replace(settings, api_addr=f"127.0.0.1:{port}")
     runner = await api.serve(api.create_app(redis, settings), settings)
     async with aiohttp.ClientSession() as session:
@@ -27,15 +29,24 @@ async def client(redis: Redis, settings: Settings) -> AsyncIterator[tuple[aiohtt
     await runner.cleanup()
 
 
-PARTNER = {"name": "awesome-reviews", "url": "https://reviews.example.com/hooks",
-           "events": ["order.created", "order.paid"], "rate_limit": "50/second",
-           "max_in_flight": 5, "headers": {"x-api-key": "abc"}}
+PARTNER = {
+    "name": "awesome-reviews",
+    "url": "https://reviews.example.com/hooks",
+    "events": ["order.created", "order.paid"],
+    "rate_limit": "50/second",
+    "max_in_flight": 5,
+    "headers": {"x-api-key": "abc"},
+}
 
 
 async def test_token_is_required(client: tuple[aiohttp.ClientSession, str]) -> None:
     http, base = client
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                    {"Authorization": f"Basic {TOKEN}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+    ):
         async with http.get(f"{base}/v1/partners", headers=headers) as resp:
             assert resp.status == 401
             assert (await resp.json())["error"] == "missing or wrong bearer token"
@@ -61,8 +72,9 @@ async def test_partner_lifecycle(client: tuple[aiohttp.ClientSession, str]) -> N
     assert shown["name"] == "awesome-reviews"
     assert "secret" not in shown and "secrets" not in shown
 
-    async with http.patch(f"{base}/v1/partners/{pid}", json={"events": ["*"]},
-                          headers=AUTH) as resp:
+    async with http.patch(
+        f"{base}/v1/partners/{pid}", json={"events": ["*"]}, headers=AUTH
+    ) as resp:
         assert resp.status == 200
         assert (await resp.json())["events"] == ["*"]
 
@@ -82,25 +94,38 @@ async def test_partner_lifecycle(client: tuple[aiohttp.ClientSession, str]) -> N
         assert "no partner" in (await resp.json())["error"]
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    (b"", "empty"),
-    (b"{not json", "not valid JSON"),
-    (b"[]", "Expected `object`"),
-    (b'{"url": "https://x.example.com", "events": ["a"]}', "name"),
-    (b'{"name": "x", "url": "https://x.example.com", "events": []}', "events"),
-    (b'{"name": "x", "url": "https://x.example.com", "events": ["Bad Type"]}', "events"),
-    (b'{"name": "x", "url": "ftp://x.example.com", "events": ["a"]}', "url"),
-    (b'{"name": "x", "url": "http://x.example.com", "events": ["a"], "max_in_flight": 0}',
-     "max_in_flight"),
-    (b'{"name": "x", "url": "https://x.example.com", "events": ["a"], "rate_limit": "fast"}',
-     "rate_limit"),
-    (b'{"name": "x", "url": "https://x.example.com", "events": ["a"], "colour": "red"}',
-     "colour"),
-    (b'{"name": "x", "url": "https://x.example.com", "events": ["a"], '
-     b'"headers": {"webhook-signature": "forged"}}', "webhook-signature"),
-])
-async def test_bad_bodies_get_400_with_a_message(client: tuple[aiohttp.ClientSession, str],
-                                                 body: bytes, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"", "empty"),
+        (b"{not json", "not valid JSON"),
+        (b"[]", "Expected `object`"),
+        (b'{"url": "https://x.example.com", "events": ["a"]}', "name"),
+        (b'{"name": "x", "url": "https://x.example.com", "events": []}', "events"),
+        (b'{"name": "x", "url": "https://x.example.com", "events": ["Bad Type"]}', "events"),
+        (b'{"name": "x", "url": "ftp://x.example.com", "events": ["a"]}', "url"),
+        (
+            b'{"name": "x", "url": "http://x.example.com", "events": ["a"], "max_in_flight": 0}',
+            "max_in_flight",
+        ),
+        (
+            b'{"name": "x", "url": "https://x.example.com", "events": ["a"], "rate_limit": "fast"}',
+            "rate_limit",
+        ),
+        (
+            b'{"name": "x", "url": "https://x.example.com", "events": ["a"], "colour": "red"}',
+            "colour",
+        ),
+        (
+            b'{"name": "x", "url": "https://x.example.com", "events": ["a"], '
+            b'"headers": {"webhook-signature": "forged"}}',
+            "webhook-signature",
+        ),
+    ],
+)
+async def test_bad_bodies_get_400_with_a_message(
+    client: tuple[aiohttp.ClientSession, str], body: bytes, needle: str
+) -> None:
     http, base = client
     async with http.post(f"{base}/v1/partners", data=body, headers=AUTH) as resp:
         assert resp.status == 400
@@ -110,8 +135,9 @@ async def test_bad_bodies_get_400_with_a_message(client: tuple[aiohttp.ClientSes
 
 async def test_unknown_partner_is_404(client: tuple[aiohttp.ClientSession, str]) -> None:
     http, base = client
-    async with http.patch(f"{base}/v1/partners/ptn_nope", json={"enabled": False},
-                          headers=AUTH) as resp:
+    async with http.patch(
+        f"{base}/v1/partners/ptn_nope", json={"enabled": False}, headers=AUTH
+    ) as resp:
         assert resp.status == 404
     async with http.get(f"{base}/v1/partners/ptn_nope/attempts", headers=AUTH) as resp:
         assert resp.status == 404

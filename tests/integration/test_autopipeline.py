@@ -27,7 +27,8 @@ async def test_calls_of_one_turn_share_a_round_trip_and_keep_their_order(redis: 
 
 
 async def test_calls_made_while_a_pipeline_is_out_go_in_the_next_one(
-        redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = AutoPipeline(redis)
     append = redis.register_script(APPEND)
     await calls.call(append, ["log"], ["warm-up"])
@@ -53,9 +54,12 @@ async def test_an_error_reaches_only_its_own_call(redis: Redis) -> None:
     await calls.call(append, ["log"], ["warm-up"])
     with pytest.raises(ResponseError, match="refused"):
         await calls.call(fail, [], ["alone"])
-    results = await asyncio.gather(calls.call(append, ["log"], ["a"]),
-                                   calls.call(fail, [], ["x"]),
-                                   calls.call(append, ["log"], ["b"]), return_exceptions=True)
+    results = await asyncio.gather(
+        calls.call(append, ["log"], ["a"]),
+        calls.call(fail, [], ["x"]),
+        calls.call(append, ["log"], ["b"]),
+        return_exceptions=True,
+    )
     assert results[0] == 2 and results[2] == 3
     assert isinstance(results[1], ResponseError) and "refused x" in str(results[1])
 
@@ -75,8 +79,9 @@ async def test_a_lost_connection_fails_every_call_in_the_pipeline(redis_server: 
     client = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     calls = AutoPipeline(client)
     append = client.register_script(APPEND)
-    results = await asyncio.gather(*(calls.call(append, ["log"], [n]) for n in range(3)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(calls.call(append, ["log"], [n]) for n in range(3)), return_exceptions=True
+    )
     assert all(isinstance(r, RedisConnectionError) for r in results), results
     await client.aclose()
 

@@ -40,8 +40,8 @@ def bursts(arrivals: list[float], gap: float) -> list[list[float]]:
 
 
 async def test_breaker_sends_only_probes_until_the_first_success(
-        redis: Redis, env: dict[str, str],
-        endpoint_factory: Callable[..., Awaitable[Endpoint]]) -> None:
+    redis: Redis, env: dict[str, str], endpoint_factory: Callable[..., Awaitable[Endpoint]]
+) -> None:
     settings = config.load({**env, "NOTIFIER_RETRY_SCHEDULE": RETRY_SCHEDULE})
     assert min(settings.retry_schedule[0], BREAKER_PAUSE) == PAUSE
     up = {"on": False}
@@ -60,8 +60,9 @@ async def test_breaker_sends_only_probes_until_the_first_success(
     # The backlog is in place before delivery starts, so the partner always has work to send.
     async with redis.pipeline(transaction=False) as pipe:
         for n in range(BACKLOG):
-            pipe.xadd("notifier:events", {"type": "order.created",
-                                          "data": msgspec.json.encode({"n": n})})
+            pipe.xadd(
+                "notifier:events", {"type": "order.created", "data": msgspec.json.encode({"n": n})}
+            )
         await pipe.execute()
 
     async with running(settings):
@@ -71,8 +72,11 @@ async def test_breaker_sends_only_probes_until_the_first_success(
         # failure; half a pause later only probes may arrive.
         watch_from = first + BREAKER_AFTER + PAUSE / 2
         watch_until = watch_from + OBSERVE
-        await eventually(lambda: failing.received[-1].at >= watch_from, 10 + 2 * PAUSE,
-                         "the first probe after the breaker tripped")
+        await eventually(
+            lambda: failing.received[-1].at >= watch_from,
+            10 + 2 * PAUSE,
+            "the first probe after the breaker tripped",
+        )
 
         # A healthy partner beside it gets a fresh wave at once, not after the broken one's
         # pause: the breaker holds back one partner, not the pool. The wave follows a probe
@@ -86,15 +90,21 @@ async def test_breaker_sends_only_probes_until_the_first_success(
         assert wave_took < PAUSE / 2, f"the healthy partner's wave took {wave_took:.3f}s"
 
         # Waiting for a request after the window (a probe) is what says the window is over.
-        await eventually(lambda: failing.received[-1].at > watch_until, OBSERVE + 10 * PAUSE,
-                         "a probe after the watched window")
+        await eventually(
+            lambda: failing.received[-1].at > watch_until,
+            OBSERVE + 10 * PAUSE,
+            "a probe after the watched window",
+        )
         watched = [r.at for r in failing.received if watch_from <= r.at <= watch_until]
         probes = bursts(watched, PAUSE / 2)
-        report = (f"{len(watched)} requests in {OBSERVE:g}s after the trip, bursts of "
-                  f"{[len(b) for b in probes]} at {[round(b[0] - first, 3) for b in probes]}s")
+        report = (
+            f"{len(watched)} requests in {OBSERVE:g}s after the trip, bursts of "
+            f"{[len(b) for b in probes]} at {[round(b[0] - first, 3) for b in probes]}s"
+        )
         # At most one probe batch per pause: no stretch of (nearly) a pause holds more.
-        busiest = max((sum(1 for t in watched if at <= t < at + 0.9 * PAUSE) for at in watched),
-                      default=0)
+        busiest = max(
+            (sum(1 for t in watched if at <= t < at + 0.9 * PAUSE) for at in watched), default=0
+        )
         assert busiest <= MAX_IN_FLIGHT, report
         assert len(watched) <= MAX_IN_FLIGHT * (OBSERVE / PAUSE + 1), report
         # ...and it does keep probing: a breaker that stopped for good would pass the above.
@@ -104,8 +114,11 @@ async def test_breaker_sends_only_probes_until_the_first_success(
         # would take BACKLOG / MAX_IN_FLIGHT pauses.
         up["on"] = True
         opened_at = time.monotonic()
-        await eventually(lambda: len(delivered) == BACKLOG + 20, PAUSE + 10,
-                         "the backlog to flow after the first success")
+        await eventually(
+            lambda: len(delivered) == BACKLOG + 20,
+            PAUSE + 10,
+            "the backlog to flow after the first success",
+        )
         flowed = failing.received[-1].at - opened_at
         assert flowed < PAUSE + 3, f"the backlog took {flowed:.3f}s after the endpoint came up"
         await idle(redis)

@@ -19,12 +19,21 @@ def test_a_bad_setting_stops_start_up(env: dict[str, str]) -> None:
     assert "NOTIFIER_REQUEST_TIMEOUT" in result.stderr
 
 
-async def test_cli_manages_partners_and_publishes(redis: Redis, env: dict[str, str],
-                                                  settings: config.Settings,
-                                                  endpoint_factory) -> None:
+async def test_cli_manages_partners_and_publishes(
+    redis: Redis, env: dict[str, str], settings: config.Settings, endpoint_factory
+) -> None:
     endpoint = await endpoint_factory()
-    added = cli(env, "partners", "add", "shop", endpoint.url, "--events",
-                "order.created,order.paid", "--rate-limit", "100/second")
+    added = cli(
+        env,
+        "partners",
+        "add",
+        "shop",
+        endpoint.url,
+        "--events",
+        "order.created,order.paid",
+        "--rate-limit",
+        "100/second",
+    )
     assert added.returncode == 0, added.stderr
     partner = json.loads(added.stdout)
     assert partner["events"] == ["order.created", "order.paid"]
@@ -46,7 +55,8 @@ async def test_cli_manages_partners_and_publishes(redis: Redis, env: dict[str, s
 
     attempts = json.loads(cli(env, "attempts", partner["id"]).stdout)
     assert [(a["message_id"], a["status"], a["ok"]) for a in attempts] == [
-        ("ord-9-paid", 200, True)]
+        ("ord-9-paid", 200, True)
+    ]
 
     bad = cli(env, "partners", "add", "x", "ftp://x.example.com", "--events", "*")
     assert bad.returncode != 0 and "url" in bad.stderr
@@ -56,8 +66,9 @@ async def test_cli_manages_partners_and_publishes(redis: Redis, env: dict[str, s
     assert json.loads(cli(env, "partners", "list").stdout) == []
 
 
-async def test_metrics_show_each_partners_deliveries(redis: Redis, settings: config.Settings,
-                                                     endpoint_factory) -> None:
+async def test_metrics_show_each_partners_deliveries(
+    redis: Redis, settings: config.Settings, endpoint_factory
+) -> None:
     from tests.helpers import publish, register
 
     port = free_port()
@@ -68,18 +79,15 @@ async def test_metrics_show_each_partners_deliveries(redis: Redis, settings: con
         await publish(redis, "order.created", {"n": 1})
         await endpoint.wait_for(1)
         await idle(redis)
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
             assert resp.status == 200
             text = await resp.text()
     lines = [line for line in text.splitlines() if f'partner="{pid}"' in line]
-    assert any(line.startswith("notifier_delivery_attempts_total") and 'result="success"' in line
-               for line in lines)
-    assert any(line.startswith("notifier_delivery_duration_milliseconds_count")
-               for line in lines)
-
-
-
-
-
-
+    assert any(
+        line.startswith("notifier_delivery_attempts_total") and 'result="success"' in line
+        for line in lines
+    )
+    assert any(line.startswith("notifier_delivery_duration_milliseconds_count") for line in lines)

@@ -27,19 +27,28 @@ EndpointFactory = Callable[..., Awaitable[Endpoint]]
 
 async def disabled_at(store: Store, pid: str, timeout: float = 20) -> float:
     """Poll until the partner is disabled; when that was seen (the clock endpoints use)."""
+
     async def disabled() -> bool:
         return not (await store.get(pid)).enabled
+
     await eventually(disabled, timeout, "the partner to be disabled")
     return time.monotonic()
 
 
-async def test_failing_partner_is_disabled_then_resumes(redis: Redis, env: dict[str, str],
-                                                        endpoint_factory: EndpointFactory,
-                                                        ) -> None:
+async def test_failing_partner_is_disabled_then_resumes(
+    redis: Redis,
+    env: dict[str, str],
+    endpoint_factory: EndpointFactory,
+) -> None:
     # DISABLE_AFTER is twice BREAKER_AFTER, so disabling when the breaker trips is caught.
     assert DISABLE_AFTER >= 2 * BREAKER_AFTER
-    settings = config.load({**env, "NOTIFIER_DISABLE_AFTER": f"{DISABLE_AFTER:g}s",
-                            "NOTIFIER_RETRY_SCHEDULE": ",".join(["150ms"] * 30)})
+    settings = config.load(
+        {
+            **env,
+            "NOTIFIER_DISABLE_AFTER": f"{DISABLE_AFTER:g}s",
+            "NOTIFIER_RETRY_SCHEDULE": ",".join(["150ms"] * 30),
+        }
+    )
     healthy = {"on": False}
 
     async def respond(request: web.Request, n: int) -> web.Response:
@@ -57,7 +66,8 @@ async def test_failing_partner_is_disabled_then_resumes(redis: Redis, env: dict[
         # (let alone seen disabled) before DISABLE_AFTER has passed since the first request;
         # 50 ms allow for the wall clock notifier reads against the monotonic one here.
         assert seen - first >= DISABLE_AFTER - 0.05, (
-            f"disabled {seen - first:.3f}s after the first try")
+            f"disabled {seen - first:.3f}s after the first try"
+        )
         # After the breaker trips, probes come every 150 ms: the first judged after the mark
         # disables it; a generous second covers polling and a slow machine.
         assert seen - first < DISABLE_AFTER + 1, f"disabled {seen - first:.3f}s after the first"
@@ -68,7 +78,8 @@ async def test_failing_partner_is_disabled_then_resumes(redis: Redis, env: dict[
         last = endpoint.received[-1].at
         assert DISABLE_AFTER - 0.25 <= last - first <= seen - first, (
             f"last request {last - first:.3f}s after the first, disabled seen at "
-            f"{seen - first:.3f}s")
+            f"{seen - first:.3f}s"
+        )
 
         await asyncio.sleep(QUIET)
         assert endpoint.received[-1].at == last, "a disabled partner was sent requests"
@@ -79,16 +90,18 @@ async def test_failing_partner_is_disabled_then_resumes(redis: Redis, env: dict[
 
         healthy["on"] = True
         await store.update(pid, PartnerPatch(enabled=True))
-        await eventually(lambda: len([r for r in endpoint.received[tried:]]) >= 2, 20,
-                         "delivery to resume")
+        await eventually(
+            lambda: len([r for r in endpoint.received[tried:]]) >= 2, 20, "delivery to resume"
+        )
         await idle(redis)
     assert (await store.get(pid)).disabled_reason is None
     ok = [b["data"]["n"] for b in endpoint.bodies()[tried:]]
     assert sorted(ok) == [1, 2]
 
 
-async def test_gone_disables_at_the_first_answer(redis: Redis, settings: Settings,
-                                                 endpoint_factory: EndpointFactory) -> None:
+async def test_gone_disables_at_the_first_answer(
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
+) -> None:
     back = {"on": False}
 
     async def gone(request: web.Request, n: int) -> web.Response:

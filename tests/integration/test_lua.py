@@ -13,28 +13,52 @@ PARTNER = "ptn_gone"
 
 
 def message(n: int) -> bytes:
-    return msgspec.json.encode(Message(id=f"m{n}", type="t", timestamp="2026-01-01T00:00:00Z",
-                                       data=msgspec.Raw(b"{}")))
+    return msgspec.json.encode(
+        Message(id=f"m{n}", type="t", timestamp="2026-01-01T00:00:00Z", data=msgspec.Raw(b"{}"))
+    )
 
 
 async def test_scripts_write_nothing_for_a_partner_whose_stream_is_gone(redis: Redis) -> None:
     """After FLUSHALL (or a partner's removal), calls still on their way must not bring back
     keys of a partner that no longer exists."""
     scripts = Scripts(redis)
-    took = await scripts.run(lua.take(
-        partner_id=PARTNER, consumer="c", now_ms=1000, want=10, limit=5, window_ms=1000,
-        ordered=False, lease_until=61_000, visible_ms=60_000, token="t"))
+    took = await scripts.run(
+        lua.take(
+            partner_id=PARTNER,
+            consumer="c",
+            now_ms=1000,
+            want=10,
+            limit=5,
+            window_ms=1000,
+            ordered=False,
+            lease_until=61_000,
+            visible_ms=60_000,
+            token="t",
+        )
+    )
     assert took.blocked_until == -1 and took.messages == []
-    failing = await scripts.run(lua.settle(
-        partner_id=PARTNER, now_ms=1000, delivered=["1-0"],
-        retries=[lua.Retry("2-0", 5000, b'{"a":1}')],
-        dead=[lua.Dead("3-0", "gave up", message(3), b'{"a":1}', "now")],
-        sent=[("t:1", 1000)], records=[b'{"a":1}', b'{"a":2}']))
+    failing = await scripts.run(
+        lua.settle(
+            partner_id=PARTNER,
+            now_ms=1000,
+            delivered=["1-0"],
+            retries=[lua.Retry("2-0", 5000, b'{"a":1}')],
+            dead=[lua.Dead("3-0", "gave up", message(3), b'{"a":1}', "now")],
+            sent=[("t:1", 1000)],
+            records=[b'{"a":1}', b'{"a":2}'],
+        )
+    )
     assert failing == 0
     await redis.zadd(keys.READY, {PARTNER: 0})
     await redis.zadd(keys.LEASES, {PARTNER: 61_000})
-    assert await scripts.run(lua.release(partner_id=PARTNER, now_ms=1000, blocked_until=0,
-                                         active=True, held_until=61_000)) == -1
+    assert (
+        await scripts.run(
+            lua.release(
+                partner_id=PARTNER, now_ms=1000, blocked_until=0, active=True, held_until=61_000
+            )
+        )
+        == -1
+    )
     assert await redis.keys("*") == []
 
 
@@ -46,22 +70,58 @@ async def test_settling_a_batch_twice_changes_nothing_more(redis: Redis) -> None
     await redis.xgroup_create(stream, keys.DELIVERY_GROUP, id="0", mkstream=True)
     for n in range(3):
         await redis.xadd(stream, {"m": message(n)}, id=f"{n + 1}-0")
-    took = await scripts.run(lua.take(
-        partner_id="ptn_a", consumer="c", now_ms=1000, want=10, limit=0, window_ms=0,
-        ordered=False, lease_until=61_000, visible_ms=60_000, token="t"))
+    took = await scripts.run(
+        lua.take(
+            partner_id="ptn_a",
+            consumer="c",
+            now_ms=1000,
+            want=10,
+            limit=0,
+            window_ms=0,
+            ordered=False,
+            lease_until=61_000,
+            visible_ms=60_000,
+            token="t",
+        )
+    )
     assert [t.entry_id for t in took.messages] == ["1-0", "2-0", "3-0"]
-    batch = lua.settle(partner_id="ptn_a", now_ms=2000, delivered=["1-0"],
-                       retries=[lua.Retry("2-0", 9000, b'{"n":2}')],
-                       dead=[lua.Dead("3-0", "gave up", message(2), b'{"n":3}', "now")],
-                       sent=[], records=[b'{"n":1}', b'{"n":2}', b'{"n":3}'])
+    batch = lua.settle(
+        partner_id="ptn_a",
+        now_ms=2000,
+        delivered=["1-0"],
+        retries=[lua.Retry("2-0", 9000, b'{"n":2}')],
+        dead=[lua.Dead("3-0", "gave up", message(2), b'{"n":3}', "now")],
+        sent=[],
+        records=[b'{"n":1}', b'{"n":2}', b'{"n":3}'],
+    )
     await scripts.run(batch)
     # the retry is taken and settled as delivered before the batch is settled again
     await redis.zadd(keys.due("ptn_a"), {"2-0": 0})
-    await scripts.run(lua.take(
-        partner_id="ptn_a", consumer="c", now_ms=3000, want=10, limit=0, window_ms=0,
-        ordered=False, lease_until=63_000, visible_ms=60_000, token="u"))
-    await scripts.run(lua.settle(partner_id="ptn_a", now_ms=3000, delivered=["2-0"],
-                                 retries=[], dead=[], sent=[], records=[b'{"n":2}']))
+    await scripts.run(
+        lua.take(
+            partner_id="ptn_a",
+            consumer="c",
+            now_ms=3000,
+            want=10,
+            limit=0,
+            window_ms=0,
+            ordered=False,
+            lease_until=63_000,
+            visible_ms=60_000,
+            token="u",
+        )
+    )
+    await scripts.run(
+        lua.settle(
+            partner_id="ptn_a",
+            now_ms=3000,
+            delivered=["2-0"],
+            retries=[],
+            dead=[],
+            sent=[],
+            records=[b'{"n":2}'],
+        )
+    )
     await scripts.run(batch)
     assert await redis.xlen(keys.DEAD) == 1
     assert await redis.xlen(stream) == 0
@@ -75,9 +135,20 @@ async def test_an_unlimited_partner_keeps_no_window_log(redis: Redis) -> None:
     await redis.xgroup_create(stream, keys.DELIVERY_GROUP, id="0", mkstream=True)
     for n in range(50):
         await redis.xadd(stream, {"m": message(n)})
-    took = await scripts.run(lua.take(
-        partner_id="ptn_a", consumer="c", now_ms=1000, want=50, limit=0, window_ms=0,
-        ordered=False, lease_until=61_000, visible_ms=60_000, token="t"))
+    took = await scripts.run(
+        lua.take(
+            partner_id="ptn_a",
+            consumer="c",
+            now_ms=1000,
+            want=50,
+            limit=0,
+            window_ms=0,
+            ordered=False,
+            lease_until=61_000,
+            visible_ms=60_000,
+            token="t",
+        )
+    )
     assert len(took.messages) == 50
     assert not await redis.exists(keys.window("ptn_a"))
 
@@ -90,15 +161,19 @@ async def test_a_late_release_leaves_another_holders_lease_alone(redis: Redis) -
     await redis.xadd(stream, {"m": message(1)})
     await redis.zadd(keys.READY, {"ptn_a": 200_000})
     await redis.zadd(keys.LEASES, {"ptn_a": 200_000})  # the new holder's lease
-    reply = await scripts.run(lua.release(partner_id="ptn_a", now_ms=100_000, blocked_until=0,
-                                          active=True, held_until=61_000))
+    reply = await scripts.run(
+        lua.release(
+            partner_id="ptn_a", now_ms=100_000, blocked_until=0, active=True, held_until=61_000
+        )
+    )
     assert reply == -2
     assert await redis.zscore(keys.LEASES, "ptn_a") == 200_000
     assert await redis.zscore(keys.READY, "ptn_a") == 200_000
 
 
 async def test_a_split_fan_out_resumed_by_another_router_appends_each_copy_once(
-        redis: Redis) -> None:
+    redis: Redis,
+) -> None:
     scripts = Scripts(redis)
     await redis.xgroup_create("notifier:events", keys.ROUTER_GROUP, id="0", mkstream=True)
     entry = (await redis.xadd("notifier:events", {"type": "t", "data": "{}"})).decode()
@@ -106,10 +181,20 @@ async def test_a_split_fan_out_resumed_by_another_router_appends_each_copy_once(
     partners = [(f"ptn_{n}", True) for n in range(6)]
 
     def chunks() -> list[lua.Call[int]]:
-        return [lua.route(ingress="notifier:events", group=keys.ROUTER_GROUP, entry_id=entry,
-                          now_ms=1000, message=message(1), partners=partners[i:i + 2],
-                          event_id=f"msg_{entry}", chunk=i // 2, last=i == 4)
-                for i in range(0, 6, 2)]
+        return [
+            lua.route(
+                ingress="notifier:events",
+                group=keys.ROUTER_GROUP,
+                entry_id=entry,
+                now_ms=1000,
+                message=message(1),
+                partners=partners[i : i + 2],
+                event_id=f"msg_{entry}",
+                chunk=i // 2,
+                last=i == 4,
+            )
+            for i in range(0, 6, 2)
+        ]
 
     first_router = chunks()
     assert await scripts.run(first_router[0]) == 2  # then it stops
@@ -119,6 +204,10 @@ async def test_a_split_fan_out_resumed_by_another_router_appends_each_copy_once(
     for pid, _ in partners:
         assert await redis.xlen(keys.stream(pid)) == 1
     assert await redis.xpending("notifier:events", keys.ROUTER_GROUP) == {
-        "pending": 0, "min": None, "max": None, "consumers": []}
+        "pending": 0,
+        "min": None,
+        "max": None,
+        "consumers": [],
+    }
     assert not await redis.exists(keys.fanout(entry))
     assert [await scripts.run(call) for call in chunks()] == [-1, -1, -1]

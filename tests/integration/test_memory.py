@@ -63,13 +63,16 @@ async def publish_many(redis: Redis, count: int, tag: str) -> None:
     for start in range(0, count, 1000):
         async with redis.pipeline(transaction=False) as pipe:
             for n in range(start, min(start + 1000, count)):
-                pipe.xadd("notifier:events", {"type": "order.created",
-                                              "data": f'{{"phase": "{tag}", "n": {n}}}'})
+                pipe.xadd(
+                    "notifier:events",
+                    {"type": "order.created", "data": f'{{"phase": "{tag}", "n": {n}}}'},
+                )
             await pipe.execute()
 
 
 async def test_memory_returns_after_100k_deliveries_and_100k_retried_failures(
-        redis: Redis, settings: Settings, spawn: Any) -> None:
+    redis: Redis, settings: Settings, spawn: Any
+) -> None:
     endpoints = [Counting() for _ in range(PARTNERS)]
     runners = []
     for endpoint in endpoints:
@@ -82,8 +85,7 @@ async def test_memory_returns_after_100k_deliveries_and_100k_retried_failures(
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         endpoint.url = f"http://127.0.0.1:{port}/hook"
         runners.append(runner)
-        await register(redis, settings, f"p{len(runners)}", endpoint.url, ["*"],
-                       max_in_flight=50)
+        await register(redis, settings, f"p{len(runners)}", endpoint.url, ["*"], max_in_flight=50)
     spawn("router")
     spawn("deliver")
 
@@ -94,6 +96,7 @@ async def test_memory_returns_after_100k_deliveries_and_100k_retried_failures(
 
         def done() -> bool:
             return all(e.delivered() >= events for e in endpoints)
+
         await eventually(done, 240, f"{tag}: {events} deliveries to each partner")
         await idle(redis, 60)
 
@@ -115,8 +118,10 @@ async def test_memory_returns_after_100k_deliveries_and_100k_retried_failures(
         for runner in runners:
             await runner.cleanup()
 
-    print(f"redis used_memory: {before} before, {after_deliveries} after 100k deliveries, "
-          f"{after_failures} after 100k retried failures")
+    print(
+        f"redis used_memory: {before} before, {after_deliveries} after 100k deliveries, "
+        f"{after_failures} after 100k retried failures"
+    )
     assert after_deliveries - before < SLACK
     assert after_failures - before < SLACK
     assert await redis.xlen(keys.DEAD) == 0

@@ -33,14 +33,15 @@ def copies(endpoint: Endpoint) -> Counter[int]:
 async def publish_numbered(redis: Redis, count: int) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         for n in range(count):
-            pipe.xadd("notifier:events", {"type": "order.created",
-                                          "data": msgspec.json.encode({"n": n})})
+            pipe.xadd(
+                "notifier:events", {"type": "order.created", "data": msgspec.json.encode({"n": n})}
+            )
         await pipe.execute()
 
 
 async def test_redis_killed_for_10s_mid_stream_deliveries_resume_at_once(
-        redis: Redis, redis_server: RedisServer, settings: Settings,
-        endpoint_factory: Any) -> None:
+    redis: Redis, redis_server: RedisServer, settings: Settings, endpoint_factory: Any
+) -> None:
     partners, events = 3, 600
 
     async def slowish(request: web.Request, n: int) -> web.StreamResponse:
@@ -72,8 +73,10 @@ async def test_redis_killed_for_10s_mid_stream_deliveries_resume_at_once(
             first_after = min(r.at for e in endpoints for r in e.received if r.at >= back)
             await idle(fresh, 30)
         resumed_in = first_after - back
-        print(f"killed after {at_kill} deliveries; first delivery {resumed_in:.2f}s after "
-              "Redis came back")
+        print(
+            f"killed after {at_kill} deliveries; first delivery {resumed_in:.2f}s after "
+            "Redis came back"
+        )
         assert resumed_in < 2.0
         duplicates = 0
         for i, endpoint in enumerate(endpoints):
@@ -92,8 +95,8 @@ async def test_redis_killed_for_10s_mid_stream_deliveries_resume_at_once(
 
 
 async def test_replies_lost_on_the_way_back_strand_nothing(
-        redis: Redis, settings: Settings, endpoint_factory: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every fifth auto-pipelined round trip runs in Redis but its replies are lost, as when a
     connection breaks just after the commands went out: leases, takes and settles whose
     replies never came. Every message still arrives exactly once, long before a lease or a
@@ -101,8 +104,7 @@ async def test_replies_lost_on_the_way_back_strand_nothing(
     partners, events = 4, 300
     endpoints = [await endpoint_factory() for _ in range(partners)]
     for i, endpoint in enumerate(endpoints):
-        await register(redis, settings, f"p{i}", endpoint.url, ["order.created"],
-                       max_in_flight=5)
+        await register(redis, settings, f"p{i}", endpoint.url, ["order.created"], max_in_flight=5)
     original = AutoPipeline._send
     round_trips = {"all": 0, "lost": 0}
     lost_scripts: Counter[str] = Counter()
@@ -130,8 +132,10 @@ async def test_replies_lost_on_the_way_back_strand_nothing(
             await endpoint.wait_for(events, timeout=30)
         await idle(redis, 30)
     took = time.monotonic() - started
-    print(f"{round_trips['lost']} of {round_trips['all']} round trips lost their replies "
-          f"({dict(lost_scripts)}); all delivered in {took:.1f}s")
+    print(
+        f"{round_trips['lost']} of {round_trips['all']} round trips lost their replies "
+        f"({dict(lost_scripts)}); all delivered in {took:.1f}s"
+    )
     for i, endpoint in enumerate(endpoints):
         got = copies(endpoint)
         assert set(got) == set(range(events)), f"partner {i} lost messages"

@@ -21,17 +21,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 async def test_the_installed_wheel_runs_notifier(
-        tmp_path: Path, redis: Redis, settings: Settings, env: dict[str, str],
-        endpoint_factory: Callable[..., Awaitable[Endpoint]]) -> None:
+    tmp_path: Path,
+    redis: Redis,
+    settings: Settings,
+    env: dict[str, str],
+    endpoint_factory: Callable[..., Awaitable[Endpoint]],
+) -> None:
     dist, site = tmp_path / "dist", tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                    str(ROOT)], check=True, timeout=120)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
+        check=True,
+        timeout=120,
+    )
     [wheel] = dist.glob("notifier-*.whl")
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".lua")}
     assert shipped == {f"notifier/lua/{path.name}" for path in (ROOT / "lua").glob("*.lua")}
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, timeout=120)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=120
+    )
 
     endpoint = await endpoint_factory()
     await register(redis, settings, "p", endpoint.url, ["order.created"])
@@ -39,9 +47,12 @@ async def test_the_installed_wheel_runs_notifier(
     # `notifier run`, as the image's CMD, from outside the checkout: only the installed copy
     # (and its lua/) can be imported.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "notifier", "run"], cwd=tmp_path,
+        [sys.executable, "-m", "notifier", "run"],
+        cwd=tmp_path,
         env={**os.environ, **env, "PYTHONPATH": str(site), "NOTIFIER_API_ADDR": api},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         await publish(redis, "order.created", {"n": 1})
         await endpoint.wait_for(1, timeout=30)
@@ -53,7 +64,11 @@ async def test_the_installed_wheel_runs_notifier(
     assert endpoint.bodies()[0]["data"] == {"n": 1}
     where = subprocess.run(
         [sys.executable, "-c", "import notifier.redis.lua as s; print(s.__file__)"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True,
-        text=True, check=True).stdout
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert where.startswith(str(site)), where
     assert proc.returncode == 0, err.decode()

@@ -22,14 +22,16 @@ def verify(secret: str, received: object) -> dict[str, object]:
     return payload
 
 
-async def test_event_reaches_each_subscribed_partner_once(redis: Redis, settings: Settings,
-                                                          endpoint_factory) -> None:
+async def test_event_reaches_each_subscribed_partner_once(
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     orders = await endpoint_factory()
     reviews = await endpoint_factory()
     nobody = await endpoint_factory()
     _, orders_secret = await register(redis, settings, "orders", orders.url, ["order.created"])
-    _, reviews_secret = await register(redis, settings, "reviews", reviews.url, ["*"],
-                                       headers={"x-api-key": "k-123"})
+    _, reviews_secret = await register(
+        redis, settings, "reviews", reviews.url, ["*"], headers={"x-api-key": "k-123"}
+    )
     await register(redis, settings, "nobody", nobody.url, ["refund.issued"])
 
     async with running(settings):
@@ -41,8 +43,7 @@ async def test_event_reaches_each_subscribed_partner_once(redis: Redis, settings
     assert len(orders.received) == 1
     assert len(reviews.received) == 1
     assert nobody.received == []
-    for got, secret in ((orders.received[0], orders_secret), (reviews.received[0],
-                                                                reviews_secret)):
+    for got, secret in ((orders.received[0], orders_secret), (reviews.received[0], reviews_secret)):
         headers = {k.lower(): v for k, v in got.headers.items()}
         assert headers["content-type"] == "application/json"
         assert headers["user-agent"] == f"notifier/{__version__}"
@@ -57,16 +58,18 @@ async def test_event_reaches_each_subscribed_partner_once(redis: Redis, settings
     assert {k.lower(): v for k, v in reviews.received[0].headers.items()}["x-api-key"] == "k-123"
 
 
-async def test_overlapping_subscriptions_and_a_new_type(redis: Redis, settings: Settings,
-                                                        endpoint_factory) -> None:
+async def test_overlapping_subscriptions_and_a_new_type(
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     a, b, c = [await endpoint_factory() for _ in range(3)]
     await register(redis, settings, "a", a.url, ["order.created", "order.paid"])
     await register(redis, settings, "b", b.url, ["order.paid", "review.requested"])
     await register(redis, settings, "c", c.url, ["*"])
 
     async with running(settings):
-        for i, event_type in enumerate(["order.created", "order.paid", "review.requested",
-                                        "loyalty.points-earned"]):
+        for i, event_type in enumerate(
+            ["order.created", "order.paid", "review.requested", "loyalty.points-earned"]
+        ):
             await publish(redis, event_type, {"n": i})
         await c.wait_for(4)
         await idle(redis)
@@ -76,12 +79,12 @@ async def test_overlapping_subscriptions_and_a_new_type(redis: Redis, settings: 
 
     assert types(a) == ["order.created", "order.paid"]
     assert types(b) == ["order.paid", "review.requested"]
-    assert types(c) == ["loyalty.points-earned", "order.created", "order.paid",
-                        "review.requested"]
+    assert types(c) == ["loyalty.points-earned", "order.created", "order.paid", "review.requested"]
 
 
-async def test_producer_id_is_delivered_once_per_partner(redis: Redis, settings: Settings,
-                                                         endpoint_factory) -> None:
+async def test_producer_id_is_delivered_once_per_partner(
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
     async with running(settings):
@@ -95,7 +98,8 @@ async def test_producer_id_is_delivered_once_per_partner(redis: Redis, settings:
 
 
 async def test_malformed_events_are_dead_lettered_and_routing_goes_on(
-        redis: Redis, settings: Settings, endpoint_factory) -> None:
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
     async with running(settings):
@@ -103,8 +107,9 @@ async def test_malformed_events_are_dead_lettered_and_routing_goes_on(
         await redis.xadd("notifier:events", {"type": "order.created", "data": "[1, 2]"})
         await redis.xadd("notifier:events", {"type": "Bad Type!", "data": "{}"})
         await redis.xadd("notifier:events", {"type": "order.created", "data": "{not json"})
-        await redis.xadd("notifier:events", {"type": "order.created",
-                                             "data": json.dumps({"x": "y" * 300_000})})
+        await redis.xadd(
+            "notifier:events", {"type": "order.created", "data": json.dumps({"x": "y" * 300_000})}
+        )
         await publish(redis, "order.created", {"order_id": 1})
         await partner.wait_for(1)
         await idle(redis)
@@ -122,8 +127,9 @@ async def test_malformed_events_are_dead_lettered_and_routing_goes_on(
     assert kept == {"type": "order.created", "data": "[1, 2]"}
 
 
-async def test_partner_change_takes_effect_without_restart(redis: Redis, settings: Settings,
-                                                           endpoint_factory) -> None:
+async def test_partner_change_takes_effect_without_restart(
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     first, second = await endpoint_factory(), await endpoint_factory()
     from notifier.models import PartnerPatch
     from notifier.store import Store
@@ -132,8 +138,9 @@ async def test_partner_change_takes_effect_without_restart(redis: Redis, setting
     async with running(settings):
         await publish(redis, "order.created", {"n": 1})
         await first.wait_for(1)
-        await Store(redis, settings).update(pid, PartnerPatch(url=second.url,
-                                                              events=["order.paid"]))
+        await Store(redis, settings).update(
+            pid, PartnerPatch(url=second.url, events=["order.paid"])
+        )
         await publish(redis, "order.created", {"n": 2})
         await publish(redis, "order.paid", {"n": 3})
         await second.wait_for(1)
@@ -143,7 +150,8 @@ async def test_partner_change_takes_effect_without_restart(redis: Redis, setting
 
 
 async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
-        redis: Redis, env: dict[str, str], endpoint_factory, spawn) -> None:
+    redis: Redis, env: dict[str, str], endpoint_factory, spawn
+) -> None:
     # what the killed router read comes back after NOTIFIER_CLAIM_IDLE: short here, as that
     # expiry is what this test is about
     env["NOTIFIER_CLAIM_IDLE"] = "3s"
@@ -154,8 +162,9 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
     total = 3000
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(total):
-            pipe.xadd("notifier:events", {"type": "order.created",
-                                          "data": msgspec.json.encode({"n": i})})
+            pipe.xadd(
+                "notifier:events", {"type": "order.created", "data": msgspec.json.encode({"n": i})}
+            )
         await pipe.execute()
 
     # the router is a real process, killed with SIGKILL partway through the stream
@@ -164,6 +173,7 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
     async def partly_routed() -> bool:
         length = await redis.xlen("notifier:events")
         return 0 < length < total - 200
+
     await eventually(partly_routed, 30, "the router to route part of the stream")
     router.send_signal(signal.SIGKILL)
     router.wait(10)
@@ -182,8 +192,9 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
         assert duplicates == 0, f"{duplicates} duplicates after a router crash"
 
 
-async def test_sigterm_lets_open_requests_finish(redis: Redis, settings: Settings,
-                                                 endpoint_factory, spawn) -> None:
+async def test_sigterm_lets_open_requests_finish(
+    redis: Redis, settings: Settings, endpoint_factory, spawn
+) -> None:
     import asyncio
 
     from aiohttp import web
@@ -208,7 +219,8 @@ async def test_sigterm_lets_open_requests_finish(redis: Redis, settings: Setting
 
 
 async def test_redis_that_comes_back_empty_gets_its_groups_back(
-        redis: Redis, settings: Settings, endpoint_factory) -> None:
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     first, second = await endpoint_factory(), await endpoint_factory()
     await register(redis, settings, "before", first.url, ["*"])
     async with running(settings):

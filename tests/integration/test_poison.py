@@ -43,7 +43,8 @@ async def dead_reasons(redis: Redis) -> list[str]:
 
 
 async def test_poison_events_are_dead_lettered_and_the_next_event_is_delivered(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any
+) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
     async with running(settings):
@@ -60,11 +61,13 @@ async def test_poison_events_are_dead_lettered_and_the_next_event_is_delivered(
 
 
 async def test_an_entry_handed_out_too_often_is_dead_lettered_whatever_the_cause(
-        redis: Redis, env: dict[str, str], endpoint_factory: Any) -> None:
+    redis: Redis, env: dict[str, str], endpoint_factory: Any
+) -> None:
     """A router killed by an entry (say, by the OOM killer) leaves it pending; each claim by the
     next router bumps its delivery count, and at MAX_ROUTE_TRIES it is set aside."""
-    settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "100ms",
-                            "NOTIFIER_CLAIM_IDLE": "200ms"})
+    settings = config.load(
+        {**env, "NOTIFIER_REQUEST_TIMEOUT": "100ms", "NOTIFIER_CLAIM_IDLE": "200ms"}
+    )
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
     await Router(redis, settings).ensure_group()
@@ -95,7 +98,8 @@ async def _count_dead(redis: Redis, count: int) -> bool:
 
 
 async def test_a_partner_stream_that_refuses_the_message_dead_letters_only_that_copy(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any
+) -> None:
     """A Lua script keeps what it wrote before failing, and the entry is acknowledged first:
     a broken partner key must cost that partner's copy (dead-lettered, replayable), not the
     other partners' copies or the entry."""
@@ -111,7 +115,7 @@ async def test_a_partner_stream_that_refuses_the_message_dead_letters_only_that_
         await publish(redis, "order.created", {"n": 1})
         await good.wait_for(1)
         await eventually(lambda: _count_dead(redis, 1), 10, "the broken copy to be dead")
-    (_, fields), = await redis.xrange(keys.DEAD)
+    ((_, fields),) = await redis.xrange(keys.DEAD)
     assert fields[b"partner"].decode() == broken_id
     assert b"WRONGTYPE" in fields[b"reason"]
     assert json.loads(fields[b"message"])["data"] == {"n": 1}
@@ -119,7 +123,8 @@ async def test_a_partner_stream_that_refuses_the_message_dead_letters_only_that_
 
 
 async def test_an_unreadable_partner_record_does_not_stop_routing(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any
+) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
     await redis.hset(keys.PARTNERS, "ptn_corrupt", b"{not json")
@@ -134,17 +139,13 @@ async def test_an_unreadable_partner_record_does_not_stop_routing(
 # The same rules everywhere: what the router dead-letters, the API refuses as a subscription.
 
 
-
-
-
 # Property: whatever bytes arrive in whatever fields, parse answers a Message or a reason.
 
 _fields = st.dictionaries(
     st.sampled_from([b"type", b"data", b"id", b"other"]) | st.binary(max_size=8),
     st.binary(max_size=300) | st.sampled_from([deep(400), deep(5000), b"{}", b'{"a":1}']),
-    max_size=5)
-
-
+    max_size=5,
+)
 
 
 _entries = st.lists(_fields, min_size=1, max_size=8)
@@ -159,11 +160,15 @@ async def shared_endpoint(endpoint_factory: Any) -> Endpoint:
 
 @pytest.mark.slow
 @given(_entries)
-@hsettings(max_examples=15, deadline=None, derandomize=True,
-           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 async def test_every_entry_ends_delivered_or_dead_lettered(
-        redis: Redis, settings: Settings, shared_endpoint: Endpoint,
-        batch: list[dict[bytes, bytes]]) -> None:
+    redis: Redis, settings: Settings, shared_endpoint: Endpoint, batch: list[dict[bytes, bytes]]
+) -> None:
     """Arbitrary entries through a live router: each one is routed or dead-lettered with a
     reason, the router keeps going, and the good event after them is delivered."""
     await redis.flushall()
@@ -175,8 +180,7 @@ async def test_every_entry_ends_delivered_or_dead_lettered(
             if not fields:
                 continue  # XADD needs a field
             await redis.xadd("notifier:events", fields)  # type: ignore[arg-type]
-            expected += not isinstance(events.parse("0-0", fields, settings.max_event_bytes),
-                                       str)
+            expected += not isinstance(events.parse("0-0", fields, settings.max_event_bytes), str)
         await publish(redis, "order.created", {"sentinel": True})
         await shared_endpoint.wait_for(expected + 1)
         await idle(redis)

@@ -24,14 +24,14 @@ def busiest_window(received: list[Received], seconds: float = 1.0) -> int:
     return best
 
 
-
-
 @pytest.mark.slow
 async def test_limit_holds_across_three_delivery_processes(
-        redis: Redis, settings: Settings, endpoint_factory, spawn) -> None:
+    redis: Redis, settings: Settings, endpoint_factory, spawn
+) -> None:
     limited = await endpoint_factory()
-    await register(redis, settings, "limited", limited.url, ["*"], rate_limit="20/second",
-                   max_in_flight=20)
+    await register(
+        redis, settings, "limited", limited.url, ["*"], rate_limit="20/second", max_in_flight=20
+    )
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(200):
             pipe.xadd("notifier:events", {"type": "order.created", "data": f'{{"n": {i}}}'})
@@ -61,9 +61,9 @@ async def _clients(redis: Redis, name: str, count: int) -> bool:
 
 
 async def test_a_hanging_partner_holds_only_its_own_slots(
-        redis: Redis, env: dict[str, str], endpoint_factory) -> None:
-    settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "10s",
-                            "NOTIFIER_CLAIM_IDLE": "15s"})
+    redis: Redis, env: dict[str, str], endpoint_factory
+) -> None:
+    settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "10s", "NOTIFIER_CLAIM_IDLE": "15s"})
     release = asyncio.Event()
 
     async def hang(request: web.Request, n: int) -> web.StreamResponse:
@@ -88,7 +88,8 @@ async def test_a_hanging_partner_holds_only_its_own_slots(
 
 
 async def test_max_in_flight_holds_while_the_partner_is_changed(
-        redis: Redis, settings: Settings, endpoint_factory) -> None:
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     from notifier.models import PartnerPatch
     from notifier.store import Store
 

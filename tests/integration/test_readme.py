@@ -23,11 +23,8 @@ def sh_blocks() -> list[str]:
     return BLOCK.findall(README.read_text())[1:]
 
 
-
-
 @pytest.mark.slow
-async def test_every_readme_command_runs(env: dict[str, str], spawn: Any,
-                                         redis: Any) -> None:
+async def test_every_readme_command_runs(env: dict[str, str], spawn: Any, redis: Any) -> None:
     port = free_port()
     spawn("api", extra={"NOTIFIER_API_ADDR": f"127.0.0.1:{port}"})
     bin_dir = Path(sys.executable).parent
@@ -38,14 +35,22 @@ async def test_every_readme_command_runs(env: dict[str, str], spawn: Any,
 
     async def up() -> bool:
         try:
-            async with aiohttp.ClientSession() as http, \
-                    http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{port}/healthz") as resp,
+            ):
                 return resp.status == 200
         except aiohttp.ClientError:
             return False
+
     await eventually(up, 20, "the api to listen")
     for block in sh_blocks():
         script = block.replace("localhost:8080", f"127.0.0.1:{port}")
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=shell_env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=shell_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, f"README block failed:\n{block}\n{result.stderr}"

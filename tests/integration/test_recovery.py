@@ -61,7 +61,8 @@ async def pending_by_consumer(redis: Redis, partner_ids: list[str]) -> Counter[s
 
 
 async def test_delivery_process_killed_mid_run_loses_nothing(
-        redis: Redis, env: dict[str, str], endpoint_factory, spawn) -> None:
+    redis: Redis, env: dict[str, str], endpoint_factory, spawn
+) -> None:
     # The killed process's messages come back after NOTIFIER_CLAIM_IDLE: short here, as that
     # expiry is what this test is about.
     short = {"NOTIFIER_CLAIM_IDLE": "3s"}
@@ -75,14 +76,20 @@ async def test_delivery_process_killed_mid_run_loses_nothing(
         return web.Response()
 
     endpoints = [await endpoint_factory(slow_ok) for _ in range(partners)]
-    pids = [(await register(redis, settings, f"p{i}", endpoint.url, [f"evt.p{i}"],
-                            max_in_flight=max_in_flight))[0]
-            for i, endpoint in enumerate(endpoints)]
+    pids = [
+        (
+            await register(
+                redis, settings, f"p{i}", endpoint.url, [f"evt.p{i}"], max_in_flight=max_in_flight
+            )
+        )[0]
+        for i, endpoint in enumerate(endpoints)
+    ]
     async with redis.pipeline(transaction=False) as pipe:
         for n in range(per_partner):
             for i in range(partners):
-                pipe.xadd("notifier:events", {"type": f"evt.p{i}",
-                                              "data": msgspec.json.encode({"n": n})})
+                pipe.xadd(
+                    "notifier:events", {"type": f"evt.p{i}", "data": msgspec.json.encode({"n": n})}
+                )
         await pipe.execute()
     total = partners * per_partner
 
@@ -92,13 +99,16 @@ async def test_delivery_process_killed_mid_run_loses_nothing(
     started = time.monotonic()
     # One process would lease all 20 partners at once (up to NOTIFIER_CONCURRENCY of them);
     # at 10 each, both processes have work when one is killed.
-    workers = {name: spawn("deliver", extra={"NOTIFIER_CONSUMER": name,
-                                             "NOTIFIER_CONCURRENCY": "10"})
-               for name in ("deliver-1", "deliver-2")}
+    workers = {
+        name: spawn("deliver", extra={"NOTIFIER_CONSUMER": name, "NOTIFIER_CONCURRENCY": "10"})
+        for name in ("deliver-1", "deliver-2")
+    }
     async with running(settings, deliver=False):
+
         async def both_busy() -> bool:
             held = await pending_by_consumer(redis, pids)
             return received() >= total // 10 and all(held[name] for name in workers)
+
         await eventually(both_busy, 40, "both delivery processes to be delivering")
 
         held = await pending_by_consumer(redis, pids)
@@ -106,8 +116,10 @@ async def test_delivery_process_killed_mid_run_loses_nothing(
         workers[victim].send_signal(signal.SIGKILL)
         workers[victim].wait(10)
         at_kill = received()
-        print(f"killed {victim} holding {held[victim]} messages, {at_kill} of {total} "
-              f"delivered, {time.monotonic() - started:.1f}s in")
+        print(
+            f"killed {victim} holding {held[victim]} messages, {at_kill} of {total} "
+            f"delivered, {time.monotonic() - started:.1f}s in"
+        )
         assert at_kill < total, "everything was delivered before the kill"
 
         for endpoint in endpoints:
@@ -123,7 +135,8 @@ async def test_delivery_process_killed_mid_run_loses_nothing(
 
 
 async def test_redis_restart_mid_run_loses_nothing(
-        redis: Redis, redis_server: RedisServer, settings: Settings, endpoint_factory) -> None:
+    redis: Redis, redis_server: RedisServer, settings: Settings, endpoint_factory
+) -> None:
     partners, events = 3, 500
     in_flight = 0
 
@@ -149,8 +162,10 @@ async def test_redis_restart_mid_run_loses_nothing(
         async with running(settings):
             async with redis.pipeline(transaction=False) as pipe:
                 for n in range(events):
-                    pipe.xadd("notifier:events", {"type": "order.created",
-                                                  "data": msgspec.json.encode({"n": n})})
+                    pipe.xadd(
+                        "notifier:events",
+                        {"type": "order.created", "data": msgspec.json.encode({"n": n})},
+                    )
                 await pipe.execute()
             await eventually(lambda: received() >= total // 5, 30, "some deliveries")
 
@@ -164,13 +179,17 @@ async def test_redis_restart_mid_run_loses_nothing(
                 await eventually(lambda: in_flight == 0, 10, "requests under way to finish")
 
                 def noticed() -> bool:
-                    loops = {e.get("loop") for e in logged
-                             if e["event"] == "redis unreachable, retrying"}
+                    loops = {
+                        e.get("loop") for e in logged if e["event"] == "redis unreachable, retrying"
+                    }
                     return {"router", "delivery"} <= loops
+
                 await eventually(noticed, 20, "notifier to notice that Redis is down")
             await asyncio.to_thread(redis_server.start)
-            print(f"redis down for {time.monotonic() - down_at:.2f}s after {at_stop} of "
-                  f"{total} deliveries")
+            print(
+                f"redis down for {time.monotonic() - down_at:.2f}s after {at_stop} of "
+                f"{total} deliveries"
+            )
 
             fresh = Redis.from_url(redis_server.url)
             for endpoint in endpoints:

@@ -92,7 +92,8 @@ async def attempts_of(redis: Redis, settings: Settings, pid: str) -> list[Any]:
 
 
 async def test_fails_twice_then_succeeds_with_one_webhook_id_at_the_scheduled_gaps(
-        redis: Redis, env: dict[str, str], endpoint_factory, admin: Admin) -> None:
+    redis: Redis, env: dict[str, str], endpoint_factory, admin: Admin
+) -> None:
     schedule = (0.3, 0.6)
     settings = with_schedule(env, "300ms,600ms")
 
@@ -110,18 +111,25 @@ async def test_fails_twice_then_succeeds_with_one_webhook_id_at_the_scheduled_ga
     assert webhook_ids(endpoint) == [f"msg_{entry}"] * 3
     for gap, delay in zip(gaps(endpoint), schedule, strict=True):
         assert delay <= gap < delay * (1 + JITTER) + SLACK, (
-            f"retry came {gap:.3f}s after the previous try; schedule says {delay}s")
+            f"retry came {gap:.3f}s after the previous try; schedule says {delay}s"
+        )
 
     logged = await attempts_of(redis, settings, pid)
     assert [(a.attempt, a.status, a.ok) for a in logged] == [
-        (1, 500, False), (2, 500, False), (3, 200, True)]
+        (1, 500, False),
+        (2, 500, False),
+        (3, 200, True),
+    ]
     assert {a.message_id for a in logged} == {f"msg_{entry}"}
     assert all(a.event_type == "order.created" for a in logged)
     assert logged[0].error is not None and "500" in logged[0].error
 
     shown = await admin.get(f"/v1/partners/{pid}/attempts")
     assert sorted((a["attempt"], a["status"], a["ok"]) for a in shown) == [
-        (1, 500, False), (2, 500, False), (3, 200, True)]
+        (1, 500, False),
+        (2, 500, False),
+        (3, 200, True),
+    ]
     for row in shown:
         assert row["message_id"] == f"msg_{entry}"
         assert row["event_type"] == "order.created"
@@ -130,16 +138,22 @@ async def test_fails_twice_then_succeeds_with_one_webhook_id_at_the_scheduled_ga
 
 async def run_cli(env: dict[str, str], *args: str) -> Any:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "notifier", *args, env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "notifier",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     return json.loads(out)
 
 
 async def test_exhausted_message_is_dead_lettered_then_replayed_with_its_webhook_id(
-        redis: Redis, settings: Settings, env: dict[str, str], endpoint_factory,
-        admin: Admin) -> None:
+    redis: Redis, settings: Settings, env: dict[str, str], endpoint_factory, admin: Admin
+) -> None:
     down = True
 
     async def outage(request: web.Request, n: int) -> web.StreamResponse:
@@ -155,6 +169,7 @@ async def test_exhausted_message_is_dead_lettered_then_replayed_with_its_webhook
 
         async def dead_lettered() -> bool:
             return len(await store.dead_letters(pid)) == 1
+
         await eventually(dead_lettered, 10, "the message to be dead-lettered")
         await idle(redis)
         assert len(endpoint.received) == tries
@@ -205,12 +220,14 @@ async def failed_attempts(redis: Redis, settings: Settings, pid: str, count: int
 
     async def logged() -> bool:
         return len(await store.attempts(pid)) >= count
+
     await eventually(logged, 15, f"{count} attempts in the log of {pid}")
     return await attempts_of(redis, settings, pid)
 
 
-async def test_a_timeout_is_retried_and_logged(redis: Redis, env: dict[str, str],
-                                               endpoint_factory) -> None:
+async def test_a_timeout_is_retried_and_logged(
+    redis: Redis, env: dict[str, str], endpoint_factory
+) -> None:
     settings = with_schedule(env, "200ms,400ms", NOTIFIER_REQUEST_TIMEOUT="500ms")
     released = asyncio.Event()
 
@@ -237,8 +254,10 @@ async def test_a_timeout_is_retried_and_logged(redis: Redis, env: dict[str, str]
     assert webhook_ids(endpoint)[0] == webhook_ids(endpoint)[1]
 
 
-async def test_connection_refused_is_retried_and_logged(redis: Redis, env: dict[str, str],
-                                                        ) -> None:
+async def test_connection_refused_is_retried_and_logged(
+    redis: Redis,
+    env: dict[str, str],
+) -> None:
     settings = with_schedule(env, "100ms,100ms,5s")
     url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     pid, _ = await register(redis, settings, "refused", url, ["*"])
@@ -255,8 +274,9 @@ async def test_connection_refused_is_retried_and_logged(redis: Redis, env: dict[
     assert len({a.message_id for a in logged}) == 1
 
 
-async def test_a_redirect_is_a_failure_and_never_followed(redis: Redis, env: dict[str, str],
-                                                          endpoint_factory) -> None:
+async def test_a_redirect_is_a_failure_and_never_followed(
+    redis: Redis, env: dict[str, str], endpoint_factory
+) -> None:
     settings = with_schedule(env, "100ms,100ms,5s")
     elsewhere = await endpoint_factory()
 
@@ -270,14 +290,18 @@ async def test_a_redirect_is_a_failure_and_never_followed(redis: Redis, env: dic
         await endpoint.wait_for(3)
         logged = await failed_attempts(redis, settings, pid, 3)
     assert [(a.attempt, a.status, a.ok) for a in logged] == [
-        (1, 302, False), (2, 302, False), (3, 302, False)]
+        (1, 302, False),
+        (2, 302, False),
+        (3, 302, False),
+    ]
     for attempt in logged:
         assert attempt.error == "HTTP 302: redirects are not followed"
     assert elsewhere.received == [], "a redirect was followed"
 
 
 async def test_retry_after_on_429_is_honoured_over_a_shorter_schedule(
-        redis: Redis, env: dict[str, str], endpoint_factory) -> None:
+    redis: Redis, env: dict[str, str], endpoint_factory
+) -> None:
     settings = with_schedule(env, "100ms,100ms")
 
     async def busy_once(request: web.Request, n: int) -> web.StreamResponse:
@@ -300,7 +324,8 @@ async def test_retry_after_on_429_is_honoured_over_a_shorter_schedule(
 
 
 async def test_ordered_partner_holds_later_messages_until_the_head_succeeds(
-        redis: Redis, settings: Settings, endpoint_factory) -> None:
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     failures = 0
 
     async def head_fails_twice(request: web.Request, n: int) -> web.StreamResponse:
@@ -323,7 +348,8 @@ async def test_ordered_partner_holds_later_messages_until_the_head_succeeds(
 
 
 async def test_410_gone_disables_the_partner_and_keeps_its_messages(
-        redis: Redis, settings: Settings, endpoint_factory) -> None:
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     gone = True
 
     async def responder(request: web.Request, n: int) -> web.StreamResponse:
@@ -337,6 +363,7 @@ async def test_410_gone_disables_the_partner_and_keeps_its_messages(
 
         async def disabled() -> bool:
             return not (await store.get(pid)).enabled
+
         await eventually(disabled, 10, "the partner to be disabled")
         partner = await store.get(pid)
         assert partner.disabled_reason is not None and "410" in partner.disabled_reason
@@ -347,8 +374,10 @@ async def test_410_gone_disables_the_partner_and_keeps_its_messages(
         await publish(redis, "order.created", {"n": 3})
 
         async def kept() -> bool:
-            return (await redis.xlen("notifier:events") == 0
-                    and await redis.xlen(keys.stream(pid)) == 3)
+            return (
+                await redis.xlen("notifier:events") == 0 and await redis.xlen(keys.stream(pid)) == 3
+            )
+
         await eventually(kept, 10, "the messages to be kept in the partner's stream")
         assert await store.dead_letters() == []
         assert len(endpoint.received) == 1
@@ -362,6 +391,7 @@ async def test_410_gone_disables_the_partner_and_keeps_its_messages(
 
     assert sorted(b["data"]["n"] for b in endpoint.bodies()[1:]) == [1, 2, 3]
     assert all(r.at >= enabled_at for r in endpoint.received[1:]), (
-        "a message reached the partner while it was disabled")
+        "a message reached the partner while it was disabled"
+    )
     assert (await store.get(pid)).enabled is True
     assert await store.dead_letters() == []

@@ -16,17 +16,21 @@ from tests.helpers import TOKEN
 BASE = {"name": "x", "url": "https://x.example.com/hook", "events": ["order.created"]}
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({"events": ["order.created\n"]}, "may only contain lower-case letters"),
-    ({"events": ["a" * 300]}, "300 characters long, at most 200"),
-    ({"headers": {"x-key": "a\x00b"}}, "contains a control character"),
-    ({"headers": {"x-key\n": "v"}}, "is not a valid header name"),
-    ({"headers": {"x-key": "line\r\nx-evil: 1"}}, "contains a control character"),
-    ({"headers": {"Webhook-Signature": "v1,forged"}}, "is set by notifier"),
-    ({"rate_limit": "5 per 100000000000000000 hours"}, "from 1 second to 24 hours"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"events": ["order.created\n"]}, "may only contain lower-case letters"),
+        ({"events": ["a" * 300]}, "300 characters long, at most 200"),
+        ({"headers": {"x-key": "a\x00b"}}, "contains a control character"),
+        ({"headers": {"x-key\n": "v"}}, "is not a valid header name"),
+        ({"headers": {"x-key": "line\r\nx-evil: 1"}}, "contains a control character"),
+        ({"headers": {"Webhook-Signature": "v1,forged"}}, "is set by notifier"),
+        ({"rate_limit": "5 per 100000000000000000 hours"}, "from 1 second to 24 hours"),
+    ],
+)
 async def test_the_api_refuses_what_could_never_be_delivered(
-        redis: Redis, settings: Settings, change: dict[str, Any], expected: str) -> None:
+    redis: Redis, settings: Settings, change: dict[str, Any], expected: str
+) -> None:
     server = aiohttp.test_utils.TestServer(api.create_app(redis, settings))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.test_utils.TestClient(server) as client:

@@ -51,8 +51,9 @@ def verifies(secret: str, received: Any) -> bool:
     return True
 
 
-async def test_signatures_during_and_after_rotation(redis: Redis, env: dict[str, str],
-                                                    endpoint_factory) -> None:
+async def test_signatures_during_and_after_rotation(
+    redis: Redis, env: dict[str, str], endpoint_factory
+) -> None:
     settings = config.load({**env, "NOTIFIER_SECRET_OVERLAP": "1s"})
     endpoint = await endpoint_factory()
     pid, old = await register(redis, settings, "p", endpoint.url, ["*"])
@@ -78,8 +79,9 @@ async def test_signatures_during_and_after_rotation(redis: Redis, env: dict[str,
     assert verifies(new, after) and not verifies(old, after)
 
 
-async def test_a_partner_may_bring_its_own_secret(redis: Redis, settings: Settings,
-                                                  endpoint_factory) -> None:
+async def test_a_partner_may_bring_its_own_secret(
+    redis: Redis, settings: Settings, endpoint_factory
+) -> None:
     endpoint = await endpoint_factory()
     own = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     await register(redis, settings, "p", endpoint.url, ["*"], secret=own)
@@ -89,8 +91,9 @@ async def test_a_partner_may_bring_its_own_secret(redis: Redis, settings: Settin
     assert verifies(own, endpoint.received[0])
 
 
-async def test_secrets_are_encrypted_at_rest(redis: Redis, env: dict[str, str],
-                                             endpoint_factory) -> None:
+async def test_secrets_are_encrypted_at_rest(
+    redis: Redis, env: dict[str, str], endpoint_factory
+) -> None:
     key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     settings = config.load({**env, "NOTIFIER_SECRET_KEY": key})
     endpoint = await endpoint_factory()
@@ -125,8 +128,9 @@ async def everything_in(redis: Redis) -> dict[bytes, bytes]:
         elif kind == "zset":
             parts = await redis.zrange(key, 0, -1)
         elif kind == "stream":
-            parts = [b for _, fields in await redis.xrange(key)
-                     for pair in fields.items() for b in pair]
+            parts = [
+                b for _, fields in await redis.xrange(key) for pair in fields.items() for b in pair
+            ]
         else:
             raise AssertionError(f"{key!r} is a {kind} this scan does not read")
         found[key] = b"\n".join([key, *parts])
@@ -134,10 +138,10 @@ async def everything_in(redis: Redis) -> dict[bytes, bytes]:
 
 
 async def test_a_rotated_secret_is_encrypted_too_and_both_sign(
-        redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory) -> None:
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
+) -> None:
     key = base64.urlsafe_b64encode(os.urandom(32)).decode()
-    settings = config.load({**env, "NOTIFIER_SECRET_KEY": key,
-                            "NOTIFIER_SECRET_OVERLAP": "1h"})
+    settings = config.load({**env, "NOTIFIER_SECRET_KEY": key, "NOTIFIER_SECRET_OVERLAP": "1h"})
     endpoint = await endpoint_factory()
     pid, old = await register(redis, settings, "p", endpoint.url, ["*"])
     store = Store(redis, settings)
@@ -157,7 +161,8 @@ async def test_a_rotated_secret_is_encrypted_too_and_both_sign(
         assert b"whsec_" not in value, f"a plaintext secret in {name!r}"
         for secret in (old, new):
             assert secret.removeprefix("whsec_").encode() not in value, (
-                f"a secret's key in {name!r}")
+                f"a secret's key in {name!r}"
+            )
     [record] = await store.partners()
     assert [s.value[:4] for s in record.secrets] == ["enc:", "enc:"]
 
@@ -172,13 +177,22 @@ def key_complaints(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "NOTIFIER_SECRET_KEY" in line]
 
 
-@pytest.mark.parametrize(("another_key", "says"), [
-    (False, "partner secrets are encrypted: set NOTIFIER_SECRET_KEY"),
-    (True, "a partner secret does not decrypt with NOTIFIER_SECRET_KEY")],
-    ids=["no-key", "another-key"])
+@pytest.mark.parametrize(
+    ("another_key", "says"),
+    [
+        (False, "partner secrets are encrypted: set NOTIFIER_SECRET_KEY"),
+        (True, "a partner secret does not decrypt with NOTIFIER_SECRET_KEY"),
+    ],
+    ids=["no-key", "another-key"],
+)
 async def test_a_secret_that_does_not_decrypt_disables_the_partner_once(
-        redis: Redis, env: dict[str, str], spawn: Spawn, endpoint_factory: EndpointFactory,
-        another_key: bool, says: str) -> None:
+    redis: Redis,
+    env: dict[str, str],
+    spawn: Spawn,
+    endpoint_factory: EndpointFactory,
+    another_key: bool,
+    says: str,
+) -> None:
     saved_with = base64.urlsafe_b64encode(os.urandom(32)).decode()
     settings = config.load({**env, "NOTIFIER_SECRET_KEY": saved_with})
     endpoint = await endpoint_factory()
@@ -187,12 +201,14 @@ async def test_a_secret_that_does_not_decrypt_disables_the_partner_once(
 
     # An empty value is no key at all (config skips it), whatever the test runner's own env.
     wrong = base64.urlsafe_b64encode(os.urandom(32)).decode() if another_key else ""
-    proc = spawn("run", extra={"NOTIFIER_SECRET_KEY": wrong,
-                               "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}"})
+    proc = spawn(
+        "run", extra={"NOTIFIER_SECRET_KEY": wrong, "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}"}
+    )
     await publish(redis, "order.created", {"n": 0})
 
     async def disabled() -> bool:
         return not (await store.get(pid)).enabled
+
     await eventually(disabled, 30, "the partner to be disabled")
     reason = (await store.get(pid)).disabled_reason or ""
     assert says in reason, reason
@@ -203,6 +219,7 @@ async def test_a_secret_that_does_not_decrypt_disables_the_partner_once(
 
     async def kept() -> bool:
         return await redis.xlen(stream) == 4
+
     await eventually(kept, 10, "the later events to reach its stream")
     # Absence cannot be polled for: give a process that would try again (a retry loop, a
     # re-lease) a second to do it before it is stopped.
@@ -221,19 +238,25 @@ async def test_a_secret_that_does_not_decrypt_disables_the_partner_once(
     # Back with the key it was saved with, and enabled again: everything kept is delivered,
     # signed with its secret.
     port = free_port()
-    proc = spawn("run", extra={"NOTIFIER_SECRET_KEY": saved_with,
-                               "NOTIFIER_API_ADDR": f"127.0.0.1:{port}"})
+    proc = spawn(
+        "run", extra={"NOTIFIER_SECRET_KEY": saved_with, "NOTIFIER_API_ADDR": f"127.0.0.1:{port}"}
+    )
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
+
         async def up() -> bool:
             try:
                 async with http.get(f"{base}/healthz") as resp:
                     return resp.status == 200
             except aiohttp.ClientError:
                 return False
+
         await eventually(up, 30, "the admin API")
-        async with http.patch(f"{base}/v1/partners/{pid}", json={"enabled": True},
-                              headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        async with http.patch(
+            f"{base}/v1/partners/{pid}",
+            json={"enabled": True},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["disabled_reason"] is None
     await endpoint.wait_for(4)
@@ -246,8 +269,9 @@ async def test_a_secret_that_does_not_decrypt_disables_the_partner_once(
     assert key_complaints(proc.stderr.read().decode()) == []
 
 
-async def test_internal_addresses_are_refused_at_delivery(redis: Redis, env: dict[str, str],
-                                                          endpoint_factory) -> None:
+async def test_internal_addresses_are_refused_at_delivery(
+    redis: Redis, env: dict[str, str], endpoint_factory
+) -> None:
     guarded = config.load({**env, "NOTIFIER_ALLOWED_NETWORKS": ""})
     endpoint = await endpoint_factory()
     pid, _ = await register(redis, guarded, "p", endpoint.url, ["*"])
@@ -257,6 +281,7 @@ async def test_internal_addresses_are_refused_at_delivery(redis: Redis, env: dic
 
         async def attempted() -> bool:
             return bool(await store.attempts(pid))
+
         await eventually(attempted, 10, "an attempt")
     attempt = (await store.attempts(pid))[0]
     assert not attempt.ok and attempt.status is None
@@ -265,10 +290,7 @@ async def test_internal_addresses_are_refused_at_delivery(redis: Redis, env: dic
     assert endpoint.received == []
 
 
-
-
-MESSAGE = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z",
-                  data=msgspec.Raw(b"{}"))
+MESSAGE = Message(id="m1", type="t", timestamp="2026-01-01T00:00:00.000Z", data=msgspec.Raw(b"{}"))
 
 
 async def send_one(settings: Settings, url: str) -> Outcome:
@@ -300,8 +322,9 @@ async def test_huge_answer_is_cut_not_buffered(settings: Settings, endpoint_fact
     assert peak < 3 * 1024 * 1024, f"peak {peak} bytes while reading a 10 MiB answer"
 
 
-async def test_slow_drip_answer_hits_the_total_timeout(env: dict[str, str],
-                                                       endpoint_factory) -> None:
+async def test_slow_drip_answer_hits_the_total_timeout(
+    env: dict[str, str], endpoint_factory
+) -> None:
     settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "500ms"})
 
     async def drip(request: web.Request, n: int) -> web.StreamResponse:
@@ -326,38 +349,56 @@ def test_api_refuses_to_start_without_a_token(settings: Settings) -> None:
         api.check_token(tokenless)
     api.check_token(msgspec.structs.replace(tokenless, api_local_only=True))
     with pytest.raises(ConfigError, match="loopback"):
-        api.check_token(msgspec.structs.replace(tokenless, api_local_only=True,
-                                                api_addr="0.0.0.0:8080"))
+        api.check_token(
+            msgspec.structs.replace(tokenless, api_local_only=True, api_addr="0.0.0.0:8080")
+        )
 
 
-async def test_no_secret_in_any_log_line(redis: Redis, env: dict[str, str], spawn,
-                                         endpoint_factory) -> None:
+async def test_no_secret_in_any_log_line(
+    redis: Redis, env: dict[str, str], spawn, endpoint_factory
+) -> None:
     key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     port = free_port()
     failing = await endpoint_factory(lambda r, n: _status(500))
     healthy = await endpoint_factory()
-    proc = spawn("run", extra={"NOTIFIER_LOG_LEVEL": "debug", "NOTIFIER_SECRET_KEY": key,
-                               "NOTIFIER_API_ADDR": f"127.0.0.1:{port}",
-                               "NOTIFIER_RETRY_SCHEDULE": "100ms"})
+    proc = spawn(
+        "run",
+        extra={
+            "NOTIFIER_LOG_LEVEL": "debug",
+            "NOTIFIER_SECRET_KEY": key,
+            "NOTIFIER_API_ADDR": f"127.0.0.1:{port}",
+            "NOTIFIER_RETRY_SCHEDULE": "100ms",
+        },
+    )
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     secrets: list[str] = []
     async with aiohttp.ClientSession() as http:
+
         async def up() -> bool:
             try:
                 async with http.get(f"{base}/healthz") as resp:
                     return resp.status == 200
             except aiohttp.ClientError:
                 return False
+
         await eventually(up, 30, "the admin API")
         for name, url in (("failing", failing.url), ("healthy", healthy.url)):
-            async with http.post(f"{base}/v1/partners", headers=auth, json={
-                    "name": name, "url": url, "events": ["*"],
-                    "headers": {"x-api-key": "hdr-secret-value"}}) as resp:
+            async with http.post(
+                f"{base}/v1/partners",
+                headers=auth,
+                json={
+                    "name": name,
+                    "url": url,
+                    "events": ["*"],
+                    "headers": {"x-api-key": "hdr-secret-value"},
+                },
+            ) as resp:
                 created = await resp.json()
                 secrets.append(created["secret"])
-            async with http.post(f"{base}/v1/partners/{created['id']}/secret/rotate",
-                                 headers=auth) as resp:
+            async with http.post(
+                f"{base}/v1/partners/{created['id']}/secret/rotate", headers=auth
+            ) as resp:
                 secrets.append((await resp.json())["secret"])
         async with http.get(f"{base}/v1/partners", headers=auth) as resp:
             listing = await resp.text()
@@ -387,28 +428,51 @@ async def _dead(redis: Redis) -> bool:
     return await redis.xlen("notifier:dead") >= 2
 
 
-
-
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                    | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
-FIELDS = ["name", "url", "events", "rate_limit", "max_in_flight", "headers", "transform",
-          "enabled", "ordered", "secret"]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "name",
+    "url",
+    "events",
+    "rate_limit",
+    "max_in_flight",
+    "headers",
+    "transform",
+    "enabled",
+    "ordered",
+    "secret",
+]
 BODIES = st.one_of(
     JSON,
     st.fixed_dictionaries({}, optional={f: JSON for f in FIELDS}),
     st.fixed_dictionaries(
-        {"name": st.text(max_size=30), "url": st.sampled_from(
-            ["https://x.example.com/h", "http://10.0.0.1/", "https://", "javascript:x"]),
-         "events": st.lists(st.sampled_from(["*", "order.created", "Bad", ""]), max_size=3)},
-        optional={"rate_limit": st.sampled_from(["5/second", "0/hour", "x", "9/fortnight"]),
-                  "transform": st.fixed_dictionaries({}, optional={
-                      "pick": st.lists(st.text(max_size=10), max_size=3),
-                      "omit": st.lists(st.text(max_size=10), max_size=3),
-                      "rename": st.dictionaries(st.text(max_size=8), st.text(max_size=8)),
-                      "map": st.dictionaries(st.text(max_size=8), JSON, max_size=3)}),
-                  "headers": st.dictionaries(st.text(max_size=10), st.text(max_size=10))}))
+        {
+            "name": st.text(max_size=30),
+            "url": st.sampled_from(
+                ["https://x.example.com/h", "http://10.0.0.1/", "https://", "javascript:x"]
+            ),
+            "events": st.lists(st.sampled_from(["*", "order.created", "Bad", ""]), max_size=3),
+        },
+        optional={
+            "rate_limit": st.sampled_from(["5/second", "0/hour", "x", "9/fortnight"]),
+            "transform": st.fixed_dictionaries(
+                {},
+                optional={
+                    "pick": st.lists(st.text(max_size=10), max_size=3),
+                    "omit": st.lists(st.text(max_size=10), max_size=3),
+                    "rename": st.dictionaries(st.text(max_size=8), st.text(max_size=8)),
+                    "map": st.dictionaries(st.text(max_size=8), JSON, max_size=3),
+                },
+            ),
+            "headers": st.dictionaries(st.text(max_size=10), st.text(max_size=10)),
+        },
+    ),
+)
 
 
 def test_api_bodies_never_crash(settings: Settings) -> None:
@@ -423,10 +487,10 @@ def test_api_bodies_never_crash(settings: Settings) -> None:
         try:
             for body in bodies:
                 raw = msgspec.json.encode(body)
-                for method, path in (("POST", "/v1/partners"),
-                                     ("POST", "/v1/dead-letters/replay")):
-                    resp = await client.request(method, path, data=raw, headers={
-                        "Authorization": f"Bearer {TOKEN}"})
+                for method, path in (("POST", "/v1/partners"), ("POST", "/v1/dead-letters/replay")):
+                    resp = await client.request(
+                        method, path, data=raw, headers={"Authorization": f"Bearer {TOKEN}"}
+                    )
                     answer = await resp.json()
                     statuses.append(resp.status)
                     assert resp.status in (200, 201, 400), answer
@@ -436,8 +500,9 @@ def test_api_bodies_never_crash(settings: Settings) -> None:
             await client.close()
         return statuses
 
-    @hsettings(max_examples=150, deadline=None,
-               suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @hsettings(
+        max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
     @given(st.lists(BODIES, min_size=1, max_size=5))
     def check(bodies: list[Any]) -> None:
         asyncio.run(scenario(bodies))

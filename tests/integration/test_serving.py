@@ -40,33 +40,34 @@ class FakePool:
 
 
 def served(pool: FakePool, **partner: Any) -> ServedPartner:
-    record = msgspec.json.encode({"id": "ptn_x", "name": "x", "url": "https://x.example",
-                                  "events": ["*"], **partner})
+    record = msgspec.json.encode(
+        {"id": "ptn_x", "name": "x", "url": "https://x.example", "events": ["*"], **partner}
+    )
     one = ServedPartner(pool, "ptn_x", record, 0)  # type: ignore[arg-type]
     one.partner = msgspec.json.decode(record, type=Partner)
     one.max_in_flight = 10
     return one
 
 
-
-
-
-
-
-
-
-
 @pytest.mark.slow
 async def test_many_limited_partners_with_backlogs_beside_an_unlimited_one(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any
+) -> None:
     """Ten partners at 30/second with 150 messages each (five seconds, several quanta) and an
     unlimited partner with 1,000: every message arrives, each limited partner at its limit,
     and the unlimited one is not held back by them."""
     limited: list[Endpoint] = [await endpoint_factory() for _ in range(10)]
     free: Endpoint = await endpoint_factory()
     for i, endpoint in enumerate(limited):
-        await register(redis, settings, f"limited-{i}", endpoint.url, [f"evt.l{i}"],
-                       rate_limit="30/second", max_in_flight=30)
+        await register(
+            redis,
+            settings,
+            f"limited-{i}",
+            endpoint.url,
+            [f"evt.l{i}"],
+            rate_limit="30/second",
+            max_in_flight=30,
+        )
     await register(redis, settings, "free", free.url, ["evt.free"])
     async with redis.pipeline(transaction=False) as pipe:
         for n in range(150):

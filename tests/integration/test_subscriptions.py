@@ -16,7 +16,8 @@ from tests.helpers import register
 
 
 async def test_a_running_router_follows_changes_one_partner_at_a_time(
-        redis: Redis, settings: Settings, monkeypatch: Any) -> None:
+    redis: Redis, settings: Settings, monkeypatch: Any
+) -> None:
     a, _ = await register(redis, settings, "a", "https://a.example", ["order.created"])
     router = Router(redis, settings)
     await router.refresh_partners()
@@ -52,7 +53,8 @@ async def test_a_running_router_follows_changes_one_partner_at_a_time(
 
 
 async def test_a_type_with_1000_subscribers_never_holds_redis_for_long(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any
+) -> None:
     """Each partner gets the event once, and no Redis call took more than a few
     milliseconds: the fan-out is split into calls of FANOUT_CHUNK partners."""
     from notifier.engine.router import FANOUT_CHUNK
@@ -62,8 +64,9 @@ async def test_a_type_with_1000_subscribers_never_holds_redis_for_long(
     store = Store(redis, settings)
     ids = []
     for n in range(1000):
-        partner, _ = await store.create(PartnerIn(
-            name=f"p{n}", url=f"{endpoint.url}/{n}", events=["order.created"]))
+        partner, _ = await store.create(
+            PartnerIn(name=f"p{n}", url=f"{endpoint.url}/{n}", events=["order.created"])
+        )
         ids.append(partner.id)
     await redis.config_set("slowlog-log-slower-than", 3000)  # µs
     await redis.slowlog_reset()
@@ -71,8 +74,9 @@ async def test_a_type_with_1000_subscribers_never_holds_redis_for_long(
         await publish(redis, "order.created", {"n": 1}, event_id="big-1")
         await endpoint.wait_for(1000, timeout=60)
         await idle(redis, 30)
-    slow = [entry for entry in await redis.slowlog_get(128)
-            if entry["command"].startswith(b"EVALSHA")]
+    slow = [
+        entry for entry in await redis.slowlog_get(128) if entry["command"].startswith(b"EVALSHA")
+    ]
     await redis.config_set("slowlog-log-slower-than", 10000)
     assert slow == [], [(e["duration"], e["command"][:80]) for e in slow]
     paths = sorted(int(r.path.rsplit("/", 1)[1]) for r in endpoint.received)

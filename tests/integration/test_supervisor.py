@@ -29,10 +29,9 @@ def children(pid: int) -> set[int]:
     return found
 
 
-
-
 async def test_a_killed_worker_is_restarted_and_nothing_is_lost(
-        redis: Redis, env: dict[str, str], endpoint_factory: Any, spawn: Any) -> None:
+    redis: Redis, env: dict[str, str], endpoint_factory: Any, spawn: Any
+) -> None:
     env["NOTIFIER_CLAIM_IDLE"] = "3s"  # the killed worker's messages come back after this
     settings = config.load(env)
     endpoints = [await endpoint_factory() for _ in range(4)]
@@ -46,15 +45,21 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost(
         async with redis.pipeline(transaction=False) as pipe:
             for n in range(300):
                 for i in range(4):
-                    pipe.xadd("notifier:events", {"type": f"evt.{i}",
-                                                  "data": msgspec.json.encode({"n": n})})
+                    pipe.xadd(
+                        "notifier:events",
+                        {"type": f"evt.{i}", "data": msgspec.json.encode({"n": n})},
+                    )
             await pipe.execute()
-        await eventually(lambda: sum(len(e.received) for e in endpoints) > 100, 20,
-                         "deliveries to start")
+        await eventually(
+            lambda: sum(len(e.received) for e in endpoints) > 100, 20, "deliveries to start"
+        )
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        await eventually(lambda: len(children(supervisor.pid) - first) == 1, 20,
-                         "the killed worker to be replaced")
+        await eventually(
+            lambda: len(children(supervisor.pid) - first) == 1,
+            20,
+            "the killed worker to be replaced",
+        )
         for endpoint in endpoints:
             await endpoint.wait_for(300, timeout=60)
         await idle(redis, 30)
@@ -64,5 +69,8 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost(
     workers = children(supervisor.pid)
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(30) == 0
-    await eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 10,
-                     "the workers to stop with their supervisor")
+    await eventually(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+        10,
+        "the workers to stop with their supervisor",
+    )

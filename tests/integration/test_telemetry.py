@@ -23,8 +23,12 @@ class Traces(trace_service_pb2_grpc.TraceServiceServicer):
         self.spans: list[Span] = []
 
     async def Export(self, request: Any, context: Any) -> Any:
-        self.spans += [span for resource in request.resource_spans
-                       for scope in resource.scope_spans for span in scope.spans]
+        self.spans += [
+            span
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -57,6 +61,7 @@ async def collector() -> AsyncIterator[tuple[str, Traces, Metrics]]:
 def attributes(items: Any) -> dict[str, Any]:
     def value(kv: KeyValue) -> Any:
         return getattr(kv.value, kv.value.WhichOneof("value"))
+
     return {kv.key: value(kv) for kv in items}
 
 
@@ -65,18 +70,28 @@ async def failing(request: web.Request, n: int) -> web.StreamResponse:
 
 
 async def test_an_events_trace_holds_its_fan_out_and_every_attempt(
-        redis: Redis, settings: Settings, spawn: Callable[..., Any],
-        endpoint_factory: Callable[..., Awaitable[Endpoint]],
-        collector: tuple[str, Traces, Metrics]) -> None:
+    redis: Redis,
+    settings: Settings,
+    spawn: Callable[..., Any],
+    endpoint_factory: Callable[..., Awaitable[Endpoint]],
+    collector: tuple[str, Traces, Metrics],
+) -> None:
     otlp, traces, metrics = collector
     good, bad = await endpoint_factory(), await endpoint_factory(failing)
     # a credential in the query string must not reach the traces
-    good_id, _ = await register(redis, settings, "good", good.url + "?token=s3cr3t",
-                                ["order.created"])
+    good_id, _ = await register(
+        redis, settings, "good", good.url + "?token=s3cr3t", ["order.created"]
+    )
     bad_id, _ = await register(redis, settings, "bad", bad.url, ["order.created"])
-    spawn("run", extra={"NOTIFIER_OTLP_ENDPOINT": otlp, "OTEL_BSP_SCHEDULE_DELAY": "100",
-                        "OTEL_METRIC_EXPORT_INTERVAL": "200",
-                        "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}"})
+    spawn(
+        "run",
+        extra={
+            "NOTIFIER_OTLP_ENDPOINT": otlp,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "200",
+            "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}",
+        },
+    )
     await publish(redis, "order.created", {"order_id": 7}, event_id="ord-7")
     attempts = len(settings.retry_schedule) + 1
     await good.wait_for(1)
@@ -85,13 +100,17 @@ async def test_an_events_trace_holds_its_fan_out_and_every_attempt(
     def spans(name: str) -> list[Span]:
         return [s for s in traces.spans if s.name == name]
 
-    await eventually(lambda: len(spans("deliver")) >= 1 + attempts and bool(spans("route")),
-                     what="the route span and every deliver span")
+    await eventually(
+        lambda: len(spans("deliver")) >= 1 + attempts and bool(spans("route")),
+        what="the route span and every deliver span",
+    )
     [route] = spans("route")
     assert route.kind == Span.SPAN_KIND_CONSUMER
     assert attributes(route.attributes) == {
-        "notifier.event.type": "order.created", "notifier.message.id": "ord-7",
-        "notifier.partners": 2}
+        "notifier.event.type": "order.created",
+        "notifier.message.id": "ord-7",
+        "notifier.partners": 2,
+    }
     delivered = spans("deliver")
     assert len(delivered) == 1 + attempts
     for span in delivered:
@@ -109,16 +128,19 @@ async def test_an_events_trace_holds_its_fan_out_and_every_attempt(
     assert good_span["http.response.status_code"] == 200
     assert good_span["url.full"] == good.url  # no query string
     assert "s3cr3t" not in repr(traces.spans)
-    assert sorted(a["notifier.attempt"] for a in by_partner[bad_id]) == list(
-        range(1, attempts + 1))
+    assert sorted(a["notifier.attempt"] for a in by_partner[bad_id]) == list(range(1, attempts + 1))
     assert {a["http.response.status_code"] for a in by_partner[bad_id]} == {500}
 
     def counted() -> dict[tuple[str, str], int]:
-        return {(attributes(p.attributes)["partner"], attributes(p.attributes)["result"]):
-                p.as_int for p in metrics.points.get("notifier.delivery.attempts", [])}
+        return {
+            (attributes(p.attributes)["partner"], attributes(p.attributes)["result"]): p.as_int
+            for p in metrics.points.get("notifier.delivery.attempts", [])
+        }
 
     want = {(good_id, "success"): 1, (bad_id, "failure"): attempts}
     await eventually(lambda: counted() == want, what=f"attempt counts {want}, got {counted()}")
-    durations = {attributes(p.attributes)["partner"]: p.count
-                 for p in metrics.points["notifier.delivery.duration"]}
+    durations = {
+        attributes(p.attributes)["partner"]: p.count
+        for p in metrics.points["notifier.delivery.duration"]
+    }
     assert durations == {good_id: 1, bad_id: attempts}

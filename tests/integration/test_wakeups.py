@@ -29,8 +29,10 @@ async def pool(redis: Redis, settings: Settings) -> AsyncIterator[Delivery]:
     async with Sender(settings) as sender:
         deliver = Delivery(redis, settings, sender)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(deliver.run(stop)),
-                 asyncio.create_task(Router(redis, settings).run(stop))]
+        tasks = [
+            asyncio.create_task(deliver.run(stop)),
+            asyncio.create_task(Router(redis, settings).run(stop)),
+        ]
         try:
             yield deliver
         finally:
@@ -49,7 +51,8 @@ def long_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_routed_message_wakes_a_blocked_process(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any
+) -> None:
     endpoint: Endpoint = await endpoint_factory()
     await register(redis, settings, "p", endpoint.url, ["*"])
     async with pool(redis, settings) as deliver:
@@ -63,7 +66,8 @@ async def test_a_routed_message_wakes_a_blocked_process(
 
 
 async def test_a_retry_coming_due_wakes_a_blocked_process(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any
+) -> None:
     async def fail_first(request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=500 if n == 1 else 200)
 
@@ -78,7 +82,8 @@ async def test_a_retry_coming_due_wakes_a_blocked_process(
 
 
 async def test_a_rate_limit_slot_opening_wakes_a_blocked_process(
-        redis: Redis, settings: Settings, endpoint_factory: Any) -> None:
+    redis: Redis, settings: Settings, endpoint_factory: Any
+) -> None:
     endpoint: Endpoint = await endpoint_factory()
     await register(redis, settings, "p", endpoint.url, ["*"], rate_limit="1/second")
     async with pool(redis, settings) as deliver:
@@ -93,7 +98,8 @@ async def test_a_rate_limit_slot_opening_wakes_a_blocked_process(
 
 
 async def test_an_idle_process_makes_almost_no_redis_calls(
-        redis: Redis, settings: Settings) -> None:
+    redis: Redis, settings: Settings
+) -> None:
     """Idle, a delivery process blocks for the fallback at a time: with it at 30 s, a few
     seconds see one lease and one BLPOP, however many partners are registered."""
     for n in range(200):

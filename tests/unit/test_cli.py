@@ -25,12 +25,9 @@ def test_version_and_help_for_every_command() -> None:
     assert all(action.help for action in commands._choices_actions)
 
 
-
-
 def test_python_dash_m_notifier_works() -> None:
-    result = subprocess.run([sys.executable, "-m", "notifier", "--help"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "notifier", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "partners" in result.stdout
     assert free_port() > 0
-
-

@@ -22,21 +22,28 @@ def test_settings_defaults_follow_the_contract() -> None:
 
 def test_every_bad_setting_is_named() -> None:
     with pytest.raises(config.ConfigError) as err:
-        config.load({"NOTIFIER_RETRY_SCHEDULE": "5s,soon", "NOTIFIER_ALLOW_HTTP": "maybe",
-                     "NOTIFIER_ALLOWED_NETWORKS": "10.0.0.0/33", "REDIS_URL": "localhost",
-                     "NOTIFIER_MAX_EVENT_BYTES": "-1", "NOTIFIER_API_ADDR": "nowhere"})
+        config.load(
+            {
+                "NOTIFIER_RETRY_SCHEDULE": "5s,soon",
+                "NOTIFIER_ALLOW_HTTP": "maybe",
+                "NOTIFIER_ALLOWED_NETWORKS": "10.0.0.0/33",
+                "REDIS_URL": "localhost",
+                "NOTIFIER_MAX_EVENT_BYTES": "-1",
+                "NOTIFIER_API_ADDR": "nowhere",
+            }
+        )
     text = str(err.value)
-    for var in ("NOTIFIER_RETRY_SCHEDULE", "NOTIFIER_ALLOW_HTTP", "NOTIFIER_ALLOWED_NETWORKS",
-                "REDIS_URL", "NOTIFIER_MAX_EVENT_BYTES", "NOTIFIER_API_ADDR"):
+    for var in (
+        "NOTIFIER_RETRY_SCHEDULE",
+        "NOTIFIER_ALLOW_HTTP",
+        "NOTIFIER_ALLOWED_NETWORKS",
+        "REDIS_URL",
+        "NOTIFIER_MAX_EVENT_BYTES",
+        "NOTIFIER_API_ADDR",
+    ):
         assert var in text
     with pytest.raises(config.ConfigError, match="NOTIFIER_CLAIM_IDLE"):
         config.load({"NOTIFIER_REQUEST_TIMEOUT": "30s", "NOTIFIER_CLAIM_IDLE": "20s"})
-
-
-
-
-
-
 
 
 def test_the_readme_settings_table_is_the_declarations() -> None:
@@ -47,9 +54,13 @@ def test_the_readme_settings_table_is_the_declarations() -> None:
 
 def test_bad_settings_never_echo_a_secret() -> None:
     with pytest.raises(config.ConfigError) as err:
-        config.load({"NOTIFIER_SECRET_KEY": "hunter2-not-a-key",
-                     "REDIS_URL": "redis://user:hunter2@redis:6379/x",
-                     "NOTIFIER_MAX_EVENT_BYTES": "abc"})
+        config.load(
+            {
+                "NOTIFIER_SECRET_KEY": "hunter2-not-a-key",
+                "REDIS_URL": "redis://user:hunter2@redis:6379/x",
+                "NOTIFIER_MAX_EVENT_BYTES": "abc",
+            }
+        )
     text = str(err.value)
     assert "hunter2" not in text
     assert "NOTIFIER_SECRET_KEY" in text and "REDIS_URL='redis://user:***@redis" in text
@@ -57,12 +68,18 @@ def test_bad_settings_never_echo_a_secret() -> None:
     assert "\n" not in text
 
 
-@pytest.mark.parametrize(("var", "value"), [
-    ("NOTIFIER_RETRY_SCHEDULE", "99999999999999d"), ("NOTIFIER_RETRY_SCHEDULE", "1s," * 51),
-    ("NOTIFIER_REQUEST_TIMEOUT", "400d"), ("NOTIFIER_CONCURRENCY", "10000000"),
-    ("NOTIFIER_MAX_EVENT_BYTES", "99999999999"), ("NOTIFIER_API_ADDR", "host:99999"),
-    ("NOTIFIER_MAX_EVENT_BYTES", "²"),
-])
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("NOTIFIER_RETRY_SCHEDULE", "99999999999999d"),
+        ("NOTIFIER_RETRY_SCHEDULE", "1s," * 51),
+        ("NOTIFIER_REQUEST_TIMEOUT", "400d"),
+        ("NOTIFIER_CONCURRENCY", "10000000"),
+        ("NOTIFIER_MAX_EVENT_BYTES", "99999999999"),
+        ("NOTIFIER_API_ADDR", "host:99999"),
+        ("NOTIFIER_MAX_EVENT_BYTES", "²"),
+    ],
+)
 def test_numbers_are_bounded_to_what_redis_lua_and_timers_hold(var: str, value: str) -> None:
     with pytest.raises(config.ConfigError, match=var):
         config.load({var: value})

@@ -19,23 +19,8 @@ def deep(levels: int) -> bytes:
     return b'{"a":' * levels + b"1" + b"}" * levels
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # The same rules everywhere: what the router dead-letters, the API refuses as a subscription.
+
 
 @pytest.mark.parametrize("bad", ["order.created\n", "Order.Created", "x" * 201, "", "a b"])
 def test_event_type_rules_are_whole_string_matches(bad: str) -> None:
@@ -53,7 +38,8 @@ def test_a_300_character_type_says_how_long_it_may_be() -> None:
 _fields = st.dictionaries(
     st.sampled_from([b"type", b"data", b"id", b"other"]) | st.binary(max_size=8),
     st.binary(max_size=300) | st.sampled_from([deep(400), deep(5000), b"{}", b'{"a":1}']),
-    max_size=5)
+    max_size=5,
+)
 
 
 @given(_fields)
@@ -65,9 +51,3 @@ def test_parse_never_raises(fields: dict[bytes, bytes]) -> None:
     else:
         assert rules.event_type_problem(result.type) is None
         msgspec.json.decode(result.data)  # what reaches partners is valid JSON
-
-
-
-
-
-

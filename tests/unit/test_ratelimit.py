@@ -26,11 +26,3 @@ def test_rates_are_parsed_by_limits() -> None:
     assert parse_rate(None) is None
     with pytest.raises(ValueError, match="not a rate"):
         parse_rate("fast")
-
-
-
-
-
-
-
-

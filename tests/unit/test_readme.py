@@ -11,11 +11,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-
-
 def test_the_first_block_is_the_two_commands() -> None:
     first = BLOCK.findall(README.read_text())[0]
     assert [line.split()[0] for line in first.strip().splitlines()] == [
-        "scripts/demo", "scripts/test"]
-
-
+        "scripts/demo",
+        "scripts/test",
+    ]

@@ -40,8 +40,9 @@ class FakePool:
 
 
 def served(pool: FakePool, **partner: Any) -> ServedPartner:
-    record = msgspec.json.encode({"id": "ptn_x", "name": "x", "url": "https://x.example",
-                                  "events": ["*"], **partner})
+    record = msgspec.json.encode(
+        {"id": "ptn_x", "name": "x", "url": "https://x.example", "events": ["*"], **partner}
+    )
     one = ServedPartner(pool, "ptn_x", record, 0)  # type: ignore[arg-type]
     one.partner = msgspec.json.decode(record, type=Partner)
     one.max_in_flight = 10
@@ -63,11 +64,16 @@ async def test_a_slot_time_already_past_never_spins_the_loop(blocked_in_ms: int)
     assert time.process_time() - cpu < QUANTUM
 
 
-@given(blocked_offset=st.integers(-10**7, 10**7), deadline_offset=st.floats(-5, 5),
-       inflight=st.integers(0, 20), stopping=st.booleans())
+@given(
+    blocked_offset=st.integers(-(10**7), 10**7),
+    deadline_offset=st.floats(-5, 5),
+    inflight=st.integers(0, 20),
+    stopping=st.booleans(),
+)
 @hsettings(max_examples=500, deadline=None, derandomize=True)
-def test_the_pause_is_none_or_at_least_min_pause(blocked_offset: int, deadline_offset: float,
-                                                  inflight: int, stopping: bool) -> None:
+def test_the_pause_is_none_or_at_least_min_pause(
+    blocked_offset: int, deadline_offset: float, inflight: int, stopping: bool
+) -> None:
     pool = FakePool(0)
     if stopping:
         pool.stopping.set()
@@ -80,8 +86,16 @@ def test_the_pause_is_none_or_at_least_min_pause(blocked_offset: int, deadline_o
         assert pause is None  # nothing to take: wait for the open sends, or end
 
 
-@pytest.mark.parametrize("text", ["5 per 100000000000000000 hours", "1 per 2000000000000 hours",
-                                  f"{MAX_LIMIT + 1}/second", "0/second", "1/10 years"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "5 per 100000000000000000 hours",
+        "1 per 2000000000000 hours",
+        f"{MAX_LIMIT + 1}/second",
+        "0/second",
+        "1/10 years",
+    ],
+)
 def test_rate_limits_lua_cannot_hold_are_refused_when_saved(text: str) -> None:
     body = {"name": "x", "url": "https://x.example", "events": ["*"], "rate_limit": text}
     with pytest.raises(msgspec.ValidationError, match="rate_limit"):
@@ -93,5 +107,3 @@ def test_the_largest_rate_limits_are_exact_in_lua_numbers() -> None:
     assert rate is not None
     # take.lua adds now (ms, ~2^41) to twice the window: far under 2^53, so exact
     assert serving.now_ms() + 2 * rate.window_ms < 2**53
-
-

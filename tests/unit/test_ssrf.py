@@ -69,18 +69,38 @@ def test_refuses_non_public_addresses(address: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8",
-     "64:ff9b::808:808", "100.128.0.1", "172.32.0.1", "192.169.0.1"],
+    [
+        "93.184.216.34",
+        "8.8.8.8",
+        "1.1.1.1",
+        "2606:4700:4700::1111",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",
+        "100.128.0.1",
+        "172.32.0.1",
+        "192.169.0.1",
+    ],
 )
 def test_accepts_public_addresses(address: str) -> None:
     assert refusal(ip_address(address), ()) is None
 
 
 def test_allowed_networks_override_every_class() -> None:
-    allowed = [ip_network("10.0.0.0/8"), ip_network("127.0.0.0/8"), ip_network("fc00::/7"),
-               ip_network("169.254.169.254/32")]
-    for address in ("10.1.2.3", "127.0.0.1", "fd00::5", "169.254.169.254", "::ffff:127.0.0.1",
-                    "::ffff:10.9.9.9", "64:ff9b::a00:1"):
+    allowed = [
+        ip_network("10.0.0.0/8"),
+        ip_network("127.0.0.0/8"),
+        ip_network("fc00::/7"),
+        ip_network("169.254.169.254/32"),
+    ]
+    for address in (
+        "10.1.2.3",
+        "127.0.0.1",
+        "fd00::5",
+        "169.254.169.254",
+        "::ffff:127.0.0.1",
+        "::ffff:10.9.9.9",
+        "64:ff9b::a00:1",
+    ):
         assert refusal(ip_address(address), allowed) is None, address
     # Only the listed networks: neighbours stay refused.
     for address in ("192.168.1.1", "169.254.169.253", "::1", "100.64.0.1"):
@@ -90,11 +110,13 @@ def test_allowed_networks_override_every_class() -> None:
 def test_check_url_accepts_and_normalises() -> None:
     assert check_url("https://example.com/hook", allow_http=False) == "https://example.com/hook"
     assert check_url("HTTPS://Example.COM:8443/a?b=1#frag", allow_http=False) == (
-        "https://example.com:8443/a?b=1")
+        "https://example.com:8443/a?b=1"
+    )
     assert check_url("http://example.com/hook", allow_http=True) == "http://example.com/hook"
     assert check_url("https://[2606:4700::1]/x", allow_http=False) == "https://[2606:4700::1]/x"
     assert check_url(" https://bücher.example/h ", allow_http=False) == (
-        "https://xn--bcher-kva.example/h")
+        "https://xn--bcher-kva.example/h"
+    )
 
 
 @pytest.mark.parametrize(
@@ -123,8 +145,11 @@ def test_check_url_rejects(url: str, allow_http: bool, message: str) -> None:
 
 
 def test_check_url_never_echoes_a_password() -> None:
-    for url in ("https://user:hunter2@example.com/h", "ftp://u:hunter2@example.com/",
-                "https://u:hunter2@example.com:99999/"):
+    for url in (
+        "https://user:hunter2@example.com/h",
+        "ftp://u:hunter2@example.com/",
+        "https://u:hunter2@example.com:99999/",
+    ):
         with pytest.raises(ValueError) as caught:
             check_url(url, allow_http=False)
         assert "hunter2" not in str(caught.value)
@@ -132,8 +157,10 @@ def test_check_url_never_echoes_a_password() -> None:
 
 def test_error_message_names_host_address_and_remedy() -> None:
     err = BlockedAddressError("example.com", [("127.0.0.1", "loopback address")])
-    assert str(err) == ("refused 127.0.0.1 for example.com: loopback address "
-                        "(allow it with NOTIFIER_ALLOWED_NETWORKS)")
+    assert str(err) == (
+        "refused 127.0.0.1 for example.com: loopback address "
+        "(allow it with NOTIFIER_ALLOWED_NETWORKS)"
+    )
     assert isinstance(err, aiohttp.ClientConnectionError)
     both = BlockedAddressError("h.test", [("10.0.0.1", "private"), ("::1", "loopback")])
     assert "10.0.0.1 (private), ::1 (loopback)" in str(both)
@@ -164,9 +191,10 @@ async def server() -> AsyncIterator[tuple[TestServer, list[str]]]:
 
 
 async def _post(url: str, connector: aiohttp.TCPConnector) -> int:
-    async with aiohttp.ClientSession(connector=connector) as session, session.post(
-        url, json={"event": "x"}, allow_redirects=False
-    ) as resp:
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(url, json={"event": "x"}, allow_redirects=False) as resp,
+    ):
         await resp.read()
         return resp.status
 
@@ -235,9 +263,14 @@ class FakeResolver(AbstractResolver):
         answer = self.answers[host]
         addrs = answer.pop(0) if answer and isinstance(answer[0], list) else answer
         return [
-            ResolveResult(hostname=host, host=addr, port=port,
-                          family=socket.AF_INET6 if ":" in addr else socket.AF_INET,
-                          proto=0, flags=socket.AI_NUMERICHOST)
+            ResolveResult(
+                hostname=host,
+                host=addr,
+                port=port,
+                family=socket.AF_INET6 if ":" in addr else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
             for addr in addrs
         ]
 
@@ -246,8 +279,9 @@ class FakeResolver(AbstractResolver):
 
 
 async def test_mixed_answer_keeps_only_public_addresses() -> None:
-    resolver = FakeResolver({"partner.test": ["10.0.0.5", "93.184.216.34", "::1",
-                                              "2606:4700:4700::1111"]})
+    resolver = FakeResolver(
+        {"partner.test": ["10.0.0.5", "93.184.216.34", "::1", "2606:4700:4700::1111"]}
+    )
     connector = guarded_connector((), resolver=resolver)
     try:
         kept = await connector._resolve_host("partner.test", 443)
@@ -292,8 +326,9 @@ async def test_dns_rebinding_is_caught_on_the_next_connection(
     """First lookup is allowed, the second rebinds to a refused address and is blocked."""
     srv, seen = server
     resolver = FakeResolver({"partner.test": [["127.0.0.1"], ["169.254.169.254"]]})
-    connector = guarded_connector(LOOPBACK_ONLY, resolver=resolver, use_dns_cache=False,
-                                  force_close=True)
+    connector = guarded_connector(
+        LOOPBACK_ONLY, resolver=resolver, use_dns_cache=False, force_close=True
+    )
     url = f"http://partner.test:{srv.port}/hook"
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.post(url) as resp:

@@ -12,8 +12,12 @@ from notifier.subscriptions import Subscriptions
 
 TYPES = ["order.created", "order.paid", "refund.issued", "a", "b"]
 _patterns = st.lists(st.sampled_from([*TYPES, "*"]), min_size=1, max_size=4)
-_ops = st.lists(st.tuples(st.sampled_from(["put", "remove", "disable", "enable"]),
-                          st.integers(0, 9), _patterns), max_size=60)
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "remove", "disable", "enable"]), st.integers(0, 9), _patterns
+    ),
+    max_size=60,
+)
 
 
 def scan(partners: dict[str, Partner], event_type: str) -> list[str]:
@@ -40,7 +44,3 @@ def test_the_index_routes_as_a_full_scan(ops: list[tuple[str, int, list[str]]]) 
             assert [p.id for p in index.targets(event_type)] == scan(truth, event_type)
             # disabled partners are routed to as well: their messages are kept
             assert all(p is truth[p.id] for p in index.targets(event_type))
-
-
-
-
