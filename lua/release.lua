@@ -3,8 +3,8 @@
 -- between a separate check and ZREM would be stranded with its partner out of `ready`.
 -- A process that lost Redis while serving releases late: if its lease ran out and another
 -- process holds the partner now, `ready` and `leases` are that holder's and are left alone.
--- Messages taken by a take whose reply never arrived are due again at once rather than at the
--- end of their visibility timeout: they carry the due score that take gave them.
+-- Messages taken by a take whose reply never arrived are visible again at once rather than at
+-- the end of their visibility timeout: they carry the score that take gave them in `inflight`.
 -- When the partner is due now, or sooner than anything else in `ready`, a token on `wake`
 -- rouses a blocked delivery process (to lease it, or to set its timer to that time).
 -- Returns when the partner is next due, -1 when it was removed from `ready`, -2 when another
@@ -13,13 +13,14 @@ local ready = KEYS[1]          -- notifier:ready
 local leases = KEYS[2]         -- notifier:leases
 local stream = KEYS[3]         -- notifier:{id}:stream
 local due = KEYS[4]            -- notifier:{id}:due
-local wake = KEYS[5]           -- notifier:wake
+local inflight = KEYS[5]       -- notifier:{id}:inflight
+local wake = KEYS[6]           -- notifier:wake
 local partner = ARGV[1]
 local now = tonumber(ARGV[2])
 local blocked = tonumber(ARGV[3])  -- ms until which it may not send (rate limit, ordered head)
 local active = ARGV[4] == '1'      -- '0': disabled, keep its messages but do not schedule it
 local held_until = tonumber(ARGV[5])  -- the latest lease end this process set
--- ARGV[6..]: due scores given by takes whose replies were lost
+-- ARGV[6..]: `inflight` scores given by takes whose replies were lost
 
 if redis.call('EXISTS', stream) == 0 then
   redis.call('ZREM', ready, partner)
@@ -27,9 +28,9 @@ if redis.call('EXISTS', stream) == 0 then
   return -1
 end
 for i = 6, #ARGV do
-  local lost = redis.call('ZRANGEBYSCORE', due, ARGV[i], ARGV[i], 'LIMIT', 0, 1000)
+  local lost = redis.call('ZRANGEBYSCORE', inflight, ARGV[i], ARGV[i], 'LIMIT', 0, 1000)
   for _, id in ipairs(lost) do
-    redis.call('ZADD', due, now, id)
+    redis.call('ZADD', inflight, now, id)
   end
 end
 local lease = redis.call('ZSCORE', leases, partner)
@@ -38,13 +39,16 @@ if lease and tonumber(lease) > held_until then
 end
 
 local next_due = nil
--- Acknowledged entries are deleted, and every pending one has a due time: the rest are new.
-if redis.call('XLEN', stream) > redis.call('ZCARD', due) then
+-- Acknowledged entries are deleted, and every pending one is in `due` or `inflight`: the rest
+-- are new.
+if redis.call('XLEN', stream) > redis.call('ZCARD', due) + redis.call('ZCARD', inflight) then
   next_due = now
 end
-local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
-if first[2] and (next_due == nil or tonumber(first[2]) < next_due) then
-  next_due = tonumber(first[2])
+for _, times in ipairs({due, inflight}) do
+  local first = redis.call('ZRANGE', times, 0, 0, 'WITHSCORES')
+  if first[2] and (next_due == nil or tonumber(first[2]) < next_due) then
+    next_due = tonumber(first[2])
+  end
 end
 
 if next_due == nil or not active then

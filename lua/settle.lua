@@ -11,11 +11,12 @@
 -- the stream is gone).
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
-local history = KEYS[3]        -- notifier:{id}:history
-local attempts = KEYS[4]       -- notifier:{id}:attempts
-local failing = KEYS[5]        -- notifier:{id}:failing
-local dead = KEYS[6]           -- notifier:dead
-local window = KEYS[7]         -- notifier:{id}:window
+local inflight = KEYS[3]       -- notifier:{id}:inflight
+local history = KEYS[4]        -- notifier:{id}:history
+local attempts = KEYS[5]       -- notifier:{id}:attempts
+local failing = KEYS[6]        -- notifier:{id}:failing
+local dead = KEYS[7]           -- notifier:dead
+local window = KEYS[8]         -- notifier:{id}:window
 local group = ARGV[1]
 local kept = ARGV[2]           -- attempts kept per partner
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -48,7 +49,8 @@ for _ = 1, n_done do
   i = i + 1
 end
 for _ = 1, n_retry do
-  if redis.call('ZSCORE', due, ARGV[i]) then
+  -- only a message still in flight: settled once already, it is in `due` (or gone)
+  if redis.call('ZREM', inflight, ARGV[i]) == 1 then
     redis.call('ZADD', due, ARGV[i + 1], ARGV[i])
     redis.call('HSET', history, ARGV[i], with_earlier(ARGV[i], ARGV[i + 2]))
   end
@@ -73,6 +75,7 @@ end
 if #finished > 0 then
   redis.call('XACK', stream, group, unpack(finished))
   redis.call('XDEL', stream, unpack(finished))
+  redis.call('ZREM', inflight, unpack(finished))
   redis.call('ZREM', due, unpack(finished))
   redis.call('HDEL', history, unpack(finished))
 end

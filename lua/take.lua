@@ -1,6 +1,8 @@
 -- take.lua: take up to `want` messages of one partner that may be sent now, atomically with the
 -- rate-limit slots they use. The slot is taken before the message is read, so nothing is read
--- and then held; due retries (and messages whose sender died) come before new messages.
+-- and then held; due retries, then messages whose sender died (their visibility timeout in
+-- `inflight` passed), come before new messages. Every message taken is in `inflight` until it
+-- is settled: its score is when it becomes visible to other processes again.
 -- Within the window, requests are spread over ten slices (at most ceil(limit / 10) a slice), so
 -- a partner sees a steady flow rather than the whole window's worth in one burst.
 -- Returns {blocked_until_ms, id1, payload1, attempt1, id2, ...}; blocked_until is 0 unless the
@@ -8,10 +10,11 @@
 -- and -1 when the partner's stream is gone (partner removed, or Redis lost its data): then
 -- nothing is written, so no key of a partner that no longer exists is brought back.
 local stream = KEYS[1]         -- notifier:{id}:stream
-local due = KEYS[2]            -- notifier:{id}:due
-local window = KEYS[3]         -- notifier:{id}:window
-local ready = KEYS[4]          -- notifier:ready
-local leases = KEYS[5]         -- notifier:leases
+local due = KEYS[2]            -- notifier:{id}:due       retries: id -> ms due
+local inflight = KEYS[3]       -- notifier:{id}:inflight  taken: id -> ms visible again
+local window = KEYS[4]         -- notifier:{id}:window
+local ready = KEYS[5]          -- notifier:ready
+local leases = KEYS[6]         -- notifier:leases
 local group = ARGV[1]
 local consumer = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -51,9 +54,13 @@ end
 
 local out = {blocked}
 local taken = 0
-local due_ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, want)
-if #due_ids > 0 then
-  local claimed = redis.call('XCLAIM', stream, group, consumer, 0, unpack(due_ids))
+local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, want)
+if #ids < want then
+  local lost = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, want - #ids)
+  for _, id in ipairs(lost) do ids[#ids + 1] = id end
+end
+if #ids > 0 then
+  local claimed = redis.call('XCLAIM', stream, group, consumer, 0, unpack(ids))
   local found = {}
   for _, entry in ipairs(claimed) do
     if entry and entry[1] then
@@ -62,23 +69,30 @@ if #due_ids > 0 then
       out[#out + 1] = entry[1]
       out[#out + 1] = entry[2][2]
       out[#out + 1] = info[1][4]
-      redis.call('ZADD', due, now + visible_ms, entry[1])
+      redis.call('ZREM', due, entry[1])
+      redis.call('ZADD', inflight, now + visible_ms, entry[1])
       taken = taken + 1
     end
   end
-  for _, id in ipairs(due_ids) do
+  for _, id in ipairs(ids) do
     if not found[id] then
-      -- acknowledged or deleted meanwhile: its due time is stale
+      -- acknowledged or deleted meanwhile: its times are stale
       redis.call('ZREM', due, id)
+      redis.call('ZREM', inflight, id)
     end
   end
 end
 
-local pending = redis.call('ZCARD', due)
+local pending = redis.call('ZCARD', due) + redis.call('ZCARD', inflight)
 if ordered and pending > taken then
-  -- the head is waiting for its retry: nothing behind it may pass
-  local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
-  if taken == 0 then out[1] = tonumber(head[2]) end
+  -- the head is being sent or waiting for its retry: nothing behind it may pass
+  if taken == 0 then
+    local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+    local sent = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
+    local at = tonumber(head[2] or sent[2])
+    if sent[2] and tonumber(sent[2]) < at then at = tonumber(sent[2]) end
+    out[1] = at
+  end
 elseif taken < want and not (ordered and taken > 0) then
   local ok, read = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
                          'COUNT', want - taken, 'STREAMS', stream, '>')
@@ -95,7 +109,7 @@ elseif taken < want and not (ordered and taken > 0) then
       out[#out + 1] = entry[1]
       out[#out + 1] = entry[2][2]
       out[#out + 1] = 1
-      redis.call('ZADD', due, now + visible_ms, entry[1])
+      redis.call('ZADD', inflight, now + visible_ms, entry[1])
       taken = taken + 1
     end
   end

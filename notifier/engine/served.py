@@ -76,8 +76,8 @@ class ServedPartner:
         #: Settles Redis has not confirmed yet, oldest first: sent again by `give_back`.
         self.unsettled: list[lua.Call[int]] = []
         self.settling: list[asyncio.Future[int]] = []
-        #: Due scores given by takes whose replies were lost (their messages are ours).
-        self.lost_due: list[int] = []
+        #: `inflight` scores given by takes whose replies were lost (their messages are ours).
+        self.lost_visible: list[int] = []
         self.give_back_failures = 0
 
     async def run(self) -> None:
@@ -189,8 +189,8 @@ class ServedPartner:
             took = await pool.scripts.send(call)
         except BaseException:
             # The take may have run without its reply reaching us: its messages carry this
-            # due score, by which `give_back` finds them again.
-            self.lost_due.append(now + pool.visible_ms)
+            # score in `inflight`, by which `give_back` finds them again.
+            self.lost_visible.append(now + pool.visible_ms)
             raise
         # Below zero: the partner's stream is gone (removed, or Redis flushed), which is
         # nothing to take; `release` decides what that means, atomically with its check.
@@ -355,10 +355,10 @@ class ServedPartner:
                 blocked_until=self.blocked_until,
                 active=self.active,
                 held_until=self.held_until,
-                lost_due=self.lost_due,
+                lost_visible=self.lost_visible,
             )
         )
-        self.lost_due = []
+        self.lost_visible = []
 
 
 def _outcome(task: asyncio.Task[Outcome]) -> Outcome:

@@ -16,8 +16,9 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
     notifier:janitor                string   lock of the hourly consumer pruning (TTL 1 h)
     notifier:fanout:<entry id>      string   chunks done of a split fan-out (TTL 1 h)
     notifier:{id}:stream            stream   the partner's messages; group `delivery`
-    notifier:{id}:due               zset     pending message id -> ms it is next due (retry or
-                                             visibility timeout of a message being sent)
+    notifier:{id}:due               zset     message id -> ms its retry is due
+    notifier:{id}:inflight          zset     message id being sent -> ms it is visible again (a
+                                             process that died sending it: retried by another)
     notifier:{id}:window            zset     sliding-window rate-limit log (one member a request)
     notifier:{id}:history           hash     message id -> msgspec JSON list of failed attempts
     notifier:{id}:attempts          stream   the last ATTEMPTS_KEPT attempts, newest last
@@ -62,6 +63,10 @@ def due(partner_id: str) -> str:
     return _partner(partner_id, "due")
 
 
+def inflight(partner_id: str) -> str:
+    return _partner(partner_id, "inflight")
+
+
 def window(partner_id: str) -> str:
     return _partner(partner_id, "window")
 
@@ -87,6 +92,7 @@ def all_of(partner_id: str) -> list[str]:
     return [
         stream(partner_id),
         due(partner_id),
+        inflight(partner_id),
         window(partner_id),
         history(partner_id),
         attempts(partner_id),

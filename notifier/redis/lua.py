@@ -230,6 +230,7 @@ def take(
         [
             keys.stream(partner_id),
             keys.due(partner_id),
+            keys.inflight(partner_id),
             keys.window(partner_id),
             keys.READY,
             keys.LEASES,
@@ -305,6 +306,7 @@ def settle(
         [
             keys.stream(partner_id),
             keys.due(partner_id),
+            keys.inflight(partner_id),
             keys.history(partner_id),
             keys.attempts(partner_id),
             keys.failing(partner_id),
@@ -326,16 +328,24 @@ def release(
     blocked_until: int,
     active: bool,
     held_until: int,
-    lost_due: Sequence[int] = (),
+    lost_visible: Sequence[int] = (),
 ) -> Call[int]:
     """Give a served partner back, scored by when it next has work. `held_until` is the latest
-    lease end this process set (a later one is another holder's); `lost_due` are the due
-    scores of takes whose replies never came, whose messages are due again at once. Replies
-    the next due ms, -1 when it left `ready`, -2 when another process holds it."""
+    lease end this process set (a later one is another holder's); `lost_visible` are the
+    `inflight` scores of takes whose replies never came, whose messages become visible at
+    once. Replies the next due ms, -1 when it left `ready`, -2 when another process holds
+    it."""
     return Call(
         "release",
-        [keys.READY, keys.LEASES, keys.stream(partner_id), keys.due(partner_id), keys.WAKE],
-        [partner_id, now_ms, blocked_until, "1" if active else "0", held_until, *lost_due],
+        [
+            keys.READY,
+            keys.LEASES,
+            keys.stream(partner_id),
+            keys.due(partner_id),
+            keys.inflight(partner_id),
+            keys.WAKE,
+        ],
+        [partner_id, now_ms, blocked_until, "1" if active else "0", held_until, *lost_visible],
         _int,
     )
 
