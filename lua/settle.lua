@@ -7,8 +7,8 @@
 -- have settled) changes nothing more: only a message still pending is retried or
 -- dead-lettered. A partner whose stream is gone (removed, or Redis lost its data) gets no key
 -- written back.
--- Returns the ms since which every attempt failed (0 when one of this batch succeeded, or when
--- the stream is gone).
+-- Returns {the ms since which every attempt failed (0 when one of this batch succeeded, or when
+-- the stream is gone), 1 when a success closed an open breaker}.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local inflight = KEYS[3]       -- notifier:{id}:inflight
@@ -17,6 +17,7 @@ local attempts = KEYS[5]       -- notifier:{id}:attempts
 local failing = KEYS[6]        -- notifier:{id}:failing
 local dead = KEYS[7]           -- notifier:dead
 local window = KEYS[8]         -- notifier:{id}:window
+local breaker = KEYS[9]        -- notifier:{id}:breaker
 local group = ARGV[1]
 local kept = ARGV[2]           -- attempts kept per partner
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -30,7 +31,7 @@ local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent)
 -- then the attempt records, one per argument, to the end
 
 if redis.call('EXISTS', stream) == 0 then
-  return 0
+  return {0, 0}
 end
 
 -- A message's failed attempts are kept as one JSON array; this one is appended to it.
@@ -84,7 +85,7 @@ for j = i, #ARGV do
 end
 if any_ok then
   redis.call('DEL', failing)
-  return 0
+  return {0, redis.call('DEL', breaker)}
 end
 redis.call('SET', failing, now, 'NX')
-return tonumber(redis.call('GET', failing))
+return {tonumber(redis.call('GET', failing)), 0}

@@ -159,6 +159,8 @@ class Outcome(msgspec.Struct, kw_only=True):
     """What one HTTP attempt came to."""
 
     ok: bool
+    #: Why it failed, for metrics: timeout, connection, tls, ssrf, http_3xx/4xx/5xx, other.
+    kind: str | None = None
     status: int | None = None
     latency_ms: float = 0.0
     error: str | None = None

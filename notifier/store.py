@@ -94,7 +94,7 @@ class Store:
         self._validate(updated)
         await self._save(updated)
         if updated.enabled and not was_enabled:
-            await self.redis.delete(keys.failing(partner_id))
+            await self.redis.delete(keys.failing(partner_id), keys.breaker(partner_id))
         return updated
 
     async def remove(self, partner_id: str) -> None:
@@ -102,6 +102,8 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(keys.PARTNERS, partner_id)
             pipe.zrem(keys.READY, partner_id)
+            pipe.zrem(keys.LEASES, partner_id)
+            pipe.srem(keys.DISABLED, partner_id)
             pipe.delete(*keys.all_of(partner_id))
             _changed(pipe, partner_id)
             await pipe.execute()
@@ -135,8 +137,11 @@ class Store:
             pipe.hset(keys.PARTNERS, partner.id, _encode(partner))
             _changed(pipe, partner.id)
             if partner.enabled:
+                pipe.srem(keys.DISABLED, partner.id)
                 # it may have messages waiting (new, or kept while it was disabled)
                 await self._wake(pipe, partner.id)
+            else:
+                pipe.sadd(keys.DISABLED, partner.id)
             await pipe.execute()
 
     async def _wake(self, pipe: Any, partner_id: str) -> None:

@@ -134,21 +134,24 @@ class Sender:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 return Outcome(
                     ok=False,
+                    kind=f"http_{resp.status // 100}xx",
                     status=resp.status,
                     latency_ms=latency,
                     error=_status_error(resp, excerpt),
                     retry_after=retry_after,
                 )
         except ssrf.BlockedAddressError as exc:
-            return _failed(started, str(exc))
+            return _failed(started, "ssrf", str(exc))
         except TimeoutError:
-            return _failed(started, f"timeout after {self.settings.request_timeout:g}s")
+            return _failed(started, "timeout", f"timeout after {self.settings.request_timeout:g}s")
+        except aiohttp.ClientSSLError as exc:
+            return _failed(started, "tls", f"{type(exc).__name__}: {exc}"[:EXCERPT])
         except aiohttp.ClientError as exc:
-            return _failed(started, f"{type(exc).__name__}: {exc}"[:EXCERPT])
+            return _failed(started, "connection", f"{type(exc).__name__}: {exc}"[:EXCERPT])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed attempt, never a dead delivery loop
-            return _failed(started, f"{type(exc).__name__}: {exc}"[:EXCERPT])
+            return _failed(started, "other", f"{type(exc).__name__}: {exc}"[:EXCERPT])
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
@@ -171,5 +174,7 @@ def _status_error(resp: aiohttp.ClientResponse, excerpt: bytes) -> str:
     return f"HTTP {resp.status}: {text}" if text else f"HTTP {resp.status}"
 
 
-def _failed(started: float, error: str) -> Outcome:
-    return Outcome(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error=error)
+def _failed(started: float, kind: str, error: str) -> Outcome:
+    return Outcome(
+        ok=False, kind=kind, latency_ms=(time.perf_counter() - started) * 1000, error=error
+    )

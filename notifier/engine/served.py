@@ -22,7 +22,7 @@ import msgspec
 from notifier import logs, retry, signing
 from notifier.models import Attempt, Outcome, Partner, Taken, decode_partner, utc_now
 from notifier.ratelimit import MARGIN_MS, parse_rate
-from notifier.redis import lua
+from notifier.redis import keys, lua
 from notifier.redis.connection import REDIS_ERRORS
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ class ServedPartner:
         self.finished: list[asyncio.Task[Outcome]] = []
         self.one_finished = asyncio.Event()
         #: Settles Redis has not confirmed yet, oldest first: sent again by `give_back`.
-        self.unsettled: list[lua.Call[int]] = []
-        self.settling: list[asyncio.Future[int]] = []
+        self.unsettled: list[lua.Call[lua.Settled]] = []
+        self.settling: list[asyncio.Future[lua.Settled]] = []
         #: `inflight` scores given by takes whose replies were lost (their messages are ours).
         self.lost_visible: list[int] = []
         self.give_back_failures = 0
@@ -234,21 +234,25 @@ class ServedPartner:
             return
         await self._judge(settled, await reply)
 
-    def _queue_settle(self, settled: Sequence[tuple[Taken, Outcome]]) -> asyncio.Future[int]:
+    def _queue_settle(
+        self, settled: Sequence[tuple[Taken, Outcome]]
+    ) -> asyncio.Future[lua.Settled]:
         call = self._settle_call(settled)
         self.unsettled.append(call)
         reply = self.pool.scripts.send(call)
         self.settling.append(reply)
 
-        def confirmed(done: asyncio.Future[int]) -> None:
+        def confirmed(done: asyncio.Future[lua.Settled]) -> None:
             self.settling.remove(done)
             if not done.cancelled() and done.exception() is None:
                 self.unsettled.remove(call)
+                if done.result().breaker_closed:
+                    log.info("breaker closed: an attempt succeeded", partner=self.partner_id)
 
         reply.add_done_callback(confirmed)
         return reply
 
-    def _settle_call(self, settled: Sequence[tuple[Taken, Outcome]]) -> lua.Call[int]:
+    def _settle_call(self, settled: Sequence[tuple[Taken, Outcome]]) -> lua.Call[lua.Settled]:
         """The record of a batch of outcomes, as one `lua/settle.lua` call."""
         assert self.partner is not None
         pool, pid = self.pool, self.partner_id
@@ -316,14 +320,14 @@ class ServedPartner:
             records=records,
         )
 
-    async def _judge(self, settled: Sequence[tuple[Taken, Outcome]], failing_ms: int) -> None:
+    async def _judge(self, settled: Sequence[tuple[Taken, Outcome]], reply: lua.Settled) -> None:
         """After a batch with failures: disable a partner that is gone or has failed for
         NOTIFIER_DISABLE_AFTER, and trip the breaker of one whose every attempt has failed for
         BREAKER_AFTER."""
-        if not failing_ms:
+        if not reply.failing_since_ms:
             return
         now = time.time()
-        failing_since = failing_ms / 1000
+        failing_since = reply.failing_since_ms / 1000
         disable_after = self.pool.settings.disable_after
         if any(outcome.gone for _, outcome in settled):
             await self._disable("endpoint answered 410 Gone")
@@ -336,6 +340,13 @@ class ServedPartner:
             self.tripped = True
             pause = min(self.pool.settings.retry_schedule[0], BREAKER_PAUSE)
             self.blocked_until = int((now + pause) * 1000)
+            # Shared, so every process (and the metrics) sees it open until the first success.
+            if await self.pool.redis.set(keys.breaker(self.partner_id), int(now * 1000), nx=True):
+                log.warning(
+                    "breaker opened: every attempt failed",
+                    partner=self.partner_id,
+                    failing_for=round(now - failing_since, 3),
+                )
 
     async def _disable(self, reason: str) -> None:
         self.active = False
@@ -364,8 +375,8 @@ class ServedPartner:
 def _outcome(task: asyncio.Task[Outcome]) -> Outcome:
     """A send's outcome; a send that was cancelled or broke is a failed attempt, not a crash."""
     if task.cancelled():
-        return Outcome(ok=False, error="request cancelled")
+        return Outcome(ok=False, kind="other", error="request cancelled")
     exc = task.exception()
     if exc is not None:
-        return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+        return Outcome(ok=False, kind="other", error=f"{type(exc).__name__}: {exc}"[:500])
     return task.result()

@@ -13,6 +13,11 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
     notifier:leases                 zset     partner id -> ms its current lease ends
     notifier:wake                   list     wake-up tokens for blocked delivery processes (BLPOP),
                                              pushed when a partner becomes due (at most 64)
+    notifier:disabled               set      ids of disabled partners
+    notifier:processes              hash     process name -> JSON of its recent counters (for
+                                             `notifier top`; entries older than a minute ignored)
+    notifier:metrics:leader         string   the process that reports the deployment's shared
+                                             gauges (backlogs, lag), renewed (TTL 30 s)
     notifier:janitor                string   lock of the hourly consumer pruning (TTL 1 h)
     notifier:fanout:<entry id>      string   chunks done of a split fan-out (TTL 1 h)
     notifier:{id}:stream            stream   the partner's messages; group `delivery`
@@ -24,6 +29,7 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
     notifier:{id}:attempts          stream   the last ATTEMPTS_KEPT attempts, newest last
     notifier:{id}:seen:<event id>   string   producer id dedupe marker, expires after DEDUPE_TTL
     notifier:{id}:failing           string   ms of the first failure of an unbroken failing run
+    notifier:{id}:breaker           string   ms the breaker opened; deleted by the first success
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ PARTNER_CHANGES_KEPT = 10_000
 READY = PREFIX + "ready"
 LEASES = PREFIX + "leases"
 JANITOR = PREFIX + "janitor"
+DISABLED = PREFIX + "disabled"
+PROCESSES = PREFIX + "processes"
+METRICS_LEADER = PREFIX + "metrics:leader"
 WAKE = PREFIX + "wake"
 
 ROUTER_GROUP = "router"
@@ -87,6 +96,10 @@ def failing(partner_id: str) -> str:
     return _partner(partner_id, "failing")
 
 
+def breaker(partner_id: str) -> str:
+    return _partner(partner_id, "breaker")
+
+
 def all_of(partner_id: str) -> list[str]:
     """The keys removed with a partner (dedupe markers expire by themselves)."""
     return [
@@ -97,4 +110,5 @@ def all_of(partner_id: str) -> list[str]:
         history(partner_id),
         attempts(partner_id),
         failing(partner_id),
+        breaker(partner_id),
     ]

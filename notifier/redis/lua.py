@@ -269,6 +269,15 @@ class Dead(msgspec.Struct, frozen=True):
     at: str
 
 
+class Settled(msgspec.Struct, frozen=True):
+    failing_since_ms: int  # 0: one of the batch succeeded
+    breaker_closed: bool  # a success closed an open breaker
+
+
+def _settled(reply: Any) -> Settled:
+    return Settled(int(reply[0]), bool(int(reply[1])))
+
+
 def settle(
     *,
     partner_id: str,
@@ -278,7 +287,7 @@ def settle(
     dead: Sequence[Dead],
     sent: Sequence[tuple[str, int]],
     records: Sequence[bytes],
-) -> Call[int]:
+) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
     one of these succeeded). `sent` moves rate-limit slots to when their requests left."""
     args: list[Any] = [
@@ -312,9 +321,10 @@ def settle(
             keys.failing(partner_id),
             keys.DEAD,
             keys.window(partner_id),
+            keys.breaker(partner_id),
         ],
         args,
-        _int,
+        _settled,
     )
 
 
