@@ -199,6 +199,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_addr: Annotated[str, Env("NOTIFIER_API_ADDR", _addr, "where the admin API listens")] = (
         "127.0.0.1:8080"
     )
+    metrics_addr: Annotated[
+        str | None,
+        Env(
+            "NOTIFIER_METRICS_ADDR",
+            lambda value: "none" if value.strip().lower() == "none" else _addr(value),
+            "where `run`, `router` and `deliver` serve `/metrics` and `/healthz`; by role "
+            "`127.0.0.1:9100` (run), `:9101` (router), `:9102` (deliver; with `--processes N` "
+            "its workers take the next N ports); `none` for no server. The `api` serves both "
+            "on `NOTIFIER_API_ADDR`",
+            "by role",
+        ),
+    ] = None
     api_local_only: Annotated[
         bool,
         Env(

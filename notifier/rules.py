@@ -90,8 +90,10 @@ def check_url(url: str, *, allow_http: bool) -> str:
     except (ValueError, TypeError) as exc:
         # The text is not echoed: it may hold a password, and messages end up in logs.
         raise ValueError(f"not a valid URL: {exc}") from exc
-    # Messages quote the URL without userinfo for the same reason.
-    shown = str(parsed.with_user(None)) if parsed.raw_host else repr(url)
+    # Messages quote the URL without userinfo for the same reason. Without a host yarl
+    # finds no userinfo either ("user:pw@host" reads as scheme "user"), so what comes
+    # before an "@" is left out.
+    shown = str(parsed.with_user(None)) if parsed.raw_host else _without_userinfo(url)
     schemes = ("https", "http") if allow_http else ("https",)
     if parsed.scheme not in schemes:
         if parsed.scheme == "http":
@@ -109,6 +111,11 @@ def check_url(url: str, *, allow_http: bool) -> str:
         raise ValueError(f"{shown}: host {parsed.raw_host!r} is not a valid hostname")
     # A fragment is never sent, so keeping it would only make equal URLs compare unequal.
     return str(parsed.with_fragment(None))
+
+
+def _without_userinfo(url: str) -> str:
+    _, at, rest = url.rpartition("@")
+    return repr("...@" + rest if at else url)
 
 
 def header_problem(name: str, value: str) -> str | None:

@@ -22,11 +22,22 @@ from notifier.engine import supervisor
 from notifier.engine.delivery import Delivery
 from notifier.engine.router import Router
 from notifier.engine.sender import Sender
-from notifier.redis.connection import TRANSIENT, connect
+from notifier.redis.connection import TRANSIENT, connect, consumer_name
 from notifier.telemetry import Telemetry
+from notifier.telemetry import observer as observe
+from notifier.telemetry.observer import Observer
 
 log = logs.get("service")
 
+
+#: Where each role serves /metrics and /healthz unless NOTIFIER_METRICS_ADDR says otherwise (the
+#: api serves them on its own address).
+METRICS_ADDRS = {
+    "run": "127.0.0.1:9100",
+    "router": "127.0.0.1:9101",
+    "deliver": "127.0.0.1:9102",
+    "supervisor": "127.0.0.1:9102",
+}
 
 #: Allocations between young-generation collections (CPython's default is 700).
 GC_YOUNG = 20_000
@@ -87,17 +98,31 @@ async def run(
     roles = [
         role for role, on in (("router", route), ("deliver", deliver), ("api", serve_api)) if on
     ]
+    role = "run" if len(roles) == 3 else "+".join(roles)
+    if deliver and workers and not route:
+        role = "supervisor"
     redis = connect(settings.redis_url, "notifier-" + "+".join(roles))
     await check_redis(redis)
     telemetry = Telemetry.start(settings.otlp_endpoint)
+    observer = Observer(
+        redis, settings.ingress_stream, telemetry.metrics, role, consumer_name(settings.consumer)
+    )
     runner = None
+    metrics_runner = None
     try:
+        metrics_addr = settings.metrics_addr or METRICS_ADDRS.get(role)
+        if metrics_addr and metrics_addr != "none":
+            metrics_runner = await observe.serve(redis, metrics_addr)
         async with Sender(settings, telemetry.tracer) as sender:
-            tasks = []
+            tasks = [asyncio.create_task(observer.run(stop))]
             if route:
                 tasks.append(asyncio.create_task(Router(redis, settings, telemetry).run(stop)))
             if deliver and workers:
-                tasks.append(asyncio.create_task(supervisor.supervise(workers, stop)))
+                tasks.append(
+                    asyncio.create_task(
+                        supervisor.supervise(workers, stop, metrics_addr=metrics_addr)
+                    )
+                )
             elif deliver:
                 tasks.append(
                     asyncio.create_task(Delivery(redis, settings, sender, telemetry).run(stop))
@@ -105,12 +130,10 @@ async def run(
             if serve_api:
                 runner = await api.serve(api.create_app(redis, settings), settings)
             log.info("notifier started", router=route, delivery=deliver, api=serve_api)
-            if tasks:
-                await asyncio.gather(*tasks)
-            else:
-                await stop.wait()
+            await asyncio.gather(*tasks)
     finally:
-        if runner is not None:
-            await runner.cleanup()
+        for server in (runner, metrics_runner):
+            if server is not None:
+                await server.cleanup()
         await redis.aclose()
         log.info("notifier stopped")

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from notifier import events, rules, signing
 from notifier.config import Settings
@@ -186,9 +187,7 @@ class Store:
         Malformed events are not replayable (they have no partner) and stay where they are.
         """
         if ids:
-            rows = [
-                (i.encode(), f) for i, f in zip(ids, await self._entries(ids), strict=True) if f
-            ]
+            rows = await self._entries(list(dict.fromkeys(ids)))
         else:
             rows = await self.redis.xrange(keys.DEAD)
         replayed = 0
@@ -209,14 +208,21 @@ class Store:
             await pipe.execute()
         return replayed
 
-    async def _entries(self, ids: list[str]) -> list[dict[bytes, bytes] | None]:
-        found: list[dict[bytes, bytes] | None] = []
+    async def _entries(self, ids: list[str]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The dead letters with exactly these entry ids, each once.
+
+        XRANGE reads a bare millisecond id like "1700000000000" as the range of every entry in
+        that millisecond, and XDEL reads it as one entry ("-0"): taken as given, such an id
+        replayed a message and then deleted nothing, so the next replay sent it again.
+        """
+        found: list[tuple[bytes, dict[bytes, bytes]]] = []
         for entry_id in ids:
             try:
-                rows = await self.redis.xrange(keys.DEAD, min=entry_id, max=entry_id)
-            except Exception:  # a malformed id: nothing to replay under it
-                rows = []
-            found.append(rows[0][1] if rows else None)
+                rows = await self.redis.xrange(keys.DEAD, min=entry_id, max=entry_id, count=1)
+            except ResponseError:  # not a stream id: nothing to replay under it
+                continue
+            if rows and rows[0][0] == entry_id.encode():
+                found.append(rows[0])
         return found
 
     # producers

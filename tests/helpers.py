@@ -48,6 +48,8 @@ BASE_ENV = {
     # instead of passing late. Tests about that expiry set a short one themselves.
     "NOTIFIER_CLAIM_IDLE": "60s",
     "NOTIFIER_LOG_LEVEL": "warning",
+    # tests that look at /metrics choose a free port; the others serve none
+    "NOTIFIER_METRICS_ADDR": "none",
 }
 
 

@@ -1,7 +1,10 @@
 """The admin API (contract section 3): the application, its token and its error handling.
 
-Every /v1 route needs the bearer token, compared in constant time. Bodies are capped and decoded
-with msgspec into Structs that forbid unknown fields, so a bad body is a 400 naming the field.
+Every route but /healthz and /metrics needs the bearer token, compared as bytes in constant
+time. Bodies are capped and decoded with msgspec into Structs that forbid unknown fields, so a
+bad body is a 400 naming the field. Whatever a client sends, its mistake is a 4xx with a JSON
+`{"error": ...}` body: a 5xx means notifier or its Redis failed, and
+tests/integration/test_api_hostile.py fuzzes every route against a real Redis to keep it so.
 Each resource is a module of its own with its routes (`partners`, `attempts`, `dead_letters`,
 `health`); this module puts them together.
 """
@@ -12,7 +15,8 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import _default_expect_handler
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
@@ -25,54 +29,145 @@ from notifier.store import Store
 
 log = logs.get("api")
 
+#: The resources, one module each; their routes are added in this order.
+RESOURCES = (partners, attempts, dead_letters, health)
+
 MAX_BODY = 256 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_middlewares(token: str | None) -> list[Any]:
+#: The routes anyone may call; every other path, known or not, needs the token.
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics"})
+UNAUTHORIZED = "missing or wrong bearer token"
+#: The route of every path no other route takes (see `unmatched`).
+CATCH_ALL = "/{tail:.*}"
+Authorizer = Callable[[web.Request], bool]
+
+
+def _is_public(request: web.Request) -> bool:
+    """Decided on the route the router matched, not on the path's text, so no spelling of a
+    path (escapes, dot segments, a missing route) can reach a handler without the token."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in PUBLIC_PATHS
+
+
+def _credential(request: web.Request) -> bytes | None:
+    """The bearer credential as the client sent it, in bytes, or None.
+
+    Read from the raw header bytes: a header may carry any byte, and one that is not UTF-8
+    must be a wrong token, not an encoding error. Two Authorization headers are refused,
+    since a proxy in front may have checked the other one.
+    """
+    values = [value for name, value in request.raw_headers if name.lower() == b"authorization"]
+    if len(values) != 1:
+        return None
+    scheme, _, credential = values[0].partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return credential.strip(b" \t")
+
+
+def authorizer(token: str | None) -> Authorizer:
+    """Whether a request may go on: it goes to a public route, or carries the token."""
     expected = token.encode() if token else None
 
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return error(exc.status, exc.text or exc.reason)
-        except NotFound as exc:
-            return error(404, str(exc))
-        except Invalid as exc:
-            return error(400, str(exc))
-        except (rx.ConnectionError, rx.TimeoutError):
-            return error(503, "redis is unreachable")
-        except Exception:
-            log.exception("api handler failed", path=request.path)
-            return error(500, "internal error")
+    def authorized(request: web.Request) -> bool:
+        if expected is None or _is_public(request):
+            return True
+        # compare_digest takes as long whatever the bytes; b"" never equals a set token
+        return hmac.compare_digest(_credential(request) or b"", expected)
 
+    return authorized
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        answer = error(exc.status, exc.text or exc.reason)
+        if hdrs.ALLOW in exc.headers:  # a 405 says what the path does take
+            answer.headers[hdrs.ALLOW] = exc.headers[hdrs.ALLOW]
+        return answer
+    except NotFound as exc:
+        return error(404, str(exc))
+    except Invalid as exc:
+        return error(400, str(exc))
+    except (rx.ConnectionError, rx.TimeoutError):
+        return error(503, "redis is unreachable")
+    except Exception:
+        log.exception("api handler failed", path=request.path)
+        return error(500, "internal error")
+
+
+def auth_middleware(authorized: Authorizer) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and request.path.startswith("/v1"):
-            given = request.headers.get("Authorization", "")
-            scheme, _, credential = given.partition(" ")
-            # A header may carry any byte: compared as bytes, so none can raise here.
-            raw = credential.strip().encode("utf-8", errors="surrogateescape")
-            if not (scheme.lower() == "bearer" and hmac.compare_digest(raw, expected)):
-                return error(401, "missing or wrong bearer token")
+        if not authorized(request):
+            return error(401, UNAUTHORIZED)
         return await handler(request)
 
-    return [errors, auth]
+    return auth
+
+
+def expect_handler(
+    authorized: Authorizer,
+) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """aiohttp answers an Expect header before any middleware runs, in plain text. Check the
+    token first, so a client without it never sends its body, and refuse an expectation other
+    than 100-continue in the JSON every other error is in."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        if not authorized(request):
+            return error(401, UNAUTHORIZED)
+        if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+            # not quoted: aiohttp's own refusal does, and a byte that is not UTF-8 then
+            # cannot be encoded into its answer
+            return error(417, "Expect: only 100-continue is supported")
+        await _default_expect_handler(request)  # writes the 100 Continue
+        return None
+
+    return expect
+
+
+async def unmatched(request: web.Request) -> web.Response:
+    """What no other route takes: the 404 or 405 aiohttp would answer itself.
+
+    Without this route aiohttp answers those, and an Expect header on them, outside the app:
+    in plain text, before the token is checked, and with a 500 for an Expect value that is
+    not UTF-8. Routed here, they get the same Expect handling and errors as every route.
+    """
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
 
 
 def create_app(redis: Redis, settings: Settings) -> web.Application:
+    authorized = authorizer(settings.admin_token)
     app = web.Application(
-        middlewares=make_middlewares(settings.admin_token), client_max_size=MAX_BODY
+        middlewares=[errors, auth_middleware(authorized)], client_max_size=MAX_BODY
     )
     app[REDIS] = redis
     app[STORE] = Store(redis, settings)
     app[SETTINGS] = settings
-    for resource in (partners, attempts, dead_letters, health):
-        app.add_routes(resource.routes)
+    expect = expect_handler(authorized)
+    for resource in RESOURCES:
+        for route in resource.routes:
+            assert isinstance(route, web.RouteDef)
+            # every route with `expect`: aiohttp's own answers Expect before the token check
+            if route.method == "GET":  # and HEAD, as add_get does
+                app.router.add_get(route.path, route.handler, expect_handler=expect)
+            else:
+                app.router.add_route(route.method, route.path, route.handler, expect_handler=expect)
+    # Last, always: it takes every path, so a route added after it would never be reached.
+    app.router.add_route("*", CATCH_ALL, unmatched, expect_handler=expect)
     return app
 
 

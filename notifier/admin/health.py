@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from redis import exceptions as rx
 
-from notifier import telemetry
 from notifier.admin.wire import REDIS, json
+from notifier.telemetry.metrics import prometheus_text
 
 routes = web.RouteTableDef()
 
@@ -22,6 +22,4 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def prometheus(request: web.Request) -> web.Response:
-    return web.Response(
-        body=telemetry.prometheus_text(), content_type="text/plain", charset="utf-8"
-    )
+    return web.Response(body=prometheus_text(), content_type="text/plain", charset="utf-8")

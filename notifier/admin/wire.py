@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from redis.asyncio import Redis
 
 from notifier import rules
@@ -20,7 +21,9 @@ from notifier.store import Store
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
-_DIGITS = re.compile(r"[0-9]{1,7}")
+#: ASCII digits only: str.isdigit() also takes superscripts, which int() refuses, and other
+#: scripts' digits, which int() reads; neither is a limit the contract knows.
+_DIGITS = re.compile(r"[0-9]{1,4}")
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
@@ -32,11 +35,21 @@ def json(data: Any, status: int = 200) -> web.Response:
 
 
 def error(status: int, message: str) -> web.Response:
-    return json({"error": message}, status)
+    # A message may quote what the client sent, and aiohttp keeps bytes that are not UTF-8 as
+    # lone surrogates, which no JSON encoder takes: escape them rather than fail with a 500.
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return json({"error": text}, status)
 
 
 async def decode(request: web.Request, kind: type[T]) -> T:
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.RequestPayloadError as exc:
+        # aiohttp inflates a Content-Encoding itself: a body that does not inflate, or a
+        # chunked body cut short, is the client's mistake, which it wraps in this error
+        cause = exc.__cause__
+        detail = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+        raise web.HTTPBadRequest(text=f"body could not be read: {detail}") from None
     if not body:
         raise web.HTTPBadRequest(text="request body is empty")
     try:

@@ -17,7 +17,7 @@ import msgspec
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import events, logs, telemetry
+from notifier import events, logs
 from notifier.config import Settings
 from notifier.models import Message, Partner, decode_partner
 from notifier.redis import keys, lua
@@ -30,7 +30,7 @@ from notifier.redis.connection import (
 )
 from notifier.redis.lua import Scripts
 from notifier.subscriptions import Subscriptions
-from notifier.telemetry import Telemetry
+from notifier.telemetry import Telemetry, traces
 
 log = logs.get("router")
 
@@ -56,7 +56,8 @@ class Router:
         # Any: redis-py types every reply as bytes | str; this client always answers bytes
         self.redis: Any = redis
         self.settings = settings
-        self.tracer = telemetry.tracer if telemetry else None
+        self.telemetry = telemetry or Telemetry.disabled()
+        self.tracer = self.telemetry.tracer
         self.scripts = Scripts(redis)
         self.stream = settings.ingress_stream
         self.consumer = consumer_name(settings.consumer)
@@ -195,6 +196,7 @@ class Router:
             reason = f"routing failed {count} times (a router stopped while handling it)"
             log.warning("poison event dead-lettered", entry_id=entry_id.decode(), reason=reason)
             await self.scripts.run(self._dead_call(entry_id.decode(), fields, reason))
+            self.telemetry.metrics.dead_lettered("", "poison")
         return kept
 
     async def refresh_partners(self) -> Subscriptions:
@@ -254,9 +256,13 @@ class Router:
         subscriptions = await self.refresh_partners()
         now_ms = int(time.time() * 1000)
         spans = []
-        calls: list[tuple[bytes, dict[bytes, bytes], lua.Call[int]]] = []
+        metrics = self.telemetry.metrics
+        # (entry id, its fields, a call, what the entry's last call counts: a type routed, or
+        # "" for a malformed event dead-lettered)
+        calls: list[tuple[bytes, dict[bytes, bytes], lua.Call[int], str | None]] = []
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
+            counts: str | None = ""
             try:
                 parsed = events.parse(entry_id, fields, self.settings.max_event_bytes)
                 if isinstance(parsed, str):
@@ -265,30 +271,42 @@ class Router:
                 else:
                     targets = subscriptions.targets(parsed.type)
                     if self.tracer is not None:
-                        span = telemetry.route_span(self.tracer, parsed, len(targets))
-                        parsed.trace = telemetry.traceparent(span)
+                        producer = fields.get(b"traceparent", b"").decode(errors="replace")
+                        span = traces.route_span(self.tracer, parsed, len(targets), producer)
+                        parsed.trace = traces.traceparent(span)
                         spans.append(span)
                     entry_calls = self._route_calls(
                         entry_id, parsed, targets, b"id" in fields, now_ms
                     )
+                    counts = parsed.type
             except Exception as exc:  # a bug meeting a hostile entry must not stop routing
                 reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
                 log.exception("event dead-lettered", entry_id=entry_id, reason=reason)
                 entry_calls = [self._dead_call(entry_id, fields, reason, now_ms)]
-            calls += [(raw_id, fields, call) for call in entry_calls]
+            last = len(entry_calls) - 1
+            calls += [
+                (raw_id, fields, call, counts if n == last else None)
+                for n, call in enumerate(entry_calls)
+            ]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for _, _, call in calls:
+            for _, _, call, _ in calls:
                 # queued on the pipeline: awaiting it returns at once, the batch runs on execute
                 await self.scripts.queue(pipe, call)
             replies = await pipe.execute(raise_on_error=False)
-        for (raw_id, fields, _), reply in zip(calls, replies, strict=True):
+        for (raw_id, fields, _, counts), reply in zip(calls, replies, strict=True):
             if isinstance(reply, rx.ResponseError) and not is_nogroup(reply):
                 # This entry's script failed on its own (the rest of the batch is routed).
                 reason = f"routing failed: {reply}"[:500]
                 log.error("event dead-lettered", entry_id=raw_id.decode(), reason=reason)
                 await self.scripts.run(self._dead_call(raw_id.decode(), fields, reason, now_ms))
+                metrics.dead_lettered("", "malformed")
             elif isinstance(reply, Exception):
                 raise reply
+            elif counts is not None and reply >= 0:  # -1: another router did it
+                if counts:
+                    metrics.routed(counts)
+                else:
+                    metrics.dead_lettered("", "malformed")
         for span in spans:
             span.end()
 

@@ -16,12 +16,13 @@ import aiohttp
 import msgspec
 from opentelemetry.trace import Tracer
 
-from notifier import __version__, signing, telemetry, transforms
+from notifier import __version__, signing, transforms
 from notifier.config import Settings
 from notifier.engine import ssrf
 from notifier.models import Message, Outcome, Partner
 from notifier.retry import parse_retry_after
 from notifier.rules import RESERVED_HEADERS
+from notifier.telemetry import traces
 
 BODY_CAP = 64 * 1024
 EXCERPT = 500
@@ -101,7 +102,7 @@ class Sender:
     ) -> Outcome:
         span = None
         if self.tracer is not None:
-            span = telemetry.delivery_span(self.tracer, partner, message, attempt)
+            span = traces.delivery_span(self.tracer, partner, message, attempt)
         started = time.perf_counter()
         sent_ms = int(time.time() * 1000)
         try:
@@ -112,7 +113,7 @@ class Sender:
             raise
         outcome.sent_ms = sent_ms
         if span is not None:
-            telemetry.end_delivery_span(span, outcome)
+            traces.end_delivery_span(span, outcome)
         return outcome
 
     async def _attempt(

@@ -195,6 +195,11 @@ class ServedPartner:
         # Below zero: the partner's stream is gone (removed, or Redis flushed), which is
         # nothing to take; `release` decides what that means, atomically with its check.
         self.blocked_until = max(took.blocked_until, 0)
+        metrics = pool.telemetry.metrics
+        if self.blocked_until and self.limit and not took.messages and not self.partner.ordered:
+            metrics.rate_limited(self.partner_id)
+        if took.messages:
+            metrics.in_flight(self.partner_id, len(took.messages))
         for taken in took.messages:
             task = asyncio.create_task(
                 pool.sender.send(self.partner, taken.message, self.signing_keys, taken.attempt)
@@ -214,6 +219,8 @@ class ServedPartner:
                 async with asyncio.timeout(pause):
                     await self.one_finished.wait()
         done, self.finished = self.finished, []
+        if done:
+            self.pool.telemetry.metrics.in_flight(self.partner_id, -len(done))
         return [(self.inflight.pop(task), _outcome(task)) for task in done]
 
     async def _drain(self) -> None:
@@ -262,7 +269,7 @@ class ServedPartner:
         retries: list[lua.Retry] = []
         dead: list[lua.Dead] = []
         records: list[bytes] = []
-        pool.telemetry.attempts(self.partner, settled)
+        pool.telemetry.metrics.attempts(pid, settled)
         for taken, outcome in settled:
             record = _encode(
                 Attempt(
@@ -295,7 +302,7 @@ class ServedPartner:
                     reason=reason,
                 )
                 dead.append(lua.Dead(taken.entry_id, reason, _encode(taken.message), record, at))
-                pool.telemetry.dead_lettered(self.partner)
+                pool.telemetry.metrics.dead_lettered(pid, "exhausted")
             else:
                 log.info(
                     "delivery failed, will retry",

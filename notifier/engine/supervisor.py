@@ -40,14 +40,32 @@ async def supervise(
     count: int,
     stop: asyncio.Event,
     args: tuple[str, ...] = ("deliver",),
+    metrics_addr: str | None = None,
 ) -> None:
-    """Run `count` workers (`notifier <args>`) until `stop`; then stop them and wait."""
-    slots = [asyncio.create_task(_keep_one(n, args, stop)) for n in range(count)]
+    """Run `count` workers (`notifier <args>`) until `stop`; then stop them and wait. With
+    `metrics_addr` (the supervisor's own), worker n serves its metrics on the port n + 1 above
+    it, so Prometheus can scrape each at a stable address."""
+    slots = [
+        asyncio.create_task(_keep_one(n, args, stop, _worker_env(metrics_addr, n)))
+        for n in range(count)
+    ]
     log.info("delivery workers starting", workers=count)
     await asyncio.gather(*slots)
 
 
-async def _keep_one(slot: int, args: tuple[str, ...], stop: asyncio.Event) -> None:
+def _worker_env(metrics_addr: str | None, slot: int) -> dict[str, str]:
+    env = dict(os.environ)
+    if metrics_addr and metrics_addr != "none":
+        host, _, port = metrics_addr.rpartition(":")
+        env["NOTIFIER_METRICS_ADDR"] = f"{host}:{int(port) + 1 + slot}"
+    else:
+        env["NOTIFIER_METRICS_ADDR"] = "none"
+    return env
+
+
+async def _keep_one(
+    slot: int, args: tuple[str, ...], stop: asyncio.Event, env: dict[str, str]
+) -> None:
     pause = RESTART_FIRST
     while not stop.is_set():
         started = asyncio.get_running_loop().time()
@@ -58,6 +76,7 @@ async def _keep_one(slot: int, args: tuple[str, ...], stop: asyncio.Event) -> No
             "-m",
             "notifier",
             *args,
+            env=env,
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )

@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -63,6 +64,10 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, rx.ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
+#: When each loop of this process last went round (monotonic), for /healthz: a loop that stops
+#: going round is a process to restart, whatever else it still answers.
+HEARTBEATS: dict[str, float] = {}
+
 #: Longest pause between two tries while Redis is away: short, so work resumes within about a
 #: second of Redis coming back; one connection attempt a second per loop costs nothing.
 MAX_BACKOFF = 1.0
@@ -79,6 +84,7 @@ async def keep_running(
     so a bug met once costs a log line, not a process that crash-loops."""
     backoff = 0.1
     while not stop.is_set():
+        HEARTBEATS[name] = time.monotonic()
         try:
             await step()
             backoff = 0.1
@@ -101,11 +107,12 @@ async def keep_running(
                 log.error("redis error", loop=name, error=str(exc))
         except Exception:
             log.exception("loop step failed, retrying", loop=name)
-        await _pause(stop, backoff)
+        await pause(stop, backoff)
         backoff = min(backoff * 2, MAX_BACKOFF) * random.uniform(0.8, 1.2)
+    HEARTBEATS.pop(name, None)
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
+async def pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake at once on shutdown."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)

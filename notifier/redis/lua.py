@@ -37,7 +37,17 @@ _HERE = Path(__file__).resolve().parent
 # the wheel ships the scripts as notifier/lua/; a source checkout has them at the top
 _CANDIDATES = (_HERE.parent / "lua", _HERE.parent.parent / "lua")
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
-NAMES = ("route", "lease", "unlease", "take", "release", "settle", "wake", "prune_consumers")
+NAMES = (
+    "hold",
+    "route",
+    "lease",
+    "unlease",
+    "take",
+    "release",
+    "settle",
+    "wake",
+    "prune_consumers",
+)
 
 R = TypeVar("R")
 _message_decoder = msgspec.json.Decoder(Message)
@@ -383,3 +393,11 @@ def prune_consumers(
     """Remove consumers holding nothing (only `consumer`, when given) that have been idle
     `min_idle_ms`; replies how many."""
     return Call("prune_consumers", [stream], [group, min_idle_ms, consumer], _int)
+
+
+# hold.lua -------------------------------------------------------------------------------------
+
+
+def hold(*, lock: str, me: str, ttl_ms: int) -> Call[bool]:
+    """Take `lock` when free or renew it when `me` holds it; replies whether `me` holds it."""
+    return Call("hold", [lock], [me, ttl_ms], lambda reply: bool(int(reply)))

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
 from notifier.admin import app as api
 from notifier.config import Settings
-from tests.helpers import TOKEN, free_port
+from notifier.models import Message
+from notifier.redis import keys
+from tests.helpers import TOKEN, free_port, register
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -149,3 +153,40 @@ async def test_oversized_body_is_refused(client: tuple[aiohttp.ClientSession, st
     async with http.post(f"{base}/v1/partners", data=body, headers=AUTH) as resp:
         assert resp.status == 413
         assert "error" in await resp.json()
+
+
+async def test_replay_takes_each_dead_letter_once_and_only_by_its_full_id(
+    client: tuple[aiohttp.ClientSession, str], redis: Redis, settings: Settings
+) -> None:
+    """A bare millisecond id ("1") replayed one of the entries of that millisecond and then
+    deleted nothing (XDEL reads it as "1-0"), and a repeated id replayed its message twice:
+    either way the partner got the message again on the next replay."""
+    http, base = client
+    pid, _ = await register(redis, settings, "p", "https://p.example.com", ["*"])
+    message = msgspec.json.encode(
+        Message(
+            id="m1",
+            type="order.created",
+            timestamp="2026-01-01T00:00:00.000Z",
+            data=msgspec.Raw(b"{}"),
+        )
+    )
+    for entry_id in ("1-1", "1-2"):
+        await redis.xadd(
+            keys.DEAD,
+            {"reason": "retries exhausted", "partner": pid, "message": message, "attempts": "[]"},
+            id=entry_id,
+        )
+
+    async def replay(ids: list[str]) -> Any:
+        async with http.post(
+            f"{base}/v1/dead-letters/replay", json={"ids": ids}, headers=AUTH
+        ) as resp:
+            assert resp.status == 200
+            return await resp.json()
+
+    assert await replay(["1"]) == {"replayed": 0}
+    assert await redis.xlen(keys.stream(pid)) == 0
+    assert await replay(["1-1", "1-1", "1-1", "9-9", "not-an-id", "-", "+"]) == {"replayed": 1}
+    assert await redis.xlen(keys.stream(pid)) == 1
+    assert [i for i, _ in await redis.xrange(keys.DEAD)] == [b"1-2"]

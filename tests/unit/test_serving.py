@@ -18,6 +18,7 @@ from notifier.engine.served import MIN_PAUSE, QUANTUM, ServedPartner
 from notifier.models import Partner, PartnerIn
 from notifier.ratelimit import MAX_LIMIT, parse_rate
 from notifier.redis import lua
+from notifier.telemetry import Telemetry
 
 
 class FakePool:
@@ -30,6 +31,7 @@ class FakePool:
         self.blocked_in_ms = blocked_in_ms
         self.takes = 0
         self.scripts = self
+        self.telemetry = Telemetry.disabled()
 
     def send(self, call: lua.Call[Any]) -> asyncio.Future[Any]:
         assert call.script == "take"

@@ -149,6 +149,9 @@ def test_check_url_never_echoes_a_password() -> None:
         "https://user:hunter2@example.com/h",
         "ftp://u:hunter2@example.com/",
         "https://u:hunter2@example.com:99999/",
+        # no scheme: read as scheme "u" with no host, so no userinfo either
+        "u:hunter2@example.com/h",
+        "mailto:u:hunter2@example.com",
     ):
         with pytest.raises(ValueError) as caught:
             check_url(url, allow_http=False)

@@ -1,0 +1,249 @@
+"""Metrics: OpenTelemetry instruments, served as Prometheus text and pushed over OTLP.
+
+Two kinds, so that Grafana never adds one thing up twice:
+
+- What a process does (attempts, failures by kind, latency, requests in flight, rate-limited
+  deferrals, events routed, dead letters) is counted by the process that does it; summing
+  over processes is right.
+- What the deployment holds (backlogs and the age of their oldest message, ingress length and
+  lag, open breakers, disabled partners, partner names) is read from Redis by one process at a
+  time, the metrics leader (`observer.py`), and only that process reports it; dashboards take
+  `max without (instance)` so a change of leader leaves no gap and no double count.
+
+Labels stay bounded: a partner by its id (its name only in `notifier_partner_info`), event
+types up to MAX_EVENT_TYPES per process (then "other": producers choose types), failures by one
+of a few kinds, dead letters by one of a few reasons. The Prometheus names are in
+grafana/README.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import TYPE_CHECKING
+
+import msgspec
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+
+from notifier.telemetry.traces import resource
+
+if TYPE_CHECKING:
+    from notifier.models import Outcome, Taken
+    from notifier.telemetry.backlog import Snapshot
+
+#: Latency buckets (ms) of the delivery histogram, and of the per-process totals `top` reads.
+LATENCY_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+MAX_EVENT_TYPES = 200
+#: Why messages are dead-lettered, as a label.
+DEAD_REASONS = ("exhausted", "malformed", "poison", "refused", "gone")
+
+
+@cache
+def meter_provider(otlp_endpoint: str | None) -> MeterProvider:
+    """The process's provider: set up once, as the Prometheus registry is process-wide."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    readers: list[MetricReader] = [PrometheusMetricReader()]
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint)))
+    view = View(
+        instrument_name="notifier.delivery.duration",
+        aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS),
+    )
+    provider = MeterProvider(metric_readers=readers, views=[view], resource=resource())
+    metrics.set_meter_provider(provider)
+    return provider
+
+
+def prometheus_text() -> bytes:
+    from prometheus_client import REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY)
+
+
+class PartnerTotals(msgspec.Struct):
+    """One partner's counts in this process since it started, published for `notifier top`."""
+
+    attempts: int = 0
+    failures: int = 0
+    rate_limited: int = 0
+    in_flight: int = 0
+    #: attempts per LATENCY_BUCKETS bucket (and one more for slower)
+    latency: list[int] = msgspec.field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+
+
+class Metrics:
+    def __init__(self, meter: metrics.Meter) -> None:
+        #: The deployment's state, when this process is the metrics leader (observer.py).
+        self.snapshot: Snapshot | None = None
+        #: Per partner, for `notifier top` (observer.py publishes them).
+        self.totals: dict[str, PartnerTotals] = {}
+        self.routed_total = 0
+        self.dead_total = 0
+        self._types: set[str] = set()
+        m = meter
+        self._attempts = m.create_counter(
+            "notifier.delivery.attempts", description="delivery attempts by partner and result"
+        )
+        self._duration = m.create_histogram(
+            "notifier.delivery.duration", unit="ms", description="delivery request latency"
+        )
+        self._failures = m.create_counter(
+            "notifier.delivery.failures",
+            description="failed attempts by partner and kind: timeout, connection, tls, ssrf "
+            "(refused by the SSRF guard), http_3xx, http_4xx, http_5xx, other",
+        )
+        self._in_flight = m.create_up_down_counter(
+            "notifier.delivery.in_flight", description="requests open now, by partner"
+        )
+        self._rate_limited = m.create_counter(
+            "notifier.rate_limited",
+            description="takes deferred because the partner was at its rate limit",
+        )
+        self._routed = m.create_counter(
+            "notifier.events.routed", description="ingress events routed, by event type"
+        )
+        self._dead = m.create_counter(
+            "notifier.dead_letters",
+            description="messages and malformed events dead-lettered, by partner and reason",
+        )
+        gauges = (
+            ("notifier.backlog", "", "messages waiting, by partner and state", self._backlog),
+            (
+                "notifier.backlog.oldest_age",
+                "s",
+                "age of the oldest message waiting for a partner",
+                self._oldest,
+            ),
+            ("notifier.ingress.length", "", "entries in the ingress stream", self._ingress),
+            (
+                "notifier.ingress.lag",
+                "s",
+                "age of the oldest event not routed yet",
+                self._lag,
+            ),
+            (
+                "notifier.partner.breaker_open",
+                "",
+                "1 while every attempt to the partner fails",
+                self._breaker,
+            ),
+            ("notifier.partner.disabled", "", "1 for a disabled partner", self._disabled),
+            (
+                "notifier.partner.info",
+                "",
+                "1 per partner with work or trouble, labelled with its name",
+                self._info,
+            ),
+            ("notifier.partners", "", "partners registered", self._registered),
+        )
+        for name, unit, description, callback in gauges:
+            m.create_observable_gauge(name, [callback], unit=unit, description=description)
+
+    # what this process does
+
+    def attempts(self, partner_id: str, settled: Sequence[tuple[Taken, Outcome]]) -> None:
+        """Record a batch: one counter add per distinct label set, keeping the hot path cheap."""
+        counts = Counter(
+            (taken.message.type, outcome.ok, outcome.status) for taken, outcome in settled
+        )
+        for (event_type, ok, status), count in counts.items():
+            self._attempts.add(
+                count,
+                {
+                    "partner": partner_id,
+                    "event_type": self._type(event_type),
+                    "result": "success" if ok else "failure",
+                    "status": str(status) if status is not None else "none",
+                },
+            )
+        totals = self.totals.setdefault(partner_id, PartnerTotals())
+        totals.attempts += len(settled)
+        where = {"partner": partner_id}
+        kinds: Counter[str] = Counter()
+        for _, outcome in settled:
+            self._duration.record(outcome.latency_ms, where)
+            totals.latency[_bucket(outcome.latency_ms)] += 1
+            if not outcome.ok:
+                kinds[outcome.kind or "other"] += 1
+        for kind, count in kinds.items():
+            self._failures.add(count, {"partner": partner_id, "kind": kind})
+            totals.failures += count
+
+    def in_flight(self, partner_id: str, change: int) -> None:
+        self._in_flight.add(change, {"partner": partner_id})
+        self.totals.setdefault(partner_id, PartnerTotals()).in_flight += change
+
+    def rate_limited(self, partner_id: str) -> None:
+        self._rate_limited.add(1, {"partner": partner_id})
+        self.totals.setdefault(partner_id, PartnerTotals()).rate_limited += 1
+
+    def routed(self, event_type: str) -> None:
+        self._routed.add(1, {"event_type": self._type(event_type)})
+        self.routed_total += 1
+
+    def dead_lettered(self, partner_id: str, reason: str) -> None:
+        """`partner_id` is "" for a malformed event, which belongs to no partner."""
+        self._dead.add(1, {"partner": partner_id, "reason": reason})
+        self.dead_total += 1
+
+    def _type(self, event_type: str) -> str:
+        if event_type in self._types:
+            return event_type
+        if len(self._types) < MAX_EVENT_TYPES:
+            self._types.add(event_type)
+            return event_type
+        return "other"
+
+    # what the deployment holds (only while this process is the metrics leader)
+
+    def _backlog(self, options: CallbackOptions) -> Iterable[Observation]:
+        for p in self.snapshot.partners if self.snapshot else ():
+            for state, value in (
+                ("new", p.new),
+                ("in_flight", p.in_flight),
+                ("retrying", p.retrying),
+            ):
+                yield Observation(value, {"partner": p.id, "state": state})
+
+    def _oldest(self, options: CallbackOptions) -> Iterable[Observation]:
+        for p in self.snapshot.partners if self.snapshot else ():
+            yield Observation(p.oldest_age_s, {"partner": p.id})
+
+    def _ingress(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self.snapshot:
+            yield Observation(self.snapshot.ingress_length)
+
+    def _lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self.snapshot:
+            yield Observation(self.snapshot.ingress_lag_s)
+
+    def _breaker(self, options: CallbackOptions) -> Iterable[Observation]:
+        for p in self.snapshot.partners if self.snapshot else ():
+            yield Observation(int(p.breaker_open), {"partner": p.id})
+
+    def _disabled(self, options: CallbackOptions) -> Iterable[Observation]:
+        for p in self.snapshot.partners if self.snapshot else ():
+            yield Observation(int(p.disabled), {"partner": p.id})
+
+    def _info(self, options: CallbackOptions) -> Iterable[Observation]:
+        for p in self.snapshot.partners if self.snapshot else ():
+            yield Observation(1, {"partner": p.id, "name": p.name})
+
+    def _registered(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self.snapshot:
+            yield Observation(self.snapshot.partners_registered)
+
+
+def _bucket(latency_ms: float) -> int:
+    for i, bound in enumerate(LATENCY_BUCKETS):
+        if latency_ms <= bound:
+            return i
+    return len(LATENCY_BUCKETS)
