@@ -125,6 +125,10 @@ def _addr(value: str) -> str:
     return value
 
 
+def _metrics_addr(value: str) -> str:
+    return "none" if value.strip().lower() == "none" else _addr(value)
+
+
 def _whole(low: int, high: int, what: str) -> Callable[[str], int]:
     def parse(value: str) -> int:
         if not value.strip().isascii() or not value.strip().isdigit():
@@ -203,7 +207,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str | None,
         Env(
             "NOTIFIER_METRICS_ADDR",
-            lambda value: "none" if value.strip().lower() == "none" else _addr(value),
+            _metrics_addr,
             "where `run`, `router` and `deliver` serve `/metrics` and `/healthz`; by role "
             "`127.0.0.1:9100` (run), `:9101` (router), `:9102` (deliver; with `--processes N` "
             "its workers take the next N ports); `none` for no server. The `api` serves both "

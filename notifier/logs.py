@@ -1,11 +1,28 @@
-"""structlog JSON logs. Callers bind partner, event id and attempt; never secrets or payloads."""
+"""structlog JSON logs. Callers bind partner, event id and attempt; never secrets or payloads.
+
+A line logged while a span is current carries its `trace_id` and `span_id`, so a log line and
+its trace find each other in Grafana; lines about one attempt carry that attempt's span's ids
+when the caller passes them (the attempt's span is over by then).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+from opentelemetry import trace
+
+
+def _trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if "trace_id" not in event:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event["trace_id"] = format(context.trace_id, "032x")
+            event["span_id"] = format(context.span_id, "016x")
+    return event
 
 
 def configure(level: str = "info") -> None:
@@ -13,6 +30,7 @@ def configure(level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -166,6 +166,8 @@ class Outcome(msgspec.Struct, kw_only=True):
     error: str | None = None
     retry_after: float | None = None
     sent_ms: int = 0  # wall clock when the request was started, for the rate-limit log
+    trace_id: str | None = None  # of the attempt's span, when tracing, for its log lines
+    span_id: str | None = None
 
     @property
     def gone(self) -> bool:

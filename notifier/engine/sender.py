@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from notifier import __version__, signing, transforms
@@ -105,15 +106,21 @@ class Sender:
             span = traces.delivery_span(self.tracer, partner, message, attempt)
         started = time.perf_counter()
         sent_ms = int(time.time() * 1000)
-        try:
+        if span is None:
             outcome = await self._attempt(partner, message, keys, started)
-        except asyncio.CancelledError:
-            if span is not None:
+        else:
+            try:
+                # current while it runs, so anything logged meanwhile carries its ids
+                with trace.use_span(span, end_on_exit=False):
+                    outcome = await self._attempt(partner, message, keys, started)
+            except asyncio.CancelledError:
                 span.end()
-            raise
-        outcome.sent_ms = sent_ms
-        if span is not None:
+                raise
+            context = span.get_span_context()
+            outcome.trace_id = format(context.trace_id, "032x")
+            outcome.span_id = format(context.span_id, "016x")
             traces.end_delivery_span(span, outcome)
+        outcome.sent_ms = sent_ms
         return outcome
 
     async def _attempt(

@@ -295,6 +295,8 @@ class ServedPartner:
                 reason = f"gave up after {taken.attempt} attempts: {outcome.error}"
                 log.warning(
                     "message dead-lettered",
+                    trace_id=outcome.trace_id,
+                    span_id=outcome.span_id,
                     partner=pid,
                     message_id=taken.message.id,
                     attempt=taken.attempt,
@@ -306,6 +308,8 @@ class ServedPartner:
             else:
                 log.info(
                     "delivery failed, will retry",
+                    trace_id=outcome.trace_id,
+                    span_id=outcome.span_id,
                     partner=pid,
                     message_id=taken.message.id,
                     attempt=taken.attempt,

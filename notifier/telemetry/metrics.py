@@ -48,7 +48,8 @@ def meter_provider(otlp_endpoint: str | None) -> MeterProvider:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-    readers: list[MetricReader] = [PrometheusMetricReader()]
+    # no otel_scope_* labels: one scope, and series an operator reads by eye
+    readers: list[MetricReader] = [PrometheusMetricReader(scope_info_enabled=False)]
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 

@@ -37,7 +37,7 @@ from notifier.telemetry.metrics import Metrics, PartnerTotals, prometheus_text
 log = logs.get("observer")
 
 REPORT_EVERY = 2.0
-SNAPSHOT_EVERY = 10.0
+SNAPSHOT_EVERY = 5.0
 LEADER_TTL_MS = 30_000
 #: A loop that has not gone round for this long makes /healthz fail.
 LOOP_STALE = 30.0

@@ -144,3 +144,58 @@ async def test_an_events_trace_holds_its_fan_out_and_every_attempt(
         for p in metrics.points["notifier.delivery.duration"]
     }
     assert durations == {good_id: 1, bad_id: attempts}
+
+
+async def test_a_producers_trace_goes_on_and_log_lines_carry_its_ids(
+    redis: Redis,
+    settings: Settings,
+    spawn: Callable[..., Any],
+    endpoint_factory: Callable[..., Awaitable[Endpoint]],
+    collector: tuple[str, Traces, Metrics],
+) -> None:
+    import json
+    import signal
+
+    otlp, traces, _ = collector
+    bad = await endpoint_factory(failing)
+    await register(redis, settings, "bad", bad.url, ["order.created"])
+    proc = spawn(
+        "run",
+        extra={
+            "NOTIFIER_OTLP_ENDPOINT": otlp,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}",
+            "NOTIFIER_LOG_LEVEL": "info",
+        },
+    )
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    await redis.xadd(
+        "notifier:events",
+        {
+            "type": "order.created",
+            "data": '{"order_id": 8}',
+            "traceparent": f"00-{trace_id}-{parent_id}-01",
+        },
+    )
+    await bad.wait_for(2)
+
+    def named(name: str) -> list[Span]:
+        return [s for s in traces.spans if s.name == name]
+
+    await eventually(
+        lambda: bool(named("route")) and len(named("deliver")) >= 2,
+        what="the route span and two deliver spans",
+    )
+    [route] = named("route")
+    assert route.trace_id.hex() == trace_id and route.parent_span_id.hex() == parent_id
+    assert {s.trace_id.hex() for s in named("deliver")} == {trace_id}
+
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    retried = [line for line in lines if line["event"] == "delivery failed, will retry"]
+    assert retried, err.decode()[-2000:]
+    deliver_ids = {s.span_id.hex() for s in named("deliver")}
+    for line in retried:
+        assert line["trace_id"] == trace_id
+        assert line["span_id"] in deliver_ids

@@ -1,0 +1,143 @@
+"""A split deployment, each process observable: /metrics and /healthz on every one, and the
+numbers they give are what the endpoints received and what waits in Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from notifier.config import Settings
+from notifier.models import PartnerPatch
+from notifier.redis import keys
+from notifier.store import Store
+from tests.helpers import Endpoint, eventually, free_port, publish, register
+
+pytestmark = pytest.mark.slow
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(http: aiohttp.ClientSession, addr: str) -> Samples:
+    async with http.get(f"http://{addr}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, metric: str, **labels: str) -> float:
+    """The sum of `metric`'s samples whose labels include `labels`."""
+    return sum(
+        v for (n, found), v in samples.items() if n == metric and set(labels.items()) <= set(found)
+    )
+
+
+async def test_every_process_of_a_split_deployment_is_observable(
+    redis: Redis, env: dict[str, str], settings: Settings, endpoint_factory: Any, spawn: Any
+) -> None:
+    # after a quick first retry, the failing partner's messages wait a minute for the next
+    env["NOTIFIER_RETRY_SCHEDULE"] = "200ms,60s"
+    healthy: Endpoint = await endpoint_factory()
+
+    async def fail(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=503)
+
+    failing: Endpoint = await endpoint_factory(fail)
+    limited: Endpoint = await endpoint_factory()
+    kept: Endpoint = await endpoint_factory()
+    ids = {}
+    for name, endpoint, extra in (
+        ("healthy", healthy, {}),
+        ("failing", failing, {}),
+        ("limited", limited, {"rate_limit": "2/second"}),
+        ("kept", kept, {"enabled": False}),
+    ):
+        ids[name], _ = await register(redis, settings, name, endpoint.url, [f"evt.{name}"], **extra)
+    addrs = {role: f"127.0.0.1:{free_port()}" for role in ("router", "deliver")}
+    for role, addr in addrs.items():
+        spawn(role, extra={"NOTIFIER_METRICS_ADDR": addr})
+    addrs["api"] = f"127.0.0.1:{free_port()}"
+    spawn("api", extra={"NOTIFIER_API_ADDR": addrs["api"]})
+
+    for name, count in (("healthy", 20), ("failing", 2), ("limited", 40), ("kept", 7)):
+        for n in range(count):
+            await publish(redis, f"evt.{name}", {"n": n})
+    await healthy.wait_for(20)
+    await failing.wait_for(2 * 2)  # the first try and a retry of each
+
+    async with aiohttp.ClientSession() as http:
+        for role, addr in addrs.items():
+
+            async def up(addr: str = addr) -> bool:
+                try:
+                    async with http.get(f"http://{addr}/healthz") as resp:
+                        return resp.status == 200 and (await resp.json())["redis"] == "ok"
+                except aiohttp.ClientError:
+                    return False
+
+            await eventually(up, 20, f"{role}'s /healthz")
+
+        async def leader_reports() -> Samples | None:
+            for addr in addrs.values():
+                samples = await scrape(http, addr)
+                if value(samples, "notifier_partner_disabled", partner=ids["kept"]) == 1:
+                    return samples
+            return None
+
+        async def shared_ready() -> bool:
+            samples = await leader_reports()
+            return (
+                samples is not None
+                and value(samples, "notifier_backlog", partner=ids["limited"]) > 0
+            )
+
+        await eventually(shared_ready, 30, "the metrics leader's backlog gauges")
+        shared = await leader_reports()
+        assert shared is not None
+        deliver = await scrape(http, addrs["deliver"])
+        router = await scrape(http, addrs["router"])
+        reporting = [
+            addr
+            for addr in addrs.values()
+            if value(await scrape(http, addr), "notifier_partner_disabled") > 0
+        ]
+
+    # what a process does: counted where it happens
+    assert value(
+        deliver, "notifier_delivery_attempts_total", partner=ids["healthy"], result="success"
+    ) == len(healthy.received)
+    assert (
+        value(deliver, "notifier_delivery_failures_total", partner=ids["failing"], kind="http_5xx")
+        >= 4
+    )
+    assert value(router, "notifier_events_routed_total", event_type="evt.healthy") == 20
+    assert value(deliver, "notifier_rate_limited_total", partner=ids["limited"]) > 0
+
+    # what the deployment holds: reported by exactly one process, and what Redis holds
+    assert len(reporting) == 1
+    stream_len = await redis.xlen(keys.stream(ids["kept"]))
+    assert stream_len == 7
+    assert value(shared, "notifier_backlog", partner=ids["kept"], state="new") == stream_len
+    assert value(shared, "notifier_partner_disabled", partner=ids["kept"]) == 1
+    assert value(shared, "notifier_partner_info", partner=ids["kept"], name="kept") == 1
+    assert value(shared, "notifier_backlog_oldest_age_seconds", partner=ids["kept"]) > 0
+    assert value(shared, "notifier_partners") == 4
+    assert ("notifier_ingress_lag_seconds", ()) in shared
+    # the failing partner's messages wait for their retries
+    assert (
+        value(shared, "notifier_backlog", partner=ids["failing"], state="retrying")
+        + value(shared, "notifier_backlog", partner=ids["failing"], state="in_flight")
+        == 2
+    )
+
+    # re-enabled, the kept messages go out
+    await Store(redis, settings).update(ids["kept"], PartnerPatch(enabled=True))
+    await kept.wait_for(7)
