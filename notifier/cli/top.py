@@ -1,0 +1,253 @@
+"""`notifier top`: watch the deployment without Grafana, one row per partner with work or trouble.
+
+It reads what every process publishes (`notifier:processes`: each process's per-partner counters,
+every 2 s) and the deployment's state in Redis (`telemetry.backlog`: backlogs, ages, breakers,
+disabled partners), so it shows a split deployment whole, from any machine that reaches Redis.
+Rates are the change of the processes' counters between two refreshes; a process that
+restarted (its counters went down) counts from zero again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from notifier import config
+from notifier.models import decode_partner
+from notifier.redis import keys
+from notifier.redis.connection import connect
+from notifier.telemetry.backlog import PartnerBacklog, Snapshot, read_snapshot
+from notifier.telemetry.metrics import LATENCY_BUCKETS, PartnerTotals
+from notifier.telemetry.observer import REPORT_EVERY, REPORT_STALE, ProcessReport
+
+#: How bad a state is, for ordering rows worst first.
+SEVERITY = {"breaker open": 4, "disabled": 3, "retrying": 2, "limited": 1, "ok": 0}
+_decode_report = msgspec.json.Decoder(ProcessReport).decode
+
+
+class Row(msgspec.Struct, frozen=True):
+    partner: str
+    name: str
+    rate: float  # attempts/s
+    error_rate: float  # share of those that failed
+    p95_ms: float | None
+    backlog: int
+    oldest_s: float
+    in_flight: int
+    state: str
+
+
+class Totals(msgspec.Struct, frozen=True):
+    partners: int
+    processes: int
+    rate: float
+    ingress_lag_s: float
+    ingress_length: int
+
+
+def _delta(now: PartnerTotals, before: PartnerTotals | None) -> PartnerTotals:
+    if before is None or now.attempts < before.attempts:  # new, or its process restarted
+        before = PartnerTotals()
+    return PartnerTotals(
+        attempts=now.attempts - before.attempts,
+        failures=now.failures - before.failures,
+        rate_limited=max(0, now.rate_limited - before.rate_limited),
+        in_flight=now.in_flight,
+        latency=[a - b for a, b in zip(now.latency, before.latency, strict=True)],
+    )
+
+
+def _p95(latency: list[int]) -> float | None:
+    total = sum(latency)
+    if not total:
+        return None
+    seen = 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), latency, strict=True):
+        seen += count
+        if seen >= 0.95 * total:
+            return float(bound)
+    return None
+
+
+class Readings:
+    """The last two distinct reports of each process: rates are the change between them,
+    over the time between them (processes report every 2 s, whatever top's refresh)."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[str, tuple[ProcessReport | None, ProcessReport]] = {}
+
+    def add(self, reports: Mapping[str, ProcessReport]) -> None:
+        pairs = {}
+        for name, report in reports.items():
+            earlier, latest = self.pairs.get(name, (None, report))
+            if report.at != latest.at:
+                earlier, latest = latest, report
+            pairs[name] = (earlier, latest)
+        self.pairs = pairs
+
+
+def rows(
+    snapshot: Snapshot,
+    pairs: Mapping[str, tuple[ProcessReport | None, ProcessReport]],
+    names: Mapping[str, str] = {},
+) -> tuple[Totals, list[Row]]:
+    """The table: every partner with work or trouble, or with attempts lately, worst first."""
+    rates: dict[str, float] = {}
+    moved: dict[str, PartnerTotals] = {}
+    for earlier, latest in pairs.values():
+        seconds = latest.at - earlier.at if earlier else 0.0
+        for pid, counted in latest.partners.items():
+            change = _delta(counted, earlier.partners.get(pid) if earlier else counted)
+            into = moved.setdefault(pid, PartnerTotals())
+            into.attempts += change.attempts
+            into.failures += change.failures
+            into.rate_limited += change.rate_limited
+            into.in_flight += change.in_flight
+            into.latency = [a + b for a, b in zip(into.latency, change.latency, strict=True)]
+            if seconds > 0:
+                rates[pid] = rates.get(pid, 0.0) + change.attempts / seconds
+    backlogs = {p.id: p for p in snapshot.partners}
+    table = []
+    for pid in sorted(set(backlogs) | {p for p, t in moved.items() if t.attempts or t.in_flight}):
+        backlog = backlogs.get(pid) or PartnerBacklog(
+            id=pid, name=names.get(pid, pid), new=0, in_flight=0, retrying=0, oldest_age_s=0.0,
+            breaker_open=False, disabled=False)  # fmt: skip
+        change = moved.get(pid, PartnerTotals())
+        if backlog.breaker_open:
+            state = "breaker open"
+        elif backlog.disabled:
+            state = "disabled"
+        elif backlog.retrying:
+            state = "retrying"
+        elif change.rate_limited:
+            state = "limited"
+        else:
+            state = "ok"
+        table.append(
+            Row(
+                partner=pid,
+                name=backlog.name,
+                rate=rates.get(pid, 0.0),
+                error_rate=change.failures / change.attempts if change.attempts else 0.0,
+                p95_ms=_p95(change.latency),
+                backlog=backlog.new + backlog.in_flight + backlog.retrying,
+                oldest_s=backlog.oldest_age_s,
+                in_flight=max(change.in_flight, backlog.in_flight),
+                state=state,
+            )
+        )
+    table.sort(key=lambda r: (-SEVERITY[r.state], -r.error_rate, -r.backlog, r.name))
+    totals = Totals(
+        partners=snapshot.partners_registered,
+        processes=len(pairs),
+        rate=sum(rates.values()),
+        ingress_lag_s=snapshot.ingress_lag_s,
+        ingress_length=snapshot.ingress_length,
+    )
+    return totals, table
+
+
+async def read_names(redis: Redis, ids: list[str]) -> dict[str, str]:
+    """The names of partners that had attempts but have no backlog (the snapshot has those)."""
+    client: Any = redis
+    found = {}
+    for pid, record in zip(ids, await client.hmget(keys.PARTNERS, ids) if ids else [],
+                           strict=True):  # fmt: skip
+        if record is not None:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                found[pid] = decode_partner(record).name
+    return found
+
+
+async def read_reports(redis: Redis) -> dict[str, ProcessReport]:
+    client: Any = redis
+    found = {}
+    for name, raw in (await client.hgetall(keys.PROCESSES)).items():
+        try:
+            report = _decode_report(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if time.time() - report.at <= REPORT_STALE:
+            found[name.decode(errors="replace")] = report
+    return found
+
+
+def render(totals: Totals, table: list[Row]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    header = Text(
+        f"notifier top  ingress lag {totals.ingress_lag_s:.1f}s "
+        f"({totals.ingress_length} waiting)  {totals.rate:.1f} deliveries/s  "
+        f"{totals.partners} partners  {totals.processes} processes reporting"
+    )
+    grid = Table(expand=True)
+    for column, justify in (
+        ("partner", "left"), ("deliveries/s", "right"), ("errors", "right"),
+        ("p95 ms", "right"), ("backlog", "right"), ("oldest", "right"),
+        ("in flight", "right"), ("state", "left"),
+    ):  # fmt: skip
+        grid.add_column(column, justify=justify)  # type: ignore[arg-type]
+    styles = {"breaker open": "bold red", "disabled": "red", "retrying": "yellow",
+              "limited": "cyan", "ok": "green"}  # fmt: skip
+    for row in table:
+        grid.add_row(
+            row.name,
+            f"{row.rate:.1f}",
+            f"{row.error_rate:.0%}",
+            "-" if row.p95_ms is None else f"{row.p95_ms:g}",
+            str(row.backlog),
+            f"{row.oldest_s:.0f}s",
+            str(row.in_flight),
+            Text(row.state, style=styles[row.state]),
+        )
+    if not table:
+        grid.add_row("(no partner has work or trouble)", "", "", "", "", "", "", "")
+    return Group(header, grid)
+
+
+async def watch(settings: config.Settings, args: argparse.Namespace) -> None:
+    from rich.live import Live
+
+    redis = connect(settings.redis_url, "notifier-top", retries=0)
+    readings = Readings()
+    try:
+        if args.once:  # rates need two reports of each process, 2 s apart
+            readings.add(await read_reports(redis))
+            await asyncio.sleep(REPORT_EVERY + 0.5)
+        with Live(auto_refresh=False, screen=not args.once) as live:
+            while True:
+                snapshot = await read_snapshot(redis, settings.ingress_stream)
+                readings.add(await read_reports(redis))
+                known = {p.id for p in snapshot.partners}
+                active = {pid for _, latest in readings.pairs.values() for pid in latest.partners}
+                names = await read_names(redis, sorted(active - known))
+                totals, table = rows(snapshot, readings.pairs, names)
+                live.update(render(totals, table), refresh=True)
+                if args.once:
+                    return
+                await asyncio.sleep(args.interval)  # the refresh period itself
+    finally:
+        await redis.aclose()
+
+
+def add_commands(sub: Any) -> None:
+    top = sub.add_parser(
+        "top",
+        help="watch every partner with work or trouble, live",
+        description="A live table, one row per partner with work or trouble, worst first: "
+        "deliveries/s, error rate, p95 latency, backlog, oldest message, in flight, state. "
+        "It reads what every process publishes, so it shows a split deployment whole. "
+        "Ctrl-C quits.",
+    )
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one table and exit")
+    top.set_defaults(handler=watch)

@@ -1,0 +1,76 @@
+"""`notifier top`'s table from readings: rates over the reports' own times, restarts, order."""
+
+from __future__ import annotations
+
+from notifier.cli.top import Readings, rows
+from notifier.telemetry.backlog import PartnerBacklog, Snapshot
+from notifier.telemetry.metrics import LATENCY_BUCKETS, PartnerTotals
+from notifier.telemetry.observer import ProcessReport
+
+
+def report(at: float, attempts: int, failures: int = 0, fast: int = 0) -> ProcessReport:
+    latency = [0] * (len(LATENCY_BUCKETS) + 1)
+    latency[0] = fast
+    latency[3] = attempts - fast  # 50 ms
+    return ProcessReport(
+        name="d1",
+        role="deliver",
+        at=at,
+        partners={"ptn_a": PartnerTotals(attempts=attempts, failures=failures, latency=latency)},
+    )
+
+
+def snapshot(*partners: PartnerBacklog) -> Snapshot:
+    return Snapshot(
+        at=0, partners_registered=3, partners=list(partners), ingress_length=0, ingress_lag_s=0.0
+    )
+
+
+def backlog(pid: str, **kw: object) -> PartnerBacklog:
+    fields: dict[str, object] = {
+        "new": 0,
+        "in_flight": 0,
+        "retrying": 0,
+        "oldest_age_s": 0.0,
+        "breaker_open": False,
+        "disabled": False,
+        **kw,
+    }
+    return PartnerBacklog(id=pid, name=pid, **fields)  # type: ignore[arg-type]
+
+
+def test_rates_are_the_change_between_two_reports_over_their_own_times() -> None:
+    readings = Readings()
+    readings.add({"d1": report(100.0, 100)})
+    readings.add({"d1": report(100.0, 100)})  # the same report again: no new reading
+    readings.add({"d1": report(102.0, 140, failures=10, fast=40)})
+    totals, table = rows(snapshot(), readings.pairs, {"ptn_a": "shop"})
+    [row] = table
+    assert (row.name, row.rate, row.error_rate, row.p95_ms) == ("shop", 20.0, 0.25, 5.0)
+    assert totals.rate == 20.0
+
+
+def test_a_restarted_process_counts_from_zero() -> None:
+    readings = Readings()
+    readings.add({"d1": report(100.0, 5000)})
+    readings.add({"d1": report(102.0, 30)})  # restarted: its counters went down
+    [row] = rows(snapshot(), readings.pairs)[1]
+    assert row.rate == 15.0
+
+
+def test_rows_are_worst_first() -> None:
+    table = rows(
+        snapshot(
+            backlog("ok"),
+            backlog("retry", retrying=2),
+            backlog("off", disabled=True),
+            backlog("broken", breaker_open=True, retrying=5),
+        ),
+        {},
+    )[1]
+    assert [(r.partner, r.state) for r in table] == [
+        ("broken", "breaker open"),
+        ("off", "disabled"),
+        ("retry", "retrying"),
+        ("ok", "ok"),
+    ]
