@@ -24,8 +24,13 @@ from notifier.models import decode_partner
 from notifier.redis import keys
 from notifier.redis.connection import connect
 from notifier.telemetry.backlog import PartnerBacklog, Snapshot, read_snapshot
-from notifier.telemetry.metrics import LATENCY_BUCKETS, PartnerTotals
-from notifier.telemetry.observer import REPORT_EVERY, REPORT_STALE, ProcessReport
+from notifier.telemetry.reports import (
+    LATENCY_BUCKETS,
+    REPORT_EVERY,
+    REPORT_STALE,
+    PartnerTotals,
+    ProcessReport,
+)
 
 #: How bad a state is, for ordering rows worst first.
 SEVERITY = {"breaker open": 4, "disabled": 3, "retrying": 2, "limited": 1, "ok": 0}

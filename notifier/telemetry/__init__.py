@@ -1,14 +1,18 @@
 """Telemetry: metrics (`metrics`), the deployment's backlog (`backlog`), what each process
-reports and serves (`observer`), and traces (`traces`)."""
+reports (`reports`) and serves (`observer`), and traces (`traces`).
+
+Importing the package loads none of them: `notifier top` and the other management commands
+read backlogs and reports without the metrics and tracing machinery.
+"""
 
 from __future__ import annotations
 
-from opentelemetry import trace
-from opentelemetry.metrics import NoOpMeter
+from typing import TYPE_CHECKING
 
-from notifier import __version__
-from notifier.telemetry.metrics import Metrics, meter_provider
-from notifier.telemetry.traces import tracer_provider
+if TYPE_CHECKING:
+    from opentelemetry import trace
+
+    from notifier.telemetry.metrics import Metrics
 
 
 class Telemetry:
@@ -21,6 +25,10 @@ class Telemetry:
 
     @classmethod
     def start(cls, otlp_endpoint: str | None) -> Telemetry:
+        from notifier import __version__
+        from notifier.telemetry.metrics import Metrics, meter_provider
+        from notifier.telemetry.traces import tracer_provider
+
         tracer = (
             tracer_provider(otlp_endpoint).get_tracer("notifier", __version__)
             if otlp_endpoint
@@ -30,4 +38,8 @@ class Telemetry:
 
     @classmethod
     def disabled(cls) -> Telemetry:
+        from opentelemetry.metrics import NoOpMeter
+
+        from notifier.telemetry.metrics import Metrics
+
         return cls(Metrics(NoOpMeter("notifier")))

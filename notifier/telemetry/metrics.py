@@ -23,20 +23,18 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
-import msgspec
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
+from notifier.telemetry.reports import LATENCY_BUCKETS, PartnerTotals
 from notifier.telemetry.traces import resource
 
 if TYPE_CHECKING:
     from notifier.models import Outcome, Taken
     from notifier.telemetry.backlog import Snapshot
 
-#: Latency buckets (ms) of the delivery histogram, and of the per-process totals `top` reads.
-LATENCY_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 MAX_EVENT_TYPES = 200
 #: Why messages are dead-lettered, as a label.
 DEAD_REASONS = ("exhausted", "malformed", "poison", "refused", "gone")
@@ -67,17 +65,6 @@ def prometheus_text() -> bytes:
     from prometheus_client import REGISTRY, generate_latest
 
     return generate_latest(REGISTRY)
-
-
-class PartnerTotals(msgspec.Struct):
-    """One partner's counts in this process since it started, published for `notifier top`."""
-
-    attempts: int = 0
-    failures: int = 0
-    rate_limited: int = 0
-    in_flight: int = 0
-    #: attempts per LATENCY_BUCKETS bucket (and one more for slower)
-    latency: list[int] = msgspec.field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
 
 
 class Metrics:

@@ -32,30 +32,17 @@ from notifier.redis import keys, lua
 from notifier.redis.connection import HEARTBEATS, REDIS_ERRORS, keep_running, pause
 from notifier.redis.lua import Scripts
 from notifier.telemetry.backlog import read_snapshot
-from notifier.telemetry.metrics import Metrics, PartnerTotals, prometheus_text
+from notifier.telemetry.metrics import Metrics, prometheus_text
+from notifier.telemetry.reports import REPORT_EVERY, REPORT_STALE, ProcessReport
 
 log = logs.get("observer")
 
-REPORT_EVERY = 2.0
 SNAPSHOT_EVERY = 5.0
 LEADER_TTL_MS = 30_000
 #: A loop that has not gone round for this long makes /healthz fail.
 LOOP_STALE = 30.0
-#: Process reports older than this are ignored by `top`, and removed by the leader.
-REPORT_STALE = 60.0
 
 _encode = msgspec.json.Encoder().encode
-
-
-class ProcessReport(msgspec.Struct):
-    """What one process publishes to `notifier:processes` for `notifier top`."""
-
-    name: str
-    role: str
-    at: float
-    routed: int = 0
-    dead: int = 0
-    partners: dict[str, PartnerTotals] = {}
 
 
 class Observer:

@@ -55,7 +55,8 @@ def test_management_commands_do_not_load_the_engine() -> None:
         "import sys, notifier.cli, notifier.store; "
         "print(sorted(m for m in sys.modules if m.startswith(('notifier.engine.sender', "
         "'notifier.engine.router', 'notifier.engine.delivery', 'notifier.admin', "
-        "'notifier.telemetry', 'aiohttp.client'))))"
+        "'notifier.telemetry.metrics', 'notifier.telemetry.observer', "
+        "'notifier.telemetry.traces', 'aiohttp.client'))))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from notifier.cli.top import Readings, rows
 from notifier.telemetry.backlog import PartnerBacklog, Snapshot
-from notifier.telemetry.metrics import LATENCY_BUCKETS, PartnerTotals
-from notifier.telemetry.observer import ProcessReport
+from notifier.telemetry.reports import LATENCY_BUCKETS, PartnerTotals, ProcessReport
 
 
 def report(at: float, attempts: int, failures: int = 0, fast: int = 0) -> ProcessReport:
