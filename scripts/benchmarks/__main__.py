@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import json
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             await bench.close()
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like ^C
     try:
         asyncio.run(go())
     except KeyboardInterrupt:
