@@ -60,8 +60,8 @@ async def run(bench: Bench, results: Results) -> None:
     top = sorted(((n, c) for n, (c, _) in stats.items() if n != "info"), key=lambda nc: -nc[1])
     results.put("5b", commands / cpu.wall, ", ".join(
         f"{name.upper()} {calls / cpu.wall:.2f}/s" for name, calls in top[:4]) +
-        f"; start-up took {startup[0] - before[0] - 1:,} commands, "
-        f"{startup[1] - before[1]:.2f} s of Redis CPU, settled after {settled:.1f} s")
+        f"; start-up: {startup[0] - before[0] - 1:,} commands (the bench's polls among them), "
+        f"{startup[1] - before[1]:.2f} s of Redis CPU, quiet {settled:.1f} s after the janitor")
     results.put("5c", (after[1] - startup[1]) / cpu.wall * 100)
 
 

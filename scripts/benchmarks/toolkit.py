@@ -131,7 +131,7 @@ def number(value: float) -> str:
 
 
 class Results:
-    """Every figure of the run, in the order they are printed, and the sections' headings."""
+    """Every figure of the run, in the order declared, and the sections' headings."""
 
     def __init__(self) -> None:
         self.figures: list[Figure] = []
@@ -229,7 +229,6 @@ class Sizes:
     healthy_events: int = 10_000
     backlog: int = 10_000
     hang_backlog: int = 1_000
-    rate: str = "50/second"
     window: float = 5.0
     memory_events: int = 100_000
     memory_partners: int = 10
