@@ -1,0 +1,114 @@
+"""Scenario 8: what messages cost Redis's memory (INFO memory, used_memory).
+
+(a) A backlog: events for 10 partners (evt.i to partner i) routed by the router with no
+delivery process running: the growth over the messages. First every partner's attempt log is
+filled to its cap (keys.ATTEMPTS_KEPT) by deliveries, so that later growth is the messages'.
+(b) The same once a delivery process has delivered them all and stopped: what stays behind
+per message, which should be about nothing.
+(c) One event of 100 KiB of data routed to 100 partners (no delivery): the growth per
+partner's copy, beside a small event already in every stream (so the streams exist).
+Peak RSS of the notifier processes is in scenarios 1 and 6.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+
+from benchmarks.toolkit import (
+    DATA,
+    INGRESS,
+    MIB,
+    Bench,
+    Figure,
+    Goal,
+    Results,
+    expected,
+    progress,
+    used_memory,
+)
+from notifier import keys
+
+SECTIONS = (8,)
+FIGURES = [
+    Figure("8a", 8, "8a Redis memory per backlogged message", "bytes"),
+    Figure("8b", 8, "8b Redis memory per message once delivered", "bytes", Goal("~", 10)),
+    Figure("8c", 8, "8c Redis memory per partner copy of a 100 KiB event", "bytes"),
+]
+
+
+async def run(bench: Bench, results: Results) -> None:
+    s = bench.sizes
+    results.headings[8] = (f"Redis memory: {s.memory_events:,} events backlogged for "
+                           f"{s.memory_partners} partners, each event to one; one "
+                           f"{s.big_bytes // 1024} KiB event to {s.big_partners} partners")
+    await backlog(bench, results)
+    await fan_out(bench, results)
+
+
+async def backlog(bench: Bench, results: Results) -> None:
+    s = bench.sizes
+    await bench.fresh()
+    partners = await bench.partners(s.memory_partners)
+    names = list(partners)
+    types = [f"evt.{i}" for i in range(len(names))]
+    bench.notifier("router")
+    deliver = bench.notifier("deliver")
+    warm = (keys.ATTEMPTS_KEPT + 100) * len(names)
+    progress(f"8a filling the attempt logs: {warm:,} deliveries")
+    await bench.publish(types, warm)
+    await bench.wait_delivered(expected(names, warm), "the warm-up deliveries")
+    await empty(bench, partners)
+    bench.stop(deliver)
+    base = await used_memory(bench.redis)
+
+    progress(f"8a {s.memory_events:,} events backlogged")
+    await bench.publish(types, s.memory_events, first=warm)
+    backlogged = expected(names, s.memory_events, first=warm)
+    await bench.wait_routed({partners[n]: count for n, count in backlogged.items()})
+    held = await used_memory(bench.redis) - base
+    results.put("8a", held / s.memory_events, f"{held / MIB:,.1f} MiB for "
+                f"{s.memory_events:,} messages, each event's data {len(DATA % (0, 0.0))} bytes")
+
+    progress(f"8b delivering the {s.memory_events:,} messages")
+    deliver = bench.notifier("deliver")
+    await bench.wait_delivered({n: expected(names, warm)[n] + backlogged[n] for n in names},
+                               "the backlog's deliveries")
+    await empty(bench, partners)
+    bench.stop(deliver)
+    left = await used_memory(bench.redis) - base
+    results.put("8b", left / s.memory_events, f"{left / 1024:,.0f} KiB in all, the delivery "
+                "process stopped as before the backlog")
+
+
+async def empty(bench: Bench, partners: dict[str, str]) -> None:
+    """Wait until every partner stream is empty: delivered messages are settled (acknowledged
+    and deleted) just after they arrive."""
+    async def settled() -> bool:
+        bench.check_alive()
+        async with bench.redis.pipeline(transaction=False) as pipe:
+            for pid in partners.values():
+                pipe.xlen(keys.stream(pid))
+            return not any(await pipe.execute())
+    await bench.until(settled, "the delivered messages to be settled")
+
+
+async def fan_out(bench: Bench, results: Results) -> None:
+    s = bench.sizes
+    progress(f"8c one {s.big_bytes // 1024} KiB event to {s.big_partners} partners")
+    await bench.fresh()
+    sink = (await bench.endpoints.make({"sink": "ok"}))["sink"]
+    ids = [await bench.register(f"big{i}", sink, ["big.event"]) for i in range(s.big_partners)]
+    bench.notifier("router")
+    await bench.publish(["big.event"], 1)
+    await bench.wait_routed(dict.fromkeys(ids, 1))
+    base = await used_memory(bench.redis)
+    blob = "".join(random.choices(string.ascii_letters, k=s.big_bytes))
+    data = json.dumps({"blob": blob})
+    await bench.redis.xadd(INGRESS, {"type": "big.event", "data": data})
+    await bench.wait_routed(dict.fromkeys(ids, 2))
+    grown = await used_memory(bench.redis) - base
+    results.put("8c", grown / s.big_partners,
+                f"the event's data is {len(data):,} bytes: "
+                f"{grown / len(data):.1f} copies' worth in all")
