@@ -21,7 +21,7 @@ from benchmarks.toolkit import (
     commandstats,
     progress,
 )
-from notifier import keys
+from notifier.redis import keys
 
 SECTIONS = (5,)
 FIGURES = [

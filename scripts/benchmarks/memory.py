@@ -28,7 +28,7 @@ from benchmarks.toolkit import (
     progress,
     used_memory,
 )
-from notifier import keys
+from notifier.redis import keys
 
 SECTIONS = (8,)
 FIGURES = [

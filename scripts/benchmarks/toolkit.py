@@ -42,8 +42,9 @@ import aiohttp
 import msgspec
 from redis.asyncio import Redis
 
-from notifier import config, keys
+from notifier import config
 from notifier.models import PartnerIn
+from notifier.redis import keys
 from notifier.store import Store
 from notifier.testing import Endpoint, RedisServer, Responder, eventually, free_port, ok
 
@@ -630,7 +631,9 @@ class Bench:
         return {**os.environ, "REDIS_URL": self.redis_url(db),
                 "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8", "NOTIFIER_ALLOW_HTTP": "1",
                 "NOTIFIER_ADMIN_TOKEN": "bench-admin-token", "NOTIFIER_LOG_LEVEL": "warning",
-                "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}", "PYTHONUNBUFFERED": "1"}
+                "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}", "PYTHONUNBUFFERED": "1",
+                # several processes of a role run side by side: no fixed metrics port each
+                "NOTIFIER_METRICS_ADDR": "none"}
 
     # processes
 
