@@ -12,7 +12,9 @@ local leases = KEYS[3]         -- notifier:leases
 local dead = KEYS[4]           -- notifier:dead
 local progress = KEYS[5]       -- notifier:fanout:<entry id>: chunks done of a split fan-out
 local wake_list = KEYS[6]      -- notifier:wake
--- KEYS[7..]: for partner i, its stream at 5 + 2i and its dedupe marker at 6 + 2i
+local message_key = KEYS[7]    -- notifier:message:<message id>: the message and its partners
+-- KEYS[8..]: for partner i, its stream at 5 + 3i, its dedupe marker at 6 + 3i and its index of
+-- messages (notifier:{id}:messages) at 7 + 3i
 local group = ARGV[1]
 local entry_id = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -24,7 +26,9 @@ local dead_max = ARGV[8]
 local chunk = tonumber(ARGV[9])       -- 0-based
 local last = ARGV[10] == '1'          -- the last (or only) chunk: acknowledge the entry
 local progress_ttl = ARGV[11]
-local first_partner = 12              -- ARGV[12..]: partner ids, in the order of their keys
+local retention = tonumber(ARGV[12])  -- ms the message index keeps it; 0: no index
+local message_id = ARGV[13]
+local first_partner = 14              -- ARGV[14..]: partner ids, in the order of their keys
 
 --@include wake_partner
 
@@ -51,26 +55,43 @@ elseif redis.call('XACK', ingress, group, entry_id) == 0 then
 end
 
 local routed = 0
+local indexed = {}  -- field, value pairs of the message's hash: one per partner
 for i = 1, #ARGV - first_partner + 1 do
-  local stream = KEYS[5 + 2 * i]
-  local seen = KEYS[6 + 2 * i]
+  local stream = KEYS[5 + 3 * i]
+  local seen = KEYS[6 + 3 * i]
+  local index = KEYS[7 + 3 * i]
   local partner = ARGV[first_partner - 1 + i]
   if dedupe_ttl == 0 or redis.call('SET', seen, '1', 'NX', 'EX', dedupe_ttl) then
     -- A script that fails half-way keeps what it wrote, and the entry may be acknowledged
     -- already: a partner stream that refuses the message (a key of the wrong type) gets its
     -- message dead-lettered, replayable, instead of failing the fan-out to everyone.
-    local appended, err = pcall(redis.call, 'XADD', stream, '*', 'm', payload)
+    local appended, added = pcall(redis.call, 'XADD', stream, '*', 'm', payload)
+    local state
     if appended then
       routed = routed + 1
       if string.sub(wake, i, i) == '1' then
         wake_partner(ready, leases, wake_list, partner, now)
       end
+      state = {s = 'pending', e = added, t = now}
     else
-      redis.call('XADD', dead, 'MAXLEN', '~', dead_max, '*',
-                 'reason', 'could not append to the partner stream: ' .. tostring(err.err or err),
-                 'partner', partner, 'message', payload, 'attempts', '[]')
+      local dead_id = redis.call('XADD', dead, 'MAXLEN', '~', dead_max, '*',
+        'reason', 'could not append to the partner stream: ' .. tostring(added.err or added),
+        'partner', partner, 'message', payload, 'attempts', '[]')
+      state = {s = 'dead', t = now, x = dead_id}
+    end
+    if retention > 0 then
+      redis.call('ZADD', index, now, message_id)
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', now - retention)
+      indexed[#indexed + 1] = partner
+      indexed[#indexed + 1] = cjson.encode(state)
     end
   end
+end
+
+if #indexed > 0 then
+  redis.call('HSETNX', message_key, 'event', payload)
+  redis.call('HSET', message_key, unpack(indexed))
+  redis.call('PEXPIRE', message_key, retention)
 end
 
 if split then

@@ -18,6 +18,7 @@ local failing = KEYS[6]        -- notifier:{id}:failing
 local dead = KEYS[7]           -- notifier:dead
 local window = KEYS[8]         -- notifier:{id}:window
 local breaker = KEYS[9]        -- notifier:{id}:breaker
+-- KEYS[10..]: the message index entries (notifier:message:<id>) of the `index` triples below
 local group = ARGV[1]
 local kept = ARGV[2]           -- attempts kept per partner
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -28,7 +29,8 @@ local n_done = tonumber(ARGV[7])   -- delivered ids
 local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
 local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
--- then the attempt records, one per argument, to the end
+-- then n_index, and n_index (entry id, 'd' delivered | 'r' retrying | 'x' dead, attempt)
+-- triples for the message index, then the attempt records, one per argument, to the end
 
 if redis.call('EXISTS', stream) == 0 then
   return {0, 0}
@@ -57,10 +59,12 @@ for _ = 1, n_retry do
   end
   i = i + 3
 end
+local dead_ids = {}
 for _ = 1, n_dead do
   -- acknowledged here, one by one: a message settled already is not dead-lettered twice
   if redis.call('XACK', stream, group, ARGV[i]) == 1 then
-    redis.call('XADD', dead, 'MAXLEN', '~', dead_kept, '*', 'reason', ARGV[i + 1],
+    dead_ids[ARGV[i]] = redis.call('XADD', dead, 'MAXLEN', '~', dead_kept, '*',
+               'reason', ARGV[i + 1],
                'partner', partner, 'message', ARGV[i + 2],
                'attempts', with_earlier(ARGV[i], ARGV[i + 3]),
                'at', ARGV[i + 4])
@@ -73,6 +77,20 @@ for _ = 1, n_sent do
   redis.call('ZADD', window, 'XX', ARGV[i + 1], ARGV[i])
   i = i + 2
 end
+local n_index = tonumber(ARGV[i])
+local states = {d = 'delivered', r = 'retrying', x = 'dead'}
+for j = 0, n_index - 1 do
+  local key = KEYS[10 + j]
+  local entry, outcome = ARGV[i + 1 + 3 * j], ARGV[i + 2 + 3 * j]
+  -- an index entry past its retention is not brought back; a dead letter made by an earlier
+  -- run of this batch is not recorded twice
+  if redis.call('EXISTS', key) == 1 and (outcome ~= 'x' or dead_ids[entry]) then
+    redis.call('HSET', key, partner, cjson.encode({s = states[outcome], e = entry, t = tonumber(now),
+                                                   n = tonumber(ARGV[i + 3 + 3 * j]),
+                                                   x = dead_ids[entry]}))
+  end
+end
+i = i + 1 + 3 * n_index
 if #finished > 0 then
   redis.call('XACK', stream, group, unpack(finished))
   redis.call('XDEL', stream, unpack(finished))

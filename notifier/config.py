@@ -295,6 +295,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "larger events are dead-lettered",
         ),
     ] = 262144
+    message_retention: Annotated[
+        float,
+        Env(
+            "NOTIFIER_MESSAGE_RETENTION",
+            parse_duration,
+            "how long a message can be looked up, listed, resent and recovered (about 150 "
+            "bytes per message, plus its event, plus 80 per partner it went to); `0` keeps no "
+            "index",
+            "`7d`",
+        ),
+    ] = 7 * 86400.0
     disable_after: Annotated[
         float,
         Env(

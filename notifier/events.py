@@ -25,11 +25,15 @@ def entry_timestamp(entry_id: str) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def parse(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Message | str:
+def parse(
+    entry_id: str, fields: dict[bytes, bytes], max_bytes: int, own: bool = False
+) -> Message | str:
     """The Message an ingress entry carries, or the reason it is malformed.
 
     Producers are other teams' code and sometimes hostile: any byte string may arrive in any
     field, so nothing here may raise; whatever cannot be read is a reason, not an exception.
+    `notifier.*` types are notifier's own operational events (`own`: the ops stream); a
+    producer may not send them, so a partner that subscribes to them can trust them.
     """
     raw_type = fields.get(b"type")
     raw_data = fields.get(b"data")
@@ -44,6 +48,11 @@ def parse(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Message 
     problem = rules.event_type_problem(event_type)
     if problem:
         return problem
+    if not own and event_type.startswith(rules.OWN_TYPES):
+        return f"type {event_type!r}: notifier.* types are notifier's own operational events"
+    raw_parent = fields.get(b"traceparent")
+    if raw_parent is not None and not rules.TRACEPARENT.fullmatch(raw_parent):
+        return "traceparent is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
     problem = data_problem(raw_data, max_bytes)
     if problem:
         return problem

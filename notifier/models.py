@@ -7,7 +7,7 @@ body is a 400 naming the field, not a silently ignored setting.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -132,8 +132,32 @@ class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ReplayIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    partner: str | None = None
-    ids: list[str] | None = None
+    """What to replay: dead-letter entry ids or message ids, one partner's, or all."""
+
+    everything: bool = msgspec.field(name="all", default=False)
+    partner: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    ids: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=10_000)
+        ]
+        | None
+    ) = None
+
+
+class RecoverIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Resend what failed or was dead-lettered, of messages routed in [since, until]."""
+
+    since: Annotated[str, msgspec.Meta(max_length=64)]
+    until: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class EventIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An event published over HTTP: the fields of an ingress entry (contract section 1)."""
+
+    type: Annotated[str, msgspec.Meta(max_length=1000)]
+    data: msgspec.Raw
+    id: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    traceparent: Annotated[str, msgspec.Meta(max_length=200)] | None = None
 
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -166,6 +190,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     error: str | None = None
     retry_after: float | None = None
     sent_ms: int = 0  # wall clock when the request was started, for the rate-limit log
+    excerpt: str | None = None  # the start of the answer's body
     trace_id: str | None = None  # of the attempt's span, when tracing, for its log lines
     span_id: str | None = None
 
@@ -196,6 +221,54 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 decode_partner = msgspec.json.Decoder(Partner).decode
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One message's copy for one partner: where it stands."""
+
+    partner: str
+    state: str  # pending | in_flight | retrying | delivered | dead
+    attempts: int = 0  # made so far
+    updated_at: str  # when it reached this state (ISO-8601 UTC)
+    next_attempt_at: str | None = None  # retrying: when
+    dead_letter_id: str | None = None  # dead: the entry of notifier:dead
+    history: list[Attempt] = []  # its attempts still in the partner's attempt log
+
+
+class MessageView(msgspec.Struct, kw_only=True):
+    """A message (its `webhook-id`): the event, and its copy for each partner it went to."""
+
+    id: str
+    type: str
+    timestamp: str
+    data: msgspec.Raw
+    deliveries: list[Delivery]
+
+
+class PartnerMessage(msgspec.Struct, kw_only=True):
+    """A message in a partner's list."""
+
+    id: str
+    type: str
+    timestamp: str
+    routed_at: str
+    state: str
+    attempts: int = 0
+    next_attempt_at: str | None = None
+    dead_letter_id: str | None = None
+
+
+class Page(msgspec.Struct, Generic[T]):
+    """Every list route's answer: `next` is the cursor of the following page, or null."""
+
+    data: list[T]
+    next: str | None = None
+
+
+def iso_ms(ms: int | float) -> str:
+    """Epoch milliseconds as ISO-8601 UTC with milliseconds."""
+    seconds, millis = divmod(int(ms), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def utc_now() -> str:

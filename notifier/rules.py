@@ -10,6 +10,7 @@ before a final newline, which once let `order.created\\n` through.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import msgspec
 from yarl import URL
@@ -35,6 +36,10 @@ RESERVED_HEADERS = frozenset(
     }
 )
 
+#: The event types of notifier's operational events, which producers may not send.
+OWN_TYPES = "notifier."
+#: A W3C trace context `traceparent`, as bytes (it arrives in an ingress entry).
+TRACEPARENT = re.compile(rb"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 #: What a hostname may hold once yarl has IDNA-encoded it; IPv6 literals are checked by yarl.
 _HOSTNAME = re.compile(r"[a-z0-9_.-]+")
 _TYPE = re.compile(r"[a-z0-9_.-]+")
@@ -146,3 +151,19 @@ def validation_message(exc: msgspec.ValidationError) -> str:
     if what.startswith("Expected"):
         what = "e" + what[1:]
     return f"{path}: {what}" if path else what
+
+
+_MILLIS = re.compile(r"[0-9]{1,13}")
+
+
+def moment(raw: str, name: str) -> int:
+    """An ISO-8601 time (or epoch milliseconds) as epoch ms; ValueError names `name`."""
+    if _MILLIS.fullmatch(raw):
+        return int(raw)
+    try:
+        when = datetime.fromisoformat(raw)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return int(when.timestamp() * 1000)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"{name}: not an ISO-8601 time like 2026-11-24T12:00:00Z") from None

@@ -10,33 +10,37 @@ from __future__ import annotations
 
 import secrets as pysecrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from notifier import events, rules, signing
+if TYPE_CHECKING:
+    from notifier.engine.sender import Sender
+
+from notifier import cursors, events, rules, signing
 from notifier.config import Settings
 from notifier.crypto import SecretBox
 from notifier.errors import Invalid, NotFound
 from notifier.models import (
     Attempt,
-    DeadLetter,
     Message,
+    Outcome,
+    Page,
     Partner,
     PartnerIn,
     PartnerPatch,
     Secret,
     decode_partner,
+    iso_ms,
+    public,
     utc_now,
 )
 from notifier.redis import keys, lua
 from notifier.redis.lua import Scripts
 
 _attempt_decoder = msgspec.json.Decoder(Attempt)
-_message_decoder = msgspec.json.Decoder(Message)
-_attempts_decoder = msgspec.json.Decoder(list[Attempt])
 _encode = msgspec.json.Encoder().encode
 
 
@@ -84,6 +88,19 @@ class Store:
     async def partners(self) -> list[Partner]:
         raw = await self.redis.hgetall(keys.PARTNERS)
         return sorted((decode_partner(v) for v in raw.values()), key=lambda p: (p.created_at, p.id))
+
+    async def partner_page(self, after: str | None = None, limit: int = 100) -> Page[Any]:
+        """Partners in the order they were created, as the API shows them (no secrets)."""
+        cursor = cursors.read(after, (str, str))
+        listed = await self.partners()
+        if cursor is not None:
+            listed = [p for p in listed if (p.created_at, p.id) > (cursor[0], cursor[1])]
+        page, rest = listed[:limit], listed[limit:]
+        last = page[-1] if page and rest else None
+        return Page(
+            data=[public(p) for p in page],
+            next=cursors.make(last.created_at, last.id) if last else None,
+        )
 
     async def update(self, partner_id: str, patch: PartnerPatch) -> Partner:
         partner = await self.get(partner_id)
@@ -157,82 +174,64 @@ class Store:
     # attempts and dead letters
 
     async def attempts(self, partner_id: str, limit: int = 100) -> list[Attempt]:
+        return (await self.attempt_page(partner_id, limit=limit)).data
+
+    async def attempt_page(
+        self, partner_id: str, after: str | None = None, limit: int = 100
+    ) -> Page[Attempt]:
+        """A partner's attempts, newest first (its log keeps about the last ATTEMPTS_KEPT)."""
         await self.get(partner_id)
-        rows = await self.redis.xrevrange(keys.attempts(partner_id), count=limit)
-        return [_attempt_decoder.decode(fields[b"a"]) for _, fields in rows]
+        cursor = cursors.read(after, (str,))
+        top = "+" if cursor is None else "(" + cursor[0]
+        try:
+            rows = await self.redis.xrevrange(keys.attempts(partner_id), max=top, count=limit + 1)
+        except ResponseError:
+            raise Invalid("after: not a cursor this API gave (use the `next` of a page)") from None
+        page = rows[:limit]
+        more = len(rows) > limit
+        return Page(
+            data=[_attempt_decoder.decode(fields[b"a"]) for _, fields in page],
+            next=cursors.make(page[-1][0].decode()) if more else None,
+        )
 
-    async def dead_letters(
-        self,
-        partner: str | None = None,
-        limit: int = 100,
-    ) -> list[DeadLetter]:
-        if partner is not None:
-            await self.get(partner)  # an unknown partner is an error, not an empty list
-        found: list[DeadLetter] = []
-        last = "+"
-        while len(found) < limit:
-            rows = await self.redis.xrevrange(keys.DEAD, max=last, count=500)
-            if not rows:
-                break
-            for entry_id, fields in rows:
-                letter = _dead_letter(entry_id.decode(), fields)
-                if partner is None or letter.partner == partner:
-                    found.append(letter)
-            last = "(" + rows[-1][0].decode()
-        return found[:limit]
-
-    async def replay(self, partner: str | None = None, ids: list[str] | None = None) -> int:
-        """Put dead-lettered messages back in their partner's stream, keeping their webhook-id.
-
-        Malformed events are not replayable (they have no partner) and stay where they are.
-        """
-        if ids:
-            rows = await self._entries(list(dict.fromkeys(ids)))
-        else:
-            rows = await self.redis.xrange(keys.DEAD)
-        replayed = 0
-        known = {pid.decode() for pid in await self.redis.hkeys(keys.PARTNERS)}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for entry_id, fields in rows:
-                target = fields.get(b"partner", b"").decode()
-                if not target or b"message" not in fields:
-                    continue
-                if partner is not None and target != partner:
-                    continue
-                if target not in known:
-                    continue
-                pipe.xadd(keys.stream(target), {"m": fields[b"message"]})
-                await self._wake(pipe, target)
-                pipe.xdel(keys.DEAD, entry_id)
-                replayed += 1
-            await pipe.execute()
-        return replayed
-
-    async def _entries(self, ids: list[str]) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """The dead letters with exactly these entry ids, each once.
-
-        XRANGE reads a bare millisecond id like "1700000000000" as the range of every entry in
-        that millisecond, and XDEL reads it as one entry ("-0"): taken as given, such an id
-        replayed a message and then deleted nothing, so the next replay sent it again.
-        """
-        found: list[tuple[bytes, dict[bytes, bytes]]] = []
-        for entry_id in ids:
-            try:
-                rows = await self.redis.xrange(keys.DEAD, min=entry_id, max=entry_id, count=1)
-            except ResponseError:  # not a stream id: nothing to replay under it
-                continue
-            if rows and rows[0][0] == entry_id.encode():
-                found.append(rows[0])
-        return found
+    async def test(self, partner_id: str, sender: Sender) -> Outcome:
+        """Send the partner a signed `notifier.test` event now, as any delivery is sent."""
+        partner = await self.get(partner_id)
+        now = _now_ms()
+        try:
+            signing_keys = [
+                signing.secret_key(self.box.open(s.value))
+                for s in partner.secrets
+                if s.expires_ms is None or s.expires_ms > now
+            ]
+        except ValueError as exc:
+            raise Invalid(f"cannot sign for this partner: {exc}") from None
+        data = {"partner": partner.id, "name": partner.name,
+                "message": "A test from notifier: no action needed."}  # fmt: skip
+        message = Message(
+            id="test_" + pysecrets.token_hex(8),
+            type="notifier.test",
+            timestamp=iso_ms(now),
+            data=msgspec.Raw(_encode(data)),
+        )
+        return await sender.send(partner, message, signing_keys)
 
     # producers
 
-    async def publish(self, event_type: str, data: bytes, event_id: str | None = None) -> str:
+    async def publish(
+        self,
+        event_type: str,
+        data: bytes,
+        event_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> str:
         """XADD an event, refused first (Invalid) with the router's own reason if the router
         would dead-letter it."""
         fields = {b"type": event_type.encode(errors="surrogateescape"), b"data": data}
         if event_id is not None:
             fields[b"id"] = event_id.encode(errors="surrogateescape")
+        if traceparent is not None:
+            fields[b"traceparent"] = traceparent.encode(errors="surrogateescape")
         problem = events.problem(fields, self.settings.max_event_bytes)
         if problem:
             raise Invalid(problem)
@@ -253,19 +252,3 @@ def _checked_secret(secret: str | None) -> str:
     if not signing.is_valid_secret(secret):
         raise Invalid("secret: must be whsec_ followed by base64 of at least 24 bytes")
     return secret
-
-
-def _dead_letter(entry_id: str, fields: dict[bytes, bytes]) -> DeadLetter:
-    text = {k.decode(): v for k, v in fields.items()}
-    message = text.get("message")
-    attempts = text.get("attempts")
-    entry = text.get("entry")
-    return DeadLetter(
-        id=entry_id,
-        reason=text.get("reason", b"").decode(errors="replace"),
-        partner=text["partner"].decode() if "partner" in text else None,
-        message=_message_decoder.decode(message) if message else None,
-        attempts=_attempts_decoder.decode(attempts) if attempts else [],
-        entry=msgspec.json.decode(entry) if entry else None,
-        at=text.get("at", b"").decode(),
-    )

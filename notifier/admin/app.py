@@ -12,7 +12,7 @@ Each resource is a module of its own with its routes (`partners`, `attempts`, `d
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -21,16 +21,18 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from notifier import logs
-from notifier.admin import attempts, dead_letters, health, partners
-from notifier.admin.wire import REDIS, SETTINGS, STORE, error
+from notifier.admin import attempts, dead_letters, events, health, messages, partners
+from notifier.admin.wire import MESSAGES, REDIS, SENDER, SETTINGS, STORE, error
 from notifier.config import Settings
+from notifier.engine.sender import Sender
 from notifier.errors import ConfigError, Invalid, ListenError, NotFound
+from notifier.messages import Messages
 from notifier.store import Store
 
 log = logs.get("api")
 
 #: The resources, one module each; their routes are added in this order.
-RESOURCES = (partners, attempts, dead_letters, health)
+RESOURCES = (partners, attempts, messages, dead_letters, events, health)
 
 MAX_BODY = 256 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -156,7 +158,15 @@ def create_app(redis: Redis, settings: Settings) -> web.Application:
     )
     app[REDIS] = redis
     app[STORE] = Store(redis, settings)
+    app[MESSAGES] = Messages(redis, settings)
     app[SETTINGS] = settings
+
+    async def sender(app: web.Application) -> AsyncIterator[None]:
+        async with Sender(settings) as client:
+            app[SENDER] = client
+            yield
+
+    app.cleanup_ctx.append(sender)
     expect = expect_handler(authorized)
     for resource in RESOURCES:
         for route in resource.routes:

@@ -11,4 +11,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/partners/{id}/attempts")
 async def partner_attempts(request: web.Request) -> web.Response:
-    return json(await request.app[STORE].attempts(request.match_info["id"], limit(request)))
+    page = await request.app[STORE].attempt_page(
+        request.match_info["id"], after=request.query.get("after"), limit=limit(request)
+    )
+    return json(page)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from notifier.admin.wire import STORE, decode_optional, json, limit
+from notifier.admin.wire import MESSAGES, decode_optional, json, limit, moment
 from notifier.models import ReplayIn
 
 routes = web.RouteTableDef()
@@ -12,12 +12,21 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/dead-letters")
 async def dead_letters(request: web.Request) -> web.Response:
-    letters = await request.app[STORE].dead_letters(request.query.get("partner"), limit(request))
-    return json(letters)
+    page = await request.app[MESSAGES].dead_letters(
+        request.query.get("partner"),
+        after=request.query.get("after"),
+        limit=limit(request),
+        since_ms=moment(request, "since"),
+        until_ms=moment(request, "until"),
+    )
+    return json(page)
 
 
 @routes.post("/v1/dead-letters/replay")
 async def replay(request: web.Request) -> web.Response:
     body = await decode_optional(request, ReplayIn, ReplayIn())
-    count = await request.app[STORE].replay(body.partner, body.ids)
-    return json({"replayed": count})
+    return json(
+        await request.app[MESSAGES].replay(
+            everything=body.everything, partner=body.partner, ids=body.ids
+        )
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from notifier.admin.wire import STORE, decode, decode_optional, json
+from notifier.admin.wire import SENDER, STORE, decode, decode_optional, json, limit
 from notifier.models import PartnerIn, PartnerPatch, RotateIn, public
 
 routes = web.RouteTableDef()
@@ -19,7 +19,10 @@ async def create_partner(request: web.Request) -> web.Response:
 
 @routes.get("/v1/partners")
 async def list_partners(request: web.Request) -> web.Response:
-    return json([public(p) for p in await request.app[STORE].partners()])
+    page = await request.app[STORE].partner_page(
+        after=request.query.get("after"), limit=limit(request)
+    )
+    return json(page)
 
 
 @routes.get("/v1/partners/{id}")
@@ -45,3 +48,19 @@ async def rotate_secret(request: web.Request) -> web.Response:
     partner_id = request.match_info["id"]
     secret = await request.app[STORE].rotate_secret(partner_id, body.secret)
     return json({"id": partner_id, "secret": secret})
+
+
+@routes.post("/v1/partners/{id}/test")
+async def test_partner(request: web.Request) -> web.Response:
+    """Send a signed `notifier.test` event now, outside the partner's stream, through the same
+    SSRF guard, signing and headers as every delivery, and answer how it went."""
+    outcome = await request.app[STORE].test(request.match_info["id"], request.app[SENDER])
+    return json(
+        {
+            "ok": outcome.ok,
+            "status": outcome.status,
+            "latency_ms": round(outcome.latency_ms, 2),
+            "excerpt": outcome.excerpt,
+            "error": outcome.error,
+        }
+    )

@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 
 from notifier import rules
 from notifier.config import Settings
+from notifier.engine.sender import Sender
+from notifier.messages import Messages
 from notifier.store import Store
 
 T = TypeVar("T")
@@ -26,6 +28,9 @@ _encode = msgspec.json.Encoder().encode
 _DIGITS = re.compile(r"[0-9]{1,4}")
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
+MESSAGES: web.AppKey[Messages] = web.AppKey("messages", Messages)
+#: The HTTP client of test pings; made when the app starts (it needs the running loop).
+SENDER: web.AppKey[Sender] = web.AppKey("sender", Sender)
 REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 
@@ -65,6 +70,19 @@ async def decode(request: web.Request, kind: type[T]) -> T:
 async def decode_optional(request: web.Request, kind: type[T], empty: T) -> T:
     """A body that may be left out, as `empty`."""
     return await decode(request, kind) if request.can_read_body else empty
+
+
+def moment(request: web.Request, name: str) -> int | None:
+    """A query parameter holding an ISO-8601 time (or epoch ms), as epoch ms."""
+    raw = request.query.get(name)
+    return None if raw is None else parse_moment(raw, name)
+
+
+def parse_moment(raw: str, name: str) -> int:
+    try:
+        return rules.moment(raw, name)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
 
 
 def limit(request: web.Request, default: int = 100, most: int = 1000) -> int:

@@ -55,3 +55,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return ", ".join(value)
     return _encode(value).decode()
+
+
+def show_page(page: Any, *, as_json: bool, columns: Sequence[str] = ()) -> None:
+    """A page of a list: its items as `show` prints them; where more follow, the cursor to ask
+    for them with, on stderr, so piped JSON stays a plain list."""
+    show(page.data, as_json=as_json, columns=columns)
+    if page.next:
+        sys.stderr.write(f"more: --after {page.next}\n")

@@ -87,6 +87,18 @@ async def _set_enabled(store: Store, args: argparse.Namespace) -> None:
     show(public(partner), as_json=args.json)
 
 
+async def _test(store: Store, args: argparse.Namespace) -> None:
+    from notifier.engine.sender import Sender  # the HTTP client: only this command needs it
+
+    async with Sender(store.settings) as sender:
+        outcome = await store.test(args.id, sender)
+    show({"ok": outcome.ok, "status": outcome.status,
+          "latency_ms": round(outcome.latency_ms, 2), "excerpt": outcome.excerpt,
+          "error": outcome.error}, as_json=args.json)  # fmt: skip
+    if not outcome.ok:
+        raise Invalid(f"the test was not accepted: {outcome.error}")
+
+
 async def _list(store: Store, args: argparse.Namespace) -> None:
     show([public(p) for p in await store.partners()], as_json=args.json, columns=COLUMNS)
 
@@ -185,6 +197,7 @@ def add_commands(sub: Any) -> None:
     command("disable", "stop delivery; messages are kept", _set_enabled).set_defaults(enable=False)
     command("list", "every partner", _list, with_id=False)
     command("show", "one partner (never its secrets)", _show)
+    command("test", "send it a signed notifier.test event now and say how it went", _test)
     command("remove", "delete a partner and its messages", _remove)
     command(
         "rotate-secret",

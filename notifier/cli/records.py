@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from notifier.cli.output import show
+from notifier.cli.output import show, show_page
 from notifier.cli.store import with_store
 from notifier.errors import Invalid
+from notifier.messages import Messages
 from notifier.store import Store
 
 ATTEMPT_COLUMNS = ("at", "message_id", "event_type", "attempt", "status", "latency_ms", "error")
@@ -26,20 +27,24 @@ async def _publish(store: Store, args: argparse.Namespace) -> None:
 
 
 async def _attempts(store: Store, args: argparse.Namespace) -> None:
-    show(await store.attempts(args.partner, args.limit), as_json=args.json, columns=ATTEMPT_COLUMNS)
+    page = await store.attempt_page(args.partner, after=args.after, limit=args.limit)
+    show_page(page, as_json=args.json, columns=ATTEMPT_COLUMNS)
 
 
 async def _dead_list(store: Store, args: argparse.Namespace) -> None:
-    show(
-        await store.dead_letters(args.partner, args.limit), as_json=args.json, columns=DEAD_COLUMNS
+    page = await Messages(store.redis, store.settings).dead_letters(
+        args.partner, after=args.after, limit=args.limit
     )
+    show_page(page, as_json=args.json, columns=DEAD_COLUMNS)
 
 
 async def _dead_replay(store: Store, args: argparse.Namespace) -> None:
     if not (args.all or args.partner or args.ids):
-        raise Invalid("say what to replay: dead-letter ids, --partner ID, or --all")
-    count = await store.replay(args.partner, args.ids or None)
-    show({"replayed": count}, as_json=args.json)
+        raise Invalid("say what to replay: dead-letter or message ids, --partner ID, or --all")
+    done = await Messages(store.redis, store.settings).replay(
+        everything=args.all, partner=args.partner, ids=args.ids or None
+    )
+    show(done, as_json=args.json)
 
 
 def add_commands(sub: Any) -> None:
@@ -63,6 +68,7 @@ def add_commands(sub: Any) -> None:
     )
     attempts.add_argument("partner", help="the partner's id")
     attempts.add_argument("--limit", type=_limit, default=50, help="1 to 1000 (default 50)")
+    attempts.add_argument("--after", help="the cursor a previous page printed")
     attempts.add_argument("--json", **json_flag)
     attempts.set_defaults(handler=with_store(_attempts))
 
@@ -79,6 +85,7 @@ def add_commands(sub: Any) -> None:
     )
     listing.add_argument("--partner", help="only this partner's")
     listing.add_argument("--limit", type=_limit, default=100, help="1 to 1000 (default 100)")
+    listing.add_argument("--after", help="the cursor a previous page printed")
     listing.add_argument("--json", **json_flag)
     listing.set_defaults(handler=with_store(_dead_list))
     again = actions.add_parser(
@@ -87,7 +94,7 @@ def add_commands(sub: Any) -> None:
         description="Send dead-lettered messages again, keeping their webhook-id, with a "
         "fresh retry schedule.",
     )
-    again.add_argument("ids", nargs="*", help="dead-letter entry ids")
+    again.add_argument("ids", nargs="*", help="dead-letter entry ids or message ids")
     again.add_argument("--partner", help="every dead letter of this partner")
     again.add_argument("--all", action="store_true", help="every dead letter")
     again.add_argument("--json", **json_flag)

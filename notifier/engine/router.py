@@ -328,6 +328,7 @@ class Router:
                 partners=chunk,
                 event_id=message.id,
                 dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0,
+                retention_ms=int(self.settings.message_retention * 1000),
                 chunk=n,
                 last=n == len(chunks) - 1,
             )

@@ -135,8 +135,9 @@ class Sender:
             ) as resp:
                 excerpt = await _read_capped(resp)
                 latency = (time.perf_counter() - started) * 1000
+                text = excerpt[:EXCERPT].decode(errors="replace")
                 if 200 <= resp.status < 300:
-                    return Outcome(ok=True, status=resp.status, latency_ms=latency)
+                    return Outcome(ok=True, status=resp.status, latency_ms=latency, excerpt=text)
                 retry_after = None
                 if resp.status in (429, 503):
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -147,6 +148,7 @@ class Sender:
                     latency_ms=latency,
                     error=_status_error(resp, excerpt),
                     retry_after=retry_after,
+                    excerpt=text,
                 )
         except ssrf.BlockedAddressError as exc:
             return _failed(started, "ssrf", str(exc))

@@ -269,6 +269,7 @@ class ServedPartner:
         retries: list[lua.Retry] = []
         dead: list[lua.Dead] = []
         records: list[bytes] = []
+        index: list[lua.Indexed] = []
         pool.telemetry.metrics.attempts(pid, settled)
         for taken, outcome in settled:
             record = _encode(
@@ -286,6 +287,7 @@ class ServedPartner:
             records.append(record)
             if outcome.ok:
                 delivered.append(taken.entry_id)
+                index.append(lua.Indexed(taken.message.id, taken.entry_id, "d", taken.attempt))
                 continue
             wait = retry.delay(taken.attempt, pool.settings.retry_schedule, outcome.retry_after)
             if wait is None and outcome.gone:
@@ -304,6 +306,7 @@ class ServedPartner:
                     reason=reason,
                 )
                 dead.append(lua.Dead(taken.entry_id, reason, _encode(taken.message), record, at))
+                index.append(lua.Indexed(taken.message.id, taken.entry_id, "x", taken.attempt))
                 pool.telemetry.metrics.dead_lettered(pid, "exhausted")
             else:
                 log.info(
@@ -318,6 +321,7 @@ class ServedPartner:
                     retry_in=round(wait, 3),
                 )
                 retries.append(lua.Retry(taken.entry_id, int((now + wait) * 1000), record))
+                index.append(lua.Indexed(taken.message.id, taken.entry_id, "r", taken.attempt))
         # A slot is stamped when it is taken; moving it to when its request was sent keeps a
         # request that waited for the CPU from landing within a window of the next ones.
         sent = [(taken.slot, outcome.sent_ms) for taken, outcome in settled] if self.limit else []
@@ -329,6 +333,7 @@ class ServedPartner:
             dead=dead,
             sent=sent,
             records=records,
+            index=index if pool.settings.message_retention else (),
         )
 
     async def _judge(self, settled: Sequence[tuple[Taken, Outcome]], reply: lua.Settled) -> None:

@@ -20,6 +20,8 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
                                              gauges (backlogs, lag), renewed (TTL 30 s)
     notifier:janitor                string   lock of the hourly consumer pruning (TTL 1 h)
     notifier:fanout:<entry id>      string   chunks done of a split fan-out (TTL 1 h)
+    notifier:message:<message id>   hash     `event` -> the message; partner id -> JSON of its
+                                             state there (TTL NOTIFIER_MESSAGE_RETENTION)
     notifier:{id}:stream            stream   the partner's messages; group `delivery`
     notifier:{id}:due               zset     message id -> ms its retry is due
     notifier:{id}:inflight          zset     message id being sent -> ms it is visible again (a
@@ -30,6 +32,8 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
     notifier:{id}:seen:<event id>   string   producer id dedupe marker, expires after DEDUPE_TTL
     notifier:{id}:failing           string   ms of the first failure of an unbroken failing run
     notifier:{id}:breaker           string   ms the breaker opened; deleted by the first success
+    notifier:{id}:messages          zset     message id -> ms it was routed to the partner
+                                             (trimmed to NOTIFIER_MESSAGE_RETENTION)
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ ATTEMPTS_KEPT = 1000
 DEAD_KEPT = 100_000
 DEDUPE_TTL = 86_400
 FANOUT_TTL = 3_600
+
+
+def message(message_id: str) -> str:
+    return f"{PREFIX}message:{message_id}"
 
 
 def fanout(entry_id: str) -> str:
@@ -96,6 +104,10 @@ def failing(partner_id: str) -> str:
     return _partner(partner_id, "failing")
 
 
+def messages(partner_id: str) -> str:
+    return _partner(partner_id, "messages")
+
+
 def breaker(partner_id: str) -> str:
     return _partner(partner_id, "breaker")
 
@@ -111,4 +123,5 @@ def all_of(partner_id: str) -> list[str]:
         attempts(partner_id),
         failing(partner_id),
         breaker(partner_id),
+        messages(partner_id),
     ]

@@ -39,6 +39,7 @@ _CANDIDATES = (_HERE.parent / "lua", _HERE.parent.parent / "lua")
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
 NAMES = (
     "hold",
+    "resend",
     "route",
     "lease",
     "unlease",
@@ -134,14 +135,28 @@ def route(
     entry: str = "",
     chunk: int = 0,
     last: bool = True,
+    retention_ms: int = 0,
 ) -> Call[int]:
     """Fan one ingress entry out to `partners` ((id, enabled) pairs) and acknowledge it; or,
     with `dead_reason`, move it to the dead letters as `entry`. A large fan-out is sent as
-    several calls, `chunk` 0, 1, ... with `last` on the final one. Replies how many partner
-    streams got it (-1: another router did it already)."""
-    route_keys = [ingress, keys.READY, keys.LEASES, keys.DEAD, keys.fanout(entry_id), keys.WAKE]
+    several calls, `chunk` 0, 1, ... with `last` on the final one. With `retention_ms`, the
+    message index keeps it that long. Replies how many partner streams got it (-1: another
+    router did it already)."""
+    route_keys = [
+        ingress,
+        keys.READY,
+        keys.LEASES,
+        keys.DEAD,
+        keys.fanout(entry_id),
+        keys.WAKE,
+        keys.message(event_id),
+    ]
     for partner_id, _ in partners:
-        route_keys += [keys.stream(partner_id), keys.seen(partner_id, event_id)]
+        route_keys += [
+            keys.stream(partner_id),
+            keys.seen(partner_id, event_id),
+            keys.messages(partner_id),
+        ]
     wake = "".join("1" if enabled else "0" for _, enabled in partners)
     payload = entry if dead_reason else message
     return Call(
@@ -159,6 +174,8 @@ def route(
             chunk,
             "1" if last else "0",
             keys.FANOUT_TTL,
+            retention_ms,
+            event_id,
             *(pid for pid, _ in partners),
         ],
         _int,
@@ -279,6 +296,15 @@ class Dead(msgspec.Struct, frozen=True):
     at: str
 
 
+class Indexed(msgspec.Struct, frozen=True):
+    """One settled message, for the message index."""
+
+    message_id: str
+    entry_id: str
+    outcome: str  # "d" delivered, "r" retrying, "x" dead
+    attempt: int
+
+
 class Settled(msgspec.Struct, frozen=True):
     failing_since_ms: int  # 0: one of the batch succeeded
     breaker_closed: bool  # a success closed an open breaker
@@ -297,9 +323,11 @@ def settle(
     dead: Sequence[Dead],
     sent: Sequence[tuple[str, int]],
     records: Sequence[bytes],
+    index: Sequence[Indexed] = (),
 ) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
-    one of these succeeded). `sent` moves rate-limit slots to when their requests left."""
+    one of these succeeded). `sent` moves rate-limit slots to when their requests left;
+    `index` brings the message index up to date (empty when it is off)."""
     args: list[Any] = [
         keys.DELIVERY_GROUP,
         keys.ATTEMPTS_KEPT,
@@ -319,6 +347,9 @@ def settle(
         args += [d.entry_id, d.reason, d.message, d.record, d.at]
     for slot, sent_ms in sent:
         args += [slot, sent_ms]
+    args.append(len(index))
+    for item in index:
+        args += [item.entry_id, item.outcome, item.attempt]
     args += records
     return Call(
         "settle",
@@ -332,6 +363,7 @@ def settle(
             keys.DEAD,
             keys.window(partner_id),
             keys.breaker(partner_id),
+            *(keys.message(item.message_id) for item in index),
         ],
         args,
         _settled,
@@ -401,3 +433,27 @@ def prune_consumers(
 def hold(*, lock: str, me: str, ttl_ms: int) -> Call[bool]:
     """Take `lock` when free or renew it when `me` holds it; replies whether `me` holds it."""
     return Call("hold", [lock], [me, ttl_ms], lambda reply: bool(int(reply)))
+
+
+# resend.lua -----------------------------------------------------------------------------------
+
+
+def resend(*, partner_id: str, message_id: str, now_ms: int) -> Call[str | None]:
+    """Send a message to a partner again, same webhook-id, fresh schedule; replies the new
+    entry id, or None when the index does not know the message for this partner."""
+    return Call(
+        "resend",
+        [
+            keys.stream(partner_id),
+            keys.due(partner_id),
+            keys.inflight(partner_id),
+            keys.history(partner_id),
+            keys.message(message_id),
+            keys.DEAD,
+            keys.READY,
+            keys.LEASES,
+            keys.WAKE,
+        ],
+        [keys.DELIVERY_GROUP, partner_id, now_ms],
+        lambda reply: reply[1].decode() if int(reply[0]) == 1 else None,
+    )

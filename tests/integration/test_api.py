@@ -84,7 +84,7 @@ async def test_partner_lifecycle(client: tuple[aiohttp.ClientSession, str]) -> N
 
     async with http.get(f"{base}/v1/partners", headers=AUTH) as resp:
         listed = await resp.json()
-    assert [p["id"] for p in listed] == [pid]
+    assert [p["id"] for p in listed["data"]] == [pid] and listed["next"] is None
     assert created["secret"] not in str(listed)
 
     async with http.post(f"{base}/v1/partners/{pid}/secret/rotate", headers=AUTH) as resp:
@@ -185,8 +185,11 @@ async def test_replay_takes_each_dead_letter_once_and_only_by_its_full_id(
             assert resp.status == 200
             return await resp.json()
 
-    assert await replay(["1"]) == {"replayed": 0}
+    assert await replay(["1"]) == {"replayed": 0, "not_found": ["1"]}
     assert await redis.xlen(keys.stream(pid)) == 0
-    assert await replay(["1-1", "1-1", "1-1", "9-9", "not-an-id", "-", "+"]) == {"replayed": 1}
+    assert await replay(["1-1", "1-1", "1-1", "9-9", "not-an-id", "-", "+"]) == {
+        "replayed": 1,
+        "not_found": ["9-9", "not-an-id", "-", "+"],
+    }
     assert await redis.xlen(keys.stream(pid)) == 1
     assert [i for i, _ in await redis.xrange(keys.DEAD)] == [b"1-2"]

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from notifier import config
 from notifier.admin import app as api
 from notifier.config import Settings
+from notifier.messages import Messages
 from notifier.models import PartnerPatch
 from notifier.redis import keys
 from notifier.retry import JITTER
@@ -124,7 +125,7 @@ async def test_fails_twice_then_succeeds_with_one_webhook_id_at_the_scheduled_ga
     assert all(a.event_type == "order.created" for a in logged)
     assert logged[0].error is not None and "500" in logged[0].error
 
-    shown = await admin.get(f"/v1/partners/{pid}/attempts")
+    shown = (await admin.get(f"/v1/partners/{pid}/attempts"))["data"]
     assert sorted((a["attempt"], a["status"], a["ok"]) for a in shown) == [
         (1, 500, False),
         (2, 500, False),
@@ -161,20 +162,19 @@ async def test_exhausted_message_is_dead_lettered_then_replayed_with_its_webhook
 
     endpoint = await endpoint_factory(outage)
     pid, _ = await register(redis, settings, "down", endpoint.url, ["*"])
-    store = Store(redis, settings)
     tries = len(settings.retry_schedule) + 1
     async with running(settings):
         entry = await publish(redis, "order.paid", {"order_id": 9, "total": 12.5})
         await endpoint.wait_for(tries)
 
         async def dead_lettered() -> bool:
-            return len(await store.dead_letters(pid)) == 1
+            return len((await Messages(redis, settings).dead_letters(pid)).data) == 1
 
         await eventually(dead_lettered, 10, "the message to be dead-lettered")
         await idle(redis)
         assert len(endpoint.received) == tries
 
-        [letter] = await store.dead_letters(pid)
+        [letter] = (await Messages(redis, settings).dead_letters(pid)).data
         assert letter.partner == pid
         assert letter.message is not None
         assert letter.message.id == f"msg_{entry}"
@@ -204,14 +204,17 @@ async def test_exhausted_message_is_dead_lettered_then_replayed_with_its_webhook
             assert "down for maintenance" in attempt["error"]
 
         down = False
-        assert await admin.post("/v1/dead-letters/replay", {"partner": pid}) == {"replayed": 1}
+        assert await admin.post("/v1/dead-letters/replay", {"partner": pid}) == {
+            "replayed": 1,
+            "not_found": [],
+        }
         await endpoint.wait_for(tries + 1)
         await idle(redis)
 
     assert webhook_ids(endpoint) == [f"msg_{entry}"] * (tries + 1)
     assert json.loads(endpoint.received[-1].body)["data"] == {"order_id": 9, "total": 12.5}
-    assert await store.dead_letters() == []
-    assert await admin.get("/v1/dead-letters") == []
+    assert (await Messages(redis, settings).dead_letters()).data == []
+    assert await admin.get("/v1/dead-letters") == {"data": [], "next": None}
 
 
 async def failed_attempts(redis: Redis, settings: Settings, pid: str, count: int) -> list[Any]:
@@ -379,7 +382,7 @@ async def test_410_gone_disables_the_partner_and_keeps_its_messages(
             )
 
         await eventually(kept, 10, "the messages to be kept in the partner's stream")
-        assert await store.dead_letters() == []
+        assert (await Messages(redis, settings).dead_letters()).data == []
         assert len(endpoint.received) == 1
 
         gone = False
@@ -394,4 +397,4 @@ async def test_410_gone_disables_the_partner_and_keeps_its_messages(
         "a message reached the partner while it was disabled"
     )
     assert (await store.get(pid)).enabled is True
-    assert await store.dead_letters() == []
+    assert (await Messages(redis, settings).dead_letters()).data == []

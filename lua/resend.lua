@@ -1,0 +1,40 @@
+-- resend.lua: send one message to one partner again, with the same webhook-id and a fresh
+-- retry schedule, whatever its state: a copy still waiting (pending or for a retry) is
+-- replaced, a dead letter of it is removed, and a new entry goes to the end of the partner's
+-- stream. Done in one step, so the message is never both waiting twice and never lost. A copy
+-- in flight is left to finish: its request is under way.
+-- Returns {1, new entry id}, or {-1} when the index does not know the message for this partner.
+local stream = KEYS[1]         -- notifier:{id}:stream
+local due = KEYS[2]            -- notifier:{id}:due
+local inflight = KEYS[3]       -- notifier:{id}:inflight
+local history = KEYS[4]        -- notifier:{id}:history
+local message = KEYS[5]        -- notifier:message:<message id>
+local dead = KEYS[6]           -- notifier:dead
+local ready = KEYS[7]          -- notifier:ready
+local leases = KEYS[8]         -- notifier:leases
+local wake_list = KEYS[9]      -- notifier:wake
+local group = ARGV[1]
+local partner = ARGV[2]
+local now = tonumber(ARGV[3])
+
+--@include wake_partner
+
+local event = redis.call('HGET', message, 'event')
+local known = redis.call('HGET', message, partner)
+if not event or not known or redis.call('EXISTS', stream) == 0 then
+  return {-1}
+end
+local state = cjson.decode(known)
+if state.e and not redis.call('ZSCORE', inflight, state.e) then
+  redis.call('XACK', stream, group, state.e)
+  redis.call('XDEL', stream, state.e)
+  redis.call('ZREM', due, state.e)
+  redis.call('HDEL', history, state.e)
+end
+if state.x then
+  redis.call('XDEL', dead, state.x)
+end
+local added = redis.call('XADD', stream, '*', 'm', event)
+redis.call('HSET', message, partner, cjson.encode({s = 'pending', e = added, t = now}))
+wake_partner(ready, leases, wake_list, partner, now)
+return {1, added}

@@ -1,0 +1,23 @@
+"""/v1/events: publish over HTTP, for a service that cannot reach Redis.
+
+The body is an ingress entry's fields (contract section 1) and is checked by the router's own
+function: what it refuses here with a 400 is exactly what the router would dead-letter.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from notifier.admin.wire import STORE, decode, json
+from notifier.models import EventIn
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/events")
+async def publish(request: web.Request) -> web.Response:
+    body = await decode(request, EventIn)
+    entry_id = await request.app[STORE].publish(
+        body.type, bytes(body.data), body.id, traceparent=body.traceparent
+    )
+    return json({"entry_id": entry_id, "id": body.id or f"msg_{entry_id}"}, 202)

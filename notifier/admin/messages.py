@@ -1,0 +1,42 @@
+"""/v1/messages and a partner's messages: look up, list, resend, recover."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from notifier.admin.wire import MESSAGES, decode, json, limit, moment, parse_moment
+from notifier.models import RecoverIn
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/messages/{id}")
+async def show_message(request: web.Request) -> web.Response:
+    return json(await request.app[MESSAGES].get(request.match_info["id"]))
+
+
+@routes.get("/v1/partners/{id}/messages")
+async def partner_messages(request: web.Request) -> web.Response:
+    page = await request.app[MESSAGES].of_partner(
+        request.match_info["id"],
+        status=request.query.get("status"),
+        after=request.query.get("after"),
+        limit=limit(request),
+        since_ms=moment(request, "since"),
+        until_ms=moment(request, "until"),
+    )
+    return json(page)
+
+
+@routes.post("/v1/partners/{id}/messages/{msg}/resend")
+async def resend(request: web.Request) -> web.Response:
+    resent = await request.app[MESSAGES].resend(request.match_info["id"], request.match_info["msg"])
+    return json(resent, 202)
+
+
+@routes.post("/v1/partners/{id}/recover")
+async def recover(request: web.Request) -> web.Response:
+    body = await decode(request, RecoverIn)
+    since = parse_moment(body.since, "since")
+    until = None if body.until is None else parse_moment(body.until, "until")
+    return json(await request.app[MESSAGES].recover(request.match_info["id"], since, until), 202)

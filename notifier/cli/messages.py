@@ -1,0 +1,106 @@
+"""`notifier messages ... | recover`: look a message up, list a partner's, send one again,
+recover what failed in a time range; the same operations and checks as the API's."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from notifier import rules
+from notifier.cli.output import show, show_page, wants_json
+from notifier.cli.store import with_store
+from notifier.errors import Invalid
+from notifier.messages import STATES, Messages
+from notifier.store import Store
+
+COLUMNS = ("id", "type", "routed_at", "state", "attempts", "next_attempt_at")
+
+
+def _messages(store: Store) -> Messages:
+    return Messages(store.redis, store.settings)
+
+
+def _moment(text: str, name: str) -> int:
+    try:
+        return rules.moment(text, name)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+async def _show(store: Store, args: argparse.Namespace) -> None:
+    view = await _messages(store).get(args.id)
+    if wants_json(args.json):
+        show(view, as_json=True)
+        return
+    show({"id": view.id, "type": view.type, "timestamp": view.timestamp}, as_json=False)
+    show(view.deliveries, as_json=False,
+         columns=("partner", "state", "attempts", "updated_at", "next_attempt_at"))  # fmt: skip
+
+
+async def _list(store: Store, args: argparse.Namespace) -> None:
+    page = await _messages(store).of_partner(
+        args.partner, status=args.status, after=args.after, limit=args.limit
+    )
+    show_page(page, as_json=args.json, columns=COLUMNS)
+
+
+async def _resend(store: Store, args: argparse.Namespace) -> None:
+    show(await _messages(store).resend(args.partner, args.id), as_json=args.json)
+
+
+async def _recover(store: Store, args: argparse.Namespace) -> None:
+    since = _moment(args.since, "--since")
+    until = None if args.until is None else _moment(args.until, "--until")
+    show(await _messages(store).recover(args.partner, since, until), as_json=args.json)
+
+
+def add_commands(sub: Any) -> None:
+    json_flag = {"action": "store_true", "help": "print JSON (also when piped)"}
+    group = sub.add_parser(
+        "messages",
+        help="look up, list and resend messages",
+        description="Look a message up by its webhook-id, list a partner's, send one again.",
+    )
+    actions = group.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=type(group)
+    )
+    show_cmd = actions.add_parser(
+        "show", help="one message and its state for each partner",
+        description="One message (its webhook-id): the event and, per partner, its state "
+        "(pending, in_flight, retrying, delivered, dead) and attempts.",
+    )  # fmt: skip
+    show_cmd.add_argument("id", help="the message id (the webhook-id partners see)")
+    show_cmd.add_argument("--json", **json_flag)
+    show_cmd.set_defaults(handler=with_store(_show))
+
+    listing = actions.add_parser(
+        "list", help="a partner's messages, newest first",
+        description="A partner's messages, newest first.",
+    )  # fmt: skip
+    listing.add_argument("partner", help="the partner's id")
+    listing.add_argument("--status", choices=STATES, help="only those in this state")
+    listing.add_argument("--limit", type=int, default=50, help="1 to 1000 (default 50)")
+    listing.add_argument("--after", help="the cursor a previous page printed")
+    listing.add_argument("--json", **json_flag)
+    listing.set_defaults(handler=with_store(_list))
+
+    again = actions.add_parser(
+        "resend", help="send a message to a partner again",
+        description="Send a message to a partner again: the same webhook-id, a fresh retry "
+        "schedule, whatever its state.",
+    )  # fmt: skip
+    again.add_argument("partner", help="the partner's id")
+    again.add_argument("id", help="the message id")
+    again.add_argument("--json", **json_flag)
+    again.set_defaults(handler=with_store(_resend))
+
+    recover = sub.add_parser(
+        "recover", help="resend what failed for a partner in a time range",
+        description="Resend every message routed to a partner in [--since, --until] that is "
+        "waiting for a retry or was dead-lettered (after an outage, say).",
+    )  # fmt: skip
+    recover.add_argument("partner", help="the partner's id")
+    recover.add_argument("--since", required=True, help="ISO-8601, e.g. 2026-11-24T12:00:00Z")
+    recover.add_argument("--until", help="ISO-8601 (default: now)")
+    recover.add_argument("--json", **json_flag)
+    recover.set_defaults(handler=with_store(_recover))
