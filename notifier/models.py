@@ -147,8 +147,8 @@ class ReplayIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class RecoverIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Resend what failed or was dead-lettered, of messages routed in [since, until]."""
 
-    since: Annotated[str, msgspec.Meta(max_length=64)]
-    until: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    since: Annotated[str, msgspec.Meta(max_length=64)] | int  # ISO-8601, or epoch ms
+    until: Annotated[str, msgspec.Meta(max_length=64)] | int | None = None
 
 
 class EventIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

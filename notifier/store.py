@@ -35,7 +35,6 @@ from notifier.models import (
     decode_partner,
     iso_ms,
     public,
-    utc_now,
 )
 from notifier.redis import keys, lua
 from notifier.redis.lua import Scripts
@@ -72,7 +71,7 @@ class Store:
             transform=body.transform,
             enabled=body.enabled,
             ordered=body.ordered,
-            created_at=utc_now(),
+            created_at=iso_ms(_now_ms()),
             secrets=[Secret(self.box.seal(secret))],
         )
         self._validate(partner)

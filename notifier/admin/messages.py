@@ -37,6 +37,6 @@ async def resend(request: web.Request) -> web.Response:
 @routes.post("/v1/partners/{id}/recover")
 async def recover(request: web.Request) -> web.Response:
     body = await decode(request, RecoverIn)
-    since = parse_moment(body.since, "since")
-    until = None if body.until is None else parse_moment(body.until, "until")
+    since = parse_moment(str(body.since), "since")
+    until = None if body.until is None else parse_moment(str(body.until), "until")
     return json(await request.app[MESSAGES].recover(request.match_info["id"], since, until), 202)

@@ -1,0 +1,309 @@
+"""Day-to-day operations against real Redis and real endpoints: look a message up, resend and
+recover, replay by message id, publish over HTTP, test a partner, and lists as pages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import aiohttp.test_utils
+import pytest
+import standardwebhooks
+from aiohttp import web
+from redis.asyncio import Redis
+
+from notifier.admin import app as api
+from notifier.config import Settings
+from notifier.redis import keys
+from tests.helpers import TOKEN, Endpoint, cli, eventually, idle, publish, register, running
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Admin:
+    def __init__(self, client: aiohttp.test_utils.TestClient) -> None:
+        self.client = client
+
+    async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        resp = await self.client.request(method, path, json=body, headers=AUTH)
+        answer = await resp.json()
+        assert resp.status == status, (resp.status, answer)
+        return answer
+
+
+@pytest.fixture
+async def admin(redis: Redis, settings: Settings) -> AsyncIterator[Admin]:
+    server = aiohttp.test_utils.TestServer(api.create_app(redis, settings))
+    async with aiohttp.test_utils.TestClient(server) as client:
+        yield Admin(client)
+
+
+async def failing(request: web.Request, n: int) -> web.StreamResponse:
+    return web.Response(status=500, text="down")
+
+
+async def test_a_message_shows_dead_for_one_partner_and_delivered_for_another(
+    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+) -> None:
+    good: Endpoint = await endpoint_factory()
+    bad: Endpoint = await endpoint_factory(failing)
+    good_id, _ = await register(redis, settings, "good", good.url, ["order.created"])
+    bad_id, _ = await register(redis, settings, "bad", bad.url, ["order.created"])
+    tries = len(settings.retry_schedule) + 1
+    async with running(settings):
+        await publish(redis, "order.created", {"order_id": 42}, event_id="ord-42-created")
+        await good.wait_for(1)
+        await bad.wait_for(tries)
+        await idle(redis)
+    shown = await admin.call("GET", "/v1/messages/ord-42-created")
+    assert (shown["id"], shown["type"], shown["data"]) == (
+        "ord-42-created", "order.created", {"order_id": 42})  # fmt: skip
+    by_partner = {d["partner"]: d for d in shown["deliveries"]}
+    assert by_partner[good_id]["state"] == "delivered"
+    assert by_partner[good_id]["attempts"] == 1
+    assert [a["status"] for a in by_partner[good_id]["history"]] == [200]
+    dead = by_partner[bad_id]
+    assert dead["state"] == "dead" and dead["attempts"] == tries
+    assert [a["attempt"] for a in dead["history"]] == list(range(1, tries + 1))
+    letters = await admin.call("GET", f"/v1/dead-letters?partner={bad_id}")
+    assert [letter["id"] for letter in letters["data"]] == [dead["dead_letter_id"]]
+    await admin.call("GET", "/v1/messages/nope", status=404)
+
+    # the partner's list, filtered by state
+    listed = await admin.call("GET", f"/v1/partners/{bad_id}/messages?status=dead")
+    assert [m["id"] for m in listed["data"]] == ["ord-42-created"]
+    assert (await admin.call("GET", f"/v1/partners/{bad_id}/messages?status=delivered"))[
+        "data"] == []  # fmt: skip
+
+
+async def test_resend_delivers_a_delivered_message_again_with_the_same_webhook_id(
+    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+) -> None:
+    endpoint: Endpoint = await endpoint_factory()
+    pid, secret = await register(redis, settings, "p", endpoint.url, ["*"])
+    async with running(settings):
+        await publish(redis, "order.paid", {"order_id": 7}, event_id="ord-7-paid")
+        await endpoint.wait_for(1)
+        await idle(redis)
+        await admin.call("POST", f"/v1/partners/{pid}/messages/ord-7-paid/resend", status=202)
+        await endpoint.wait_for(2)
+        await idle(redis)
+    first, again = endpoint.received
+    assert first.headers["webhook-id"] == again.headers["webhook-id"] == "ord-7-paid"
+    assert json.loads(again.body) == json.loads(first.body)
+    standardwebhooks.Webhook(secret).verify(again.body, again.headers)
+    shown = await admin.call("GET", "/v1/messages/ord-7-paid")
+    assert shown["deliveries"][0]["state"] == "delivered"
+    await admin.call("POST", f"/v1/partners/{pid}/messages/nope/resend", status=404)
+    await admin.call("POST", "/v1/partners/ptn_nope/messages/ord-7-paid/resend", status=404)
+
+
+async def test_recover_resends_exactly_the_failures_in_its_range(
+    redis: Redis, env: dict[str, str], endpoint_factory: Any, admin: Admin
+) -> None:
+    from notifier import config
+
+    env["NOTIFIER_RETRY_SCHEDULE"] = "100ms,60s"  # failures then wait a minute
+    settings = config.load(env)
+    down = True
+
+    async def outage(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=503 if down else 200)
+
+    endpoint: Endpoint = await endpoint_factory(outage)
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["*"])
+    async with running(settings):
+        await publish(redis, "order.created", {"n": "before"}, event_id="before")
+        await endpoint.wait_for(2)  # first try and the quick retry
+        since = int(time.time() * 1000)
+        for n in range(3):
+            await publish(redis, "order.created", {"n": n}, event_id=f"in-{n}")
+        await endpoint.wait_for(2 + 3 * 2)
+        until = int(time.time() * 1000)
+        await publish(redis, "order.created", {"n": "after"}, event_id="after")
+        await endpoint.wait_for(2 + 3 * 2 + 2)
+        down = False
+        seen = len(endpoint.received)
+        recovered = await admin.call(
+            "POST", f"/v1/partners/{pid}/recover",
+            {"since": since, "until": until}, status=202)  # fmt: skip
+        assert sorted(recovered["ids"]) == ["in-0", "in-1", "in-2"]
+        await endpoint.wait_for(seen + 3)
+    after = [r.headers["webhook-id"] for r in endpoint.received[seen:]]
+    assert sorted(after) == ["in-0", "in-1", "in-2"]
+    # an ISO-8601 range works too, and a bad one is a 400 naming the field
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since / 1000 - 3600))
+    assert (await admin.call("POST", f"/v1/partners/{pid}/recover", {"since": iso},
+                             status=202))["ids"] == ["after", "before"]  # fmt: skip
+    bad = await admin.call("POST", f"/v1/partners/{pid}/recover", {"since": "yesterday"},
+                           status=400)  # fmt: skip
+    assert bad["error"].startswith("since:")
+
+
+async def test_replay_by_message_id_reports_what_it_did_not_find(
+    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+) -> None:
+    calls = 0
+
+    async def down_then_up(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        return web.Response(status=500 if calls <= len(settings.retry_schedule) + 1 else 200)
+
+    endpoint: Endpoint = await endpoint_factory(down_then_up)
+    await register(redis, settings, "p", endpoint.url, ["*"])
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1}, event_id="ord-1")
+        await eventually(lambda: _dead(redis), 20, "the message to be dead-lettered")
+        answer = await admin.call("POST", "/v1/dead-letters/replay",
+                                  {"ids": ["ord-1", "no-such-thing"]})  # fmt: skip
+        assert answer == {"replayed": 1, "not_found": ["no-such-thing"]}
+        await endpoint.wait_for(len(settings.retry_schedule) + 2)
+        await idle(redis)
+    assert endpoint.received[-1].headers["webhook-id"] == "ord-1"
+    assert (await admin.call("GET", "/v1/messages/ord-1"))["deliveries"][0]["state"] == (
+        "delivered")  # fmt: skip
+    refused = await admin.call("POST", "/v1/dead-letters/replay", {}, status=400)
+    assert '"all": true' in refused["error"]
+    assert await admin.call("POST", "/v1/dead-letters/replay", {"all": True}) == {
+        "replayed": 0, "not_found": []}  # fmt: skip
+
+
+async def _dead(redis: Redis) -> bool:
+    return bool(await redis.xlen(keys.DEAD))
+
+
+async def test_publishing_over_http_checks_as_the_router_does(
+    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+) -> None:
+    endpoint: Endpoint = await endpoint_factory()
+    await register(redis, settings, "p", endpoint.url, ["order.created"])
+    body = {"type": "order.created", "data": {"order_id": 9}, "id": "ord-9"}
+    first = await admin.call("POST", "/v1/events", body, status=202)
+    again = await admin.call("POST", "/v1/events", body, status=202)
+    assert first["id"] == again["id"] == "ord-9"
+    for bad, reason in (
+        ({"type": "Order.Created", "data": {}}, "may only contain lower-case letters"),
+        ({"type": "order.created", "data": [1, 2]}, "data is not a JSON object"),
+        ({"type": "order.created", "data": {}, "id": "x" * 200}, "id must be 1 to 128"),
+        ({"type": "notifier.partner.disabled", "data": {}}, "notifier's own"),
+        ({"type": "order.created", "data": {}, "traceparent": "bogus"}, "traceparent"),
+        ({"data": {}}, "type"),
+    ):
+        assert reason in (await admin.call("POST", "/v1/events", bad, status=400))["error"]
+    async with running(settings):
+        await endpoint.wait_for(1)
+        await idle(redis)
+    assert len(endpoint.received) == 1  # the same id twice: delivered once
+    assert endpoint.bodies()[0]["data"] == {"order_id": 9}
+
+
+async def test_a_test_ping_is_signed_and_answers_the_outcome(
+    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+) -> None:
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=200, text="thanks " + "x" * 2000)
+
+    good: Endpoint = await endpoint_factory(answer)
+    bad: Endpoint = await endpoint_factory(failing)
+    good_id, secret = await register(redis, settings, "good", good.url, ["*"],
+                                     headers={"x-api-key": "k1"})  # fmt: skip
+    bad_id, _ = await register(redis, settings, "bad", bad.url, ["*"])
+    outcome = await admin.call("POST", f"/v1/partners/{good_id}/test")
+    assert outcome["ok"] is True and outcome["status"] == 200 and outcome["error"] is None
+    assert outcome["excerpt"].startswith("thanks") and len(outcome["excerpt"]) <= 500
+    assert outcome["latency_ms"] >= 0
+    [received] = good.received
+    payload = standardwebhooks.Webhook(secret).verify(received.body, received.headers)
+    assert payload["type"] == "notifier.test" and payload["data"]["partner"] == good_id
+    assert received.headers["x-api-key"] == "k1"
+    failed = await admin.call("POST", f"/v1/partners/{bad_id}/test")
+    assert failed["ok"] is False and failed["status"] == 500 and "down" in failed["error"]
+    await admin.call("POST", "/v1/partners/ptn_nope/test", status=404)
+    assert await redis.xlen(keys.stream(good_id)) == 0  # outside the partner's stream
+
+
+async def test_every_list_is_a_page_with_a_cursor(
+    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+) -> None:
+    endpoint: Endpoint = await endpoint_factory()
+    ids = [(await register(redis, settings, f"p{n}", endpoint.url, ["*"]))[0] for n in range(5)]
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = await admin.call("GET", f"/v1/partners?limit=2&after={after}")
+        seen += [p["id"] for p in page["data"]]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
+    async with running(settings):
+        for n in range(5):
+            await publish(redis, "order.created", {"n": n}, event_id=f"e{n}")
+        await endpoint.wait_for(25)
+        await idle(redis)
+    for path in (f"/v1/partners/{ids[0]}/attempts", f"/v1/partners/{ids[0]}/messages"):
+        first = await admin.call("GET", f"{path}?limit=3")
+        rest = await admin.call("GET", f"{path}?limit=3&after={first['next']}")
+        assert len(first["data"]) == 3 and len(rest["data"]) == 2 and rest["next"] is None
+    messages = await admin.call("GET", f"/v1/partners/{ids[0]}/messages?limit=5")
+    assert [m["id"] for m in messages["data"]] == ["e4", "e3", "e2", "e1", "e0"]
+    bad = await admin.call("GET", "/v1/partners?after=garbage", status=400)
+    assert bad["error"].startswith("after:")
+
+
+async def test_the_cli_looks_up_resends_recovers_and_tests(
+    redis: Redis, env: dict[str, str], settings: Settings, endpoint_factory: Any
+) -> None:
+    endpoint: Endpoint = await endpoint_factory()
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["*"])
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 1}, event_id="cli-1")
+        await endpoint.wait_for(1)
+        await idle(redis)
+        shown = json.loads(cli(env, "messages", "show", "cli-1").stdout)
+        assert shown["deliveries"][0]["state"] == "delivered"
+        resent = cli(env, "messages", "resend", pid, "cli-1")
+        assert resent.returncode == 0, resent.stderr
+        await endpoint.wait_for(2)
+        listed = json.loads(cli(env, "messages", "list", pid).stdout)
+        assert [m["id"] for m in listed] == ["cli-1"]
+        recovered = json.loads(cli(env, "recover", pid, "--since", "2020-01-01T00:00:00Z").stdout)
+        assert recovered["resent"] == 0  # nothing failed
+        # in a thread: the endpoint answering it runs on this test's event loop
+        tested = await asyncio.to_thread(cli, env, "partners", "test", pid)
+        assert tested.returncode == 0, tested.stderr
+        assert json.loads(tested.stdout)["status"] == 200
+    assert endpoint.received[-1].headers["webhook-id"].startswith("test_")
+    missing = cli(env, "messages", "show", "nope")
+    assert missing.returncode == 1 and "no message 'nope'" in missing.stderr
+
+
+async def test_the_message_index_is_bounded_by_its_retention(
+    redis: Redis, env: dict[str, str], endpoint_factory: Any
+) -> None:
+    from notifier import config
+
+    env["NOTIFIER_MESSAGE_RETENTION"] = "2s"
+    settings = config.load(env)
+    endpoint: Endpoint = await endpoint_factory()
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["*"])
+    async with running(settings):
+        await publish(redis, "order.created", {"n": 0}, event_id="old")
+        await endpoint.wait_for(1)
+        ttl = await redis.pttl(keys.message("old"))
+        assert 0 < ttl <= 2000
+        await eventually(lambda: _gone(redis, "old"), 5, "the old message to expire")
+        await publish(redis, "order.created", {"n": 1}, event_id="new")
+        await endpoint.wait_for(2)
+        await idle(redis)
+    # the partner's index was trimmed of the old one when the new one came
+    assert [m.decode() for m in await redis.zrange(keys.messages(pid), 0, -1)] == ["new"]
+
+
+async def _gone(redis: Redis, message_id: str) -> bool:
+    return not await redis.exists(keys.message(message_id))
