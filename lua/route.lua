@@ -28,7 +28,8 @@ local last = ARGV[10] == '1'          -- the last (or only) chunk: acknowledge t
 local progress_ttl = ARGV[11]
 local retention = tonumber(ARGV[12])  -- ms the message index keeps it; 0: no index
 local message_id = ARGV[13]
-local first_partner = 14              -- ARGV[14..]: partner ids, in the order of their keys
+local keep = ARGV[14] == '1'          -- keep routed entries (the ops stream is read by people)
+local first_partner = 15              -- ARGV[15..]: partner ids, in the order of their keys
 
 --@include wake_partner
 
@@ -36,7 +37,9 @@ if dead_reason ~= '' then
   if redis.call('XACK', ingress, group, entry_id) == 0 then
     return -1
   end
-  redis.call('XDEL', ingress, entry_id)
+  if not keep then
+    redis.call('XDEL', ingress, entry_id)
+  end
   redis.call('XADD', dead, 'MAXLEN', '~', dead_max, '*', 'reason', dead_reason,
              'entry_id', entry_id, 'entry', payload)
   return 0
@@ -103,7 +106,7 @@ if split then
   end
 end
 -- routed entries are not kept: the partner streams hold what is still to be delivered
-if last then
+if last and not keep then
   redis.call('XDEL', ingress, entry_id)
 end
 return routed

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from notifier import rules
+from notifier import rules, signing
 from notifier.errors import ConfigError as ConfigError  # raised by load()
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -127,6 +127,12 @@ def _addr(value: str) -> str:
 
 def _metrics_addr(value: str) -> str:
     return "none" if value.strip().lower() == "none" else _addr(value)
+
+
+def _webhook_secret(value: str) -> str:
+    if not signing.is_valid_secret(value):
+        raise ValueError("must be whsec_ followed by base64 of at least 24 random bytes")
+    return value
 
 
 def _whole(low: int, high: int, what: str) -> Callable[[str], int]:
@@ -342,6 +348,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "none",
         ),
     ] = None
+    ops_webhook_url: Annotated[
+        str | None,
+        Env(
+            "NOTIFIER_OPS_WEBHOOK_URL",
+            _url,
+            "where operational events are POSTed (a partner notifier keeps, `ptn_ops`)",
+            "none",
+        ),
+    ] = None
+    ops_webhook_secret: Annotated[
+        str | None,
+        Env(
+            "NOTIFIER_OPS_WEBHOOK_SECRET",
+            _webhook_secret,
+            "`whsec_...`: signs operational events (Standard Webhooks)",
+            "none",
+            secret=True,
+        ),
+    ] = None
     log_level: Annotated[
         str, Env("NOTIFIER_LOG_LEVEL", _level, "`debug`, `info`, `warning`, `error`")
     ] = "info"
@@ -393,6 +418,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             f"NOTIFIER_CLAIM_IDLE ({settings.claim_idle:g}s) must be longer than "
             f"NOTIFIER_REQUEST_TIMEOUT ({settings.request_timeout:g}s), or a slow request "
             "still running would be claimed and sent twice"
+        )
+    if settings.ops_webhook_url:
+        try:
+            rules.check_url(settings.ops_webhook_url, allow_http=settings.allow_http)
+        except ValueError as exc:
+            errors.append(f"NOTIFIER_OPS_WEBHOOK_URL {exc}")
+    if settings.ops_webhook_url and not settings.ops_webhook_secret:
+        errors.append(
+            "NOTIFIER_OPS_WEBHOOK_URL needs NOTIFIER_OPS_WEBHOOK_SECRET to sign what it sends"
         )
     if errors:
         raise ConfigError("; ".join(errors))

@@ -73,7 +73,11 @@ class Partner(msgspec.Struct, kw_only=True):
     secrets: list[Secret] = []
 
     def subscribes(self, event_type: str) -> bool:
-        return "*" in self.events or event_type in self.events
+        """Whether events of this type go to this partner; `*` is every type but notifier's
+        own operational events (`notifier.*`), which go only to who names them."""
+        if event_type in self.events:
+            return True
+        return "*" in self.events and not event_type.startswith(rules.OWN_TYPES)
 
 
 class PartnerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -117,6 +117,9 @@ async def run(
             tasks = [asyncio.create_task(observer.run(stop))]
             if route:
                 tasks.append(asyncio.create_task(Router(redis, settings, telemetry).run(stop)))
+                tasks.append(
+                    asyncio.create_task(Router(redis, settings, telemetry, ops=True).run(stop))
+                )
             if deliver and workers:
                 tasks.append(
                     asyncio.create_task(

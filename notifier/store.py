@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 if TYPE_CHECKING:
     from notifier.engine.sender import Sender
 
-from notifier import cursors, events, rules, signing
+from notifier import cursors, events, ops, rules, signing
 from notifier.config import Settings
 from notifier.crypto import SecretBox
 from notifier.errors import Invalid, NotFound
@@ -112,6 +112,14 @@ class Store:
         await self._save(updated)
         if updated.enabled and not was_enabled:
             await self.redis.delete(keys.failing(partner_id), keys.breaker(partner_id))
+            await ops.emit(self.redis, ops.PARTNER_ENABLED,
+                           {"partner": partner_id, "name": updated.name})  # fmt: skip
+        elif was_enabled and not updated.enabled:
+            updated.disabled_reason = "disabled by an operator"
+            await self._save(updated)
+            await ops.emit(self.redis, ops.PARTNER_DISABLED, {
+                "partner": partner_id, "name": updated.name,
+                "reason": updated.disabled_reason})  # fmt: skip
         return updated
 
     async def remove(self, partner_id: str) -> None:
@@ -148,6 +156,8 @@ class Store:
         partner.enabled = False
         partner.disabled_reason = reason
         await self._save(partner)
+        await ops.emit(self.redis, ops.PARTNER_DISABLED,
+                       {"partner": partner.id, "name": partner.name, "reason": reason})  # fmt: skip
 
     async def _save(self, partner: Partner) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -192,6 +202,33 @@ class Store:
             data=[_attempt_decoder.decode(fields[b"a"]) for _, fields in page],
             next=cursors.make(page[-1][0].decode()) if more else None,
         )
+
+    async def keep_ops_webhook(self) -> None:
+        """Make `ptn_ops` what NOTIFIER_OPS_WEBHOOK_URL and _SECRET say: a partner subscribed to
+        every operational event, or none when the URL is not set."""
+        url, secret = self.settings.ops_webhook_url, self.settings.ops_webhook_secret
+        try:
+            current: Partner | None = await self.get(ops.WEBHOOK_PARTNER)
+        except NotFound:
+            current = None
+        if not url or not secret:
+            if current is not None:
+                await self.remove(ops.WEBHOOK_PARTNER)
+            return
+        if current is not None and current.url == url and current.enabled:
+            same = [self.box.open(s.value) for s in current.secrets] == [secret]
+            if same and list(current.events) == list(ops.TYPES):
+                return
+        partner = Partner(
+            id=ops.WEBHOOK_PARTNER,
+            name="ops webhook (NOTIFIER_OPS_WEBHOOK_URL)",
+            url=url,
+            events=list(ops.TYPES),
+            created_at=current.created_at if current else iso_ms(_now_ms()),
+            secrets=[Secret(self.box.seal(secret))],
+        )
+        self._validate(partner)
+        await self._save(partner)
 
     async def test(self, partner_id: str, sender: Sender) -> Outcome:
         """Send the partner a signed `notifier.test` event now, as any delivery is sent."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from notifier.models import Partner
+from notifier.rules import OWN_TYPES
 
 #: Distinct event types whose subscriber lists are kept ready; producers choose types, so the
 #: cache is bounded and simply starts over when full.
@@ -32,6 +33,9 @@ class Subscriptions:
 
     def ids(self) -> list[str]:
         return list(self._partners)
+
+    def partners(self) -> list[Partner]:
+        return list(self._partners.values())
 
     def put(self, partner: Partner) -> None:
         """Add a partner, or replace what is known of it."""
@@ -61,7 +65,11 @@ class Subscriptions:
         """The partners an event of this type goes to, by id (a stable order)."""
         found = self._targets.get(event_type)
         if found is None:
-            ids = self._everything | self._by_type.get(event_type, set())
+            ids = set(self._by_type.get(event_type, set()))
+            if not event_type.startswith(OWN_TYPES):
+                # `*` is every event of the shop, not notifier's reports about other partners:
+                # those go only to whoever names their type
+                ids |= self._everything
             found = [self._partners[pid] for pid in sorted(ids)]
             if len(self._targets) >= CACHED_TYPES:
                 self._targets.clear()

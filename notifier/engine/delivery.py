@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import logs
+from notifier import logs, ops
 from notifier.config import Settings
 from notifier.crypto import SecretBox
 from notifier.engine.sender import Sender
@@ -74,6 +75,8 @@ class Delivery:
         self._lost_leases: list[int] = []
         #: Partners this process has served: it leaves their consumer groups when it stops.
         self._served_ids: set[str] = set()
+        #: Operational events on their way (see `report`).
+        self._reports: set[asyncio.Task[None]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._busy = 0.0
         #: How blocked waits for work ended: a wake-up `token`, the `timer` of a known due time,
@@ -86,6 +89,8 @@ class Delivery:
         await keep_running("delivery", self.tick, stop)
         if self._serving:
             await asyncio.gather(*self._serving, return_exceptions=True)
+        if self._reports:
+            await asyncio.gather(*self._reports, return_exceptions=True)
         try:
             await self.give_back_unreturned()
             await self._leave_groups()
@@ -158,6 +163,12 @@ class Delivery:
         )
         if not self.stopping.is_set():
             self.wakeups[why if token is None else "token"] += 1
+
+    def report(self, event_type: str, data: dict[str, Any]) -> None:
+        """Emit an operational event without making the caller wait for Redis."""
+        task = asyncio.create_task(ops.emit(self.redis, event_type, data))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     async def give_back_unreturned(self) -> None:
         """Record and release what served partners could not while Redis was away, and the

@@ -17,9 +17,9 @@ import msgspec
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from notifier import events, logs
+from notifier import events, logs, ops
 from notifier.config import Settings
-from notifier.models import Message, Partner, decode_partner
+from notifier.models import Message, Partner, decode_partner, iso_ms
 from notifier.redis import keys, lua
 from notifier.redis.connection import (
     TRANSIENT,
@@ -29,6 +29,7 @@ from notifier.redis.connection import (
     until_stopped,
 )
 from notifier.redis.lua import Scripts
+from notifier.store import Store
 from notifier.subscriptions import Subscriptions
 from notifier.telemetry import Telemetry, traces
 
@@ -43,6 +44,7 @@ FANOUT_CHUNK = 100
 MAX_ROUTE_TRIES = 5
 #: How often one router removes the consumers stopped processes left, and after how long idle.
 JANITOR_EVERY = 3600.0
+SECRET_CHECK_EVERY = 300.0
 CONSUMER_IDLE_MS = 3_600_000
 _message_encoder = msgspec.json.Encoder()
 
@@ -51,15 +53,23 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 
 class Router:
     def __init__(
-        self, redis: Redis, settings: Settings, telemetry: Telemetry | None = None
+        self,
+        redis: Redis,
+        settings: Settings,
+        telemetry: Telemetry | None = None,
+        ops: bool = False,
     ) -> None:
+        """A router of the ingress stream, or with `ops` of `notifier:ops`: notifier's own
+        events, which keep their entries (operators read the stream) and may carry
+        `notifier.*` types."""
         # Any: redis-py types every reply as bytes | str; this client always answers bytes
         self.redis: Any = redis
         self.settings = settings
         self.telemetry = telemetry or Telemetry.disabled()
         self.tracer = self.telemetry.tracer
         self.scripts = Scripts(redis)
-        self.stream = settings.ingress_stream
+        self.ops = ops
+        self.stream = keys.OPS if ops else settings.ingress_stream
         self.consumer = consumer_name(settings.consumer)
         self.subscriptions = Subscriptions()
         #: The last entry of the partner change log applied to `subscriptions`.
@@ -68,6 +78,7 @@ class Router:
         self._own_pending_done = False
         self._group_ready = False
         self._next_janitor = 0.0
+        self._next_secret_check = 0.0
         self._stop = asyncio.Event()
 
     async def ensure_group(self) -> None:
@@ -92,10 +103,14 @@ class Router:
     async def _run_once(self) -> None:
         if not self._group_ready:
             await self.ensure_group()
+            if not self.ops:
+                await Store(self.redis, self.settings).keep_ops_webhook()
             self._group_ready = True
         try:
             await self.step()
-            await self._janitor()
+            if not self.ops:  # one lane of a router process keeps house
+                await self._janitor()
+                await self._secrets_expiring()
         except BaseException:
             # What this router read but did not route is pending under its name: read it
             # again first, rather than leave it for XAUTOCLAIM after NOTIFIER_CLAIM_IDLE.
@@ -123,7 +138,7 @@ class Router:
         if not await self.redis.set(keys.JANITOR, self.consumer, nx=True, ex=int(JANITOR_EVERY)):
             return
         await self.refresh_partners()
-        groups = [(self.stream, keys.ROUTER_GROUP)] + [
+        groups = [(self.stream, keys.ROUTER_GROUP), (keys.OPS, keys.ROUTER_GROUP)] + [
             (keys.stream(pid), keys.DELIVERY_GROUP) for pid in self.subscriptions.ids()
         ]
         removed = 0
@@ -139,6 +154,25 @@ class Router:
                 removed += sum(int(n) for n in await pipe.execute())
         if removed:
             log.info("removed consumers of stopped processes", count=removed)
+
+    async def _secrets_expiring(self) -> None:
+        """Every few minutes: announce each rotated-out secret that ends within the hour, once
+        (a marker per secret, so many routers announce it once between them)."""
+        now = time.monotonic()
+        if now < self._next_secret_check:
+            return
+        self._next_secret_check = now + SECRET_CHECK_EVERY
+        await self.refresh_partners()
+        wall = int(time.time() * 1000)
+        for partner in self.subscriptions.partners():
+            for secret in partner.secrets:
+                ends = secret.expires_ms
+                if ends is None or not wall < ends <= wall + ops.SECRET_WARNING_MS:
+                    continue
+                if await self.redis.set(keys.expiring(partner.id, ends), 1, nx=True, ex=7200):
+                    await ops.emit(self.redis, ops.SECRET_EXPIRING, {
+                        "partner": partner.id, "name": partner.name,
+                        "expires_at": iso_ms(ends)})  # fmt: skip
 
     async def _next_batch(self) -> tuple[list[Entry], bool]:
         """The next entries, and whether they were read before (by this router or a dead one),
@@ -260,14 +294,16 @@ class Router:
         # (entry id, its fields, a call, what the entry's last call counts: a type routed, or
         # "" for a malformed event dead-lettered)
         calls: list[tuple[bytes, dict[bytes, bytes], lua.Call[int], str | None]] = []
+        malformed: dict[bytes, str] = {}
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
             counts: str | None = ""
             try:
-                parsed = events.parse(entry_id, fields, self.settings.max_event_bytes)
+                parsed = events.parse(entry_id, fields, self.settings.max_event_bytes, own=self.ops)
                 if isinstance(parsed, str):
                     log.warning("malformed event dead-lettered", entry_id=entry_id, reason=parsed)
                     entry_calls = [self._dead_call(entry_id, fields, parsed, now_ms)]
+                    malformed[raw_id] = parsed
                 else:
                     targets = subscriptions.targets(parsed.type)
                     if self.tracer is not None:
@@ -283,6 +319,7 @@ class Router:
                 reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
                 log.exception("event dead-lettered", entry_id=entry_id, reason=reason)
                 entry_calls = [self._dead_call(entry_id, fields, reason, now_ms)]
+                malformed[raw_id] = reason
             last = len(entry_calls) - 1
             calls += [
                 (raw_id, fields, call, counts if n == last else None)
@@ -307,6 +344,10 @@ class Router:
                     metrics.routed(counts)
                 else:
                     metrics.dead_lettered("", "malformed")
+                    if not self.ops:
+                        await ops.emit(self.redis, ops.DEAD_LETTERED, {
+                            "partner": None, "entry_id": raw_id.decode(),
+                            "reason": malformed.get(raw_id, "malformed")})  # fmt: skip
         for span in spans:
             span.end()
 
@@ -329,6 +370,7 @@ class Router:
                 event_id=message.id,
                 dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0,
                 retention_ms=int(self.settings.message_retention * 1000),
+                keep=self.ops,
                 chunk=n,
                 last=n == len(chunks) - 1,
             )
@@ -345,6 +387,7 @@ class Router:
             now_ms=now_ms or int(time.time() * 1000),
             dead_reason=reason,
             entry=events.describe(fields),
+            keep=self.ops,
         )
 
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from notifier import logs, retry, signing
-from notifier.models import Attempt, Outcome, Partner, Taken, decode_partner, utc_now
+from notifier import logs, ops, retry, signing
+from notifier.models import Attempt, Outcome, Partner, Taken, decode_partner, iso_ms, utc_now
 from notifier.ratelimit import MARGIN_MS, parse_rate
 from notifier.redis import keys, lua
 from notifier.redis.connection import REDIS_ERRORS
@@ -255,6 +255,7 @@ class ServedPartner:
                 self.unsettled.remove(call)
                 if done.result().breaker_closed:
                     log.info("breaker closed: an attempt succeeded", partner=self.partner_id)
+                    self.pool.report(ops.BREAKER_CLOSED, {"partner": self.partner_id})
 
         reply.add_done_callback(confirmed)
         return reply
@@ -308,6 +309,11 @@ class ServedPartner:
                 dead.append(lua.Dead(taken.entry_id, reason, _encode(taken.message), record, at))
                 index.append(lua.Indexed(taken.message.id, taken.entry_id, "x", taken.attempt))
                 pool.telemetry.metrics.dead_lettered(pid, "exhausted")
+                if not ops.about_ops(taken.message.type):
+                    pool.report(ops.DEAD_LETTERED, {
+                        "partner": pid, "message_id": taken.message.id,
+                        "event_type": taken.message.type, "attempts": taken.attempt,
+                        "reason": reason})  # fmt: skip
             else:
                 log.info(
                     "delivery failed, will retry",
@@ -362,6 +368,10 @@ class ServedPartner:
                     "breaker opened: every attempt failed",
                     partner=self.partner_id,
                     failing_for=round(now - failing_since, 3),
+                )
+                since = iso_ms(failing_since * 1000)
+                self.pool.report(
+                    ops.BREAKER_OPENED, {"partner": self.partner_id, "failing_since": since}
                 )
 
     async def _disable(self, reason: str) -> None:

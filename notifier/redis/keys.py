@@ -5,6 +5,7 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
 
     notifier:events                 stream   ingress (NOTIFIER_INGRESS_STREAM); group `router`
     notifier:dead                   stream   dead letters: malformed events and exhausted messages
+    notifier:ops                    stream   operational events (MAXLEN ~10,000); group `router`
     notifier:partners               hash     partner id -> msgspec JSON of Partner
     notifier:partners:changes       stream   the id of every changed partner (MAXLEN ~10,000):
                                              routers follow it to update their index of
@@ -32,6 +33,7 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
     notifier:{id}:seen:<event id>   string   producer id dedupe marker, expires after DEDUPE_TTL
     notifier:{id}:failing           string   ms of the first failure of an unbroken failing run
     notifier:{id}:breaker           string   ms the breaker opened; deleted by the first success
+    notifier:{id}:expiring:<ms>     string   a notifier.secret.expiring was sent (TTL 2 h)
     notifier:{id}:messages          zset     message id -> ms it was routed to the partner
                                              (trimmed to NOTIFIER_MESSAGE_RETENTION)
 """
@@ -40,6 +42,8 @@ from __future__ import annotations
 
 PREFIX = "notifier:"
 DEAD = PREFIX + "dead"
+OPS = PREFIX + "ops"
+OPS_KEPT = 10_000
 PARTNERS = PREFIX + "partners"
 PARTNER_CHANGES = PREFIX + "partners:changes"
 PARTNER_CHANGES_KEPT = 10_000
@@ -102,6 +106,10 @@ def seen(partner_id: str, event_id: str) -> str:
 
 def failing(partner_id: str) -> str:
     return _partner(partner_id, "failing")
+
+
+def expiring(partner_id: str, expires_ms: int) -> str:
+    return _partner(partner_id, f"expiring:{expires_ms}")
 
 
 def messages(partner_id: str) -> str:

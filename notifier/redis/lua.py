@@ -136,6 +136,7 @@ def route(
     chunk: int = 0,
     last: bool = True,
     retention_ms: int = 0,
+    keep: bool = False,
 ) -> Call[int]:
     """Fan one ingress entry out to `partners` ((id, enabled) pairs) and acknowledge it; or,
     with `dead_reason`, move it to the dead letters as `entry`. A large fan-out is sent as
@@ -176,6 +177,7 @@ def route(
             keys.FANOUT_TTL,
             retention_ms,
             event_id,
+            "1" if keep else "0",
             *(pid for pid, _ in partners),
         ],
         _int,

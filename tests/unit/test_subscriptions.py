@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from notifier.models import Partner
 from notifier.subscriptions import Subscriptions
 
-TYPES = ["order.created", "order.paid", "refund.issued", "a", "b"]
+TYPES = ["order.created", "order.paid", "refund.issued", "a", "b", "notifier.partner.disabled"]
 _patterns = st.lists(st.sampled_from([*TYPES, "*"]), min_size=1, max_size=4)
 _ops = st.lists(
     st.tuples(
