@@ -269,6 +269,73 @@ class Page(msgspec.Struct, Generic[T]):
     next: str | None = None
 
 
+class PartnerOut(msgspec.Struct, kw_only=True):
+    """A partner as the API shows it: never its secrets."""
+
+    id: str
+    name: str
+    url: str
+    events: list[str]
+    rate_limit: str | None = None
+    max_in_flight: int = 10
+    headers: dict[str, str] = {}
+    transform: Transform | None = None
+    enabled: bool = True
+    ordered: bool = False
+    disabled_reason: str | None = None
+    created_at: str = ""
+
+
+class PartnerCreated(PartnerOut, kw_only=True):
+    """A new partner, with its secret: shown this once."""
+
+    secret: str
+
+
+class SecretOut(msgspec.Struct):
+    id: str
+    secret: str
+
+
+class ReplayOut(msgspec.Struct):
+    replayed: int
+    not_found: list[str]
+
+
+class RecoverOut(msgspec.Struct):
+    resent: int
+    ids: list[str]
+    complete: bool  # false when it stopped at its cap: ask again
+
+
+class ResendOut(msgspec.Struct):
+    id: str
+    partner: str
+    entry_id: str
+
+
+class TestOut(msgspec.Struct):
+    ok: bool
+    status: int | None
+    latency_ms: float
+    excerpt: str | None
+    error: str | None
+
+
+class EventOut(msgspec.Struct):
+    entry_id: str
+    id: str  # the message id: the webhook-id partners will see
+
+
+class ErrorOut(msgspec.Struct):
+    error: str
+
+
+class HealthOut(msgspec.Struct):
+    status: str
+    redis: str
+
+
 def iso_ms(ms: int | float) -> str:
     """Epoch milliseconds as ISO-8601 UTC with milliseconds."""
     seconds, millis = divmod(int(ms), 1000)

@@ -31,8 +31,14 @@ BREAKER_OPENED = "notifier.partner.breaker_opened"
 BREAKER_CLOSED = "notifier.partner.breaker_closed"
 DEAD_LETTERED = "notifier.message.dead_lettered"
 SECRET_EXPIRING = "notifier.secret.expiring"
-TYPES = (PARTNER_DISABLED, PARTNER_ENABLED, BREAKER_OPENED, BREAKER_CLOSED, DEAD_LETTERED,
-         SECRET_EXPIRING)  # fmt: skip
+TYPES = (
+    PARTNER_DISABLED,
+    PARTNER_ENABLED,
+    BREAKER_OPENED,
+    BREAKER_CLOSED,
+    DEAD_LETTERED,
+    SECRET_EXPIRING,
+)
 #: The partner notifier keeps for NOTIFIER_OPS_WEBHOOK_URL.
 WEBHOOK_PARTNER = "ptn_ops"
 #: A rotated-out secret this close to its end is announced (once).

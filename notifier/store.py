@@ -112,14 +112,17 @@ class Store:
         await self._save(updated)
         if updated.enabled and not was_enabled:
             await self.redis.delete(keys.failing(partner_id), keys.breaker(partner_id))
-            await ops.emit(self.redis, ops.PARTNER_ENABLED,
-                           {"partner": partner_id, "name": updated.name})  # fmt: skip
+            await ops.emit(
+                self.redis, ops.PARTNER_ENABLED, {"partner": partner_id, "name": updated.name}
+            )
         elif was_enabled and not updated.enabled:
             updated.disabled_reason = "disabled by an operator"
             await self._save(updated)
-            await ops.emit(self.redis, ops.PARTNER_DISABLED, {
-                "partner": partner_id, "name": updated.name,
-                "reason": updated.disabled_reason})  # fmt: skip
+            await ops.emit(
+                self.redis,
+                ops.PARTNER_DISABLED,
+                {"partner": partner_id, "name": updated.name, "reason": updated.disabled_reason},
+            )
         return updated
 
     async def remove(self, partner_id: str) -> None:
@@ -156,8 +159,11 @@ class Store:
         partner.enabled = False
         partner.disabled_reason = reason
         await self._save(partner)
-        await ops.emit(self.redis, ops.PARTNER_DISABLED,
-                       {"partner": partner.id, "name": partner.name, "reason": reason})  # fmt: skip
+        await ops.emit(
+            self.redis,
+            ops.PARTNER_DISABLED,
+            {"partner": partner.id, "name": partner.name, "reason": reason},
+        )
 
     async def _save(self, partner: Partner) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -242,8 +248,11 @@ class Store:
             ]
         except ValueError as exc:
             raise Invalid(f"cannot sign for this partner: {exc}") from None
-        data = {"partner": partner.id, "name": partner.name,
-                "message": "A test from notifier: no action needed."}  # fmt: skip
+        data = {
+            "partner": partner.id,
+            "name": partner.name,
+            "message": "A test from notifier: no action needed.",
+        }
         message = Message(
             id="test_" + pysecrets.token_hex(8),
             type="notifier.test",

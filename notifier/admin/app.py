@@ -21,7 +21,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from notifier import logs
-from notifier.admin import attempts, dead_letters, events, health, messages, partners
+from notifier.admin import attempts, dead_letters, events, health, messages, openapi, partners
 from notifier.admin.wire import MESSAGES, REDIS, SENDER, SETTINGS, STORE, error
 from notifier.config import Settings
 from notifier.engine.sender import Sender
@@ -32,14 +32,14 @@ from notifier.store import Store
 log = logs.get("api")
 
 #: The resources, one module each; their routes are added in this order.
-RESOURCES = (partners, attempts, messages, dead_letters, events, health)
+RESOURCES = (partners, attempts, messages, dead_letters, events, health, openapi)
 
 MAX_BODY = 256 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 #: The routes anyone may call; every other path, known or not, needs the token.
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
 UNAUTHORIZED = "missing or wrong bearer token"
 #: The route of every path no other route takes (see `unmatched`).
 CATCH_ALL = "/{tail:.*}"

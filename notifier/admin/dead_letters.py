@@ -4,13 +4,36 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from notifier.admin.wire import MESSAGES, decode_optional, json, limit, moment
-from notifier.models import ReplayIn
+from notifier.admin.wire import (
+    AFTER,
+    LIMIT,
+    MESSAGES,
+    SINCE,
+    UNTIL,
+    Query,
+    decode_optional,
+    documented,
+    json,
+    limit,
+    moment,
+)
+from notifier.models import DeadLetter, Page, ReplayIn, ReplayOut
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/v1/dead-letters")
+@documented(
+    "Dead letters, newest first",
+    answer=Page[DeadLetter],
+    query=(
+        Query("partner", {"type": "string"}, "only this partner's"),
+        LIMIT,
+        AFTER,
+        SINCE,
+        UNTIL,
+    ),
+)
 async def dead_letters(request: web.Request) -> web.Response:
     page = await request.app[MESSAGES].dead_letters(
         request.query.get("partner"),
@@ -23,6 +46,11 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/dead-letters/replay")
+@documented(
+    "Replay dead letters: by id (dead-letter or message), a partner's, or all",
+    body=ReplayIn,
+    answer=ReplayOut,
+)
 async def replay(request: web.Request) -> web.Response:
     body = await decode_optional(request, ReplayIn, ReplayIn())
     return json(

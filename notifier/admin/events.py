@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from notifier.admin.wire import STORE, decode, json
-from notifier.models import EventIn
+from notifier.admin.wire import STORE, decode, documented, json
+from notifier.models import EventIn, EventOut
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/events")
+@documented(
+    "Publish an event, checked as the router checks it", body=EventIn, answer=EventOut, status=202
+)
 async def publish(request: web.Request) -> web.Response:
     body = await decode(request, EventIn)
     entry_id = await request.app[STORE].publish(

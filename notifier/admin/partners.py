@@ -4,13 +4,39 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from notifier.admin.wire import SENDER, STORE, decode, decode_optional, json, limit
-from notifier.models import PartnerIn, PartnerPatch, RotateIn, public
+from notifier.admin.wire import (
+    AFTER,
+    LIMIT,
+    SENDER,
+    STORE,
+    decode,
+    decode_optional,
+    documented,
+    json,
+    limit,
+)
+from notifier.models import (
+    Page,
+    PartnerCreated,
+    PartnerIn,
+    PartnerOut,
+    PartnerPatch,
+    RotateIn,
+    SecretOut,
+    TestOut,
+    public,
+)
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/partners")
+@documented(
+    "Register a partner; its secret is shown this once",
+    body=PartnerIn,
+    answer=PartnerCreated,
+    status=201,
+)
 async def create_partner(request: web.Request) -> web.Response:
     body = await decode(request, PartnerIn)
     partner, secret = await request.app[STORE].create(body)
@@ -18,6 +44,7 @@ async def create_partner(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/partners")
+@documented("List partners, oldest first", answer=Page[PartnerOut], query=(LIMIT, AFTER))
 async def list_partners(request: web.Request) -> web.Response:
     page = await request.app[STORE].partner_page(
         after=request.query.get("after"), limit=limit(request)
@@ -26,23 +53,31 @@ async def list_partners(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/partners/{id}")
+@documented("Show a partner (never its secrets)", answer=PartnerOut)
 async def show_partner(request: web.Request) -> web.Response:
     return json(public(await request.app[STORE].get(request.match_info["id"])))
 
 
 @routes.patch("/v1/partners/{id}")
+@documented("Change a partner: only the fields given", body=PartnerPatch, answer=PartnerOut)
 async def update_partner(request: web.Request) -> web.Response:
     patch = await decode(request, PartnerPatch)
     return json(public(await request.app[STORE].update(request.match_info["id"], patch)))
 
 
 @routes.delete("/v1/partners/{id}")
+@documented("Remove a partner and its messages", status=204)
 async def delete_partner(request: web.Request) -> web.Response:
     await request.app[STORE].remove(request.match_info["id"])
     return web.Response(status=204)
 
 
 @routes.post("/v1/partners/{id}/secret/rotate")
+@documented(
+    "A new signing secret; the old one signs for NOTIFIER_SECRET_OVERLAP",
+    body=RotateIn,
+    answer=SecretOut,
+)
 async def rotate_secret(request: web.Request) -> web.Response:
     body = await decode_optional(request, RotateIn, RotateIn())
     partner_id = request.match_info["id"]
@@ -51,6 +86,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/partners/{id}/test")
+@documented("Send a signed notifier.test event now; how it went", answer=TestOut)
 async def test_partner(request: web.Request) -> web.Response:
     """Send a signed `notifier.test` event now, outside the partner's stream, through the same
     SSRF guard, signing and headers as every delivery, and answer how it went."""

@@ -8,6 +8,8 @@ not JSON, nests too deeply or breaks a rule; a query parameter out of range. Nev
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -33,6 +35,55 @@ MESSAGES: web.AppKey[Messages] = web.AppKey("messages", Messages)
 SENDER: web.AppKey[Sender] = web.AppKey("sender", Sender)
 REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query parameter of a route, for the OpenAPI document."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
+
+
+LIMIT = Query(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "items per page"
+)
+AFTER = Query("after", {"type": "string"}, "the `next` cursor of the previous page")
+SINCE = Query("since", {"type": "string"}, "ISO-8601 time (or epoch ms): not before")
+UNTIL = Query("until", {"type": "string"}, "ISO-8601 time (or epoch ms): not after")
+
+
+@dataclass(frozen=True)
+class Doc:
+    """What a route takes and answers, from the same Structs the handler decodes and answers
+    with: the OpenAPI document (`openapi.py`) is built from these."""
+
+    summary: str
+    body: Any = None
+    answer: Any = None
+    status: int = 200
+    query: tuple[Query, ...] = ()
+    public: bool = False
+
+
+def documented(
+    summary: str,
+    *,
+    body: Any = None,
+    answer: Any = None,
+    status: int = 200,
+    query: tuple[Query, ...] = (),
+    public: bool = False,
+) -> Callable[[Handler], Handler]:
+    def mark(handler: Handler) -> Handler:
+        handler.__dict__["doc"] = Doc(summary, body, answer, status, query, public)
+        return handler
+
+    return mark
 
 
 def json(data: Any, status: int = 200) -> web.Response:

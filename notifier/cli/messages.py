@@ -33,8 +33,11 @@ async def _show(store: Store, args: argparse.Namespace) -> None:
         show(view, as_json=True)
         return
     show({"id": view.id, "type": view.type, "timestamp": view.timestamp}, as_json=False)
-    show(view.deliveries, as_json=False,
-         columns=("partner", "state", "attempts", "updated_at", "next_attempt_at"))  # fmt: skip
+    show(
+        view.deliveries,
+        as_json=False,
+        columns=("partner", "state", "attempts", "updated_at", "next_attempt_at"),
+    )
 
 
 async def _list(store: Store, args: argparse.Namespace) -> None:
@@ -65,18 +68,20 @@ def add_commands(sub: Any) -> None:
         dest="action", required=True, metavar="ACTION", parser_class=type(group)
     )
     show_cmd = actions.add_parser(
-        "show", help="one message and its state for each partner",
+        "show",
+        help="one message and its state for each partner",
         description="One message (its webhook-id): the event and, per partner, its state "
         "(pending, in_flight, retrying, delivered, dead) and attempts.",
-    )  # fmt: skip
+    )
     show_cmd.add_argument("id", help="the message id (the webhook-id partners see)")
     show_cmd.add_argument("--json", **json_flag)
     show_cmd.set_defaults(handler=with_store(_show))
 
     listing = actions.add_parser(
-        "list", help="a partner's messages, newest first",
+        "list",
+        help="a partner's messages, newest first",
         description="A partner's messages, newest first.",
-    )  # fmt: skip
+    )
     listing.add_argument("partner", help="the partner's id")
     listing.add_argument("--status", choices=STATES, help="only those in this state")
     listing.add_argument("--limit", type=int, default=50, help="1 to 1000 (default 50)")
@@ -85,20 +90,22 @@ def add_commands(sub: Any) -> None:
     listing.set_defaults(handler=with_store(_list))
 
     again = actions.add_parser(
-        "resend", help="send a message to a partner again",
+        "resend",
+        help="send a message to a partner again",
         description="Send a message to a partner again: the same webhook-id, a fresh retry "
         "schedule, whatever its state.",
-    )  # fmt: skip
+    )
     again.add_argument("partner", help="the partner's id")
     again.add_argument("id", help="the message id")
     again.add_argument("--json", **json_flag)
     again.set_defaults(handler=with_store(_resend))
 
     recover = sub.add_parser(
-        "recover", help="resend what failed for a partner in a time range",
+        "recover",
+        help="resend what failed for a partner in a time range",
         description="Resend every message routed to a partner in [--since, --until] that is "
         "waiting for a retry or was dead-lettered (after an outage, say).",
-    )  # fmt: skip
+    )
     recover.add_argument("partner", help="the partner's id")
     recover.add_argument("--since", required=True, help="ISO-8601, e.g. 2026-11-24T12:00:00Z")
     recover.add_argument("--until", help="ISO-8601 (default: now)")

@@ -92,9 +92,16 @@ async def _test(store: Store, args: argparse.Namespace) -> None:
 
     async with Sender(store.settings) as sender:
         outcome = await store.test(args.id, sender)
-    show({"ok": outcome.ok, "status": outcome.status,
-          "latency_ms": round(outcome.latency_ms, 2), "excerpt": outcome.excerpt,
-          "error": outcome.error}, as_json=args.json)  # fmt: skip
+    show(
+        {
+            "ok": outcome.ok,
+            "status": outcome.status,
+            "latency_ms": round(outcome.latency_ms, 2),
+            "excerpt": outcome.excerpt,
+            "error": outcome.error,
+        },
+        as_json=args.json,
+    )
     if not outcome.ok:
         raise Invalid(f"the test was not accepted: {outcome.error}")
 

@@ -122,8 +122,15 @@ def rows(
     table = []
     for pid in sorted(set(backlogs) | {p for p, t in moved.items() if t.attempts or t.in_flight}):
         backlog = backlogs.get(pid) or PartnerBacklog(
-            id=pid, name=names.get(pid, pid), new=0, in_flight=0, retrying=0, oldest_age_s=0.0,
-            breaker_open=False, disabled=False)  # fmt: skip
+            id=pid,
+            name=names.get(pid, pid),
+            new=0,
+            in_flight=0,
+            retrying=0,
+            oldest_age_s=0.0,
+            breaker_open=False,
+            disabled=False,
+        )
         change = moved.get(pid, PartnerTotals())
         if backlog.breaker_open:
             state = "breaker open"
@@ -163,8 +170,7 @@ async def read_names(redis: Redis, ids: list[str]) -> dict[str, str]:
     """The names of partners that had attempts but have no backlog (the snapshot has those)."""
     client: Any = redis
     found = {}
-    for pid, record in zip(ids, await client.hmget(keys.PARTNERS, ids) if ids else [],
-                           strict=True):  # fmt: skip
+    for pid, record in zip(ids, await client.hmget(keys.PARTNERS, ids) if ids else [], strict=True):
         if record is not None:
             with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
                 found[pid] = decode_partner(record).name
@@ -196,13 +202,23 @@ def render(totals: Totals, table: list[Row]) -> Any:
     )
     grid = Table(expand=True)
     for column, justify in (
-        ("partner", "left"), ("deliveries/s", "right"), ("errors", "right"),
-        ("p95 ms", "right"), ("backlog", "right"), ("oldest", "right"),
-        ("in flight", "right"), ("state", "left"),
-    ):  # fmt: skip
+        ("partner", "left"),
+        ("deliveries/s", "right"),
+        ("errors", "right"),
+        ("p95 ms", "right"),
+        ("backlog", "right"),
+        ("oldest", "right"),
+        ("in flight", "right"),
+        ("state", "left"),
+    ):
         grid.add_column(column, justify=justify)  # type: ignore[arg-type]
-    styles = {"breaker open": "bold red", "disabled": "red", "retrying": "yellow",
-              "limited": "cyan", "ok": "green"}  # fmt: skip
+    styles = {
+        "breaker open": "bold red",
+        "disabled": "red",
+        "retrying": "yellow",
+        "limited": "cyan",
+        "ok": "green",
+    }
     for row in table:
         grid.add_row(
             row.name,

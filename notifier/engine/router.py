@@ -170,9 +170,11 @@ class Router:
                 if ends is None or not wall < ends <= wall + ops.SECRET_WARNING_MS:
                     continue
                 if await self.redis.set(keys.expiring(partner.id, ends), 1, nx=True, ex=7200):
-                    await ops.emit(self.redis, ops.SECRET_EXPIRING, {
-                        "partner": partner.id, "name": partner.name,
-                        "expires_at": iso_ms(ends)})  # fmt: skip
+                    await ops.emit(
+                        self.redis,
+                        ops.SECRET_EXPIRING,
+                        {"partner": partner.id, "name": partner.name, "expires_at": iso_ms(ends)},
+                    )
 
     async def _next_batch(self) -> tuple[list[Entry], bool]:
         """The next entries, and whether they were read before (by this router or a dead one),
@@ -345,9 +347,15 @@ class Router:
                 else:
                     metrics.dead_lettered("", "malformed")
                     if not self.ops:
-                        await ops.emit(self.redis, ops.DEAD_LETTERED, {
-                            "partner": None, "entry_id": raw_id.decode(),
-                            "reason": malformed.get(raw_id, "malformed")})  # fmt: skip
+                        await ops.emit(
+                            self.redis,
+                            ops.DEAD_LETTERED,
+                            {
+                                "partner": None,
+                                "entry_id": raw_id.decode(),
+                                "reason": malformed.get(raw_id, "malformed"),
+                            },
+                        )
         for span in spans:
             span.end()
 

@@ -310,10 +310,16 @@ class ServedPartner:
                 index.append(lua.Indexed(taken.message.id, taken.entry_id, "x", taken.attempt))
                 pool.telemetry.metrics.dead_lettered(pid, "exhausted")
                 if not ops.about_ops(taken.message.type):
-                    pool.report(ops.DEAD_LETTERED, {
-                        "partner": pid, "message_id": taken.message.id,
-                        "event_type": taken.message.type, "attempts": taken.attempt,
-                        "reason": reason})  # fmt: skip
+                    pool.report(
+                        ops.DEAD_LETTERED,
+                        {
+                            "partner": pid,
+                            "message_id": taken.message.id,
+                            "event_type": taken.message.type,
+                            "attempts": taken.attempt,
+                            "reason": reason,
+                        },
+                    )
             else:
                 log.info(
                     "delivery failed, will retry",

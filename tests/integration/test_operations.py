@@ -61,7 +61,10 @@ async def test_a_message_shows_dead_for_one_partner_and_delivered_for_another(
         await idle(redis)
     shown = await admin.call("GET", "/v1/messages/ord-42-created")
     assert (shown["id"], shown["type"], shown["data"]) == (
-        "ord-42-created", "order.created", {"order_id": 42})  # fmt: skip
+        "ord-42-created",
+        "order.created",
+        {"order_id": 42},
+    )
     by_partner = {d["partner"]: d for d in shown["deliveries"]}
     assert by_partner[good_id]["state"] == "delivered"
     assert by_partner[good_id]["attempts"] == 1
@@ -77,7 +80,8 @@ async def test_a_message_shows_dead_for_one_partner_and_delivered_for_another(
     listed = await admin.call("GET", f"/v1/partners/{bad_id}/messages?status=dead")
     assert [m["id"] for m in listed["data"]] == ["ord-42-created"]
     assert (await admin.call("GET", f"/v1/partners/{bad_id}/messages?status=delivered"))[
-        "data"] == []  # fmt: skip
+        "data"
+    ] == []
 
 
 async def test_resend_delivers_a_delivered_message_again_with_the_same_webhook_id(
@@ -129,18 +133,20 @@ async def test_recover_resends_exactly_the_failures_in_its_range(
         down = False
         seen = len(endpoint.received)
         recovered = await admin.call(
-            "POST", f"/v1/partners/{pid}/recover",
-            {"since": since, "until": until}, status=202)  # fmt: skip
+            "POST", f"/v1/partners/{pid}/recover", {"since": since, "until": until}, status=202
+        )
         assert sorted(recovered["ids"]) == ["in-0", "in-1", "in-2"]
         await endpoint.wait_for(seen + 3)
     after = [r.headers["webhook-id"] for r in endpoint.received[seen:]]
     assert sorted(after) == ["in-0", "in-1", "in-2"]
     # an ISO-8601 range works too, and a bad one is a 400 naming the field
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since / 1000 - 3600))
-    assert (await admin.call("POST", f"/v1/partners/{pid}/recover", {"since": iso},
-                             status=202))["ids"] == ["after", "before"]  # fmt: skip
-    bad = await admin.call("POST", f"/v1/partners/{pid}/recover", {"since": "yesterday"},
-                           status=400)  # fmt: skip
+    assert (await admin.call("POST", f"/v1/partners/{pid}/recover", {"since": iso}, status=202))[
+        "ids"
+    ] == ["after", "before"]
+    bad = await admin.call(
+        "POST", f"/v1/partners/{pid}/recover", {"since": "yesterday"}, status=400
+    )
     assert bad["error"].startswith("since:")
 
 
@@ -159,18 +165,22 @@ async def test_replay_by_message_id_reports_what_it_did_not_find(
     async with running(settings):
         await publish(redis, "order.created", {"n": 1}, event_id="ord-1")
         await eventually(lambda: _dead(redis), 20, "the message to be dead-lettered")
-        answer = await admin.call("POST", "/v1/dead-letters/replay",
-                                  {"ids": ["ord-1", "no-such-thing"]})  # fmt: skip
+        answer = await admin.call(
+            "POST", "/v1/dead-letters/replay", {"ids": ["ord-1", "no-such-thing"]}
+        )
         assert answer == {"replayed": 1, "not_found": ["no-such-thing"]}
         await endpoint.wait_for(len(settings.retry_schedule) + 2)
         await idle(redis)
     assert endpoint.received[-1].headers["webhook-id"] == "ord-1"
     assert (await admin.call("GET", "/v1/messages/ord-1"))["deliveries"][0]["state"] == (
-        "delivered")  # fmt: skip
+        "delivered"
+    )
     refused = await admin.call("POST", "/v1/dead-letters/replay", {}, status=400)
     assert '"all": true' in refused["error"]
     assert await admin.call("POST", "/v1/dead-letters/replay", {"all": True}) == {
-        "replayed": 0, "not_found": []}  # fmt: skip
+        "replayed": 0,
+        "not_found": [],
+    }
 
 
 async def _dead(redis: Redis) -> bool:
@@ -210,8 +220,9 @@ async def test_a_test_ping_is_signed_and_answers_the_outcome(
 
     good: Endpoint = await endpoint_factory(answer)
     bad: Endpoint = await endpoint_factory(failing)
-    good_id, secret = await register(redis, settings, "good", good.url, ["*"],
-                                     headers={"x-api-key": "k1"})  # fmt: skip
+    good_id, secret = await register(
+        redis, settings, "good", good.url, ["*"], headers={"x-api-key": "k1"}
+    )
     bad_id, _ = await register(redis, settings, "bad", bad.url, ["*"])
     outcome = await admin.call("POST", f"/v1/partners/{good_id}/test")
     assert outcome["ok"] is True and outcome["status"] == 200 and outcome["error"] is None

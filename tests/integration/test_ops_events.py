@@ -50,8 +50,11 @@ async def test_an_ops_webhook_gets_a_signed_partner_disabled_after_a_410(
     got = receiver.received[0]
     payload = standardwebhooks.Webhook(secret).verify(got.body, got.headers)
     assert payload["type"] == ops.PARTNER_DISABLED
-    assert payload["data"] == {"partner": pid, "name": "leaving",
-                               "reason": "endpoint answered 410 Gone"}  # fmt: skip
+    assert payload["data"] == {
+        "partner": pid,
+        "name": "leaving",
+        "reason": "endpoint answered 410 Gone",
+    }
     await watcher.wait_for(1)
     copy = standardwebhooks.Webhook(watcher_secret).verify(
         watcher.received[0].body, watcher.received[0].headers
@@ -99,12 +102,18 @@ async def test_breaker_dead_letter_and_expiring_secret_events(
     await publish(redis, "order.created", {"n": "after"})
     await eventually(lambda: seen(ops.BREAKER_CLOSED), 60, "a breaker-closed event")
     kinds = {json.loads(b.body)["type"] for b in watcher.received}
-    await eventually(lambda: len({json.loads(b.body)["type"] for b in watcher.received}) >= 4,
-                     20, "the watcher to get each kind")  # fmt: skip
+    await eventually(
+        lambda: len({json.loads(b.body)["type"] for b in watcher.received}) >= 4,
+        20,
+        "the watcher to get each kind",
+    )
     kinds = {json.loads(b.body)["type"] for b in watcher.received}
     assert {ops.DEAD_LETTERED, ops.BREAKER_OPENED, ops.BREAKER_CLOSED, ops.SECRET_EXPIRING} <= kinds
-    dead = next(json.loads(b.body)["data"] for b in watcher.received
-                if json.loads(b.body)["type"] == ops.DEAD_LETTERED)  # fmt: skip
+    dead = next(
+        json.loads(b.body)["data"]
+        for b in watcher.received
+        if json.loads(b.body)["type"] == ops.DEAD_LETTERED
+    )
     assert dead["partner"] == pid and dead["attempts"] == 3 and "gave up" in dead["reason"]
     # announced once, however many routers look
     assert (await ops_types(redis)).count(ops.SECRET_EXPIRING) == 1

@@ -106,9 +106,10 @@ async def test_an_events_trace_holds_its_fan_out_and_every_attempt(
     )
     # the order's route span (the dead letter's operational event has one of its own)
     [route] = [
-        s for s in spans("route")
+        s
+        for s in spans("route")
         if attributes(s.attributes)["notifier.event.type"] == "order.created"
-    ]  # fmt: skip
+    ]
     assert route.kind == Span.SPAN_KIND_CONSUMER
     assert attributes(route.attributes) == {
         "notifier.event.type": "order.created",

@@ -36,10 +36,17 @@ class Terminal:
         self.leader = leader
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "notifier", "top", "--interval", "0.5"],
-            stdin=follower, stdout=follower, stderr=subprocess.PIPE,
-            env={**os.environ, **env, "COLUMNS": str(COLUMNS), "LINES": str(LINES),
-                 "TERM": "xterm-256color"},
-        )  # fmt: skip
+            stdin=follower,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env={
+                **os.environ,
+                **env,
+                "COLUMNS": str(COLUMNS),
+                "LINES": str(LINES),
+                "TERM": "xterm-256color",
+            },
+        )
         os.close(follower)
 
     def pump(self) -> None:
@@ -112,9 +119,11 @@ async def test_top_shows_every_partner_with_work_or_trouble_worst_first(
         def shown() -> bool:
             terminal.text()
             states = {
-                "shop-failing": "retrying", "shop-off": "disabled",
-                "shop-limited": "limited", "shop-healthy": "ok",
-            }  # fmt: skip
+                "shop-failing": "retrying",
+                "shop-off": "disabled",
+                "shop-limited": "limited",
+                "shop-healthy": "ok",
+            }
             return all(state in terminal.row(name).split() for name, state in states.items())
 
         try:

@@ -1,0 +1,114 @@
+"""GET /openapi.json: the admin API described as OpenAPI 3.1, for generating clients.
+
+Built from the application's own routes and from the Structs their handlers decode and answer
+with (each handler's `documented` declaration; msgspec writes the JSON Schema), so the document
+cannot describe a route that does not exist or miss one that does (a test checks both).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from notifier import __version__
+from notifier.admin.wire import Doc, documented
+from notifier.models import ErrorOut
+
+routes = web.RouteTableDef()
+_PARAM = re.compile(r"{(\w+)}")
+_ERRORS = {
+    "400": "a client's mistake: the body, a parameter or a rule, named in `error`",
+    "401": "missing or wrong bearer token",
+    "404": "no such partner, message or dead letter",
+    "503": "Redis is unreachable",
+}
+
+
+def describe(app: web.Application) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every documented route of `app`."""
+    docs: list[tuple[str, str, Doc]] = []
+    for route in app.router.routes():
+        doc = getattr(route.handler, "doc", None)
+        if route.method == "HEAD" or not isinstance(doc, Doc):
+            continue
+        docs.append((route.method.lower(), route.resource.canonical, doc))  # type: ignore[union-attr]
+    types = [t for _, _, d in docs for t in (d.body, d.answer) if t is not None]
+    schemas, components = msgspec.json.schema_components(
+        [*types, ErrorOut], ref_template="#/components/schemas/{name}"
+    )
+    refs = dict(zip(map(id, [*types, ErrorOut]), schemas, strict=True))
+    error = {"application/json": {"schema": refs[id(ErrorOut)]}}
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, doc in docs:
+        operation: dict[str, Any] = {
+            "summary": doc.summary,
+            "operationId": _operation_id(method, path),
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in _PARAM.findall(path)
+            ]
+            + [
+                {
+                    "name": q.name,
+                    "in": "query",
+                    "required": False,
+                    "schema": q.schema,
+                    "description": q.description,
+                }
+                for q in doc.query
+            ],
+            "responses": {},
+        }
+        if doc.body is not None:
+            operation["requestBody"] = {
+                "required": method != "post" or "rotate" not in path,
+                "content": {"application/json": {"schema": refs[id(doc.body)]}},
+            }
+        answer: dict[str, Any] = {"description": doc.summary}
+        if doc.answer is not None:
+            answer["content"] = {"application/json": {"schema": refs[id(doc.answer)]}}
+        elif path == "/metrics":
+            answer["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        operation["responses"][str(doc.status)] = answer
+        for status, meaning in _ERRORS.items():
+            if doc.public and status == "401":
+                continue
+            operation["responses"][status] = {"description": meaning, "content": error}
+        if method in ("post", "patch", "put"):
+            operation["responses"]["413"] = {
+                "description": "the body is over 256 KiB",
+                "content": error,
+            }
+        if doc.public:
+            operation["security"] = []
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "notifier admin API",
+            "version": __version__,
+            "description": "Partners, messages, dead letters and operations of notifier "
+            "(contract section 3). Every route but /healthz, /metrics and /openapi.json needs "
+            "`Authorization: Bearer <NOTIFIER_ADMIN_TOKEN>`.",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = [w for w in re.split(r"[/{}-]+", path) if w and w != "v1"]
+    return "_".join([method, *words])
+
+
+@routes.get("/openapi.json")
+@documented("This document", public=True)
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(describe(request.app))
