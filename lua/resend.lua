@@ -24,7 +24,11 @@ local known = redis.call('HGET', message, partner)
 if not event or not known or redis.call('EXISTS', stream) == 0 then
   return {-1}
 end
-local state = cjson.decode(known)
+-- a pending copy's field is its entry id; any other state is a JSON object (see fan_out.lua)
+local state = {e = known}
+if string.sub(known, 1, 1) == '{' then
+  state = cjson.decode(known)
+end
 if state.e and not redis.call('ZSCORE', inflight, state.e) then
   redis.call('XACK', stream, group, state.e)
   redis.call('XDEL', stream, state.e)
@@ -35,6 +39,6 @@ if state.x then
   redis.call('XDEL', dead, state.x)
 end
 local added = redis.call('XADD', stream, '*', 'm', event)
-redis.call('HSET', message, partner, cjson.encode({s = 'pending', e = added, t = now}))
+redis.call('HSET', message, partner, added)
 wake_partner(ready, leases, wake_list, partner, now)
 return {1, added}

@@ -12,9 +12,8 @@ local leases = KEYS[3]         -- notifier:leases
 local dead = KEYS[4]           -- notifier:dead
 local progress = KEYS[5]       -- notifier:fanout:<entry id>: chunks done of a split fan-out
 local wake_list = KEYS[6]      -- notifier:wake
-local message_key = KEYS[7]    -- notifier:message:<message id>: the message and its partners
--- KEYS[8..]: for partner i, its stream at 5 + 3i, its dedupe marker at 6 + 3i and its index of
--- messages (notifier:{id}:messages) at 7 + 3i
+-- KEYS[7..]: the message's index entry (notifier:message:<id>), then for each partner its
+-- stream, its dedupe marker and its index of messages (see fan_out.lua)
 local group = ARGV[1]
 local entry_id = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -32,6 +31,7 @@ local keep = ARGV[14] == '1'          -- keep routed entries (the ops stream is 
 local first_partner = 15              -- ARGV[15..]: partner ids, in the order of their keys
 
 --@include wake_partner
+--@include fan_out
 
 if dead_reason ~= '' then
   if redis.call('XACK', ingress, group, entry_id) == 0 then
@@ -57,45 +57,8 @@ elseif redis.call('XACK', ingress, group, entry_id) == 0 then
   return -1
 end
 
-local routed = 0
-local indexed = {}  -- field, value pairs of the message's hash: one per partner
-for i = 1, #ARGV - first_partner + 1 do
-  local stream = KEYS[5 + 3 * i]
-  local seen = KEYS[6 + 3 * i]
-  local index = KEYS[7 + 3 * i]
-  local partner = ARGV[first_partner - 1 + i]
-  if dedupe_ttl == 0 or redis.call('SET', seen, '1', 'NX', 'EX', dedupe_ttl) then
-    -- A script that fails half-way keeps what it wrote, and the entry may be acknowledged
-    -- already: a partner stream that refuses the message (a key of the wrong type) gets its
-    -- message dead-lettered, replayable, instead of failing the fan-out to everyone.
-    local appended, added = pcall(redis.call, 'XADD', stream, '*', 'm', payload)
-    local state
-    if appended then
-      routed = routed + 1
-      if string.sub(wake, i, i) == '1' then
-        wake_partner(ready, leases, wake_list, partner, now)
-      end
-      state = {s = 'pending', e = added, t = now}
-    else
-      local dead_id = redis.call('XADD', dead, 'MAXLEN', '~', dead_max, '*',
-        'reason', 'could not append to the partner stream: ' .. tostring(added.err or added),
-        'partner', partner, 'message', payload, 'attempts', '[]')
-      state = {s = 'dead', t = now, x = dead_id}
-    end
-    if retention > 0 then
-      redis.call('ZADD', index, now, message_id)
-      redis.call('ZREMRANGEBYSCORE', index, '-inf', now - retention)
-      indexed[#indexed + 1] = partner
-      indexed[#indexed + 1] = cjson.encode(state)
-    end
-  end
-end
-
-if #indexed > 0 then
-  redis.call('HSETNX', message_key, 'event', payload)
-  redis.call('HSET', message_key, unpack(indexed))
-  redis.call('PEXPIRE', message_key, retention)
-end
+local routed = fan_out(ready, leases, dead, wake_list, {}, dead_max, now, retention, dedupe_ttl,
+                       payload, message_id, wake, 7, first_partner, #ARGV - first_partner + 1)
 
 if split then
   if last then

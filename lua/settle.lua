@@ -20,17 +20,21 @@ local window = KEYS[8]         -- notifier:{id}:window
 local breaker = KEYS[9]        -- notifier:{id}:breaker
 -- KEYS[10..]: the message index entries (notifier:message:<id>) of the `index` triples below
 local group = ARGV[1]
-local kept = ARGV[2]           -- attempts kept per partner
+local kept = ARGV[2]           -- attempts kept per partner (unused: release.lua trims)
 local dead_kept = ARGV[3]      -- dead letters kept
 local partner = ARGV[4]
 local now = ARGV[5]
-local any_ok = ARGV[6] == '1'
+local any_ok = string.find(ARGV[6], 'o', 1, true) ~= nil      -- one of the batch succeeded
+local retried = string.find(ARGV[6], 'r', 1, true) ~= nil     -- one had failed before
+local maybe_failing = string.find(ARGV[6], 'f', 1, true) ~= nil  -- failing/breaker may be set
 local n_done = tonumber(ARGV[7])   -- delivered ids
 local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
 local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
 -- then n_index, and n_index (entry id, 'd' delivered | 'r' retrying | 'x' dead, attempt)
--- triples for the message index, then the attempt records, one per argument, to the end
+-- triples for the message index (the delivery process sends only 'x': a copy that left the
+-- stream otherwise was delivered, which a look-up tells), then the attempt records, one per
+-- argument, to the end
 
 if redis.call('EXISTS', stream) == 0 then
   return {0, 0}
@@ -95,13 +99,19 @@ if #finished > 0 then
   redis.call('XACK', stream, group, unpack(finished))
   redis.call('XDEL', stream, unpack(finished))
   redis.call('ZREM', inflight, unpack(finished))
-  redis.call('ZREM', due, unpack(finished))
-  redis.call('HDEL', history, unpack(finished))
+  if retried then  -- a message on its first try has no retry time nor history to forget
+    redis.call('ZREM', due, unpack(finished))
+    redis.call('HDEL', history, unpack(finished))
+  end
 end
-for j = i, #ARGV do
-  redis.call('XADD', attempts, 'MAXLEN', '~', kept, '*', 'a', ARGV[j])
+-- the batch's attempts as one entry (a JSON array); trimmed by release.lua, once a serve
+if i <= #ARGV then
+  redis.call('XADD', attempts, '*', 'b', '[' .. table.concat(ARGV, ',', i, #ARGV) .. ']')
 end
 if any_ok then
+  if not maybe_failing then
+    return {0, 0}
+  end
   redis.call('DEL', failing)
   return {0, redis.call('DEL', breaker)}
 end

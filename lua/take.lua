@@ -54,6 +54,13 @@ end
 
 local out = {blocked}
 local taken = 0
+local sent = {}  -- (visible again at, id) pairs for `inflight`, added in one call
+local function flush_sent()
+  if #sent > 0 then
+    redis.call('ZADD', inflight, unpack(sent))
+    sent = {}
+  end
+end
 local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, want)
 if #ids < want then
   local lost = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, want - #ids)
@@ -70,7 +77,8 @@ if #ids > 0 then
       out[#out + 1] = entry[2][2]
       out[#out + 1] = info[1][4]
       redis.call('ZREM', due, entry[1])
-      redis.call('ZADD', inflight, now + visible_ms, entry[1])
+      sent[#sent + 1] = now + visible_ms
+      sent[#sent + 1] = entry[1]
       taken = taken + 1
     end
   end
@@ -83,14 +91,15 @@ if #ids > 0 then
   end
 end
 
+flush_sent()
 local pending = redis.call('ZCARD', due) + redis.call('ZCARD', inflight)
 if ordered and pending > taken then
   -- the head is being sent or waiting for its retry: nothing behind it may pass
   if taken == 0 then
     local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
-    local sent = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
-    local at = tonumber(head[2] or sent[2])
-    if sent[2] and tonumber(sent[2]) < at then at = tonumber(sent[2]) end
+    local oldest = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
+    local at = tonumber(head[2] or oldest[2])
+    if oldest[2] and tonumber(oldest[2]) < at then at = tonumber(oldest[2]) end
     out[1] = at
   end
 elseif taken < want and not (ordered and taken > 0) then
@@ -109,17 +118,24 @@ elseif taken < want and not (ordered and taken > 0) then
       out[#out + 1] = entry[1]
       out[#out + 1] = entry[2][2]
       out[#out + 1] = 1
-      redis.call('ZADD', inflight, now + visible_ms, entry[1])
+      sent[#sent + 1] = now + visible_ms
+      sent[#sent + 1] = entry[1]
       taken = taken + 1
     end
   end
 end
+flush_sent()
 
 if limit > 0 then
   -- Only a limited partner keeps a log: without a limit nothing reads it, and it would grow by
   -- a member per delivery for ever.
-  for i = 1, taken do
-    redis.call('ZADD', window, now, token .. ':' .. i)
+  if taken > 0 then
+    local slots = {}
+    for i = 1, taken do
+      slots[#slots + 1] = now
+      slots[#slots + 1] = token .. ':' .. i
+    end
+    redis.call('ZADD', window, unpack(slots))
   end
   redis.call('PEXPIRE', window, window_ms * 2)
 end

@@ -35,6 +35,7 @@ from notifier.models import (
 )
 from notifier.redis import keys, lua
 from notifier.redis.lua import Scripts
+from notifier.store import attempts_of
 
 STATES = ("pending", "in_flight", "retrying", "delivered", "dead")
 #: Most index entries one list request reads looking for `limit` matches of a status filter:
@@ -50,7 +51,7 @@ _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 class Indexed(msgspec.Struct):
-    """A partner's field in a message's index entry (see lua/route.lua, lua/settle.lua)."""
+    """A partner's field in a message's index entry (see lua/fan_out.lua, lua/settle.lua)."""
 
     s: str  # pending | retrying | delivered | dead
     t: int  # ms of the last change
@@ -59,7 +60,16 @@ class Indexed(msgspec.Struct):
     x: str | None = None  # the dead letter
 
 
-_indexed = msgspec.json.Decoder(Indexed).decode
+_indexed_json = msgspec.json.Decoder(Indexed).decode
+
+
+def _indexed(value: bytes) -> Indexed:
+    """A partner's field: a JSON object, or for a copy still pending just its entry id (which
+    starts with the ms it was routed), the cheapest thing for lua/fan_out.lua to write."""
+    if value.startswith(b"{"):
+        return _indexed_json(value)
+    entry = value.decode()
+    return Indexed(s="pending", t=int(entry.partition("-")[0]), e=entry)
 
 
 class Messages:
@@ -83,10 +93,15 @@ class Messages:
                 pipe.xrevrange(keys.attempts(pid), count=keys.ATTEMPTS_KEPT)
             logs = await pipe.execute()
         for delivery, log in zip(deliveries, logs, strict=True):
-            found = (_attempt(entry[b"a"]) for _, entry in log)
+            found = (a for _, entry in log for a in attempts_of(entry))
             delivery.history = sorted(
                 (a for a in found if a.message_id == message_id), key=lambda a: a.attempt
             )
+            if delivery.history:
+                last = delivery.history[-1]
+                delivery.attempts = max(delivery.attempts, last.attempt)
+                if delivery.state == "delivered":
+                    delivery.updated_at = last.at
         return MessageView(
             id=event.id,
             type=event.type,
@@ -97,24 +112,31 @@ class Messages:
 
     async def _live(self, fields: dict[str, Indexed]) -> list[Delivery]:
         """Each partner's copy as it stands now."""
-        waiting = [(pid, f.e) for pid, f in fields.items() if f.s in ("pending", "retrying")]
+        waiting = [
+            (pid, f.e or "0-0") for pid, f in fields.items() if f.s in ("pending", "retrying")
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
             for pid, entry in waiting:
-                pipe.zscore(keys.inflight(pid), entry or "")
-                pipe.zscore(keys.due(pid), entry or "")
-            scores = await pipe.execute()
-        live = {pid: (scores[2 * n], scores[2 * n + 1]) for n, (pid, _) in enumerate(waiting)}
+                pipe.zscore(keys.inflight(pid), entry)
+                pipe.zscore(keys.due(pid), entry)
+                pipe.xrange(keys.stream(pid), min=entry, max=entry, count=1)
+            found = await pipe.execute(raise_on_error=False)
+        live = {pid: found[3 * n : 3 * n + 3] for n, (pid, _) in enumerate(waiting)}
         deliveries = []
         for pid, f in fields.items():
             state, next_at = f.s, None
             if pid in live:
-                in_flight, due = live[pid]
-                if in_flight is not None:
+                in_flight, due, entry = live[pid]
+                if isinstance(in_flight, float):
                     state = "in_flight"
-                elif due is not None:
+                elif isinstance(due, float):
                     state, next_at = "retrying", iso_ms(due)
-                else:
+                elif entry:
                     state = "pending"
+                else:
+                    # it left the stream without being dead-lettered: it was delivered (settle
+                    # writes nothing for a success, to keep a delivery cheap)
+                    state = "delivered"
             deliveries.append(
                 Delivery(
                     partner=pid,

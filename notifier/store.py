@@ -40,6 +40,7 @@ from notifier.redis import keys, lua
 from notifier.redis.lua import Scripts
 
 _attempt_decoder = msgspec.json.Decoder(Attempt)
+_attempts_decoder = msgspec.json.Decoder(list[Attempt])
 _encode = msgspec.json.Encoder().encode
 
 
@@ -196,18 +197,31 @@ class Store:
     ) -> Page[Attempt]:
         """A partner's attempts, newest first (its log keeps about the last ATTEMPTS_KEPT)."""
         await self.get(partner_id)
-        cursor = cursors.read(after, (str,))
-        top = "+" if cursor is None else "(" + cursor[0]
-        try:
-            rows = await self.redis.xrevrange(keys.attempts(partner_id), max=top, count=limit + 1)
-        except ResponseError:
-            raise Invalid("after: not a cursor this API gave (use the `next` of a page)") from None
-        page = rows[:limit]
-        more = len(rows) > limit
-        return Page(
-            data=[_attempt_decoder.decode(fields[b"a"]) for _, fields in page],
-            next=cursors.make(page[-1][0].decode()) if more else None,
-        )
+        # the entry the last page ended in (inclusive), and how many of its attempts it showed
+        cursor = cursors.read(after, (str, int))
+        top, skip = ("+", 0) if cursor is None else (cursor[0], cursor[1])
+        found: list[Attempt] = []
+        while True:
+            try:
+                rows = await self.redis.xrevrange(keys.attempts(partner_id), max=top, count=100)
+            except ResponseError:
+                raise Invalid(
+                    "after: not a cursor this API gave (use the `next` of a page)"
+                ) from None
+            for n, (entry_id, fields) in enumerate(rows):
+                batch = attempts_of(fields)[::-1]  # newest first
+                taken = batch[skip : skip + limit - len(found)]
+                found += taken
+                shown, skip = skip + len(taken), 0
+                if len(found) == limit:
+                    more = shown < len(batch) or n < len(rows) - 1 or len(rows) == 100
+                    return Page(
+                        data=found,
+                        next=cursors.make(entry_id.decode(), shown) if more else None,
+                    )
+            if len(rows) < 100:
+                return Page(data=found, next=None)
+            top = "(" + rows[-1][0].decode()
 
     async def keep_ops_webhook(self) -> None:
         """Make `ptn_ops` what NOTIFIER_OPS_WEBHOOK_URL and _SECRET say: a partner subscribed to
@@ -282,6 +296,14 @@ class Store:
             raise Invalid(problem)
         entry_id: bytes = await self.redis.xadd(self.settings.ingress_stream, fields)
         return entry_id.decode()
+
+
+def attempts_of(fields: dict[bytes, bytes]) -> list[Attempt]:
+    """The attempts of one entry of a partner's attempt log, oldest first: a settled batch
+    (`b`, a JSON array), or one attempt (`a`, as logs written before batches hold)."""
+    if b"b" in fields:
+        return _attempts_decoder.decode(fields[b"b"])
+    return [_attempt_decoder.decode(fields[b"a"])]
 
 
 def _changed(pipe: Any, partner_id: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -40,6 +41,8 @@ BATCH = 200
 BLOCK_MS = 4000
 #: Partners per route call: a larger fan-out is split, so no call holds Redis for long.
 FANOUT_CHUNK = 100
+#: Whole entries that share one route call at most.
+BATCH_ENTRIES = 50
 #: An entry handed to routers this many times without being routed is dead-lettered.
 MAX_ROUTE_TRIES = 5
 #: How often one router removes the consumers stopped processes left, and after how long idle.
@@ -288,76 +291,178 @@ class Router:
 
     async def route(self, entries: list[Entry]) -> None:
         """Fan a batch out in one pipeline. No entry can stop the batch: one that cannot be
-        planned or whose script fails is dead-lettered with the reason, and the rest go on."""
+        planned or whose script fails is dead-lettered with the reason, and the rest go on.
+
+        Whole entries with small fan-outs share script calls (`lua/route_batch.lua`, a few
+        dozen a call); dead letters and fan-outs split in chunks go one call each."""
         subscriptions = await self.refresh_partners()
         now_ms = int(time.time() * 1000)
         spans = []
-        metrics = self.telemetry.metrics
-        # (entry id, its fields, a call, what the entry's last call counts: a type routed, or
-        # "" for a malformed event dead-lettered)
-        calls: list[tuple[bytes, dict[bytes, bytes], lua.Call[int], str | None]] = []
-        malformed: dict[bytes, str] = {}
+        planned: list[Planned] = []
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
-            counts: str | None = ""
             try:
                 parsed = events.parse(entry_id, fields, self.settings.max_event_bytes, own=self.ops)
                 if isinstance(parsed, str):
                     log.warning("malformed event dead-lettered", entry_id=entry_id, reason=parsed)
-                    entry_calls = [self._dead_call(entry_id, fields, parsed, now_ms)]
-                    malformed[raw_id] = parsed
-                else:
-                    targets = subscriptions.targets(parsed.type)
-                    if self.tracer is not None:
-                        producer = fields.get(b"traceparent", b"").decode(errors="replace")
-                        span = traces.route_span(self.tracer, parsed, len(targets), producer)
-                        parsed.trace = traces.traceparent(span)
-                        spans.append(span)
-                    entry_calls = self._route_calls(
-                        entry_id, parsed, targets, b"id" in fields, now_ms
-                    )
-                    counts = parsed.type
+                    planned.append(self._dead(raw_id, fields, parsed, now_ms))
+                    continue
+                targets = subscriptions.targets(parsed.type)
+                if self.tracer is not None:
+                    producer = fields.get(b"traceparent", b"").decode(errors="replace")
+                    span = traces.route_span(self.tracer, parsed, len(targets), producer)
+                    parsed.trace = traces.traceparent(span)
+                    spans.append(span)
+                planned.append(self._plan(raw_id, fields, parsed, targets, b"id" in fields, now_ms))
             except Exception as exc:  # a bug meeting a hostile entry must not stop routing
                 reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
                 log.exception("event dead-lettered", entry_id=entry_id, reason=reason)
-                entry_calls = [self._dead_call(entry_id, fields, reason, now_ms)]
-                malformed[raw_id] = reason
-            last = len(entry_calls) - 1
-            calls += [
-                (raw_id, fields, call, counts if n == last else None)
-                for n, call in enumerate(entry_calls)
-            ]
+                planned.append(self._dead(raw_id, fields, reason, now_ms))
+        units = self._units(planned, now_ms)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for _, _, call, _ in calls:
+            for unit in units:
                 # queued on the pipeline: awaiting it returns at once, the batch runs on execute
-                await self.scripts.queue(pipe, call)
+                await self.scripts.queue(pipe, unit[1])
             replies = await pipe.execute(raise_on_error=False)
-        for (raw_id, fields, _, counts), reply in zip(calls, replies, strict=True):
+        for (members, _), reply in zip(units, replies, strict=True):
             if isinstance(reply, rx.ResponseError) and not is_nogroup(reply):
-                # This entry's script failed on its own (the rest of the batch is routed).
-                reason = f"routing failed: {reply}"[:500]
-                log.error("event dead-lettered", entry_id=raw_id.decode(), reason=reason)
-                await self.scripts.run(self._dead_call(raw_id.decode(), fields, reason, now_ms))
-                metrics.dead_lettered("", "malformed")
+                # This call failed on its own (the rest of the batch is routed): its entries
+                # go again one by one, and one that fails alone is dead-lettered.
+                for member in members:
+                    await self._alone(member, now_ms)
             elif isinstance(reply, Exception):
                 raise reply
-            elif counts is not None and reply >= 0:  # -1: another router did it
-                if counts:
-                    metrics.routed(counts)
-                else:
-                    metrics.dead_lettered("", "malformed")
-                    if not self.ops:
-                        await ops.emit(
-                            self.redis,
-                            ops.DEAD_LETTERED,
-                            {
-                                "partner": None,
-                                "entry_id": raw_id.decode(),
-                                "reason": malformed.get(raw_id, "malformed"),
-                            },
-                        )
+            else:
+                for member, count in zip(
+                    members, reply if isinstance(reply, list) else [reply], strict=True
+                ):
+                    await self._count(member, count)
         for span in spans:
             span.end()
+
+    def _plan(
+        self,
+        raw_id: bytes,
+        fields: dict[bytes, bytes],
+        message: Message,
+        targets: list[Partner],
+        dedupe: bool,
+        now_ms: int,
+    ) -> Planned:
+        entry_id = raw_id.decode()
+        if len(targets) > FANOUT_CHUNK:
+            return Planned(
+                raw_id,
+                fields,
+                message.type,
+                None,
+                self._route_calls(entry_id, message, targets, dedupe, now_ms),
+            )
+        routing = lua.Routing(
+            entry_id=entry_id,
+            message=_message_encoder.encode(message),
+            message_id=message.id,
+            dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0,
+            partners=[(p.id, p.enabled) for p in targets],
+        )
+        return Planned(raw_id, fields, message.type, routing, [])
+
+    def _dead(self, raw_id: bytes, fields: dict[bytes, bytes], reason: str, now_ms: int) -> Planned:
+        return Planned(
+            raw_id,
+            fields,
+            "",
+            None,
+            [self._dead_call(raw_id.decode(), fields, reason, now_ms)],
+            reason,
+        )
+
+    def _units(self, planned: list[Planned], now_ms: int) -> list[tuple[list[Planned], Any]]:
+        """The calls to make, in order: runs of batchable entries share one, up to
+        BATCH_ENTRIES entries or FANOUT_CHUNK partners a call."""
+        units: list[tuple[list[Planned], Any]] = []
+        run: list[Planned] = []
+
+        def flush() -> None:
+            if run:
+                call = lua.route_batch(
+                    ingress=self.stream,
+                    group=keys.ROUTER_GROUP,
+                    now_ms=now_ms,
+                    entries=[p.routing for p in run if p.routing is not None],
+                    retention_ms=int(self.settings.message_retention * 1000),
+                    keep=self.ops,
+                )
+                units.append((list(run), call))
+                run.clear()
+
+        for plan in planned:
+            if plan.routing is None:
+                flush()
+                # a split fan-out: its calls go in order; only the last one counts
+                for n, call in enumerate(plan.calls):
+                    last = n == len(plan.calls) - 1
+                    units.append(([plan if last else plan.quiet()], call))
+                continue
+            partners = sum(len(p.routing.partners) for p in run if p.routing is not None)
+            if len(run) >= BATCH_ENTRIES or partners + len(plan.routing.partners) > FANOUT_CHUNK:
+                flush()
+            run.append(plan)
+        flush()
+        return units
+
+    async def _alone(self, plan: Planned, now_ms: int) -> None:
+        """Route one entry on its own, after the call it shared failed; dead-letter it if it
+        fails again."""
+        calls = plan.calls
+        if plan.routing is not None:
+            calls = [self._routing_call(plan.routing, now_ms)]
+        try:
+            count = 0
+            for call in calls:
+                count = await self.scripts.run(call)
+            await self._count(plan, count)
+        except rx.ResponseError as exc:
+            reason = f"routing failed: {exc}"[:500]
+            log.error("event dead-lettered", entry_id=plan.raw_id.decode(), reason=reason)
+            await self.scripts.run(
+                self._dead_call(plan.raw_id.decode(), plan.fields, reason, now_ms)
+            )
+            await self._count(Planned(plan.raw_id, plan.fields, "", None, [], reason), 0)
+
+    async def _count(self, plan: Planned, count: int) -> None:
+        """Metrics and operational events of one routed entry (-1: another router did it)."""
+        if count < 0 or plan.silent:
+            return
+        metrics = self.telemetry.metrics
+        if plan.event_type:
+            metrics.routed(plan.event_type)
+            return
+        metrics.dead_lettered("", "malformed")
+        if not self.ops:
+            await ops.emit(
+                self.redis,
+                ops.DEAD_LETTERED,
+                {
+                    "partner": None,
+                    "entry_id": plan.raw_id.decode(),
+                    "reason": plan.reason or "malformed",
+                },
+            )
+
+    def _routing_call(self, routing: lua.Routing, now_ms: int) -> lua.Call[int]:
+        return lua.route(
+            ingress=self.stream,
+            group=keys.ROUTER_GROUP,
+            entry_id=routing.entry_id,
+            now_ms=now_ms,
+            message=routing.message,
+            partners=routing.partners,
+            event_id=routing.message_id,
+            dedupe_ttl=routing.dedupe_ttl,
+            retention_ms=int(self.settings.message_retention * 1000),
+            keep=self.ops,
+        )
 
     def _route_calls(
         self, entry_id: str, message: Message, targets: list[Partner], dedupe: bool, now_ms: int
@@ -397,6 +502,23 @@ class Router:
             entry=events.describe(fields),
             keep=self.ops,
         )
+
+
+@dataclass
+class Planned:
+    """What routing one entry takes: a `routing` to share a call with other entries, or its
+    own `calls` (a dead letter, a fan-out split in chunks)."""
+
+    raw_id: bytes
+    fields: dict[bytes, bytes]
+    event_type: str  # "" for a dead letter
+    routing: lua.Routing | None
+    calls: list[lua.Call[int]]
+    reason: str = ""
+    silent: bool = False  # a chunk before the last: the entry counts once, at its end
+
+    def quiet(self) -> Planned:
+        return Planned(self.raw_id, self.fields, self.event_type, None, [], self.reason, True)
 
 
 def _later(a: bytes, b: bytes) -> bool:

@@ -79,6 +79,10 @@ class ServedPartner:
         #: `inflight` scores given by takes whose replies were lost (their messages are ours).
         self.lost_visible: list[int] = []
         self.give_back_failures = 0
+        #: True once a settle with a success ran with nothing failing after it: the partner's
+        #: failing run and breaker are known not to be set, so settles skip clearing them.
+        self.clear = False
+        self.failures = 0
 
     async def run(self) -> None:
         try:
@@ -248,11 +252,19 @@ class ServedPartner:
         self.unsettled.append(call)
         reply = self.pool.scripts.send(call)
         self.settling.append(reply)
+        failed = not all(outcome.ok for _, outcome in settled)
+        if failed:
+            self.failures += 1
+            self.clear = False
+        failures_then = self.failures
 
         def confirmed(done: asyncio.Future[lua.Settled]) -> None:
             self.settling.remove(done)
             if not done.cancelled() and done.exception() is None:
                 self.unsettled.remove(call)
+                if not failed and self.failures == failures_then:
+                    # a success cleared the failing run and breaker, and nothing failed since
+                    self.clear = True
                 if done.result().breaker_closed:
                     log.info("breaker closed: an attempt succeeded", partner=self.partner_id)
                     self.pool.report(ops.BREAKER_CLOSED, {"partner": self.partner_id})
@@ -345,7 +357,10 @@ class ServedPartner:
             dead=dead,
             sent=sent,
             records=records,
-            index=index if pool.settings.message_retention else (),
+            # a delivered or retrying copy needs no write: a look-up reads where it is
+            index=[i for i in index if i.outcome == "x"] if pool.settings.message_retention else (),
+            retried=any(taken.attempt > 1 for taken, _ in settled),
+            maybe_failing=not self.clear or bool(retries or dead),
         )
 
     async def _judge(self, settled: Sequence[tuple[Taken, Outcome]], reply: lua.Settled) -> None:
@@ -399,6 +414,7 @@ class ServedPartner:
                 active=self.active,
                 held_until=self.held_until,
                 lost_visible=self.lost_visible,
+                retention_ms=int(self.pool.settings.message_retention * 1000),
             )
         )
         self.lost_visible = []

@@ -41,6 +41,7 @@ NAMES = (
     "hold",
     "resend",
     "route",
+    "route_batch",
     "lease",
     "unlease",
     "take",
@@ -182,6 +183,52 @@ def route(
         ],
         _int,
     )
+
+
+# route_batch.lua ------------------------------------------------------------------------------
+
+
+class Routing(msgspec.Struct, frozen=True):
+    """One whole entry of a batch: its message, to these (id, enabled) partners."""
+
+    entry_id: str
+    message: bytes
+    message_id: str
+    dedupe_ttl: int
+    partners: Sequence[tuple[str, bool]]
+
+
+def route_batch(
+    *,
+    ingress: str,
+    group: str,
+    now_ms: int,
+    entries: Sequence[Routing],
+    retention_ms: int = 0,
+    keep: bool = False,
+) -> Call[list[int]]:
+    """Route several whole entries in one call, each atomically with its acknowledgement.
+    Replies per entry how many partner streams got it (-1: another router did it)."""
+    batch_keys = [ingress, keys.READY, keys.LEASES, keys.DEAD, keys.WAKE]
+    args: list[Any] = [group, now_ms, keys.DEAD_KEPT, retention_ms, "1" if keep else "0"]
+    for entry in entries:
+        batch_keys.append(keys.message(entry.message_id))
+        for partner_id, _ in entry.partners:
+            batch_keys += [
+                keys.stream(partner_id),
+                keys.seen(partner_id, entry.message_id),
+                keys.messages(partner_id),
+            ]
+        args += [
+            entry.entry_id,
+            entry.dedupe_ttl,
+            entry.message,
+            "".join("1" if enabled else "0" for _, enabled in entry.partners),
+            entry.message_id,
+            len(entry.partners),
+            *(pid for pid, _ in entry.partners),
+        ]
+    return Call("route_batch", batch_keys, args, lambda reply: [int(n) for n in reply])
 
 
 # lease.lua ------------------------------------------------------------------------------------
@@ -326,17 +373,22 @@ def settle(
     sent: Sequence[tuple[str, int]],
     records: Sequence[bytes],
     index: Sequence[Indexed] = (),
+    retried: bool = True,
+    maybe_failing: bool = True,
 ) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
     one of these succeeded). `sent` moves rate-limit slots to when their requests left;
-    `index` brings the message index up to date (empty when it is off)."""
+    `index` brings the message index up to date (empty when it is off). `retried` says some
+    message had failed before (its retry time and history are forgotten), `maybe_failing` that
+    the partner's failing run or breaker may be recorded (a success clears them); each left
+    out saves the commands that would find nothing."""
     args: list[Any] = [
         keys.DELIVERY_GROUP,
         keys.ATTEMPTS_KEPT,
         keys.DEAD_KEPT,
         partner_id,
         now_ms,
-        "1" if delivered else "0",
+        ("o" if delivered else "") + ("r" if retried else "") + ("f" if maybe_failing else ""),
         len(delivered),
         len(retries),
         len(dead),
@@ -383,6 +435,7 @@ def release(
     active: bool,
     held_until: int,
     lost_visible: Sequence[int] = (),
+    retention_ms: int = 0,
 ) -> Call[int]:
     """Give a served partner back, scored by when it next has work. `held_until` is the latest
     lease end this process set (a later one is another holder's); `lost_visible` are the
@@ -398,8 +451,19 @@ def release(
             keys.due(partner_id),
             keys.inflight(partner_id),
             keys.WAKE,
+            keys.messages(partner_id),
+            keys.attempts(partner_id),
         ],
-        [partner_id, now_ms, blocked_until, "1" if active else "0", held_until, *lost_visible],
+        [
+            partner_id,
+            now_ms,
+            blocked_until,
+            "1" if active else "0",
+            held_until,
+            retention_ms,
+            keys.ATTEMPTS_KEPT,
+            *lost_visible,
+        ],
         _int,
     )
 
