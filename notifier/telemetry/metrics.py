@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 MAX_EVENT_TYPES = 200
 #: Why messages are dead-lettered, as a label.
-DEAD_REASONS = ("exhausted", "malformed", "poison", "refused", "gone")
+DEAD_REASONS = ("exhausted", "malformed", "poison")
 
 
 @cache
