@@ -76,10 +76,12 @@ class Story:
     def __init__(self, count: int, rate: float) -> None:
         self.count, self.rate = count, rate
         self.partners = {
-            "shipping": Partner("shipping", "36", ["order.created", "order.paid",
-                                                   "order.delivered"]),
-            "reviews": Partner("reviews", "35", ["order.delivered", "order.created"],
-                               {"rate_limit": "5/second"}),
+            "shipping": Partner(
+                "shipping", "36", ["order.created", "order.paid", "order.delivered"]
+            ),
+            "reviews": Partner(
+                "reviews", "35", ["order.delivered", "order.created"], {"rate_limit": "5/second"}
+            ),
             "analytics": Partner("analytics", "33", ["*"]),
         }
         self.expected: Counter[str] = Counter()
@@ -111,8 +113,10 @@ class Story:
             or (attempt == 1 and event.get("data", {}).get("n", 0) % 3 == 0)
         )
         status = 500 if refuse else 200
-        line = (f"[{partner.name:>9}] {message_id:<22} {event.get('type', '?'):<16} "
-                f"attempt {attempt}  {signature}")
+        line = (
+            f"[{partner.name:>9}] {message_id:<22} {event.get('type', '?'):<16} "
+            f"attempt {attempt}  {signature}"
+        )
         if refuse:
             partner.refused += 1
             say(f"{line}  -> answered 500", "31")
@@ -143,8 +147,9 @@ class Story:
 
     # the operator's side ------------------------------------------------------------------
 
-    async def call(self, http: aiohttp.ClientSession, method: str, path: str,
-                   body: Any = None) -> Any:
+    async def call(
+        self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None
+    ) -> Any:
         async with http.request(method, f"{self.api}{path}", json=body) as resp:
             answer = await resp.json()
             if resp.status >= 400:
@@ -158,28 +163,46 @@ class Story:
             if old["name"].startswith(PREFIX):
                 await self.call(http, "DELETE", f"/v1/partners/{old['id']}")
         for partner in self.partners.values():
-            created = await self.call(http, "POST", "/v1/partners", {
-                "name": PREFIX + partner.name, "url": partner.url,
-                "events": partner.events, **partner.extra})
+            created = await self.call(
+                http,
+                "POST",
+                "/v1/partners",
+                {
+                    "name": PREFIX + partner.name,
+                    "url": partner.url,
+                    "events": partner.events,
+                    **partner.extra,
+                },
+            )
             partner.secret, partner.id = created["secret"], created["id"]
             limits = f", at most {partner.extra['rate_limit']}" if partner.extra else ""
-            say(f"registered {partner.name} ({created['id']}) for "
-                f"{', '.join(partner.events)}{limits}")
-        say("reviews takes at most 5 a second: when orders come faster, notifier paces its "
+            say(
+                f"registered {partner.name} ({created['id']}) for "
+                f"{', '.join(partner.events)}{limits}"
+            )
+        say(
+            "reviews takes at most 5 a second: when orders come faster, notifier paces its "
             "deliveries\nanalytics is flaky: it answers 500 to the first try of every third "
-            f"order, and refuses order {1000 + STUBBORN} until it is fixed")
+            f"order, and refuses order {1000 + STUBBORN} until it is fixed"
+        )
 
     async def publish(self, http: aiohttp.ClientSession) -> None:
         kinds = ["order.created", "order.paid", "order.delivered"]
-        say(f"\npublishing {self.count} order events over POST /v1/events "
-            f"(shipping gets all, reviews only created and delivered, analytics everything)\n")
+        say(
+            f"\npublishing {self.count} order events over POST /v1/events "
+            f"(shipping gets all, reviews only created and delivered, analytics everything)\n"
+        )
         for n in range(1, self.count + 1):
             kind = kinds[n % 3]
             message_id = f"ord-{1000 + n}-{kind[6:]}"
             if n == STUBBORN:
                 self.stubborn = message_id
-            await self.call(http, "POST", "/v1/events", {
-                "type": kind, "id": message_id, "data": {"order_id": 1000 + n, "n": n}})
+            await self.call(
+                http,
+                "POST",
+                "/v1/events",
+                {"type": kind, "id": message_id, "data": {"order_id": 1000 + n, "n": n}},
+            )
             for partner in self.partners.values():
                 self.expected[partner.name] += partner.wants(kind)
             await asyncio.sleep(1 / self.rate)  # the publishers' own pace
@@ -193,8 +216,11 @@ class Story:
 
     async def recover(self, http: aiohttp.ClientSession) -> None:
         analytics = self.partners["analytics"]
-        await self.wait("the stubborn order to be dead-lettered",
-                        lambda: analytics.received[self.stubborn] >= 3, 40)
+        await self.wait(
+            "the stubborn order to be dead-lettered",
+            lambda: analytics.received[self.stubborn] >= 3,
+            40,
+        )
 
         async def dead() -> list[Any]:
             page = await self.call(http, "GET", f"/v1/dead-letters?partner={analytics.id}")
@@ -209,16 +235,22 @@ class Story:
         if not letters:
             raise RuntimeError("the stubborn order never reached the dead letters")
         letter = letters[0]
-        say(f"\n{self.stubborn} to analytics: {letter['reason']}: dead-lettered "
-            f"({letter['id']}), kept with its {len(letter['attempts'])} attempts", "31;1")
-        say("analytics is fixed; replaying its dead letter with "
-            f"POST /v1/dead-letters/replay {{\"ids\": [\"{self.stubborn}\"]}}", "33;1")
+        say(
+            f"\n{self.stubborn} to analytics: {letter['reason']}: dead-lettered "
+            f"({letter['id']}), kept with its {len(letter['attempts'])} attempts",
+            "31;1",
+        )
+        say(
+            "analytics is fixed; replaying its dead letter with "
+            f'POST /v1/dead-letters/replay {{"ids": ["{self.stubborn}"]}}',
+            "33;1",
+        )
         analytics.fixed = True
-        answer = await self.call(http, "POST", "/v1/dead-letters/replay",
-                                 {"ids": [self.stubborn]})
+        answer = await self.call(http, "POST", "/v1/dead-letters/replay", {"ids": [self.stubborn]})
         self.replayed = answer["replayed"]
-        await self.wait("the replayed order to arrive",
-                        lambda: self.stubborn in analytics.delivered, 20)
+        await self.wait(
+            "the replayed order to arrive", lambda: self.stubborn in analytics.delivered, 20
+        )
         say(f"{self.stubborn} reached analytics after the replay, same webhook-id\n", "32;1")
 
     # the whole story ----------------------------------------------------------------------
@@ -227,26 +259,36 @@ class Story:
         say("\nsummary" + ("" if finished else " (interrupted)"))
         for partner in self.partners.values():
             retried = sum(1 for count in partner.received.values() if count > 1)
-            print(f"  {partner.name:<9} received {len(partner.delivered)} of "
-                  f"{self.expected[partner.name]} expected, {partner.refused} answered 500, "
-                  f"{retried} messages retried, {partner.bad_signatures} bad signatures",
-                  flush=True)
+            print(
+                f"  {partner.name:<9} received {len(partner.delivered)} of "
+                f"{self.expected[partner.name]} expected, {partner.refused} answered 500, "
+                f"{retried} messages retried, {partner.bad_signatures} bad signatures",
+                flush=True,
+            )
             if partner.extra and len(partner.arrivals) > 1:
-                most = max(sum(1 for t in partner.arrivals if start <= t < start + 1)
-                           for start in partner.arrivals)
-                print(f"  {'':<9} limited to {partner.extra['rate_limit']}: at most {most} "
-                      "arrived in any second", flush=True)
+                most = max(
+                    sum(1 for t in partner.arrivals if start <= t < start + 1)
+                    for start in partner.arrivals
+                )
+                print(
+                    f"  {'':<9} limited to {partner.extra['rate_limit']}: at most {most} "
+                    "arrived in any second",
+                    flush=True,
+                )
         print(f"  dead letters replayed: {self.replayed}", flush=True)
         if self.api:
-            print(f"\nlook at:\n  admin API   {self.api}  (token: NOTIFIER_ADMIN_TOKEN below)\n"
-                  f"  metrics     {self.metrics}/metrics    health {self.metrics}/healthz\n"
-                  f"  a message   curl -H 'Authorization: Bearer $NOTIFIER_ADMIN_TOKEN' "
-                  f"{self.api}/v1/messages/{self.stubborn or 'ord-1001-paid'}\n"
-                  f"  try         export REDIS_URL={self.redis_url} "
-                  f"NOTIFIER_ADMIN_TOKEN={self.token}\n"
-                  f"              .venv/bin/notifier partners list; "
-                  f".venv/bin/notifier top --once\n"
-                  f"  notifier's log: {self.work / 'notifier.log'}", flush=True)
+            print(
+                f"\nlook at:\n  admin API   {self.api}  (token: NOTIFIER_ADMIN_TOKEN below)\n"
+                f"  metrics     {self.metrics}/metrics    health {self.metrics}/healthz\n"
+                f"  a message   curl -H 'Authorization: Bearer $NOTIFIER_ADMIN_TOKEN' "
+                f"{self.api}/v1/messages/{self.stubborn or 'ord-1001-paid'}\n"
+                f"  try         export REDIS_URL={self.redis_url} "
+                f"NOTIFIER_ADMIN_TOKEN={self.token}\n"
+                f"              .venv/bin/notifier partners list; "
+                f".venv/bin/notifier top --once\n"
+                f"  notifier's log: {self.work / 'notifier.log'}",
+                flush=True,
+            )
 
     def complete(self) -> bool:
         return all(len(p.delivered) >= self.expected[p.name] for p in self.partners.values())
@@ -263,20 +305,32 @@ async def main(args: argparse.Namespace) -> int:
     api_port, metrics_port = free_port(), free_port()
     story.api = f"http://127.0.0.1:{api_port}"
     story.metrics = f"http://127.0.0.1:{metrics_port}"
-    env = {**os.environ, "REDIS_URL": story.redis_url, "NOTIFIER_ADMIN_TOKEN": story.token,
-           "NOTIFIER_API_ADDR": f"127.0.0.1:{api_port}",
-           "NOTIFIER_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
-           "NOTIFIER_ALLOW_HTTP": "1", "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8",
-           "NOTIFIER_RETRY_SCHEDULE": "300ms,600ms", "NOTIFIER_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "REDIS_URL": story.redis_url,
+        "NOTIFIER_ADMIN_TOKEN": story.token,
+        "NOTIFIER_API_ADDR": f"127.0.0.1:{api_port}",
+        "NOTIFIER_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+        "NOTIFIER_ALLOW_HTTP": "1",
+        "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "NOTIFIER_RETRY_SCHEDULE": "300ms,600ms",
+        "NOTIFIER_LOG_LEVEL": "warning",
+    }
     say(f"notifier demo: redis {story.redis_url}, admin API {story.api}")
     log = (story.work / "notifier.log").open("wb")
-    notifier = subprocess.Popen([sys.executable, "-m", "notifier", "run"], env=env,
-                                stdout=log, stderr=log, start_new_session=True)
+    notifier = subprocess.Popen(
+        [sys.executable, "-m", "notifier", "run"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     runners = await story.serve_partners()
     finished = False
     try:
         async with aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {story.token}"}) as http:
+            headers={"Authorization": f"Bearer {story.token}"}
+        ) as http:
             for _ in range(200):
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(f"{story.api}/healthz") as resp:
@@ -292,8 +346,11 @@ async def main(args: argparse.Namespace) -> int:
             finished = True
             if args.stay:
                 story.summary(finished)
-                say("\nnotifier keeps running so you can look around (the URLs above); "
-                    "Ctrl-C stops it", "1")
+                say(
+                    "\nnotifier keeps running so you can look around (the URLs above); "
+                    "Ctrl-C stops it",
+                    "1",
+                )
                 await asyncio.Event().wait()  # until Ctrl-C
     except RuntimeError as exc:
         say(f"\ndemo: {exc}", "31;1")
@@ -314,14 +371,17 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def run() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=24, help="order events to publish (>= 8)")
     parser.add_argument("--rate", type=float, default=8.0, help="events per second")
-    parser.add_argument("--stay", action=argparse.BooleanOptionalAction,
-                        default=sys.stdout.isatty(),
-                        help="keep notifier running after the story, until Ctrl-C (the "
-                        "default on a terminal)")
+    parser.add_argument(
+        "--stay",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stdout.isatty(),
+        help="keep notifier running after the story, until Ctrl-C (the default on a terminal)",
+    )
     args = parser.parse_args()
     if args.events < STUBBORN + 1:
         parser.error(f"--events must be at least {STUBBORN + 1}")

@@ -65,43 +65,74 @@ def figures_list(text: str) -> set[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="CI-sized: a few thousand deliveries, short phases, one round "
-                             "(about a minute and a half)")
-    parser.add_argument("--only", type=figures_list, metavar="N,N",
-                        help="only the scenarios of these figures, e.g. 1,4 (3 is measured "
-                             "by scenario 1, so 1 and 3 run together)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures "
-                        "as JSON to FILE")
-    parser.add_argument("--markdown", action="store_true",
-                        help="print the table as markdown (the README's)")
-    parser.add_argument("--rounds", type=int, metavar="N",
-                        help="side-by-side rounds of scenarios 1, 4, 6 and 7 (default 3, "
-                             "quick 1)")
-    parser.add_argument("--events", type=int, metavar="N",
-                        help="events of scenarios 1 and 6 (default 20,000, quick 3,000)")
-    parser.add_argument("--partners", type=int, metavar="N",
-                        help="partners of scenarios 1, 2 and 6 (default 50)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="longest any one wait may take before its figures are TIMEOUT "
-                             "(default 60, quick 30)")
-    parser.add_argument("--aof", choices=("no", "everysec", "always"), default="no",
-                        help="Redis persistence: none (default, as notifier's own cost is "
-                             "measured) or AOF with this appendfsync")
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI-sized: a few thousand deliveries, short phases, one round "
+        "(about a minute and a half)",
+    )
+    parser.add_argument(
+        "--only",
+        type=figures_list,
+        metavar="N,N",
+        help="only the scenarios of these figures, e.g. 1,4 (3 is measured "
+        "by scenario 1, so 1 and 3 run together)",
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the figures as JSON to FILE"
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the table as markdown (the README's)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="side-by-side rounds of scenarios 1, 4, 6 and 7 (default 3, quick 1)",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        metavar="N",
+        help="events of scenarios 1 and 6 (default 20,000, quick 3,000)",
+    )
+    parser.add_argument(
+        "--partners", type=int, metavar="N", help="partners of scenarios 1, 2 and 6 (default 50)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="longest any one wait may take before its figures are TIMEOUT (default 60, quick 30)",
+    )
+    parser.add_argument(
+        "--aof",
+        choices=("no", "everysec", "always"),
+        default="no",
+        help="Redis persistence: none (default, as notifier's own cost is "
+        "measured) or AOF with this appendfsync",
+    )
     return parser.parse_args(argv)
 
 
 def sizes_of(args: argparse.Namespace) -> Sizes:
     sizes = QUICK if args.quick else Sizes()
-    given = {name: getattr(args, name) for name in ("rounds", "events", "partners", "timeout")
-             if getattr(args, name) is not None}
+    given = {
+        name: getattr(args, name)
+        for name in ("rounds", "events", "partners", "timeout")
+        if getattr(args, name) is not None
+    }
     return dataclasses.replace(sizes, **given)
 
 
-async def run_scenario(bench: Bench, module: ModuleType, results: Results,
-                       failures: list[str]) -> None:
+async def run_scenario(
+    bench: Bench, module: ModuleType, results: Results, failures: list[str]
+) -> None:
     """Run one scenario; if it stops, its figures not measured yet say why, and the run goes
     on with the next."""
     name = module.__name__.rsplit(".", 1)[1]
@@ -125,8 +156,12 @@ def text_table(results: Results) -> list[str]:
 
     def line(cells: tuple[str, ...]) -> str:
         left, value, *rest = cells
-        out = [left.ljust(width[0]), value.rjust(width[1]),
-               *(c.ljust(w) for c, w in zip(rest[:-1], width[2:], strict=True)), rest[-1]]
+        out = [
+            left.ljust(width[0]),
+            value.rjust(width[1]),
+            *(c.ljust(w) for c, w in zip(rest[:-1], width[2:], strict=True)),
+            rest[-1],
+        ]
         return "  ".join(out).rstrip()
 
     lines = [line(COLUMNS)]
@@ -192,14 +227,20 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - started
     if any(f.status == "FAILED" for f in results.figures):
         status = status or 1
-    header = [f"notifier benchmarks, {date}, took {seconds // 60:.0f} min {seconds % 60:.0f} s"
-              f"{' (--quick)' if args.quick else ''}",
-              f"machine: {machine_line()}",
-              f"code: {code}" + ("" if code_version() == code else
-                                 f" (WARNING: changed during the run, now {code_version()})"),
-              f"redis: the bench's own redis-server, appendonly "
-              f"{'no' if args.aof == 'no' else 'yes, appendfsync ' + args.aof}; CPU figures "
-              "are /proc's unless said; 'others' is the rest of the machine meanwhile"]
+    header = [
+        f"notifier benchmarks, {date}, took {seconds // 60:.0f} min {seconds % 60:.0f} s"
+        f"{' (--quick)' if args.quick else ''}",
+        f"machine: {machine_line()}",
+        f"code: {code}"
+        + (
+            ""
+            if code_version() == code
+            else f" (WARNING: changed during the run, now {code_version()})"
+        ),
+        f"redis: the bench's own redis-server, appendonly "
+        f"{'no' if args.aof == 'no' else 'yes, appendfsync ' + args.aof}; CPU figures "
+        "are /proc's unless said; 'others' is the rest of the machine meanwhile",
+    ]
     if args.markdown:
         print("\n".join([*(h + "  " for h in header), "", *markdown_table(results)]))
     else:
@@ -207,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     for failure in failures:
         print(f"\n{failure}")
     if args.json:
-        args.json.write_text(json.dumps(as_json(results, sizes, args, date, seconds, code,
-                                                failures), indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(as_json(results, sizes, args, date, seconds, code, failures), indent=2)
+            + "\n"
+        )
     if failures:
         print(f"\nlogs of every process kept in {bench.tmp}", file=sys.stderr)
     else:
@@ -216,16 +259,39 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def as_json(results: Results, sizes: Sizes, args: argparse.Namespace, date: str,
-            seconds: float, code: str, failures: list[str]) -> dict[str, Any]:
+def as_json(
+    results: Results,
+    sizes: Sizes,
+    args: argparse.Namespace,
+    date: str,
+    seconds: float,
+    code: str,
+    failures: list[str],
+) -> dict[str, Any]:
     return {
-        "date": date, "seconds": round(seconds, 1), "machine": machine_line(), "code": code,
-        "quick": args.quick, "redis_aof": args.aof, "sizes": dataclasses.asdict(sizes),
-        "headings": results.headings, "failures": failures,
-        "figures": [{"key": f.key, "section": f.section, "label": f.label.strip(),
-                     "value": f.value, "unit": f.unit, "goal": str(f.goal) if f.goal else None,
-                     "met": f.met, "status": f.status, "detail": f.detail}
-                    for f in results.in_order()],
+        "date": date,
+        "seconds": round(seconds, 1),
+        "machine": machine_line(),
+        "code": code,
+        "quick": args.quick,
+        "redis_aof": args.aof,
+        "sizes": dataclasses.asdict(sizes),
+        "headings": results.headings,
+        "failures": failures,
+        "figures": [
+            {
+                "key": f.key,
+                "section": f.section,
+                "label": f.label.strip(),
+                "value": f.value,
+                "unit": f.unit,
+                "goal": str(f.goal) if f.goal else None,
+                "met": f.met,
+                "status": f.status,
+                "detail": f.detail,
+            }
+            for f in results.in_order()
+        ],
     }
 
 

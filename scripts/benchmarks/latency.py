@@ -34,8 +34,10 @@ SHARE = 0.8
 
 async def run(bench: Bench, results: Results) -> None:
     s = bench.sizes
-    results.headings[2] = (f"Latency, XADD to arrival at the partner: notifier run, "
-                           f"{s.partners} partners, each event to one partner")
+    results.headings[2] = (
+        f"Latency, XADD to arrival at the partner: notifier run, "
+        f"{s.partners} partners, each event to one partner"
+    )
     full = results.value("1b")
     source = "1b"
     if full is None:
@@ -51,22 +53,29 @@ async def run(bench: Bench, results: Results) -> None:
     await bench.settle()
     first = len(types)
     for key, rate, seconds, note in (
-            ("2a", s.latency_rate, s.latency_seconds, ""),
-            ("2b", SHARE * full, s.high_seconds,
-             f"80 % of {number(full)} deliveries/s ({source})")):
+        ("2a", s.latency_rate, s.latency_seconds, ""),
+        ("2b", SHARE * full, s.high_seconds, f"80 % of {number(full)} deliveries/s ({source})"),
+    ):
         progress(f"{key} latency at {rate:,.0f} events/s for {seconds:g} s")
         await bench.endpoints.reset()
-        meter = CpuMeter({"run": proc.pid, "redis": bench.redis_pid,
-                          "endpoints": bench.endpoint_pid})
+        meter = CpuMeter(
+            {"run": proc.pid, "redis": bench.redis_pid, "endpoints": bench.endpoint_pid}
+        )
         sent = await bench.publish_paced(types, rate, seconds, first)
         cpu = meter.read()
         await bench.wait_delivered(expected(names, sent, first), "the paced deliveries")
         first += sent
         found = [1000 * x for x in await bench.endpoints.latencies(names)]
-        detail = "; ".join(n for n in (
-            f"{len(found):,} events at {sent / seconds:,.0f}/s", note,
-            f"max {number(max(found))} ms",
-            f"run's CPU per delivery {cpu.seconds['run'] / sent * 1e6:,.0f} us",
-            "CPU " + cpu_text(cpu, ["run", "redis", "endpoints", "bench"])) if n)
+        detail = "; ".join(
+            n
+            for n in (
+                f"{len(found):,} events at {sent / seconds:,.0f}/s",
+                note,
+                f"max {number(max(found))} ms",
+                f"run's CPU per delivery {cpu.seconds['run'] / sent * 1e6:,.0f} us",
+                "CPU " + cpu_text(cpu, ["run", "redis", "endpoints", "bench"]),
+            )
+            if n
+        )
         results.put(f"{key}.p50", percentile(found, 50), detail)
         results.put(f"{key}.p99", percentile(found, 99), detail)

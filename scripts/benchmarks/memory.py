@@ -40,9 +40,11 @@ FIGURES = [
 
 async def run(bench: Bench, results: Results) -> None:
     s = bench.sizes
-    results.headings[8] = (f"Redis memory: {s.memory_events:,} events backlogged for "
-                           f"{s.memory_partners} partners, each event to one; one "
-                           f"{s.big_bytes // 1024} KiB event to {s.big_partners} partners")
+    results.headings[8] = (
+        f"Redis memory: {s.memory_events:,} events backlogged for "
+        f"{s.memory_partners} partners, each event to one; one "
+        f"{s.big_bytes // 1024} KiB event to {s.big_partners} partners"
+    )
     await backlog(bench, results)
     await fan_out(bench, results)
 
@@ -68,29 +70,39 @@ async def backlog(bench: Bench, results: Results) -> None:
     backlogged = expected(names, s.memory_events, first=warm)
     await bench.wait_routed({partners[n]: count for n, count in backlogged.items()})
     held = await used_memory(bench.redis) - base
-    results.put("8a", held / s.memory_events, f"{held / MIB:,.1f} MiB for "
-                f"{s.memory_events:,} messages, each event's data {len(DATA % (0, 0.0))} bytes")
+    results.put(
+        "8a",
+        held / s.memory_events,
+        f"{held / MIB:,.1f} MiB for "
+        f"{s.memory_events:,} messages, each event's data {len(DATA % (0, 0.0))} bytes",
+    )
 
     progress(f"8b delivering the {s.memory_events:,} messages")
     deliver = bench.notifier("deliver")
-    await bench.wait_delivered({n: expected(names, warm)[n] + backlogged[n] for n in names},
-                               "the backlog's deliveries")
+    await bench.wait_delivered(
+        {n: expected(names, warm)[n] + backlogged[n] for n in names}, "the backlog's deliveries"
+    )
     await empty(bench, partners)
     bench.stop(deliver)
     left = await used_memory(bench.redis) - base
-    results.put("8b", left / s.memory_events, f"{left / 1024:,.0f} KiB in all, the delivery "
-                "process stopped as before the backlog")
+    results.put(
+        "8b",
+        left / s.memory_events,
+        f"{left / 1024:,.0f} KiB in all, the delivery process stopped as before the backlog",
+    )
 
 
 async def empty(bench: Bench, partners: dict[str, str]) -> None:
     """Wait until every partner stream is empty: delivered messages are settled (acknowledged
     and deleted) just after they arrive."""
+
     async def settled() -> bool:
         bench.check_alive()
         async with bench.redis.pipeline(transaction=False) as pipe:
             for pid in partners.values():
                 pipe.xlen(keys.stream(pid))
             return not any(await pipe.execute())
+
     await bench.until(settled, "the delivered messages to be settled")
 
 
@@ -109,6 +121,8 @@ async def fan_out(bench: Bench, results: Results) -> None:
     await bench.redis.xadd(INGRESS, {"type": "big.event", "data": data})
     await bench.wait_routed(dict.fromkeys(ids, 2))
     grown = await used_memory(bench.redis) - base
-    results.put("8c", grown / s.big_partners,
-                f"the event's data is {len(data):,} bytes: "
-                f"{grown / len(data):.1f} copies' worth in all")
+    results.put(
+        "8c",
+        grown / s.big_partners,
+        f"the event's data is {len(data):,} bytes: {grown / len(data):.1f} copies' worth in all",
+    )

@@ -32,8 +32,10 @@ FEW, MANY = 1, 2
 
 async def run(bench: Bench, results: Results) -> None:
     s = bench.sizes
-    results.headings[4] = (f"Routing with many registered: notifier run, {s.receiving} "
-                           f"partners receiving {s.routing_events:,} events")
+    results.headings[4] = (
+        f"Routing with many registered: notifier run, {s.receiving} "
+        f"partners receiving {s.routing_events:,} events"
+    )
     await bench.fresh()
     names = list(await bench.partners(s.receiving, db=FEW))
     await bench.partners(s.receiving, db=MANY)
@@ -47,10 +49,11 @@ async def run(bench: Bench, results: Results) -> None:
             progress(f"4{'ab'[db - 1]} notifier run, round {round_}/{s.rounds}")
             await bench.fresh(flush=False)
             proc = bench.notifier("run", db=db)
-            runs.append(await throughput_run(bench, names, {"run": proc}, s.routing_events,
-                                             db=db))
-        put_median(results, "4a", [r.rate for r in few],
-                   "CPU " + cpu_text(few[-1].cpu, ["run", "redis"]))
-        put_median(results, "4b", [r.rate for r in many],
-                   "CPU " + cpu_text(many[-1].cpu, ["run", "redis"]))
+            runs.append(await throughput_run(bench, names, {"run": proc}, s.routing_events, db=db))
+        put_median(
+            results, "4a", [r.rate for r in few], "CPU " + cpu_text(few[-1].cpu, ["run", "redis"])
+        )
+        put_median(
+            results, "4b", [r.rate for r in many], "CPU " + cpu_text(many[-1].cpu, ["run", "redis"])
+        )
         put_ratio(results, "4b/a", [r.rate for r in many], [r.rate for r in few])

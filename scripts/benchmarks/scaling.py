@@ -33,21 +33,30 @@ FIGURES = [
 
 async def run(bench: Bench, results: Results) -> None:
     s = bench.sizes
-    results.headings[6] = (f"Scaling: router + deliver --processes N, {s.partners} partners x "
-                           f"{s.events:,} events as in 1")
+    results.headings[6] = (
+        f"Scaling: router + deliver --processes N, {s.partners} partners x "
+        f"{s.events:,} events as in 1"
+    )
     one: list[Run] = []
     two: list[Run] = []
     for round_ in range(1, s.rounds + 1):
         for n, runs in ((1, one), (2, two)):
-            progress(f"6{'ab'[n - 1]} router + deliver --processes {n}, "
-                     f"round {round_}/{s.rounds}")
-            runs.append(await measure(bench, router=("router",),
-                                      deliver=("deliver", "--processes", str(n))))
+            progress(f"6{'ab'[n - 1]} router + deliver --processes {n}, round {round_}/{s.rounds}")
+            runs.append(
+                await measure(bench, router=("router",), deliver=("deliver", "--processes", str(n)))
+            )
         cpu = ["deliver", "router", "redis", "endpoints"]
         put_median(results, "6a", [r.rate for r in one], "CPU " + cpu_text(one[-1].cpu, cpu))
-        put_median(results, "6b", [r.rate for r in two], "CPU " + cpu_text(two[-1].cpu, cpu)
-                   + " (deliver: both workers and the supervisor)")
+        put_median(
+            results,
+            "6b",
+            [r.rate for r in two],
+            "CPU " + cpu_text(two[-1].cpu, cpu) + " (deliver: both workers and the supervisor)",
+        )
         put_ratio(results, "6b/a", [r.rate for r in two], [r.rate for r in one])
-        results.put("6rss.worker", max(r.rss["deliver workers"] for r in two) / MIB,
-                    "VmHWM, the most of the runs")
+        results.put(
+            "6rss.worker",
+            max(r.rss["deliver workers"] for r in two) / MIB,
+            "VmHWM, the most of the runs",
+        )
         results.put("6rss.supervisor", max(r.rss["deliver"] for r in two) / MIB)

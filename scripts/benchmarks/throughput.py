@@ -65,7 +65,8 @@ async def run(bench: Bench, results: Results) -> None:
     s = bench.sizes
     results.headings[1] = (
         f"Throughput: {s.partners} partners x {s.events:,} events, each event to one partner "
-        f"(evt.i -> partner i), max_in_flight {s.max_in_flight}, endpoints answer 200 at once")
+        f"(evt.i -> partner i), max_in_flight {s.max_in_flight}, endpoints answer 200 at once"
+    )
     results.headings[3] = "Redis per delivery, during 1a (router + 1 deliver)"
     pipeline: list[Run] = []
     bare: list[dict[str, Any]] = []
@@ -94,10 +95,22 @@ async def bare_run(bench: Bench) -> dict[str, Any]:
     await bench.fresh()
     names = [f"p{i}" for i in range(s.partners)]
     urls = await bench.endpoints.make(dict.fromkeys(names, "ok"))
-    proc = bench.spawn("bare client", [
-        sys.executable, "-m", "benchmarks.throughput", "bare", "--per-url",
-        str(s.events // s.partners), "--concurrency", str(s.max_in_flight),
-        *urls.values()], env=child_env(), stdout=subprocess.PIPE)
+    proc = bench.spawn(
+        "bare client",
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.throughput",
+            "bare",
+            "--per-url",
+            str(s.events // s.partners),
+            "--concurrency",
+            str(s.max_in_flight),
+            *urls.values(),
+        ],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+    )
     meter = CpuMeter({"bare": proc.pid, "endpoints": bench.endpoint_pid})
     started = time.monotonic()
     cpu = meter.read()
@@ -119,30 +132,56 @@ async def bare_run(bench: Bench) -> dict[str, Any]:
     return result
 
 
-def report(results: Results, pipeline: list[Run], bare: list[dict[str, Any]],
-           alone: list[Run]) -> None:
+def report(
+    results: Results, pipeline: list[Run], bare: list[dict[str, Any]], alone: list[Run]
+) -> None:
     """Put what the rounds so far measured (called after each round)."""
     last_a, last_b = pipeline[-1], alone[-1]
-    put_median(results, "1a", [r.rate for r in pipeline], duplicates(pipeline),
-               "CPU " + cpu_text(last_a.cpu, ["deliver", "router", "redis", "endpoints"]))
-    put_median(results, "1b", [r.rate for r in alone], duplicates(alone),
-               "CPU " + cpu_text(last_b.cpu, ["run", "redis", "endpoints"]))
+    put_median(
+        results,
+        "1a",
+        [r.rate for r in pipeline],
+        duplicates(pipeline),
+        "CPU " + cpu_text(last_a.cpu, ["deliver", "router", "redis", "endpoints"]),
+    )
+    put_median(
+        results,
+        "1b",
+        [r.rate for r in alone],
+        duplicates(alone),
+        "CPU " + cpu_text(last_b.cpu, ["run", "redis", "endpoints"]),
+    )
     errors = sum(r["errors"] for r in bare)
-    put_median(results, "1c", [r["rate"] for r in bare],
-               f"{errors} errors" if errors else "", "CPU " + bare[-1]["cpu"])
+    put_median(
+        results,
+        "1c",
+        [r["rate"] for r in bare],
+        f"{errors} errors" if errors else "",
+        "CPU " + bare[-1]["cpu"],
+    )
     put_median(results, "1cpu.deliver", [r.us_per_delivery("deliver") for r in pipeline])
     put_median(results, "1cpu.router", [r.us_per_delivery("router") for r in pipeline])
     put_median(results, "1cpu.run", [r.us_per_delivery("run") for r in alone])
     put_median(results, "1cpu.bare", [r["cpu_seconds"] / r["sent"] * 1e6 for r in bare])
     # CPU time per delivery is what the load of other work on the machine moves least
     bare_us = results.get("1cpu.bare").value or 0.0
-    for key, runs, us, who in (("1a/c", pipeline, "1cpu.deliver", "1a's deliver"),
-                               ("1b/c", alone, "1cpu.run", "1b's run")):
-        put_ratio(results, key, [r.rate for r in runs], [r["rate"] for r in bare],
-                  f"by CPU time instead: 1c's per request / {who} per delivery = "
-                  f"{bare_us / (results.get(us).value or 1.0):.2f}")
-    for key, runs, name in (("1rss.router", pipeline, "router"),
-                            ("1rss.deliver", pipeline, "deliver"), ("1rss.run", alone, "run")):
+    for key, runs, us, who in (
+        ("1a/c", pipeline, "1cpu.deliver", "1a's deliver"),
+        ("1b/c", alone, "1cpu.run", "1b's run"),
+    ):
+        put_ratio(
+            results,
+            key,
+            [r.rate for r in runs],
+            [r["rate"] for r in bare],
+            f"by CPU time instead: 1c's per request / {who} per delivery = "
+            f"{bare_us / (results.get(us).value or 1.0):.2f}",
+        )
+    for key, runs, name in (
+        ("1rss.router", pipeline, "router"),
+        ("1rss.deliver", pipeline, "deliver"),
+        ("1rss.run", alone, "run"),
+    ):
         results.put(key, max(r.rss[name] for r in runs) / MIB, "VmHWM, the most of the runs")
     report_redis(results, pipeline)
 
@@ -163,19 +202,33 @@ def report_redis(results: Results, runs: list[Run]) -> None:
                 usec[name] = usec.get(name, 0.0) + us
     # one producer XADD per delivery here, at about the average XADD's cost
     producer = usec["xadd"] / calls["xadd"] if calls.get("xadd") else 0.0
-    put_median(results, "3a", [r.redis_cpu / r.deliveries * 1e6 for r in runs],
-               f"includes the producer's XADD, about {producer:.1f} us")
+    put_median(
+        results,
+        "3a",
+        [r.redis_cpu / r.deliveries * 1e6 for r in runs],
+        f"includes the producer's XADD, about {producer:.1f} us",
+    )
     scripts = calls.get("evalsha", 0) + calls.get("eval", 0)
-    results.put("3b", sum(calls.values()) / deliveries,
-                f"of which {scripts / deliveries:.2f} script calls; commands inside scripts "
-                "count too")
+    results.put(
+        "3b",
+        sum(calls.values()) / deliveries,
+        f"of which {scripts / deliveries:.2f} script calls; commands inside scripts count too",
+    )
     for figure in [f for f in results.figures if f.key.startswith("3b.")]:
         results.figures.remove(figure)
     for name in sorted(usec, key=lambda n: -usec[n])[:TOP]:
         note = " (whole scripts, incl. the commands they run)" if name == "evalsha" else ""
-        results.add_after("3b", Figure(f"3b.{name}", 3, f"  {name.upper()}", "us/delivery",
-                                       value=usec[name] / deliveries,
-                                       detail=f"{calls[name] / deliveries:.2f} calls{note}"))
+        results.add_after(
+            "3b",
+            Figure(
+                f"3b.{name}",
+                3,
+                f"  {name.upper()}",
+                "us/delivery",
+                value=usec[name] / deliveries,
+                detail=f"{calls[name] / deliveries:.2f} calls{note}",
+            ),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,10 +238,14 @@ def report_redis(results: Results, runs: list[Run]) -> None:
 def body(index: int) -> tuple[bytes, dict[str, str]]:
     """A body and headers shaped and sized like notifier's (the signature is not real)."""
     data = DATA % (index, time.time())
-    payload = ('{"type":"evt.0","timestamp":"2026-11-24T12:00:00.000Z","data":' + data + "}")
-    headers = {"content-type": "application/json", "user-agent": "notifier/0.1.0",
-               "webhook-id": f"msg_1764000000000-{index}", "webhook-timestamp": "1764000000",
-               "webhook-signature": "v1," + "A" * 43 + "="}
+    payload = '{"type":"evt.0","timestamp":"2026-11-24T12:00:00.000Z","data":' + data + "}"
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "notifier/0.1.0",
+        "webhook-id": f"msg_1764000000000-{index}",
+        "webhook-timestamp": "1764000000",
+        "webhook-signature": "v1," + "A" * 43 + "=",
+    }
     return payload.encode(), headers
 
 
@@ -202,15 +259,19 @@ async def bare_client(urls: list[str], per_url: int, concurrency: int) -> dict[s
     errors = 0
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=10),
-            skip_auto_headers=("User-Agent", "Accept-Encoding"), auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar()) as session:
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=10),
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    ) as session:
 
         async def post(url: str) -> None:
             nonlocal errors
             try:
-                async with session.post(url, data=payload, headers=headers,
-                                        allow_redirects=False) as resp:
+                async with session.post(
+                    url, data=payload, headers=headers, allow_redirects=False
+                ) as resp:
                     await resp.read()
                     errors += resp.status != 200
             except (aiohttp.ClientError, TimeoutError):
@@ -226,8 +287,13 @@ async def bare_client(urls: list[str], per_url: int, concurrency: int) -> dict[s
         started, cpu = time.time(), time.process_time()
         await asyncio.gather(*(worker(u) for u in urls for _ in range(concurrency)))
         ended, cpu = time.time(), time.process_time() - cpu
-    return {"started": started, "ended": ended, "sent": per_url * len(urls), "errors": errors,
-            "cpu_seconds": cpu}
+    return {
+        "started": started,
+        "ended": ended,
+        "sent": per_url * len(urls),
+        "errors": errors,
+        "cpu_seconds": cpu,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -243,4 +309,3 @@ if __name__ == "__main__":
     if sys.argv[1:2] != ["bare"]:
         sys.exit("usage: python -m benchmarks.throughput bare --per-url N --concurrency N URL...")
     main(sys.argv[2:])
-

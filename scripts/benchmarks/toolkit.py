@@ -54,10 +54,12 @@ INGRESS = "notifier:events"
 HANG_SECONDS = 10.0
 PUBLISH_BATCH = 500
 #: A realistic order event, about 300 bytes of JSON; `sent_at` is time.time() at its XADD.
-DATA = ('{"order_id": %d, "customer": {"id": "cus_7Hq2LmX9", "email": "jane@example.com"}, '
-        '"total": 129.95, "currency": "EUR", "items": [{"sku": "SKU-10442", "qty": 2, '
-        '"price": 39.99}, {"sku": "SKU-20918", "qty": 1, "price": 49.97}], '
-        '"shipping": {"method": "express", "country": "DE"}, "sent_at": %.6f}')
+DATA = (
+    '{"order_id": %d, "customer": {"id": "cus_7Hq2LmX9", "email": "jane@example.com"}, '
+    '"total": 129.95, "currency": "EUR", "items": [{"sku": "SKU-10442", "qty": 2, '
+    '"price": 39.99}, {"sku": "SKU-20918", "qty": 1, "price": 49.97}], '
+    '"shipping": {"method": "express", "country": "DE"}, "sent_at": %.6f}'
+)
 MIB = 1024 * 1024
 
 
@@ -69,8 +71,7 @@ class WaitTimeout(BenchError):
     """A wait ran past --timeout: the scenario's figures not measured yet are TIMEOUT."""
 
     def __init__(self, what: str, got: int, want: int, seconds: float) -> None:
-        super().__init__(f"timed out after {seconds:g} s waiting for {what}: "
-                         f"{got:,}/{want:,}")
+        super().__init__(f"timed out after {seconds:g} s waiting for {what}: {got:,}/{want:,}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,8 +86,12 @@ class Goal:
     bound: float
 
     def met(self, value: float) -> bool:
-        return {">=": value >= self.bound, "<=": value <= self.bound, "<": value < self.bound,
-                "~": abs(value) < self.bound}[self.op]
+        return {
+            ">=": value >= self.bound,
+            "<=": value <= self.bound,
+            "<": value < self.bound,
+            "~": abs(value) < self.bound,
+        }[self.op]
 
     def __str__(self) -> str:
         if self.op == "~":
@@ -179,18 +184,19 @@ def spread(values: Sequence[float], what: str = "runs") -> str:
     """`median of 3 runs: 2,910-3,105`, or nothing for one value."""
     if len(values) < 2:
         return ""
-    return (f"median of {len(values)} {what}: "
-            f"{number(min(values))}-{number(max(values))}")
+    return f"median of {len(values)} {what}: {number(min(values))}-{number(max(values))}"
 
 
-def put_median(results: Results, key: str, values: Sequence[float], *notes: str,
-               what: str = "runs") -> None:
+def put_median(
+    results: Results, key: str, values: Sequence[float], *notes: str, what: str = "runs"
+) -> None:
     detail = "; ".join(n for n in (spread(values, what), *notes) if n)
     results.put(key, statistics.median(values), detail)
 
 
-def put_ratio(results: Results, key: str, tops: Sequence[float], bottoms: Sequence[float],
-              *notes: str) -> None:
+def put_ratio(
+    results: Results, key: str, tops: Sequence[float], bottoms: Sequence[float], *notes: str
+) -> None:
     """The median of the ratios of runs taken side by side (same round)."""
     ratios = [a / b for a, b in zip(tops, bottoms, strict=True) if b]
     if ratios:
@@ -238,9 +244,20 @@ class Sizes:
     timeout: float = 60.0
 
 
-QUICK = Sizes(events=3_000, rounds=1, latency_seconds=3.0, high_seconds=2.0,
-              routing_events=1_000, idle_seconds=3.0, healthy_events=500, backlog=1_000,
-              hang_backlog=100, window=3.0, memory_events=5_000, timeout=30.0)
+QUICK = Sizes(
+    events=3_000,
+    rounds=1,
+    latency_seconds=3.0,
+    high_seconds=2.0,
+    routing_events=1_000,
+    idle_seconds=3.0,
+    healthy_events=500,
+    backlog=1_000,
+    hang_backlog=100,
+    window=3.0,
+    memory_events=5_000,
+    timeout=30.0,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,15 +362,21 @@ async def redis_cpu(redis: Any) -> float:
 async def commandstats(redis: Any) -> dict[str, tuple[int, float]]:
     """Command name -> (calls, usec) so far; commands run inside scripts count too."""
     info = await redis.info("commandstats")
-    return {name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
-            for name, v in info.items()}
+    return {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
+        for name, v in info.items()
+    }
 
 
-def commands_between(before: dict[str, tuple[int, float]],
-                     after: dict[str, tuple[int, float]]) -> dict[str, tuple[int, float]]:
+def commands_between(
+    before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]]
+) -> dict[str, tuple[int, float]]:
     zero = (0, 0.0)
-    return {name: (calls - before.get(name, zero)[0], usec - before.get(name, zero)[1])
-            for name, (calls, usec) in after.items() if calls > before.get(name, zero)[0]}
+    return {
+        name: (calls - before.get(name, zero)[0], usec - before.get(name, zero)[1])
+        for name, (calls, usec) in after.items()
+        if calls > before.get(name, zero)[0]
+    }
 
 
 async def total_commands(redis: Any) -> int:
@@ -371,11 +394,13 @@ async def used_memory(redis: Any) -> int:
 
 async def _fail(request: Any, n: int) -> Any:
     from aiohttp import web
+
     return web.Response(status=500, text="outage")
 
 
 async def _hang(request: Any, n: int) -> Any:
     from aiohttp import web
+
     await asyncio.sleep(HANG_SECONDS)
     return web.Response(status=200)
 
@@ -392,8 +417,7 @@ def _sent_at(body: bytes) -> float | None:
     return float(sent) if isinstance(sent, int | float) else None
 
 
-def smoothed_rate(times: list[float], since: float, until: float,
-                  span: float) -> float | None:
+def smoothed_rate(times: list[float], since: float, until: float, span: float) -> float | None:
     """Arrivals per second over [since, until], robust to bursts.
 
     A rate-limited sender sends in bursts of up to its limit about once a window, so
@@ -407,8 +431,9 @@ def smoothed_rate(times: list[float], since: float, until: float,
     steps = 200
 
     def level(start: float) -> float:
-        return statistics.fmean(bisect.bisect_right(times, start + span * (k + 0.5) / steps)
-                                for k in range(steps))
+        return statistics.fmean(
+            bisect.bisect_right(times, start + span * (k + 0.5) / steps) for k in range(steps)
+        )
 
     return (level(until - span) - level(since)) / (until - span - since)
 
@@ -435,8 +460,13 @@ async def serve_endpoints(out: Path) -> None:
         return web.json_response({key: made[key][1].url for key in wanted})
 
     async def counts(request: web.Request) -> web.Response:
-        return web.json_response({key: [len(e.received), e.received[-1].at + offset]
-                                  for key, (_, e) in made.items() if e.received})
+        return web.json_response(
+            {
+                key: [len(e.received), e.received[-1].at + offset]
+                for key, (_, e) in made.items()
+                if e.received
+            }
+        )
 
     async def window(request: web.Request) -> web.Response:
         """Requests of `key` that arrived in [since, until], the most in any `span` s, and
@@ -445,14 +475,19 @@ async def serve_endpoints(out: Path) -> None:
         times = arrivals(query["key"])
         since, until = float(query["since"]), float(query["until"])
         span = float(query.get("span", "1"))
-        inside = times[bisect.bisect_left(times, since):bisect.bisect_right(times, until)]
+        inside = times[bisect.bisect_left(times, since) : bisect.bisect_right(times, until)]
         best = low = 0
         for high, at in enumerate(inside):
             while at - inside[low] >= span:
                 low += 1
             best = max(best, high - low + 1)
-        return web.json_response({"count": len(inside), "max_per_span": best,
-                                  "rate": smoothed_rate(times, since, until, span)})
+        return web.json_response(
+            {
+                "count": len(inside),
+                "max_per_span": best,
+                "rate": smoothed_rate(times, since, until, span),
+            }
+        )
 
     async def latencies(request: web.Request) -> web.Response:
         """Seconds from each event's publish (its `sent_at`) to its arrival."""
@@ -511,16 +546,18 @@ class Endpoints:
         async with self.http.get(f"{self.control}/counts") as resp:
             return {k: (int(v[0]), float(v[1])) for k, v in (await resp.json()).items()}
 
-    async def window(self, key: str, since: float, until: float,
-                     span: float = 1.0) -> dict[str, Any]:
+    async def window(
+        self, key: str, since: float, until: float, span: float = 1.0
+    ) -> dict[str, Any]:
         params = {"key": key, "since": repr(since), "until": repr(until), "span": repr(span)}
         async with self.http.get(f"{self.control}/window", params=params) as resp:
             result: dict[str, Any] = await resp.json()
             return result
 
     async def latencies(self, keys: Iterable[str]) -> list[float]:
-        async with self.http.get(f"{self.control}/latencies",
-                                 params={"keys": ",".join(keys)}) as resp:
+        async with self.http.get(
+            f"{self.control}/latencies", params={"keys": ",".join(keys)}
+        ) as resp:
             found: list[float] = await resp.json()
             return found
 
@@ -540,6 +577,7 @@ def die_with_parent() -> None:
     """preexec_fn: a child is killed if the bench dies without cleaning up (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
+
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
@@ -587,8 +625,10 @@ class Bench:
             await redis.config_set("appendfsync", self.aof)
         out = self.tmp / "endpoints.json"
         self.endpoint_proc = self.spawn(
-            "endpoints", [sys.executable, "-m", "benchmarks.toolkit", "endpoints", str(out)],
-            env=child_env())
+            "endpoints",
+            [sys.executable, "-m", "benchmarks.toolkit", "endpoints", str(out)],
+            env=child_env(),
+        )
         deadline = time.monotonic() + 30
         while not out.exists():
             self.check_alive()
@@ -628,29 +668,44 @@ class Bench:
 
     def env(self, db: int = 0) -> dict[str, str]:
         """The environment of a notifier process working on database `db`."""
-        return {**os.environ, "REDIS_URL": self.redis_url(db),
-                "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8", "NOTIFIER_ALLOW_HTTP": "1",
-                "NOTIFIER_ADMIN_TOKEN": "bench-admin-token", "NOTIFIER_LOG_LEVEL": "warning",
-                "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}", "PYTHONUNBUFFERED": "1",
-                # several processes of a role run side by side: no fixed metrics port each
-                "NOTIFIER_METRICS_ADDR": "none"}
+        return {
+            **os.environ,
+            "REDIS_URL": self.redis_url(db),
+            "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "NOTIFIER_ALLOW_HTTP": "1",
+            "NOTIFIER_ADMIN_TOKEN": "bench-admin-token",
+            "NOTIFIER_LOG_LEVEL": "warning",
+            "NOTIFIER_API_ADDR": f"127.0.0.1:{free_port()}",
+            "PYTHONUNBUFFERED": "1",
+            # several processes of a role run side by side: no fixed metrics port each
+            "NOTIFIER_METRICS_ADDR": "none",
+        }
 
     # processes
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              stdout: int = subprocess.DEVNULL) -> Proc:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        stdout: int = subprocess.DEVNULL,
+    ) -> Proc:
         log = self.tmp / f"{len(self.procs) + 1:02d}-{name.replace(' ', '-')}.log"
         with log.open("wb") as err:
-            popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=stdout, stderr=err,
-                                     preexec_fn=die_with_parent)
+            popen = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=stdout, stderr=err, preexec_fn=die_with_parent
+            )
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc
 
     def notifier(self, role: str, *args: str, db: int = 0) -> Proc:
         """`notifier <role> <args>` on database `db`, stopped by the next `fresh`."""
-        proc = self.spawn(" ".join((role, *args)),
-                          [sys.executable, "-m", "notifier", role, *args], env=self.env(db))
+        proc = self.spawn(
+            " ".join((role, *args)),
+            [sys.executable, "-m", "notifier", role, *args],
+            env=self.env(db),
+        )
         self.notifiers.append(proc)
         return proc
 
@@ -677,8 +732,7 @@ class Bench:
         """Raise BenchError with its log when a process of the measurement has exited."""
         for proc in [*self.notifiers, self.endpoint_proc]:
             if proc is not None and proc.popen.poll() is not None:
-                raise BenchError(f"{proc.name} exited with {proc.popen.returncode}:\n"
-                                 f"{proc.tail()}")
+                raise BenchError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
 
     async def fresh(self, grace: float = 3.0, flush: bool = True) -> None:
         """Before a measurement: no notifier process, zeroed endpoints, an empty Redis
@@ -703,13 +757,13 @@ class Bench:
 
     # partners and events
 
-    async def register(self, name: str, url: str, events: list[str], db: int = 0,
-                       **options: Any) -> str:
+    async def register(
+        self, name: str, url: str, events: list[str], db: int = 0, **options: Any
+    ) -> str:
         """Register a partner through notifier's Store; returns its id."""
         if db not in self._stores:
             self._stores[db] = Store(self.client(db), config.load(self.env(db)))
-        body = msgspec.convert({"name": name, "url": url, "events": events, **options},
-                               PartnerIn)
+        body = msgspec.convert({"name": name, "url": url, "events": events, **options}, PartnerIn)
         partner, _ = await self._stores[db].create(body)
         return partner.id
 
@@ -717,8 +771,12 @@ class Bench:
         """`count` partners subscribed to types nobody publishes (`idle.<i>`), all posting
         to `url`, registered 20 at a time."""
         for start in range(0, count, 20):
-            await asyncio.gather(*(self.register(f"idle{i}", url, [f"idle.{i}"], db)
-                                   for i in range(start, min(count, start + 20))))
+            await asyncio.gather(
+                *(
+                    self.register(f"idle{i}", url, [f"idle.{i}"], db)
+                    for i in range(start, min(count, start + 20))
+                )
+            )
 
     async def partners(self, count: int, db: int = 0) -> dict[str, str]:
         """`count` partners `p0`, `p1`, ..., partner i subscribed to `evt.i` only and
@@ -726,24 +784,28 @@ class Bench:
         at once; returns their names and ids."""
         names = [f"p{i}" for i in range(count)]
         urls = await self.endpoints.make(dict.fromkeys(names, "ok"))
-        return {name: await self.register(name, urls[name], [f"evt.{i}"], db,
-                                          max_in_flight=self.sizes.max_in_flight)
-                for i, name in enumerate(names)}
+        return {
+            name: await self.register(
+                name, urls[name], [f"evt.{i}"], db, max_in_flight=self.sizes.max_in_flight
+            )
+            for i, name in enumerate(names)
+        }
 
-    async def publish(self, types: Sequence[str], count: int, db: int = 0,
-                      first: int = 0) -> None:
+    async def publish(self, types: Sequence[str], count: int, db: int = 0, first: int = 0) -> None:
         """XADD `count` events to the ingress stream as a producer would, event i of type
         types[i % len(types)], in pipelines of PUBLISH_BATCH."""
         redis = self.client(db)
         for start in range(first, first + count, PUBLISH_BATCH):
             async with redis.pipeline(transaction=False) as pipe:
                 for i in range(start, min(first + count, start + PUBLISH_BATCH)):
-                    pipe.xadd(INGRESS, {"type": types[i % len(types)],
-                                        "data": DATA % (i, time.time())})
+                    pipe.xadd(
+                        INGRESS, {"type": types[i % len(types)], "data": DATA % (i, time.time())}
+                    )
                 await pipe.execute()
 
-    async def publish_paced(self, types: Sequence[str], rate: float, seconds: float,
-                            first: int = 0) -> int:
+    async def publish_paced(
+        self, types: Sequence[str], rate: float, seconds: float, first: int = 0
+    ) -> int:
         """Publish at `rate` events/s for `seconds`, each XADDed when due (not in bursts);
         returns how many."""
         redis = self.client()
@@ -754,8 +816,10 @@ class Bench:
             if due > 0:
                 async with redis.pipeline(transaction=False) as pipe:
                     for i in range(first + sent, first + sent + due):
-                        pipe.xadd(INGRESS, {"type": types[i % len(types)],
-                                            "data": DATA % (i, time.time())})
+                        pipe.xadd(
+                            INGRESS,
+                            {"type": types[i % len(types)], "data": DATA % (i, time.time())},
+                        )
                     await pipe.execute()
                 sent += due
             await asyncio.sleep(max(0.0, (sent + 1) / rate - (time.monotonic() - started)))
@@ -772,9 +836,12 @@ class Bench:
             got = await self.endpoints.counts()
             return all(got.get(k, (0, 0.0))[0] >= n for k, n in want.items())
 
-        await self.until(arrived, what, lambda: sum(min(got.get(k, (0, 0.0))[0], n)
-                                                    for k, n in want.items()),
-                         sum(want.values()))
+        await self.until(
+            arrived,
+            what,
+            lambda: sum(min(got.get(k, (0, 0.0))[0], n) for k, n in want.items()),
+            sum(want.values()),
+        )
         return max(got[k][1] for k in want)
 
     async def wait_routed(self, streams: dict[str, int], db: int = 0) -> None:
@@ -794,11 +861,17 @@ class Bench:
             held = sum(min(n, want) for n, want in zip(lengths, streams.values(), strict=True))
             return ingress == 0 and held == sum(streams.values())
 
-        await self.until(routed, "the router to fill the partner streams", lambda: held,
-                         sum(streams.values()))
+        await self.until(
+            routed, "the router to fill the partner streams", lambda: held, sum(streams.values())
+        )
 
-    async def until(self, check: Callable[[], Awaitable[Any]], what: str,
-                    got: Callable[[], int] = lambda: 0, want: int = 1) -> None:
+    async def until(
+        self,
+        check: Callable[[], Awaitable[Any]],
+        what: str,
+        got: Callable[[], int] = lambda: 0,
+        want: int = 1,
+    ) -> None:
         """`notifier.testing.eventually`, bounded by --timeout: WaitTimeout says how far
         `got()` came of `want`."""
         timeout = self.sizes.timeout
@@ -825,8 +898,9 @@ class Bench:
 
 def child_env() -> dict[str, str]:
     """The environment of the bench's own children: `benchmarks` importable."""
-    path = os.pathsep.join(p for p in (str(ROOT / "scripts"), str(ROOT),
-                                       os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(
+        p for p in (str(ROOT / "scripts"), str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
     return {**os.environ, "PYTHONPATH": path}
 
 
@@ -865,19 +939,26 @@ class Run:
         return self.cpu.seconds.get(name, 0.0) / self.deliveries * 1e6
 
 
-async def throughput_run(bench: Bench, names: list[str], procs: dict[str, Proc],
-                         events: int, db: int = 0) -> Run:
+async def throughput_run(
+    bench: Bench, names: list[str], procs: dict[str, Proc], events: int, db: int = 0
+) -> Run:
     """Warm up (one event per partner: processes up, connections open, start-up work done),
     then publish `events` events (event i to partner names[i % len]) and time them from the
     first XADD to the last arrival at the endpoints, watching `procs` and Redis meanwhile."""
     types = [f"evt.{i}" for i in range(len(names))]
     await bench.publish(types, len(types), db)
-    await bench.wait_delivered(dict.fromkeys(names, 1), "the warm-up deliveries (are "
-                               f"{', '.join(procs)} up?)")
+    await bench.wait_delivered(
+        dict.fromkeys(names, 1), f"the warm-up deliveries (are {', '.join(procs)} up?)"
+    )
     await bench.settle()
     want = {name: n + 1 for name, n in expected(names, events, first=len(types)).items()}
-    meter = CpuMeter({**{name: p.pid for name, p in procs.items()}, "redis": bench.redis_pid,
-                      "endpoints": bench.endpoint_pid})
+    meter = CpuMeter(
+        {
+            **{name: p.pid for name, p in procs.items()},
+            "redis": bench.redis_pid,
+            "endpoints": bench.endpoint_pid,
+        }
+    )
     cpu_before = await redis_cpu(bench.redis)
     commands_before = await commandstats(bench.redis)
     started = time.time()
@@ -910,9 +991,12 @@ def cpu_text(cpu: Cpu, names: Iterable[str]) -> str:
 
 def code_version() -> str:
     """The commit measured, and whether notifier's code differs from it."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+
     try:
         head = git("log", "-1", "--format=%h %s")
         dirty = git("status", "--porcelain", "--", "notifier", "lua", "pyproject.toml")
@@ -924,8 +1008,9 @@ def code_version() -> str:
 def machine_line() -> str:
     redis_version = "?"
     with contextlib.suppress(Exception):
-        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
-                             timeout=5).stdout
+        out = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=5
+        ).stdout
         redis_version = out.split("v=", 1)[1].split()[0]
     try:
         loop = f"uvloop {importlib.metadata.version('uvloop')}"
@@ -937,8 +1022,10 @@ def machine_line() -> str:
             if line.startswith("model name"):
                 model = ", " + line.split(":", 1)[1].strip()
                 break
-    return (f"nproc={os.cpu_count()}{model}, {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, redis-server {redis_version}, {loop}")
+    return (
+        f"nproc={os.cpu_count()}{model}, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, redis-server {redis_version}, {loop}"
+    )
 
 
 def progress(text: str) -> None:
