@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from notifier import config
 from notifier.config import Settings
 from notifier.testing import Endpoint, RedisServer, Responder, ok
-from tests.helpers import BASE_ENV
+from tests.helpers import BASE_ENV, EndpointFactory, Spawn
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +50,7 @@ def settings(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-async def endpoint_factory() -> AsyncIterator[Callable[..., Awaitable[Endpoint]]]:
+async def endpoint_factory() -> AsyncIterator[EndpointFactory]:
     started: list[Endpoint] = []
 
     async def make(responder: Responder = ok) -> Endpoint:
@@ -64,7 +64,7 @@ async def endpoint_factory() -> AsyncIterator[Callable[..., Awaitable[Endpoint]]
 
 
 @pytest.fixture
-def spawn(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def spawn(env: dict[str, str]) -> Iterator[Spawn]:
     """Start `notifier <command>` as a real subprocess; all are killed at the end."""
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -10,11 +10,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT, KeyT
 
 from notifier import service
 from notifier.config import Settings
@@ -26,9 +27,13 @@ __all__ = [
     "BASE_ENV",
     "TOKEN",
     "Endpoint",
+    "EndpointFactory",
     "Received",
     "RedisServer",
+    "Spawn",
+    "StreamEntry",
     "cli",
+    "entries",
     "eventually",
     "free_port",
     "idle",
@@ -36,6 +41,15 @@ __all__ = [
     "register",
     "running",
 ]
+
+# The `endpoint_factory` fixture: `await endpoint_factory(responder=ok)` starts an Endpoint.
+EndpointFactory = Callable[..., Awaitable[Endpoint]]
+# The `spawn` fixture: `spawn("deliver", extra={...})` starts `notifier deliver`.
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+# A stream entry as the tests' client reads it: redis-py types replies as bytes | str (and
+# XRANGE's as Optional), but a client without decode_responses answers bytes.
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 TOKEN = "test-admin-token"
 BASE_ENV = {
@@ -85,14 +99,20 @@ async def publish(
     event_id: str | None = None,
     stream: str = "notifier:events",
 ) -> str:
-    fields: dict[str, Any] = {
+    fields: dict[FieldT, EncodableT] = {
         "type": event_type,
         "data": data if isinstance(data, str) else json.dumps(data),
     }
     if event_id:
         fields["id"] = event_id
-    entry: bytes = await redis.xadd(stream, fields)
+    entry = await redis.xadd(stream, fields)
+    assert isinstance(entry, bytes)
     return entry.decode()
+
+
+async def entries(redis: Redis, key: KeyT) -> list[StreamEntry]:
+    """Every entry of the stream at `key` (none when it does not exist), oldest first."""
+    return cast(list[StreamEntry], await redis.xrange(key))
 
 
 async def idle(redis: Redis, timeout: float = 20.0) -> None:

@@ -14,7 +14,7 @@ from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.models import Message
 from notifier.redis import keys
-from tests.helpers import TOKEN, free_port, register
+from tests.helpers import TOKEN, entries, free_port, register
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -192,4 +192,4 @@ async def test_replay_takes_each_dead_letter_once_and_only_by_its_full_id(
         "not_found": ["9-9", "not-an-id", "-", "+"],
     }
     assert await redis.xlen(keys.stream(pid)) == 1
-    assert [i for i, _ in await redis.xrange(keys.DEAD)] == [b"1-2"]
+    assert [i for i, _ in await entries(redis, keys.DEAD)] == [b"1-2"]

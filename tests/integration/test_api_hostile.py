@@ -165,7 +165,8 @@ async def seeded(redis: Redis, settings: Settings) -> AsyncIterator[Seeded]:
         {"reason": "missing field: type", "entry": '{"data": "{}"}', "at": "2026-01-01T00:00:00Z"},
         id=DEAD_IDS[2],
     )
-    async with TestServer(api.create_app(redis, settings)) as server:
+    server = TestServer(api.create_app(redis, settings))
+    async with server:  # its __aenter__ is typed as returning a BaseTestServer
         yield Seeded(server, redis, settings, partner_id, secret)
 
 
@@ -830,7 +831,7 @@ EXTRA_HEADERS = st.lists(
 GOOD_AUTHS = st.sampled_from(
     [([b"Bearer " + TOKEN.encode()], True), ([b"bearer " + TOKEN.encode()], True)]
 )
-BAD_AUTHS = st.one_of(
+BAD_AUTHS: st.SearchStrategy[tuple[list[bytes], bool]] = st.one_of(
     st.just(([], False)),
     st.just(([b"Bearer " + TOKEN.encode(), b"Bearer " + TOKEN.encode()], False)),
     st.just(([b"Bearer " + TOKEN.encode() + b"\xff"], False)),

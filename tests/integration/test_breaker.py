@@ -8,7 +8,6 @@ BACKLOG messages retried every PAUSE would put hundreds of requests in each wind
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import web
@@ -16,7 +15,7 @@ from redis.asyncio import Redis
 
 from notifier import config
 from notifier.engine.served import BREAKER_AFTER, BREAKER_PAUSE
-from tests.helpers import Endpoint, eventually, idle, publish, register, running
+from tests.helpers import EndpointFactory, eventually, idle, publish, register, running
 
 MAX_IN_FLIGHT = 4
 BACKLOG = 300
@@ -40,7 +39,7 @@ def bursts(arrivals: list[float], gap: float) -> list[list[float]]:
 
 
 async def test_breaker_sends_only_probes_until_the_first_success(
-    redis: Redis, env: dict[str, str], endpoint_factory: Callable[..., Awaitable[Endpoint]]
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     settings = config.load({**env, "NOTIFIER_RETRY_SCHEDULE": RETRY_SCHEDULE})
     assert min(settings.retry_schedule[0], BREAKER_PAUSE) == PAUSE

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from notifier.admin import app as api
 from notifier.config import Settings
-from tests.helpers import TOKEN, cli, eventually, free_port
+from tests.helpers import TOKEN, EndpointFactory, Spawn, cli, eventually, free_port
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
@@ -240,7 +240,7 @@ async def test_a_terminal_gets_a_table_and_a_pipe_gets_json(
 
 
 async def test_stopped_processes_leave_their_consumer_groups(
-    redis: Redis, settings: Settings, endpoint_factory: Any, spawn: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     """Each process reads under a name of its own: after three restarts, ten names piled up in
     the groups. A process that stops leaves the groups where it holds nothing; the hourly

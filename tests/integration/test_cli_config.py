@@ -10,7 +10,7 @@ import standardwebhooks
 from redis.asyncio import Redis
 
 from notifier import config
-from tests.helpers import cli, free_port, idle, running
+from tests.helpers import EndpointFactory, cli, free_port, idle, running
 
 
 def test_a_bad_setting_stops_start_up(env: dict[str, str]) -> None:
@@ -20,7 +20,7 @@ def test_a_bad_setting_stops_start_up(env: dict[str, str]) -> None:
 
 
 async def test_cli_manages_partners_and_publishes(
-    redis: Redis, env: dict[str, str], settings: config.Settings, endpoint_factory
+    redis: Redis, env: dict[str, str], settings: config.Settings, endpoint_factory: EndpointFactory
 ) -> None:
     endpoint = await endpoint_factory()
     added = cli(
@@ -67,7 +67,7 @@ async def test_cli_manages_partners_and_publishes(
 
 
 async def test_metrics_show_each_partners_deliveries(
-    redis: Redis, settings: config.Settings, endpoint_factory
+    redis: Redis, settings: config.Settings, endpoint_factory: EndpointFactory
 ) -> None:
     from tests.helpers import publish, register
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -15,14 +14,12 @@ from notifier.config import Settings
 from notifier.engine.served import BREAKER_AFTER
 from notifier.models import PartnerPatch
 from notifier.store import Store
-from tests.helpers import Endpoint, eventually, idle, publish, register, running
+from tests.helpers import EndpointFactory, eventually, idle, publish, register, running
 
 DISABLE_AFTER = 2.0
 #: Longer than a few retry delays and breaker pauses: a partner still scheduled would be
 #: tried again within it. Absence cannot be polled for, so this is waited out.
 QUIET = 1.0
-
-EndpointFactory = Callable[..., Awaitable[Endpoint]]
 
 
 async def disabled_at(store: Store, pid: str, timeout: float = 20) -> float:

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from notifier import config
 from notifier.config import Settings
-from tests.helpers import Endpoint, eventually, free_port, publish, register
+from tests.helpers import Endpoint, EndpointFactory, Spawn, eventually, free_port, publish, register
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -228,8 +228,8 @@ async def test_every_panel_and_alert_has_data_from_a_real_prometheus(
     redis: Redis,
     env: dict[str, str],
     settings: Settings,
-    endpoint_factory: Any,
-    spawn: Any,
+    endpoint_factory: EndpointFactory,
+    spawn: Spawn,
     tmp_path: Path,
 ) -> None:
     # a healthy, a failing (dead-lettered after one quick retry), a rate-limited and a

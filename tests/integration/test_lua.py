@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from notifier.models import Message
 from notifier.redis import keys, lua
 from notifier.redis.lua import Scripts
+from tests.helpers import publish
 
 PARTNER = "ptn_gone"
 
@@ -176,7 +177,7 @@ async def test_a_split_fan_out_resumed_by_another_router_appends_each_copy_once(
 ) -> None:
     scripts = Scripts(redis)
     await redis.xgroup_create("notifier:events", keys.ROUTER_GROUP, id="0", mkstream=True)
-    entry = (await redis.xadd("notifier:events", {"type": "t", "data": "{}"})).decode()
+    entry = await publish(redis, "t", "{}")
     await redis.xreadgroup(keys.ROUTER_GROUP, "r1", {"notifier:events": ">"})
     partners = [(f"ptn_{n}", True) for n in range(6)]
 

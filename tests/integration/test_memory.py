@@ -8,7 +8,6 @@ groups) are filled to their caps by a warm-up first, so what is measured is grow
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -16,7 +15,7 @@ from redis.asyncio import Redis
 
 from notifier.config import Settings
 from notifier.redis import keys
-from tests.helpers import eventually, idle, register
+from tests.helpers import Spawn, eventually, idle, register
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +70,7 @@ async def publish_many(redis: Redis, count: int, tag: str) -> None:
 
 
 async def test_memory_returns_after_100k_deliveries_and_100k_retried_failures(
-    redis: Redis, env: dict[str, str], settings: Settings, spawn: Any
+    redis: Redis, env: dict[str, str], settings: Settings, spawn: Spawn
 ) -> None:
     # The message index keeps every message for NOTIFIER_MESSAGE_RETENTION on purpose (its own
     # test checks that it is trimmed and expires); what must return is everything else.

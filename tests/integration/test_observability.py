@@ -3,8 +3,6 @@ numbers they give are what the endpoints received and what waits in Redis."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 import pytest
 from aiohttp import web
@@ -15,7 +13,7 @@ from notifier.config import Settings
 from notifier.models import PartnerPatch
 from notifier.redis import keys
 from notifier.store import Store
-from tests.helpers import Endpoint, eventually, free_port, publish, register
+from tests.helpers import Endpoint, EndpointFactory, Spawn, eventually, free_port, publish, register
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +39,11 @@ def value(samples: Samples, metric: str, **labels: str) -> float:
 
 
 async def test_every_process_of_a_split_deployment_is_observable(
-    redis: Redis, env: dict[str, str], settings: Settings, endpoint_factory: Any, spawn: Any
+    redis: Redis,
+    env: dict[str, str],
+    settings: Settings,
+    endpoint_factory: EndpointFactory,
+    spawn: Spawn,
 ) -> None:
     # after a quick first retry, the failing partner's messages wait a minute for the next
     env["NOTIFIER_RETRY_SCHEDULE"] = "200ms,60s"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import aiohttp.test_utils
@@ -16,7 +15,7 @@ from redis.asyncio import Redis
 from notifier.admin import app as api
 from notifier.admin.openapi import describe
 from notifier.config import Settings
-from tests.helpers import TOKEN, eventually, free_port, register
+from tests.helpers import TOKEN, EndpointFactory, Spawn, eventually, free_port, register
 
 
 async def test_every_route_is_documented_and_nothing_else(redis: Redis, settings: Settings) -> None:
@@ -50,7 +49,7 @@ async def test_every_route_is_documented_and_nothing_else(redis: Redis, settings
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(
-    redis: Redis, settings: Settings, endpoint_factory: Any, spawn: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     endpoint = await endpoint_factory()
     await register(redis, settings, "p", endpoint.url, ["*"])

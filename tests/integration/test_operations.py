@@ -19,13 +19,23 @@ from redis.asyncio import Redis
 from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.redis import keys
-from tests.helpers import TOKEN, Endpoint, cli, eventually, idle, publish, register, running
+from tests.helpers import (
+    TOKEN,
+    Endpoint,
+    EndpointFactory,
+    cli,
+    eventually,
+    idle,
+    publish,
+    register,
+    running,
+)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Admin:
-    def __init__(self, client: aiohttp.test_utils.TestClient) -> None:
+    def __init__(self, client: aiohttp.test_utils.TestClient[web.Request, web.Application]) -> None:
         self.client = client
 
     async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
@@ -47,7 +57,7 @@ async def failing(request: web.Request, n: int) -> web.StreamResponse:
 
 
 async def test_a_message_shows_dead_for_one_partner_and_delivered_for_another(
-    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
     good: Endpoint = await endpoint_factory()
     bad: Endpoint = await endpoint_factory(failing)
@@ -85,7 +95,7 @@ async def test_a_message_shows_dead_for_one_partner_and_delivered_for_another(
 
 
 async def test_resend_delivers_a_delivered_message_again_with_the_same_webhook_id(
-    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
     endpoint: Endpoint = await endpoint_factory()
     pid, secret = await register(redis, settings, "p", endpoint.url, ["*"])
@@ -107,7 +117,7 @@ async def test_resend_delivers_a_delivered_message_again_with_the_same_webhook_i
 
 
 async def test_recover_resends_exactly_the_failures_in_its_range(
-    redis: Redis, env: dict[str, str], endpoint_factory: Any, admin: Admin
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
     from notifier import config
 
@@ -151,7 +161,7 @@ async def test_recover_resends_exactly_the_failures_in_its_range(
 
 
 async def test_replay_by_message_id_reports_what_it_did_not_find(
-    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
     calls = 0
 
@@ -188,7 +198,7 @@ async def _dead(redis: Redis) -> bool:
 
 
 async def test_publishing_over_http_checks_as_the_router_does(
-    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
     endpoint: Endpoint = await endpoint_factory()
     await register(redis, settings, "p", endpoint.url, ["order.created"])
@@ -213,7 +223,7 @@ async def test_publishing_over_http_checks_as_the_router_does(
 
 
 async def test_a_test_ping_is_signed_and_answers_the_outcome(
-    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
     async def answer(request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=200, text="thanks " + "x" * 2000)
@@ -239,7 +249,7 @@ async def test_a_test_ping_is_signed_and_answers_the_outcome(
 
 
 async def test_every_list_is_a_page_with_a_cursor(
-    redis: Redis, settings: Settings, endpoint_factory: Any, admin: Admin
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
     endpoint: Endpoint = await endpoint_factory()
     ids = [(await register(redis, settings, f"p{n}", endpoint.url, ["*"]))[0] for n in range(5)]
@@ -268,7 +278,7 @@ async def test_every_list_is_a_page_with_a_cursor(
 
 
 async def test_the_cli_looks_up_resends_recovers_and_tests(
-    redis: Redis, env: dict[str, str], settings: Settings, endpoint_factory: Any
+    redis: Redis, env: dict[str, str], settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     endpoint: Endpoint = await endpoint_factory()
     pid, _ = await register(redis, settings, "p", endpoint.url, ["*"])
@@ -295,7 +305,7 @@ async def test_the_cli_looks_up_resends_recovers_and_tests(
 
 
 async def test_the_message_index_is_bounded_by_its_retention(
-    redis: Redis, env: dict[str, str], endpoint_factory: Any
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     from notifier import config
 
@@ -313,7 +323,7 @@ async def test_the_message_index_is_bounded_by_its_retention(
         await endpoint.wait_for(2)
         await idle(redis)
     # the partner's index was trimmed of the old one when the new one came
-    assert [m.decode() for m in await redis.zrange(keys.messages(pid), 0, -1)] == ["new"]
+    assert await redis.zrange(keys.messages(pid), 0, -1) == [b"new"]
 
 
 async def _gone(redis: Redis, message_id: str) -> bool:

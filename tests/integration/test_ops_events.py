@@ -4,7 +4,6 @@ their types, and POSTed signed to NOTIFIER_OPS_WEBHOOK_URL."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import standardwebhooks
@@ -15,7 +14,16 @@ from notifier import config, ops, signing
 from notifier.models import PartnerPatch
 from notifier.redis import keys
 from notifier.store import Store
-from tests.helpers import Endpoint, eventually, free_port, publish, register
+from tests.helpers import (
+    Endpoint,
+    EndpointFactory,
+    Spawn,
+    entries,
+    eventually,
+    free_port,
+    publish,
+    register,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +33,11 @@ async def gone(request: web.Request, n: int) -> web.StreamResponse:
 
 
 async def ops_types(redis: Redis) -> list[str]:
-    return [fields[b"type"].decode() for _, fields in await redis.xrange(keys.OPS)]
+    return [fields[b"type"].decode() for _, fields in await entries(redis, keys.OPS)]
 
 
 async def test_an_ops_webhook_gets_a_signed_partner_disabled_after_a_410(
-    redis: Redis, env: dict[str, str], endpoint_factory: Any, spawn: Any
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     receiver: Endpoint = await endpoint_factory()
     watcher: Endpoint = await endpoint_factory()
@@ -61,7 +69,7 @@ async def test_an_ops_webhook_gets_a_signed_partner_disabled_after_a_410(
     )
     assert copy["data"]["partner"] == pid
     assert ops.PARTNER_DISABLED in await ops_types(redis)
-    (_, fields), *_ = await redis.xrange(keys.OPS)
+    (_, fields), *_ = await entries(redis, keys.OPS)
     assert json.loads(fields[b"data"])["partner"] == pid  # the stream keeps what was routed
 
     # enabling it again is an event too; the `*` partner got the order, never the reports
@@ -73,7 +81,7 @@ async def test_an_ops_webhook_gets_a_signed_partner_disabled_after_a_410(
 
 
 async def test_breaker_dead_letter_and_expiring_secret_events(
-    redis: Redis, env: dict[str, str], endpoint_factory: Any, spawn: Any
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     down = True
 

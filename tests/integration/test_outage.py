@@ -10,7 +10,6 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from typing import Any
 
 import msgspec
 import pytest
@@ -21,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from notifier.config import Settings
 from notifier.redis import keys
 from notifier.redis.autopipeline import AutoPipeline, Call
-from tests.helpers import Endpoint, RedisServer, idle, register, running
+from tests.helpers import Endpoint, EndpointFactory, RedisServer, idle, register, running
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ async def publish_numbered(redis: Redis, count: int) -> None:
 
 
 async def test_redis_killed_for_10s_mid_stream_deliveries_resume_at_once(
-    redis: Redis, redis_server: RedisServer, settings: Settings, endpoint_factory: Any
+    redis: Redis, redis_server: RedisServer, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     partners, events = 3, 600
 
@@ -95,7 +94,10 @@ async def test_redis_killed_for_10s_mid_stream_deliveries_resume_at_once(
 
 
 async def test_replies_lost_on_the_way_back_strand_nothing(
-    redis: Redis, settings: Settings, endpoint_factory: Any, monkeypatch: pytest.MonkeyPatch
+    redis: Redis,
+    settings: Settings,
+    endpoint_factory: EndpointFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every fifth auto-pipelined round trip runs in Redis but its replies are lost, as when a
     connection breaks just after the commands went out: leases, takes and settles whose
@@ -120,7 +122,9 @@ async def test_replies_lost_on_the_way_back_strand_nothing(
         await pipe.execute(raise_on_error=False)  # it ran; the replies are dropped
         round_trips["lost"] += 1
         for script, _, _, future in batch:
-            lost_scripts[script.script.split()[1].rstrip(":")] += 1  # "-- take.lua: ..."
+            source = script.script
+            assert isinstance(source, str)  # notifier registers its scripts as text
+            lost_scripts[source.split()[1].rstrip(":")] += 1  # "-- take.lua: ..."
             if not future.done():
                 future.set_exception(RedisConnectionError("connection lost (test)"))
 

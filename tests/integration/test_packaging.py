@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from notifier.config import Settings
-from tests.helpers import Endpoint, free_port, publish, register
+from tests.helpers import EndpointFactory, free_port, publish, register
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +24,7 @@ async def test_the_installed_wheel_runs_notifier(
     redis: Redis,
     settings: Settings,
     env: dict[str, str],
-    endpoint_factory: Callable[..., Awaitable[Endpoint]],
+    endpoint_factory: EndpointFactory,
 ) -> None:
     dist, site = tmp_path / "dist", tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "-q"]

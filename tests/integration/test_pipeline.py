@@ -12,18 +12,29 @@ from redis.asyncio import Redis
 
 from notifier import __version__, config
 from notifier.config import Settings
-from tests.helpers import eventually, idle, publish, register, running
+from tests.helpers import (
+    Endpoint,
+    EndpointFactory,
+    Received,
+    Spawn,
+    entries,
+    eventually,
+    idle,
+    publish,
+    register,
+    running,
+)
 
 
-def verify(secret: str, received: object) -> dict[str, object]:
+def verify(secret: str, received: Received) -> dict[str, object]:
     """Check a request the way a partner would, with the standardwebhooks package."""
     wh = standardwebhooks.Webhook(secret)
-    payload: dict[str, object] = wh.verify(received.body, received.headers)  # type: ignore[attr-defined]
+    payload: dict[str, object] = wh.verify(received.body, received.headers)
     return payload
 
 
 async def test_event_reaches_each_subscribed_partner_once(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     orders = await endpoint_factory()
     reviews = await endpoint_factory()
@@ -59,7 +70,7 @@ async def test_event_reaches_each_subscribed_partner_once(
 
 
 async def test_overlapping_subscriptions_and_a_new_type(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     a, b, c = [await endpoint_factory() for _ in range(3)]
     await register(redis, settings, "a", a.url, ["order.created", "order.paid"])
@@ -74,8 +85,8 @@ async def test_overlapping_subscriptions_and_a_new_type(
         await c.wait_for(4)
         await idle(redis)
 
-    def types(endpoint: object) -> list[str]:
-        return sorted(body["type"] for body in endpoint.bodies())  # type: ignore[attr-defined]
+    def types(endpoint: Endpoint) -> list[str]:
+        return sorted(body["type"] for body in endpoint.bodies())
 
     assert types(a) == ["order.created", "order.paid"]
     assert types(b) == ["order.paid", "review.requested"]
@@ -83,7 +94,7 @@ async def test_overlapping_subscriptions_and_a_new_type(
 
 
 async def test_producer_id_is_delivered_once_per_partner(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
@@ -98,7 +109,7 @@ async def test_producer_id_is_delivered_once_per_partner(
 
 
 async def test_malformed_events_are_dead_lettered_and_routing_goes_on(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
@@ -114,7 +125,7 @@ async def test_malformed_events_are_dead_lettered_and_routing_goes_on(
         await partner.wait_for(1)
         await idle(redis)
     assert [b["data"] for b in partner.bodies()] == [{"order_id": 1}]
-    dead = await redis.xrange("notifier:dead")
+    dead = await entries(redis, "notifier:dead")
     reasons = [fields[b"reason"].decode() for _, fields in dead]
     assert len(reasons) == 5
     assert reasons[0] == "missing field: type"
@@ -128,7 +139,7 @@ async def test_malformed_events_are_dead_lettered_and_routing_goes_on(
 
 
 async def test_partner_change_takes_effect_without_restart(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     first, second = await endpoint_factory(), await endpoint_factory()
     from notifier.models import PartnerPatch
@@ -150,7 +161,7 @@ async def test_partner_change_takes_effect_without_restart(
 
 
 async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
-    redis: Redis, env: dict[str, str], endpoint_factory, spawn
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     # what the killed router read comes back after NOTIFIER_CLAIM_IDLE: short here, as that
     # expiry is what this test is about
@@ -193,7 +204,7 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
 
 
 async def test_sigterm_lets_open_requests_finish(
-    redis: Redis, settings: Settings, endpoint_factory, spawn
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     import asyncio
 
@@ -219,7 +230,7 @@ async def test_sigterm_lets_open_requests_finish(
 
 
 async def test_redis_that_comes_back_empty_gets_its_groups_back(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     first, second = await endpoint_factory(), await endpoint_factory()
     await register(redis, settings, "before", first.url, ["*"])

@@ -7,26 +7,35 @@ restarted router claimed the same entry and stopped again.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from notifier import config, events
 from notifier.config import Settings
 from notifier.engine.router import MAX_ROUTE_TRIES, Router
 from notifier.redis import keys
-from tests.helpers import Endpoint, eventually, idle, publish, register, running
+from tests.helpers import (
+    Endpoint,
+    EndpointFactory,
+    entries,
+    eventually,
+    idle,
+    publish,
+    register,
+    running,
+)
 
 
 def deep(levels: int) -> bytes:
     return b'{"a":' * levels + b"1" + b"}" * levels
 
 
-POISON: list[tuple[dict[str, bytes], str]] = [
+POISON: list[tuple[dict[FieldT, EncodableT], str]] = [
     ({b"type": b"order.created", b"data": b'{"a": "\xff"}'}, "not UTF-8"),
     ({b"type": b"order.created", b"data": deep(1000)}, "nests too deeply"),
     ({b"type": b"order.\xff", b"data": b"{}"}, "type is not UTF-8"),
@@ -39,17 +48,17 @@ POISON: list[tuple[dict[str, bytes], str]] = [
 
 
 async def dead_reasons(redis: Redis) -> list[str]:
-    return [fields[b"reason"].decode() for _, fields in await redis.xrange(keys.DEAD)]
+    return [fields[b"reason"].decode() for _, fields in await entries(redis, keys.DEAD)]
 
 
 async def test_poison_events_are_dead_lettered_and_the_next_event_is_delivered(
-    redis: Redis, settings: Settings, endpoint_factory: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
     async with running(settings):
         for fields, _ in POISON:
-            await redis.xadd("notifier:events", fields)  # type: ignore[arg-type]
+            await redis.xadd("notifier:events", fields)
         await publish(redis, "order.created", {"order_id": 1})
         await partner.wait_for(1)
         await idle(redis)
@@ -61,7 +70,7 @@ async def test_poison_events_are_dead_lettered_and_the_next_event_is_delivered(
 
 
 async def test_an_entry_handed_out_too_often_is_dead_lettered_whatever_the_cause(
-    redis: Redis, env: dict[str, str], endpoint_factory: Any
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     """A router killed by an entry (say, by the OOM killer) leaves it pending; each claim by the
     next router bumps its delivery count, and at MAX_ROUTE_TRIES it is set aside."""
@@ -83,7 +92,7 @@ async def test_an_entry_handed_out_too_often_is_dead_lettered_whatever_the_cause
         await eventually(lambda: _count_dead(redis, 1), 10, "the killer to be dead-lettered")
         await idle(redis)
     assert [body["data"] for body in partner.bodies()] == [{"n": "ok"}]
-    dead = await redis.xrange(keys.DEAD)
+    dead = await entries(redis, keys.DEAD)
     assert dead[0][1][b"entry_id"].decode() == killer
     assert f"routing failed {MAX_ROUTE_TRIES + 1} times" in dead[0][1][b"reason"].decode()
     assert survivor != killer
@@ -98,7 +107,7 @@ async def _count_dead(redis: Redis, count: int) -> bool:
 
 
 async def test_a_partner_stream_that_refuses_the_message_dead_letters_only_that_copy(
-    redis: Redis, settings: Settings, endpoint_factory: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     """A Lua script keeps what it wrote before failing, and the entry is acknowledged first:
     a broken partner key must cost that partner's copy (dead-lettered, replayable), not the
@@ -115,7 +124,7 @@ async def test_a_partner_stream_that_refuses_the_message_dead_letters_only_that_
         await publish(redis, "order.created", {"n": 1})
         await good.wait_for(1)
         await eventually(lambda: _count_dead(redis, 1), 10, "the broken copy to be dead")
-    ((_, fields),) = await redis.xrange(keys.DEAD)
+    ((_, fields),) = await entries(redis, keys.DEAD)
     assert fields[b"partner"].decode() == broken_id
     assert b"WRONGTYPE" in fields[b"reason"]
     assert json.loads(fields[b"message"])["data"] == {"n": 1}
@@ -123,7 +132,7 @@ async def test_a_partner_stream_that_refuses_the_message_dead_letters_only_that_
 
 
 async def test_an_unreadable_partner_record_does_not_stop_routing(
-    redis: Redis, settings: Settings, endpoint_factory: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
@@ -152,7 +161,7 @@ _entries = st.lists(_fields, min_size=1, max_size=8)
 
 
 @pytest.fixture
-async def shared_endpoint(endpoint_factory: Any) -> Endpoint:
+async def shared_endpoint(endpoint_factory: EndpointFactory) -> Endpoint:
     """One endpoint for every example hypothesis runs in a test."""
     endpoint: Endpoint = await endpoint_factory()
     return endpoint
@@ -179,6 +188,8 @@ async def test_every_entry_ends_delivered_or_dead_lettered(
         for fields in batch:
             if not fields:
                 continue  # XADD needs a field
+            # redis-py asks for a dict[FieldT, EncodableT], which a dict[bytes, bytes] is not
+            # (dict is invariant); a Mapping would do
             await redis.xadd("notifier:events", fields)  # type: ignore[arg-type]
             expected += not isinstance(events.parse("0-0", fields, settings.max_event_bytes), str)
         await publish(redis, "order.created", {"sentinel": True})

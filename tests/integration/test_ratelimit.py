@@ -10,7 +10,16 @@ from redis.asyncio import Redis
 
 from notifier import config
 from notifier.config import Settings
-from tests.helpers import Received, eventually, idle, publish, register, running
+from tests.helpers import (
+    EndpointFactory,
+    Received,
+    Spawn,
+    eventually,
+    idle,
+    publish,
+    register,
+    running,
+)
 
 
 def busiest_window(received: list[Received], seconds: float = 1.0) -> int:
@@ -26,7 +35,7 @@ def busiest_window(received: list[Received], seconds: float = 1.0) -> int:
 
 @pytest.mark.slow
 async def test_limit_holds_across_three_delivery_processes(
-    redis: Redis, settings: Settings, endpoint_factory, spawn
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     limited = await endpoint_factory()
     await register(
@@ -61,7 +70,7 @@ async def _clients(redis: Redis, name: str, count: int) -> bool:
 
 
 async def test_a_hanging_partner_holds_only_its_own_slots(
-    redis: Redis, env: dict[str, str], endpoint_factory
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "10s", "NOTIFIER_CLAIM_IDLE": "15s"})
     release = asyncio.Event()
@@ -88,7 +97,7 @@ async def test_a_hanging_partner_holds_only_its_own_slots(
 
 
 async def test_max_in_flight_holds_while_the_partner_is_changed(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     from notifier.models import PartnerPatch
     from notifier.store import Store

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import Spawn, free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -24,7 +24,7 @@ def sh_blocks() -> list[str]:
 
 
 @pytest.mark.slow
-async def test_every_readme_command_runs(env: dict[str, str], spawn: Any, redis: Any) -> None:
+async def test_every_readme_command_runs(env: dict[str, str], spawn: Spawn, redis: Any) -> None:
     port = free_port()
     spawn("api", extra={"NOTIFIER_API_ADDR": f"127.0.0.1:{port}"})
     bin_dir = Path(sys.executable).parent

@@ -21,7 +21,16 @@ from redis.exceptions import ResponseError
 from notifier import config
 from notifier.config import Settings
 from notifier.redis import keys
-from tests.helpers import Endpoint, RedisServer, eventually, idle, register, running
+from tests.helpers import (
+    Endpoint,
+    EndpointFactory,
+    RedisServer,
+    Spawn,
+    eventually,
+    idle,
+    register,
+    running,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +70,7 @@ async def pending_by_consumer(redis: Redis, partner_ids: list[str]) -> Counter[s
 
 
 async def test_delivery_process_killed_mid_run_loses_nothing(
-    redis: Redis, env: dict[str, str], endpoint_factory, spawn
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     # The killed process's messages come back after NOTIFIER_CLAIM_IDLE: short here, as that
     # expiry is what this test is about.
@@ -135,7 +144,7 @@ async def test_delivery_process_killed_mid_run_loses_nothing(
 
 
 async def test_redis_restart_mid_run_loses_nothing(
-    redis: Redis, redis_server: RedisServer, settings: Settings, endpoint_factory
+    redis: Redis, redis_server: RedisServer, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     partners, events = 3, 500
     in_flight = 0

@@ -28,6 +28,7 @@ from notifier.store import Store
 from tests.helpers import (
     TOKEN,
     Endpoint,
+    EndpointFactory,
     Received,
     eventually,
     free_port,
@@ -93,7 +94,7 @@ async def attempts_of(redis: Redis, settings: Settings, pid: str) -> list[Any]:
 
 
 async def test_fails_twice_then_succeeds_with_one_webhook_id_at_the_scheduled_gaps(
-    redis: Redis, env: dict[str, str], endpoint_factory, admin: Admin
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
     schedule = (0.3, 0.6)
     settings = with_schedule(env, "300ms,600ms")
@@ -153,7 +154,11 @@ async def run_cli(env: dict[str, str], *args: str) -> Any:
 
 
 async def test_exhausted_message_is_dead_lettered_then_replayed_with_its_webhook_id(
-    redis: Redis, settings: Settings, env: dict[str, str], endpoint_factory, admin: Admin
+    redis: Redis,
+    settings: Settings,
+    env: dict[str, str],
+    endpoint_factory: EndpointFactory,
+    admin: Admin,
 ) -> None:
     down = True
 
@@ -229,7 +234,7 @@ async def failed_attempts(redis: Redis, settings: Settings, pid: str, count: int
 
 
 async def test_a_timeout_is_retried_and_logged(
-    redis: Redis, env: dict[str, str], endpoint_factory
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     settings = with_schedule(env, "200ms,400ms", NOTIFIER_REQUEST_TIMEOUT="500ms")
     released = asyncio.Event()
@@ -278,7 +283,7 @@ async def test_connection_refused_is_retried_and_logged(
 
 
 async def test_a_redirect_is_a_failure_and_never_followed(
-    redis: Redis, env: dict[str, str], endpoint_factory
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     settings = with_schedule(env, "100ms,100ms,5s")
     elsewhere = await endpoint_factory()
@@ -303,7 +308,7 @@ async def test_a_redirect_is_a_failure_and_never_followed(
 
 
 async def test_retry_after_on_429_is_honoured_over_a_shorter_schedule(
-    redis: Redis, env: dict[str, str], endpoint_factory
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     settings = with_schedule(env, "100ms,100ms")
 
@@ -327,7 +332,7 @@ async def test_retry_after_on_429_is_honoured_over_a_shorter_schedule(
 
 
 async def test_ordered_partner_holds_later_messages_until_the_head_succeeds(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     failures = 0
 
@@ -351,7 +356,7 @@ async def test_ordered_partner_holds_later_messages_until_the_head_succeeds(
 
 
 async def test_410_gone_disables_the_partner_and_keeps_its_messages(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     gone = True
 

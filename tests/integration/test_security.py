@@ -7,10 +7,8 @@ import base64
 import json
 import os
 import signal
-import subprocess
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -29,17 +27,25 @@ from notifier.engine.sender import Sender
 from notifier.errors import ConfigError
 from notifier.models import Message, Outcome, Partner
 from notifier.store import Store
-from tests.helpers import TOKEN, Endpoint, eventually, free_port, idle, publish, register, running
+from tests.helpers import (
+    TOKEN,
+    EndpointFactory,
+    Received,
+    Spawn,
+    eventually,
+    free_port,
+    idle,
+    publish,
+    register,
+    running,
+)
 
-EndpointFactory = Callable[..., Awaitable[Endpoint]]
-Spawn = Callable[..., subprocess.Popen[bytes]]
 
-
-def signatures(received: Any) -> list[str]:
+def signatures(received: Received) -> list[str]:
     return received.headers["webhook-signature"].split(" ")
 
 
-def verifies(secret: str, received: Any) -> bool:
+def verifies(secret: str, received: Received) -> bool:
     try:
         standardwebhooks.Webhook(secret).verify(received.body, received.headers)
     except standardwebhooks.webhooks.WebhookVerificationError:
@@ -49,7 +55,7 @@ def verifies(secret: str, received: Any) -> bool:
 
 
 async def test_signatures_during_and_after_rotation(
-    redis: Redis, env: dict[str, str], endpoint_factory
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     settings = config.load({**env, "NOTIFIER_SECRET_OVERLAP": "1s"})
     endpoint = await endpoint_factory()
@@ -77,7 +83,7 @@ async def test_signatures_during_and_after_rotation(
 
 
 async def test_a_partner_may_bring_its_own_secret(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     endpoint = await endpoint_factory()
     own = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -89,7 +95,7 @@ async def test_a_partner_may_bring_its_own_secret(
 
 
 async def test_secrets_are_encrypted_at_rest(
-    redis: Redis, env: dict[str, str], endpoint_factory
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     settings = config.load({**env, "NOTIFIER_SECRET_KEY": key})
@@ -110,23 +116,25 @@ async def test_secrets_are_encrypted_at_rest(
 async def everything_in(redis: Redis) -> dict[bytes, bytes]:
     """Every key in Redis with all it holds (fields, members, entries) as one blob of bytes,
     whatever its type, to search for what must never be stored."""
+    # redis-py types replies as bytes | str (some as Optional); this client answers bytes
+    client: Any = redis
     found: dict[bytes, bytes] = {}
-    async for key in redis.scan_iter(count=1000):
-        kind = (await redis.type(key)).decode()
+    async for key in client.scan_iter(count=1000):
+        kind = (await client.type(key)).decode()
         parts: list[bytes] = []
         if kind == "string":
-            parts = [await redis.get(key)]
+            parts = [await client.get(key)]
         elif kind == "hash":
-            parts = [b for pair in (await redis.hgetall(key)).items() for b in pair]
+            parts = [b for pair in (await client.hgetall(key)).items() for b in pair]
         elif kind == "list":
-            parts = await redis.lrange(key, 0, -1)
+            parts = await client.lrange(key, 0, -1)
         elif kind == "set":
-            parts = list(await redis.smembers(key))
+            parts = list(await client.smembers(key))
         elif kind == "zset":
-            parts = await redis.zrange(key, 0, -1)
+            parts = await client.zrange(key, 0, -1)
         elif kind == "stream":
             parts = [
-                b for _, fields in await redis.xrange(key) for pair in fields.items() for b in pair
+                b for _, fields in await client.xrange(key) for pair in fields.items() for b in pair
             ]
         else:
             raise AssertionError(f"{key!r} is a {kind} this scan does not read")
@@ -267,7 +275,7 @@ async def test_a_secret_that_does_not_decrypt_disables_the_partner_once(
 
 
 async def test_internal_addresses_are_refused_at_delivery(
-    redis: Redis, env: dict[str, str], endpoint_factory
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     guarded = config.load({**env, "NOTIFIER_ALLOWED_NETWORKS": ""})
     endpoint = await endpoint_factory()
@@ -297,7 +305,9 @@ async def send_one(settings: Settings, url: str) -> Outcome:
         return await sender.send(partner, MESSAGE, [b"key"])
 
 
-async def test_huge_answer_is_cut_not_buffered(settings: Settings, endpoint_factory) -> None:
+async def test_huge_answer_is_cut_not_buffered(
+    settings: Settings, endpoint_factory: EndpointFactory
+) -> None:
     async def flood(request: web.Request, n: int) -> web.StreamResponse:
         response = web.StreamResponse(status=500)
         await response.prepare(request)
@@ -320,7 +330,7 @@ async def test_huge_answer_is_cut_not_buffered(settings: Settings, endpoint_fact
 
 
 async def test_slow_drip_answer_hits_the_total_timeout(
-    env: dict[str, str], endpoint_factory
+    env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
     settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "500ms"})
 
@@ -352,7 +362,7 @@ def test_api_refuses_to_start_without_a_token(settings: Settings) -> None:
 
 
 async def test_no_secret_in_any_log_line(
-    redis: Redis, env: dict[str, str], spawn, endpoint_factory
+    redis: Redis, env: dict[str, str], spawn: Spawn, endpoint_factory: EndpointFactory
 ) -> None:
     key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     port = free_port()

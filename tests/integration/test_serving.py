@@ -16,7 +16,7 @@ from notifier.engine import served as serving
 from notifier.engine.served import ServedPartner
 from notifier.models import Partner
 from notifier.redis import lua
-from tests.helpers import Endpoint, idle, register, running
+from tests.helpers import Endpoint, EndpointFactory, idle, register, running
 from tests.integration.test_ratelimit import busiest_window
 
 
@@ -51,7 +51,7 @@ def served(pool: FakePool, **partner: Any) -> ServedPartner:
 
 @pytest.mark.slow
 async def test_many_limited_partners_with_backlogs_beside_an_unlimited_one(
-    redis: Redis, settings: Settings, endpoint_factory: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     """Ten partners at 30/second with 150 messages each (five seconds, several quanta) and an
     unlimited partner with 1,000: every message arrives, each limited partner at its limit,

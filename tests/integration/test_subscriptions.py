@@ -12,7 +12,7 @@ from notifier.engine.router import Router
 from notifier.models import PartnerIn, PartnerPatch
 from notifier.redis import keys
 from notifier.store import Store
-from tests.helpers import register
+from tests.helpers import EndpointFactory, register
 
 
 async def test_a_running_router_follows_changes_one_partner_at_a_time(
@@ -53,7 +53,7 @@ async def test_a_running_router_follows_changes_one_partner_at_a_time(
 
 
 async def test_a_type_with_1000_subscribers_never_holds_redis_for_long(
-    redis: Redis, settings: Settings, endpoint_factory: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     """Each partner gets the event once, and no Redis call took more than a few
     milliseconds: the fan-out is split into calls of FANOUT_CHUNK partners."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 from redis.asyncio import Redis
 
 from notifier import config
-from tests.helpers import eventually, idle, register, running
+from tests.helpers import EndpointFactory, Spawn, eventually, idle, register, running
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,7 @@ def children(pid: int) -> set[int]:
 
 
 async def test_a_killed_worker_is_restarted_and_nothing_is_lost(
-    redis: Redis, env: dict[str, str], endpoint_factory: Any, spawn: Any
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, spawn: Spawn
 ) -> None:
     env["NOTIFIER_CLAIM_IDLE"] = "3s"  # the killed worker's messages come back after this
     settings = config.load(env)

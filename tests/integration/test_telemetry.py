@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -15,7 +15,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from redis.asyncio import Redis
 
 from notifier.config import Settings
-from tests.helpers import Endpoint, eventually, free_port, publish, register
+from tests.helpers import EndpointFactory, Spawn, eventually, free_port, publish, register
 
 
 class Traces(trace_service_pb2_grpc.TraceServiceServicer):
@@ -60,7 +60,9 @@ async def collector() -> AsyncIterator[tuple[str, Traces, Metrics]]:
 
 def attributes(items: Any) -> dict[str, Any]:
     def value(kv: KeyValue) -> Any:
-        return getattr(kv.value, kv.value.WhichOneof("value"))
+        kind = kv.value.WhichOneof("value")
+        assert kind is not None, f"attribute {kv.key} has no value"
+        return getattr(kv.value, kind)
 
     return {kv.key: value(kv) for kv in items}
 
@@ -72,8 +74,8 @@ async def failing(request: web.Request, n: int) -> web.StreamResponse:
 async def test_an_events_trace_holds_its_fan_out_and_every_attempt(
     redis: Redis,
     settings: Settings,
-    spawn: Callable[..., Any],
-    endpoint_factory: Callable[..., Awaitable[Endpoint]],
+    spawn: Spawn,
+    endpoint_factory: EndpointFactory,
     collector: tuple[str, Traces, Metrics],
 ) -> None:
     otlp, traces, metrics = collector
@@ -154,8 +156,8 @@ async def test_an_events_trace_holds_its_fan_out_and_every_attempt(
 async def test_a_producers_trace_goes_on_and_log_lines_carry_its_ids(
     redis: Redis,
     settings: Settings,
-    spawn: Callable[..., Any],
-    endpoint_factory: Callable[..., Awaitable[Endpoint]],
+    spawn: Spawn,
+    endpoint_factory: EndpointFactory,
     collector: tuple[str, Traces, Metrics],
 ) -> None:
     import json

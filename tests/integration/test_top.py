@@ -10,7 +10,6 @@ import select
 import signal
 import subprocess
 import sys
-from typing import Any
 
 import pyte
 import pytest
@@ -18,7 +17,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from notifier.config import Settings
-from tests.helpers import Endpoint, eventually, publish, register
+from tests.helpers import Endpoint, EndpointFactory, Spawn, eventually, publish, register
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +80,11 @@ class Terminal:
 
 
 async def test_top_shows_every_partner_with_work_or_trouble_worst_first(
-    redis: Redis, env: dict[str, str], settings: Settings, endpoint_factory: Any, spawn: Any
+    redis: Redis,
+    env: dict[str, str],
+    settings: Settings,
+    endpoint_factory: EndpointFactory,
+    spawn: Spawn,
 ) -> None:
     env["NOTIFIER_RETRY_SCHEDULE"] = "100ms,60s"  # the failing partner's retries then wait
 

@@ -3,7 +3,6 @@ what a partner with a transform receives."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,7 @@ from redis.asyncio import Redis
 
 from notifier.config import Settings
 from notifier.transforms import ROOTS, Transform, check
-from tests.helpers import Endpoint, publish, register, running
+from tests.helpers import EndpointFactory, publish, register, running
 
 EVENT: dict[str, Any] = {
     "type": "order.created",
@@ -104,7 +103,7 @@ TEMPLATES = st.recursive(
 
 
 async def test_partner_receives_its_transformed_body(
-    redis: Redis, settings: Settings, endpoint_factory
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     plain, mapped = await endpoint_factory(), await endpoint_factory()
     await register(redis, settings, "plain", plain.url, ["*"])
@@ -128,7 +127,7 @@ async def test_partner_receives_its_transformed_body(
 
 
 async def test_the_transformed_body_is_what_is_signed(
-    redis: Redis, settings: Settings, endpoint_factory: Callable[..., Awaitable[Endpoint]]
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     mapped = await endpoint_factory()
     _, secret = await register(

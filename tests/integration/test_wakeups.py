@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -21,7 +20,7 @@ from notifier.engine import delivery
 from notifier.engine.delivery import Delivery
 from notifier.engine.router import Router
 from notifier.engine.sender import Sender
-from tests.helpers import Endpoint, eventually, publish, register
+from tests.helpers import Endpoint, EndpointFactory, eventually, publish, register
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +50,7 @@ def long_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_routed_message_wakes_a_blocked_process(
-    redis: Redis, settings: Settings, endpoint_factory: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     endpoint: Endpoint = await endpoint_factory()
     await register(redis, settings, "p", endpoint.url, ["*"])
@@ -66,7 +65,7 @@ async def test_a_routed_message_wakes_a_blocked_process(
 
 
 async def test_a_retry_coming_due_wakes_a_blocked_process(
-    redis: Redis, settings: Settings, endpoint_factory: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     async def fail_first(request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=500 if n == 1 else 200)
@@ -82,7 +81,7 @@ async def test_a_retry_coming_due_wakes_a_blocked_process(
 
 
 async def test_a_rate_limit_slot_opening_wakes_a_blocked_process(
-    redis: Redis, settings: Settings, endpoint_factory: Any
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
     endpoint: Endpoint = await endpoint_factory()
     await register(redis, settings, "p", endpoint.url, ["*"], rate_limit="1/second")

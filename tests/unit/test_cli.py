@@ -3,6 +3,7 @@ a terminal and JSON when piped."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -15,13 +16,15 @@ def test_version_and_help_for_every_command() -> None:
 
     assert cli({}, "--version").stdout.strip() == f"notifier {__version__}"
     top = parser()
-    commands = top._subparsers._group_actions[0]  # type: ignore[union-attr]
+    assert top._subparsers is not None
+    commands = top._subparsers._group_actions[0]
+    assert isinstance(commands, argparse._SubParsersAction)
     for name, sub in commands.choices.items():
         assert sub.description, f"{name} has no description"
-        nested = [a for a in sub._actions if a.choices and isinstance(a.choices, dict)]
-        for action in nested:
-            for child_name, child in action.choices.items():
-                assert child.description, f"{name} {child_name} has no description"
+        for action in sub._actions:
+            if isinstance(action.choices, dict):  # the command's own sub-commands
+                for child_name, child in action.choices.items():
+                    assert child.description, f"{name} {child_name} has no description"
     assert all(action.help for action in commands._choices_actions)
 
 

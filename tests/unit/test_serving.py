@@ -81,7 +81,8 @@ def test_the_pause_is_none_or_at_least_min_pause(
         pool.stopping.set()
     one = served(pool)
     one.blocked_until = serving.now_ms() + blocked_offset
-    one.inflight = dict.fromkeys(range(inflight))  # type: ignore[arg-type]
+    # only how many are in flight matters to _pause, not the tasks
+    one.inflight = dict.fromkeys(range(inflight))  # type: ignore[arg-type, assignment]
     pause = one._pause(time.monotonic() + deadline_offset)
     assert pause is None or pause >= MIN_PAUSE
     if deadline_offset <= 0 or stopping or inflight >= one.max_in_flight:
