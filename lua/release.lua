@@ -16,28 +16,25 @@ local due = KEYS[4]            -- notifier:{id}:due
 local inflight = KEYS[5]       -- notifier:{id}:inflight
 local wake = KEYS[6]           -- notifier:wake
 local messages = KEYS[7]       -- notifier:{id}:messages
-local attempts = KEYS[8]       -- notifier:{id}:attempts
 local partner = ARGV[1]
 local now = tonumber(ARGV[2])
 local blocked = tonumber(ARGV[3])  -- ms until which it may not send (rate limit, ordered head)
 local active = ARGV[4] == '1'      -- '0': disabled, keep its messages but do not schedule it
 local held_until = tonumber(ARGV[5])  -- the latest lease end this process set
 local retention = tonumber(ARGV[6])   -- ms the message index keeps a message (0: none)
-local attempts_kept = ARGV[7]
--- ARGV[8..]: `inflight` scores given by takes whose replies were lost
+-- ARGV[7..]: `inflight` scores given by takes whose replies were lost
 
 if redis.call('EXISTS', stream) == 0 then
   redis.call('ZREM', ready, partner)
   redis.call('ZREM', leases, partner)
   return -1
 end
--- the partner's bounded logs are trimmed here, once a serve, rather than once a message
+-- the message index is trimmed here, once a serve, rather than once a message
 if retention > 0 then
   redis.call('ZREMRANGEBYSCORE', messages, '-inf', now - retention)
 end
-redis.call('XTRIM', attempts, 'MAXLEN', '~', attempts_kept)
 
-for i = 8, #ARGV do
+for i = 7, #ARGV do
   local lost = redis.call('ZRANGEBYSCORE', inflight, ARGV[i], ARGV[i], 'LIMIT', 0, 1000)
   for _, id in ipairs(lost) do
     redis.call('ZADD', inflight, now, id)

@@ -20,7 +20,7 @@ local window = KEYS[8]         -- notifier:{id}:window
 local breaker = KEYS[9]        -- notifier:{id}:breaker
 -- KEYS[10..]: the message index entries (notifier:message:<id>) of the `index` triples below
 local group = ARGV[1]
-local kept = ARGV[2]           -- attempts kept per partner (unused: release.lua trims)
+local kept = tonumber(ARGV[2]) -- attempts kept per partner (about: see the XADD below)
 local dead_kept = ARGV[3]      -- dead letters kept
 local partner = ARGV[4]
 local now = ARGV[5]
@@ -104,9 +104,14 @@ if #finished > 0 then
     redis.call('HDEL', history, unpack(finished))
   end
 end
--- the batch's attempts as one entry (a JSON array); trimmed by release.lua, once a serve
+-- The batch's attempts as one entry (a JSON array). The log keeps about `kept` attempts, not
+-- entries: it is capped at as many entries of this batch's size as make `kept` (an entry is
+-- up to max_in_flight attempts). `~` trims whole stream nodes only, so this costs next to
+-- nothing when there is nothing to trim.
 if i <= #ARGV then
-  redis.call('XADD', attempts, '*', 'b', '[' .. table.concat(ARGV, ',', i, #ARGV) .. ']')
+  local batch = #ARGV - i + 1
+  redis.call('XADD', attempts, 'MAXLEN', '~', math.max(1, math.ceil(kept / batch)), '*',
+             'b', '[' .. table.concat(ARGV, ',', i, #ARGV) .. ']')
 end
 if any_ok then
   if not maybe_failing then

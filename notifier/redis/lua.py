@@ -452,7 +452,6 @@ def release(
             keys.inflight(partner_id),
             keys.WAKE,
             keys.messages(partner_id),
-            keys.attempts(partner_id),
         ],
         [
             partner_id,
@@ -461,7 +460,6 @@ def release(
             "1" if active else "0",
             held_until,
             retention_ms,
-            keys.ATTEMPTS_KEPT,
             *lost_visible,
         ],
         _int,
