@@ -306,9 +306,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Env(
             "NOTIFIER_MESSAGE_RETENTION",
             parse_duration,
-            "how long a message can be looked up, listed, resent and recovered (about 150 "
-            "bytes per message, plus its event, plus 80 per partner it went to); `0` keeps no "
-            "index",
+            "how long a message can be looked up, listed, resent and recovered (Redis keeps "
+            "about 650 bytes per message plus its event's data, `scripts/bench` 8d); `0` keeps "
+            "no index",
             "`7d`",
         ),
     ] = 7 * 86400.0

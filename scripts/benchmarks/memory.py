@@ -4,7 +4,11 @@
 delivery process running: the growth over the messages. First every partner's attempt log is
 filled to its cap (keys.ATTEMPTS_KEPT) by deliveries, so that later growth is the messages'.
 (b) The same once a delivery process has delivered them all and stopped: what stays behind
-per message, which should be about nothing.
+per message once the message index has been trimmed, which should be about nothing (the
+attempt logs, capped by count, are left out: their size follows batch sizes).
+(d) What the message index (keys.py: `notifier:message:<id>`, `notifier:{id}:messages`) holds
+per delivered message until NOTIFIER_MESSAGE_RETENTION trims it: measured by removing those
+keys, as the trimming would, after (b)'s first reading.
 (c) One event of 100 KiB of data routed to 100 partners (no delivery): the growth per
 partner's copy, beside a small event already in every stream (so the streams exist).
 Peak RSS of the notifier processes is in scenarios 1 and 6.
@@ -12,6 +16,7 @@ Peak RSS of the notifier processes is in scenarios 1 and 6.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import string
@@ -35,6 +40,7 @@ FIGURES = [
     Figure("8a", 8, "8a Redis memory per backlogged message", "bytes"),
     Figure("8b", 8, "8b Redis memory per message once delivered", "bytes", Goal("~", 10)),
     Figure("8c", 8, "8c Redis memory per partner copy of a 100 KiB event", "bytes"),
+    Figure("8d", 8, "8d message index per delivered message, until retention", "bytes"),
 ]
 
 
@@ -63,7 +69,9 @@ async def backlog(bench: Bench, results: Results) -> None:
     await bench.wait_delivered(expected(names, warm), "the warm-up deliveries")
     await empty(bench, partners)
     bench.stop(deliver)
+    await drop_index(bench)  # the warm-up's, so that (d) measures the backlog's alone
     base = await used_memory(bench.redis)
+    base_logs = await attempt_logs(bench, partners)
 
     progress(f"8a {s.memory_events:,} events backlogged")
     await bench.publish(types, s.memory_events, first=warm)
@@ -84,12 +92,57 @@ async def backlog(bench: Bench, results: Results) -> None:
     )
     await empty(bench, partners)
     bench.stop(deliver)
-    left = await used_memory(bench.redis) - base
+    indexed = await used_memory(bench.redis) - base
+    await drop_index(bench)
+    logs = await attempt_logs(bench, partners)
+    left = await used_memory(bench.redis) - base - (logs - base_logs)
     results.put(
         "8b",
         left / s.memory_events,
-        f"{left / 1024:,.0f} KiB in all, the delivery process stopped as before the backlog",
+        f"{left / 1024:,.0f} KiB in all, the delivery process stopped as before the backlog, "
+        f"the message index trimmed; the attempt logs (about {keys.ATTEMPTS_KEPT:,} attempts "
+        f"a partner, in batches) are left out: {logs / MIB:.1f} MiB, "
+        f"{base_logs / MIB:.1f} MiB before",
     )
+    results.put(
+        "8d",
+        (indexed - left) / s.memory_events,
+        f"{(indexed - left) / MIB:,.1f} MiB for {s.memory_events:,} messages, kept for "
+        "NOTIFIER_MESSAGE_RETENTION (7d by default; 0 keeps none) so that a message can be "
+        "looked up, resent and recovered",
+    )
+
+
+async def attempt_logs(bench: Bench, partners: dict[str, str]) -> int:
+    """The attempt logs' memory: capped by the attempts they hold, their size follows the
+    batches those came in (and what failures say), not the number of messages."""
+    total = 0
+    for pid in partners.values():
+        total += int(await bench.redis.memory_usage(keys.attempts(pid), samples=0) or 0)
+    return total
+
+
+async def drop_index(bench: Bench) -> None:
+    """Remove the message index, as NOTIFIER_MESSAGE_RETENTION's trimming would."""
+    for pattern in (keys.PREFIX + "message:*", keys.PREFIX + "{*}:messages"):
+        batch: list[bytes] = []
+        async for key in bench.redis.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await bench.redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            await bench.redis.unlink(*batch)
+    # Redis shrinks the keyspace's hash tables (a few MiB for 100,000 keys) in its cron, a
+    # little each tick: wait until used_memory stops falling, as it would long before the
+    # retention trims a real index.
+    last = await used_memory(bench.redis)
+    for _ in range(40):
+        await asyncio.sleep(0.25)
+        now = await used_memory(bench.redis)
+        if now >= last:
+            break
+        last = now
 
 
 async def empty(bench: Bench, partners: dict[str, str]) -> None:
