@@ -1,9 +1,12 @@
 """The router: ingress stream -> one entry in the stream of every subscribed partner.
 
-It reads the ingress stream through the `router` consumer group in batches and runs
-`lua/route.lua` once per entry (all of a batch in one pipeline), which fans out, dedupes the
-producer's id and acknowledges in one atomic step. Entries left pending by a router that died
-are claimed after NOTIFIER_CLAIM_IDLE; the script's XACK check keeps them from being routed twice.
+It reads the ingress stream through the `router` consumer group in batches. Small fan-outs
+go up to BATCH_ENTRIES at a time through `lua/route_batch.lua`, large ones (split in chunks of
+FANOUT_CHUNK partners) and dead letters through `lua/route.lua`, all of a batch in one
+pipeline: either script fans an entry out, dedupes the producer's id and acknowledges it in
+one atomic step, so one script call carries many deliveries' routing. Entries left pending by
+a router that died are claimed after NOTIFIER_CLAIM_IDLE; the scripts' XACK check keeps them
+from being routed twice.
 """
 
 from __future__ import annotations
