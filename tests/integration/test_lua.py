@@ -212,3 +212,41 @@ async def test_a_split_fan_out_resumed_by_another_router_appends_each_copy_once(
     }
     assert not await redis.exists(keys.fanout(entry))
     assert [await scripts.run(call) for call in chunks()] == [-1, -1, -1]
+
+
+async def test_a_batch_routes_only_the_entries_no_other_router_has_routed(redis: Redis) -> None:
+    """Another router may have claimed and routed some entries of a batch (this one stalled
+    past NOTIFIER_CLAIM_IDLE): those are answered -1 and written nowhere, the rest routed."""
+    scripts = Scripts(redis)
+    await redis.xgroup_create("notifier:events", keys.ROUTER_GROUP, id="0", mkstream=True)
+    ids = [await publish(redis, "t", "{}") for _ in range(3)]
+    await redis.xreadgroup(keys.ROUTER_GROUP, "r1", {"notifier:events": ">"})
+    await redis.xack("notifier:events", keys.ROUTER_GROUP, ids[1])  # routed by "r2"
+
+    def batch() -> lua.Call[list[int]]:
+        return lua.route_batch(
+            ingress="notifier:events",
+            group=keys.ROUTER_GROUP,
+            now_ms=1000,
+            entries=[
+                lua.Routing(
+                    entry_id=entry,
+                    message=message(n),
+                    message_id=f"m{n}",
+                    dedupe_ttl=0,
+                    partners=[(f"ptn_{n}", True)],
+                )
+                for n, entry in enumerate(ids)
+            ],
+            retention_ms=60_000,
+        )
+
+    assert await scripts.run(batch()) == [1, -1, 1]
+    assert [await redis.xlen(keys.stream(f"ptn_{n}")) for n in range(3)] == [1, 0, 1]
+    assert not await redis.exists(keys.message("m1"))
+    assert (await redis.xpending("notifier:events", keys.ROUTER_GROUP))["pending"] == 0
+    assert (
+        await redis.xlen("notifier:events") == 1
+    )  # the routed ones are deleted; r2 deletes its own
+    assert await scripts.run(batch()) == [-1, -1, -1]  # run again: nothing twice
+    assert [await redis.xlen(keys.stream(f"ptn_{n}")) for n in range(3)] == [1, 0, 1]
