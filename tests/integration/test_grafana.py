@@ -58,10 +58,12 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The series an expression reads: names before a selector or a range, not label names."""
-    names = set(re.findall(r"\b(notifier_[a-z_]+|up)\s*[{\[)]", expr))
-    names |= set(re.findall(r"\b(notifier_[a-z_]+)\b(?!\s*[=!~])", expr))
-    return {n for n in names if n not in {"notifier_"}}
+    """The series an expression reads: every notifier_* name no label matcher follows (so not
+    a label name), and Prometheus's own `up`."""
+    names = set(re.findall(r"\b(notifier_[a-z_]+)\b(?!\s*[=!~])", expr))
+    if re.search(r"\bup\s*\{", expr):
+        names.add("up")
+    return names
 
 
 # ---------------------------------------------------------------- static checks
