@@ -22,7 +22,7 @@ local want = tonumber(ARGV[4])       -- at most max_in_flight (1000)
 local limit = tonumber(ARGV[5])      -- requests per window, at most 1e6; 0: no limit
 local window_ms = tonumber(ARGV[6])  -- at most 24 h
 local ordered = ARGV[7] == '1'
-local lease_until = tonumber(ARGV[8])
+local lease_until = tonumber(ARGV[8])  -- renews the lease; 0: keep the current one
 local partner = ARGV[9]
 local visible_ms = tonumber(ARGV[10])  -- NOTIFIER_CLAIM_IDLE: when an unsettled send is retried
 local token = ARGV[11]                  -- unique per call, makes window members unique
@@ -30,8 +30,10 @@ local token = ARGV[11]                  -- unique per call, makes window members
 if redis.call('EXISTS', stream) == 0 then
   return {-1}
 end
-redis.call('ZADD', ready, 'XX', lease_until, partner)
-redis.call('ZADD', leases, lease_until, partner)
+if lease_until > 0 then
+  redis.call('ZADD', ready, 'XX', lease_until, partner)
+  redis.call('ZADD', leases, lease_until, partner)
+end
 
 local blocked = 0
 if limit > 0 then

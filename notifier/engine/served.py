@@ -175,8 +175,13 @@ class ServedPartner:
         assert self.partner is not None
         pool = self.pool
         now = now_ms()
-        lease_until = now + pool.lease_ms
-        self.held_until = max(self.held_until, lease_until)
+        # The lease is renewed once half of it has gone, not at every take: a serve lasts a
+        # quantum plus its open sends, far less than NOTIFIER_CLAIM_IDLE, and a renewal is two
+        # writes to the shared sorted sets.
+        lease_until = 0
+        if self.held_until - now < pool.lease_ms // 2:
+            lease_until = now + pool.lease_ms
+            self.held_until = lease_until
         call = lua.take(
             partner_id=self.partner_id,
             consumer=pool.consumer,
@@ -187,7 +192,7 @@ class ServedPartner:
             ordered=self.partner.ordered,
             lease_until=lease_until,
             visible_ms=pool.visible_ms,
-            token=uuid.uuid4().hex,
+            token=uuid.uuid4().hex if self.limit else "",  # only a window log needs one
         )
         try:
             took = await pool.scripts.send(call)

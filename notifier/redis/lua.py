@@ -285,7 +285,8 @@ def take(
     visible_ms: int,
     token: str,
 ) -> Call[Took]:
-    """Take up to `want` messages that may be sent now, with their rate-limit slots."""
+    """Take up to `want` messages that may be sent now, with their rate-limit slots;
+    `lease_until` renews the partner's lease (0 keeps the current one)."""
 
     def read(found: Any) -> Took:
         return Took(
