@@ -45,9 +45,13 @@ log = logs.get("delivery")
 FALLBACK = 2.0
 #: Partners leased per look at `ready`: small steps spread them over the delivery processes.
 LEASE_STEP = 4
-#: Above this share of one CPU, a process takes no more partners (see `tick`).
+#: Above this share of one CPU, a process takes no more partners (see `tick`)...
 CPU_BUSY = 0.9
 CPU_SAMPLE = 0.25
+#: ...unless a partner has been due this long: then no other process is taking it.
+STARVED_MS = 50
+#: How long a saturated process waits before it looks again.
+BUSY_WAIT = 0.05
 #: Tries at giving a partner back while Redis answers errors for it, before leaving its lease
 #: to run out.
 GIVE_BACK_TRIES = 3
@@ -118,11 +122,13 @@ class Delivery:
     async def tick(self) -> None:
         if self._unreturned or self._lost_leases:
             await self.give_back_unreturned()
-        if self._cpu_busy() > CPU_BUSY and self._serving:
+        if self._cpu_busy() > CPU_BUSY and self._serving and not await self._starved():
             # Saturated: more partners here would only share this CPU. Leave them (and the
             # wake-up tokens) to another delivery process, which is how adding processes
-            # adds throughput.
-            await asyncio.sleep(CPU_SAMPLE)
+            # adds throughput. A partner left due for STARVED_MS has found no other taker (a
+            # lone process, or all of them saturated), so it is served here after all: the
+            # guard spreads work, it must not make partners wait for nothing.
+            await asyncio.sleep(BUSY_WAIT)
             return
         free = min(self.settings.concurrency - len(self._serving), LEASE_STEP)
         if free <= 0:
@@ -194,6 +200,11 @@ class Delivery:
             else:
                 log.info("partner given back", partner=served.partner_id)
             self._unreturned.pop(0)
+
+    async def _starved(self) -> bool:
+        """Whether the earliest due partner in `ready` has been due for STARVED_MS or more."""
+        first = await self.redis.zrange(keys.READY, 0, 0, withscores=True)
+        return bool(first) and float(first[0][1]) <= now_ms() - STARVED_MS
 
     def _cpu_busy(self) -> float:
         """The share of wall time this process spent on CPU since about CPU_SAMPLE ago.

@@ -9,14 +9,17 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
+from notifier import config
 from notifier.config import Settings
 from notifier.engine import served as serving
+from notifier.engine.delivery import Delivery
 from notifier.engine.served import ServedPartner
 from notifier.models import Partner
 from notifier.redis import lua
-from tests.helpers import Endpoint, EndpointFactory, idle, register, running
+from tests.helpers import Endpoint, EndpointFactory, eventually, idle, publish, register, running
 from tests.integration.test_ratelimit import busiest_window
 
 
@@ -89,3 +92,38 @@ async def test_many_limited_partners_with_backlogs_beside_an_unlimited_one(
         assert busiest_window(endpoint.received) <= 30
     assert limited_done >= 4.0  # 150 at 30/second: the limit held
     assert free_done < limited_done / 2, (free_done, limited_done)
+
+
+async def test_a_saturated_lone_process_still_takes_a_partner_left_waiting(
+    redis: Redis,
+    env: dict[str, str],
+    endpoint_factory: EndpointFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above CPU_BUSY a process leaves new partners to the others; with no other process a
+    partner that has waited STARVED_MS is served all the same. Here the process counts as
+    saturated throughout, and the first partner's request is held open until the second
+    partner has received its message: without the exception it never would."""
+    # the held request must outlast the wait below, so that only the exception can help
+    settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "40s", "NOTIFIER_CLAIM_IDLE": "60s"})
+    monkeypatch.setattr(Delivery, "_cpu_busy", lambda self: 1.0)
+    release = asyncio.Event()
+
+    async def hold(request: web.Request, n: int) -> web.StreamResponse:
+        await release.wait()
+        return web.Response()
+
+    slow = await endpoint_factory(hold)
+    waiting = await endpoint_factory()
+    await register(redis, settings, "slow", slow.url, ["evt.slow"])
+    await register(redis, settings, "waiting", waiting.url, ["evt.waiting"])
+    async with running(settings):
+        await publish(redis, "evt.slow", {"n": 1})
+        await eventually(lambda: len(slow.received) == 1, 20, "the slow partner's request")
+        await publish(redis, "evt.waiting", {"n": 2})
+        try:
+            await waiting.wait_for(1)
+        finally:
+            release.set()
+        await idle(redis)
+    assert len(slow.received) == 1 and len(waiting.received) == 1
