@@ -116,6 +116,12 @@ async def test_resend_delivers_a_delivered_message_again_with_the_same_webhook_i
     await admin.call("POST", "/v1/partners/ptn_nope/messages/ord-7-paid/resend", status=404)
 
 
+async def later_ms(than: int) -> int:
+    """The wall clock in ms once it is past `than`."""
+    await eventually(lambda: time.time() * 1000 >= than + 1, 1, "the clock to move on")
+    return int(time.time() * 1000)
+
+
 async def test_recover_resends_exactly_the_failures_in_its_range(
     redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
@@ -133,11 +139,14 @@ async def test_recover_resends_exactly_the_failures_in_its_range(
     async with running(settings):
         await publish(redis, "order.created", {"n": "before"}, event_id="before")
         await endpoint.wait_for(2)  # first try and the quick retry
-        since = int(time.time() * 1000)
+        # the range is inclusive and routing times are in ms: the clock must move on between
+        # "before" and `since`, and between `until` and "after"
+        since = await later_ms(int(time.time() * 1000))
         for n in range(3):
             await publish(redis, "order.created", {"n": n}, event_id=f"in-{n}")
         await endpoint.wait_for(2 + 3 * 2)
         until = int(time.time() * 1000)
+        await later_ms(until)
         await publish(redis, "order.created", {"n": "after"}, event_id="after")
         await endpoint.wait_for(2 + 3 * 2 + 2)
         down = False
