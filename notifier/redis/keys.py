@@ -29,7 +29,8 @@ partner id as a hash tag (`{id}`), so a Cluster deployment keeps a partner's key
                                              process that died sending it: retried by another)
     notifier:{id}:window            zset     sliding-window rate-limit log (one member a request)
     notifier:{id}:history           hash     message id -> msgspec JSON list of failed attempts
-    notifier:{id}:attempts          stream   the last ATTEMPTS_KEPT attempts, newest last
+    notifier:{id}:attempts          stream   about the last ATTEMPTS_KEPT attempts, newest last,
+                                             an entry per settled batch
     notifier:{id}:seen:<event id>   string   producer id dedupe marker, expires after DEDUPE_TTL
     notifier:{id}:failing           string   ms of the first failure of an unbroken failing run
     notifier:{id}:breaker           string   ms the breaker opened; deleted by the first success

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from notifier.telemetry.backlog import Snapshot
 
 MAX_EVENT_TYPES = 200
-#: Why messages are dead-lettered, as a label.
-DEAD_REASONS = ("exhausted", "malformed", "poison")
+#: Why messages are dead-lettered, as a label: a spent retry schedule, an event that breaks
+#: the contract, one that failed to route again and again.
+DeadReason = Literal["exhausted", "malformed", "poison"]
 
 
 @cache
@@ -177,7 +178,7 @@ class Metrics:
         self._routed.add(1, {"event_type": self._type(event_type)})
         self.routed_total += 1
 
-    def dead_lettered(self, partner_id: str, reason: str) -> None:
+    def dead_lettered(self, partner_id: str, reason: DeadReason) -> None:
         """`partner_id` is "" for a malformed event, which belongs to no partner."""
         self._dead.add(1, {"partner": partner_id, "reason": reason})
         self.dead_total += 1
