@@ -1,14 +1,14 @@
 -- fan_out.lua: included by the scripts that route (route, route_batch): append one message to
--- each of its partners' streams, dedupe the producer's id per partner, mark each partner due
--- (wake_partner, included before this), and record the message in the index.
+-- each of its partners' streams, dedupe the producer's id per partner, name each enabled
+-- partner that got it in `waking` (its caller wakes them all at once with wake_partners,
+-- included before this), and record the message in the index.
 -- KEYS from `key_at`: the message's index entry, then per partner its stream, its dedupe marker
 -- and its index of messages; ARGV from `arg_at`: the partner ids. `wake` has a '1' per partner
--- to schedule (enabled) and '0' otherwise; `woken` names the partners woken already in this
--- call (a batch often has several messages for one partner: waking it once is enough).
+-- to schedule (enabled) and '0' otherwise.
 -- A pending copy's index field is just its entry id (which starts with the ms it was routed):
 -- the state written once a message, on the hot path, is the cheapest one to write.
-local function fan_out(ready, leases, dead, wake_list, woken, dead_max, now, retention,
-                       dedupe_ttl, payload, message_id, wake, key_at, arg_at, n)
+local function fan_out(waking, dead, dead_max, now, retention, dedupe_ttl, payload, message_id,
+                       wake, key_at, arg_at, n)
   local message_key = KEYS[key_at]
   local routed = 0
   local indexed = {}  -- field, value pairs of the message's hash: one per partner
@@ -25,9 +25,8 @@ local function fan_out(ready, leases, dead, wake_list, woken, dead_max, now, ret
       local state
       if appended then
         routed = routed + 1
-        if string.sub(wake, i, i) == '1' and not woken[partner] then
-          wake_partner(ready, leases, wake_list, partner, now)
-          woken[partner] = true
+        if string.sub(wake, i, i) == '1' then
+          want_woken(waking, partner)
         end
         state = added
       else

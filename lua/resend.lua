@@ -17,7 +17,7 @@ local group = ARGV[1]
 local partner = ARGV[2]
 local now = tonumber(ARGV[3])
 
---@include wake_partner
+--@include wake_partners
 
 local event = redis.call('HGET', message, 'event')
 local known = redis.call('HGET', message, partner)
@@ -40,5 +40,5 @@ if state.x then
 end
 local added = redis.call('XADD', stream, '*', 'm', event)
 redis.call('HSET', message, partner, added)
-wake_partner(ready, leases, wake_list, partner, now)
+wake_partners(ready, leases, wake_list, {partner}, now)
 return {1, added}

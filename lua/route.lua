@@ -30,7 +30,7 @@ local message_id = ARGV[13]
 local keep = ARGV[14] == '1'          -- keep routed entries (the ops stream is read by people)
 local first_partner = 15              -- ARGV[15..]: partner ids, in the order of their keys
 
---@include wake_partner
+--@include wake_partners
 --@include fan_out
 
 if dead_reason ~= '' then
@@ -57,8 +57,10 @@ elseif redis.call('XACK', ingress, group, entry_id) == 0 then
   return -1
 end
 
-local routed = fan_out(ready, leases, dead, wake_list, {}, dead_max, now, retention, dedupe_ttl,
-                       payload, message_id, wake, 7, first_partner, #ARGV - first_partner + 1)
+local waking = {}
+local routed = fan_out(waking, dead, dead_max, now, retention, dedupe_ttl, payload, message_id,
+                       wake, 7, first_partner, #ARGV - first_partner + 1)
+wake_partners(ready, leases, wake_list, waking, now)
 
 if split then
   if last then

@@ -17,12 +17,12 @@ local keep = ARGV[5] == '1'
 -- ARGV[6..]: per entry: entry id, dedupe ttl, payload, wake, message id, n partners, then the
 -- n partner ids
 
---@include wake_partner
+--@include wake_partners
 --@include fan_out
 
 local out = {}
-local woken = {}
-local routed_ids = {}  -- deleted from the ingress stream in one call at the end
+local waking = {}
+local routed = {}  -- deleted from the ingress stream in one call at the end
 local key_at, a = 6, 6
 while a <= #ARGV do
   local entry_id, dedupe_ttl, payload = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
@@ -30,14 +30,15 @@ while a <= #ARGV do
   if redis.call('XACK', ingress, group, entry_id) == 0 then
     out[#out + 1] = -1
   else
-    out[#out + 1] = fan_out(ready, leases, dead, wake_list, woken, dead_max, now, retention,
-                            dedupe_ttl, payload, message_id, wake, key_at, a + 6, n)
-    routed_ids[#routed_ids + 1] = entry_id
+    out[#out + 1] = fan_out(waking, dead, dead_max, now, retention, dedupe_ttl, payload,
+                            message_id, wake, key_at, a + 6, n)
+    routed[#routed + 1] = entry_id
   end
   key_at = key_at + 1 + 3 * n
   a = a + 6 + n
 end
-if not keep and #routed_ids > 0 then
-  redis.call('XDEL', ingress, unpack(routed_ids))
+if not keep and #routed > 0 then
+  redis.call('XDEL', ingress, unpack(routed))
 end
+wake_partners(ready, leases, wake_list, waking, now)
 return out

@@ -94,8 +94,8 @@ if #ids > 0 then
 end
 
 flush_sent()
-local pending = redis.call('ZCARD', due) + redis.call('ZCARD', inflight)
-if ordered and pending > taken then
+-- (counted only for an ordered partner: nothing else needs the count)
+if ordered and redis.call('ZCARD', due) + redis.call('ZCARD', inflight) > taken then
   -- the head is being sent or waiting for its retry: nothing behind it may pass
   if taken == 0 then
     local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')

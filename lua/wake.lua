@@ -8,12 +8,14 @@ local wake = KEYS[3]           -- notifier:wake
 local now = tonumber(ARGV[1])
 -- ARGV[2..]: partner ids
 
---@include wake_partner
+--@include wake_partners
 
+local waking = {}
 for i = 2, #ARGV do
   local ok, length = pcall(redis.call, 'XLEN', KEYS[2 + i])  -- a broken key is not ours to fix
   if ok and length > 0 then
-    wake_partner(ready, leases, wake, ARGV[i], now)
+    want_woken(waking, ARGV[i])
   end
 end
+wake_partners(ready, leases, wake, waking, now)
 return 0

@@ -9,7 +9,7 @@ it with the other calls of the same moment (`autopipeline.py`), `Scripts.queue` 
 explicit pipeline.
 
 Scripts share code through `--@include <name>`: the loader pastes `lua/<name>.lua` in its place,
-so the rule for waking a partner is written once (`lua/wake_partner.lua`).
+so the rule for waking a partner is written once (`lua/wake_partners.lua`).
 
 The wheel ships the scripts as `notifier/lua/`; a source checkout reads the top-level `lua/`.
 """

@@ -250,3 +250,41 @@ async def test_a_batch_routes_only_the_entries_no_other_router_has_routed(redis:
     )  # the routed ones are deleted; r2 deletes its own
     assert await scripts.run(batch()) == [-1, -1, -1]  # run again: nothing twice
     assert [await redis.xlen(keys.stream(f"ptn_{n}")) for n in range(3)] == [1, 0, 1]
+
+
+async def test_a_batch_wakes_each_partner_by_the_wake_rule_once(redis: Redis) -> None:
+    """A routed batch wakes its partners together (lua/wake_partners.lua): a leased partner
+    keeps its score and gets no token (its holder looks again), one due already gets no
+    token either, an idle one is due now with one token however many messages it got, and a
+    disabled one is not scheduled."""
+    scripts = Scripts(redis)
+    await redis.xgroup_create("notifier:events", keys.ROUTER_GROUP, id="0", mkstream=True)
+    ids = [await publish(redis, "t", "{}") for _ in range(5)]
+    await redis.xreadgroup(keys.ROUTER_GROUP, "r1", {"notifier:events": ">"})
+    await redis.zadd(keys.LEASES, {"ptn_leased": 90_000})
+    await redis.zadd(keys.READY, {"ptn_leased": 90_000, "ptn_due": 500})
+    targets = ["ptn_idle", "ptn_leased", "ptn_due", "ptn_idle", "ptn_off"]
+    call = lua.route_batch(
+        ingress="notifier:events",
+        group=keys.ROUTER_GROUP,
+        now_ms=1000,
+        entries=[
+            lua.Routing(
+                entry_id=entry,
+                message=message(n),
+                message_id=f"m{n}",
+                dedupe_ttl=0,
+                partners=[(target, target != "ptn_off")],
+            )
+            for n, (entry, target) in enumerate(zip(ids, targets, strict=True))
+        ],
+    )
+    assert await scripts.run(call) == [1, 1, 1, 1, 1]
+    assert await redis.zrange(keys.READY, 0, -1, withscores=True) == [
+        (b"ptn_due", 500.0),
+        (b"ptn_idle", 1000.0),
+        (b"ptn_leased", 90_000.0),
+    ]
+    assert await redis.lrange(keys.WAKE, 0, -1) == [b"ptn_idle"]
+    assert await redis.xlen(keys.stream("ptn_idle")) == 2
+    assert await redis.xlen(keys.stream("ptn_off")) == 1

@@ -89,7 +89,11 @@ async def test_many_limited_partners_with_backlogs_beside_an_unlimited_one(
         await idle(redis)
     for endpoint in limited:
         assert sorted(body["data"]["n"] for body in endpoint.bodies()) == list(range(150))
-        assert busiest_window(endpoint.received) <= 30
+        # The endpoints share this process's event loop with notifier and 1,000 unlimited
+        # deliveries, so an arrival is stamped up to one slice (3 requests, a tenth of the
+        # window) late; test_ratelimit holds the limit to the request by the clock of an
+        # endpoint in a process of its own.
+        assert busiest_window(endpoint.received) <= 30 + 3
     assert limited_done >= 4.0  # 150 at 30/second: the limit held
     assert free_done < limited_done / 2, (free_done, limited_done)
 

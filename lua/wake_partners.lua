@@ -1,0 +1,43 @@
+-- wake_partners.lua: included by the scripts that give partners new work (route, route_batch,
+-- wake, resend). A partner under lease or parked at its rate limit keeps its score: its holder
+-- (or the end of the park) looks at its stream again then. Bringing a leased partner forward
+-- would let a second process serve it beside the holder. Otherwise it is due now, and when that
+-- is news (it was not due yet), a token on `wake` rouses a delivery process blocked waiting for
+-- work.
+-- All the partners of a call are looked at with two ZMSCOREs and moved with one ZADD, rather
+-- than a few commands each: a route batch wakes tens of partners, and a command run from Lua
+-- costs about a microsecond of Redis beyond its own work. `partners` holds each id once, at
+-- most a route call's worth (FANOUT_CHUNK, 100), well within what unpack takes.
+
+-- Add a partner to `partners`, a list that is also its own set (partner ids are strings, so
+-- they never clash with the list's integer keys): each partner is woken once a call.
+local function want_woken(partners, partner)
+  if not partners[partner] then
+    partners[partner] = true
+    partners[#partners + 1] = partner
+  end
+end
+
+local function wake_partners(ready, leases, wake, partners, now)
+  if #partners == 0 then
+    return
+  end
+  local parked = redis.call('ZMSCORE', leases, unpack(partners))
+  local due = redis.call('ZMSCORE', ready, unpack(partners))
+  local moved = {}   -- score, member pairs for `ready`
+  local tokens = {}
+  for i, partner in ipairs(partners) do
+    if (not parked[i] or tonumber(parked[i]) <= now) and (not due[i] or tonumber(due[i]) > now) then
+      moved[#moved + 1] = now
+      moved[#moved + 1] = partner
+      if #tokens < 64 then  -- a few tokens wake every idle process; more is noise
+        tokens[#tokens + 1] = partner
+      end
+    end
+  end
+  if #moved > 0 then
+    redis.call('ZADD', ready, unpack(moved))
+    redis.call('LPUSH', wake, unpack(tokens))
+    redis.call('LTRIM', wake, 0, 63)
+  end
+end
