@@ -1,21 +1,21 @@
 -- fan_out.lua: included by the scripts that route (route, route_batch): append one message to
 -- each of its partners' streams, dedupe the producer's id per partner, name each enabled
 -- partner that got it in `waking` (its caller wakes them all at once with wake_partners,
--- included before this), and record the message in the index.
--- KEYS from `key_at`: the message's index entry, then per partner its stream, its dedupe marker
--- and its index of messages; ARGV from `arg_at`: the partner ids. `wake` has a '1' per partner
--- to schedule (enabled) and '0' otherwise.
+-- included before this), and gather the message's fields of the message index in `indexed`.
+-- KEYS from `key_at`: the message's index hash (keys.message_index), then per partner its
+-- stream, its dedupe marker and its index of messages; ARGV from `arg_at`: the partner ids.
+-- `wake` has a '1' per partner to schedule (enabled) and '0' otherwise.
 -- A pending copy's index field is just its entry id (which starts with the ms it was routed):
 -- the state written once a message, on the hot path, is the cheapest one to write.
-local function fan_out(waking, dead, dead_max, now, retention, dedupe_ttl, payload, message_id,
-                       wake, key_at, arg_at, n)
-  local message_key = KEYS[key_at]
+local function fan_out(waking, indexed, dead, dead_max, now, retention, dedupe_ttl, payload,
+                       message_id, wake, key_at, arg_at, n)
+  local index_key = KEYS[key_at]
   local routed = 0
-  local indexed = {}  -- field, value pairs of the message's hash: one per partner
+  local fields = nil  -- this message's fields of `index_key`
   for i = 1, n do
     local stream = KEYS[key_at + 3 * i - 2]
     local seen = KEYS[key_at + 3 * i - 1]
-    local index = KEYS[key_at + 3 * i]
+    local listed = KEYS[key_at + 3 * i]
     local partner = ARGV[arg_at + i - 1]
     if dedupe_ttl == 0 or redis.call('SET', seen, '1', 'NX', 'EX', dedupe_ttl) then
       -- A script that fails half-way keeps what it wrote, and the entry may be acknowledged
@@ -37,15 +37,32 @@ local function fan_out(waking, dead, dead_max, now, retention, dedupe_ttl, paylo
       end
       if retention > 0 then
         -- trimmed to the retention by release.lua, once a serve, not here once a message
-        redis.call('ZADD', index, now, message_id)
-        indexed[#indexed + 1] = partner
-        indexed[#indexed + 1] = state
+        redis.call('XADD', listed, '*', 'm', message_id)
+        if not fields then
+          fields = indexed[index_key]
+          if not fields then
+            fields = {}
+            indexed[index_key] = fields
+            indexed[#indexed + 1] = index_key
+          end
+          fields[#fields + 1] = message_id
+          fields[#fields + 1] = payload
+        end
+        fields[#fields + 1] = message_id .. '\t' .. partner
+        fields[#fields + 1] = state
       end
     end
   end
-  if #indexed > 0 then
-    redis.call('HSET', message_key, 'event', payload, unpack(indexed))
-    redis.call('PEXPIRE', message_key, retention)
-  end
   return routed
+end
+
+-- Write what fan_out gathered: one HSET and one PEXPIRE per index hash, however many of the
+-- call's messages it holds (notifier's own message ids share a hash per tenth of a second).
+-- `indexed` lists its hashes in the order first written, and maps each to its fields: at most
+-- a route call's worth (50 messages, 100 partners), well within what unpack takes.
+local function write_index(indexed, retention)
+  for _, key in ipairs(indexed) do
+    redis.call('HSET', key, unpack(indexed[key]))
+    redis.call('PEXPIRE', key, retention)
+  end
 end

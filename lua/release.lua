@@ -31,7 +31,7 @@ if redis.call('EXISTS', stream) == 0 then
 end
 -- the message index is trimmed here, once a serve, rather than once a message
 if retention > 0 then
-  redis.call('ZREMRANGEBYSCORE', messages, '-inf', now - retention)
+  redis.call('XTRIM', messages, 'MINID', math.max(0, now - retention))
 end
 
 for i = 7, #ARGV do

@@ -8,7 +8,7 @@ local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local inflight = KEYS[3]       -- notifier:{id}:inflight
 local history = KEYS[4]        -- notifier:{id}:history
-local message = KEYS[5]        -- notifier:message:<message id>
+local index = KEYS[5]          -- the message's index hash (keys.message_index)
 local dead = KEYS[6]           -- notifier:dead
 local ready = KEYS[7]          -- notifier:ready
 local leases = KEYS[8]         -- notifier:leases
@@ -16,11 +16,13 @@ local wake_list = KEYS[9]      -- notifier:wake
 local group = ARGV[1]
 local partner = ARGV[2]
 local now = tonumber(ARGV[3])
+local message_id = ARGV[4]
+local field = message_id .. '\t' .. partner  -- the copy's field in `index`
 
 --@include wake_partners
 
-local event = redis.call('HGET', message, 'event')
-local known = redis.call('HGET', message, partner)
+local event = redis.call('HGET', index, message_id)
+local known = redis.call('HGET', index, field)
 if not event or not known or redis.call('EXISTS', stream) == 0 then
   return {-1}
 end
@@ -39,6 +41,6 @@ if state.x then
   redis.call('XDEL', dead, state.x)
 end
 local added = redis.call('XADD', stream, '*', 'm', event)
-redis.call('HSET', message, partner, added)
+redis.call('HSET', index, field, added)
 wake_partners(ready, leases, wake_list, {partner}, now)
 return {1, added}

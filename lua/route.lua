@@ -12,7 +12,7 @@ local leases = KEYS[3]         -- notifier:leases
 local dead = KEYS[4]           -- notifier:dead
 local progress = KEYS[5]       -- notifier:fanout:<entry id>: chunks done of a split fan-out
 local wake_list = KEYS[6]      -- notifier:wake
--- KEYS[7..]: the message's index entry (notifier:message:<id>), then for each partner its
+-- KEYS[7..]: the message's index hash (keys.message_index), then for each partner its
 -- stream, its dedupe marker and its index of messages (see fan_out.lua)
 local group = ARGV[1]
 local entry_id = ARGV[2]
@@ -57,10 +57,11 @@ elseif redis.call('XACK', ingress, group, entry_id) == 0 then
   return -1
 end
 
-local waking = {}
-local routed = fan_out(waking, dead, dead_max, now, retention, dedupe_ttl, payload, message_id,
-                       wake, 7, first_partner, #ARGV - first_partner + 1)
+local waking, indexed = {}, {}
+local routed = fan_out(waking, indexed, dead, dead_max, now, retention, dedupe_ttl, payload,
+                       message_id, wake, 7, first_partner, #ARGV - first_partner + 1)
 wake_partners(ready, leases, wake_list, waking, now)
+write_index(indexed, retention)
 
 if split then
   if last then

@@ -8,7 +8,7 @@ local ready = KEYS[2]          -- notifier:ready
 local leases = KEYS[3]         -- notifier:leases
 local dead = KEYS[4]           -- notifier:dead
 local wake_list = KEYS[5]      -- notifier:wake
--- KEYS[6..]: per entry, as fan_out.lua takes them (its index entry, then 3 per partner)
+-- KEYS[6..]: per entry, as fan_out.lua takes them (its index hash, then 3 per partner)
 local group = ARGV[1]
 local now = tonumber(ARGV[2])
 local dead_max = ARGV[3]
@@ -22,6 +22,7 @@ local keep = ARGV[5] == '1'
 
 local out = {}
 local waking = {}
+local indexed = {}
 local routed = {}  -- deleted from the ingress stream in one call at the end
 local key_at, a = 6, 6
 while a <= #ARGV do
@@ -30,8 +31,8 @@ while a <= #ARGV do
   if redis.call('XACK', ingress, group, entry_id) == 0 then
     out[#out + 1] = -1
   else
-    out[#out + 1] = fan_out(waking, dead, dead_max, now, retention, dedupe_ttl, payload,
-                            message_id, wake, key_at, a + 6, n)
+    out[#out + 1] = fan_out(waking, indexed, dead, dead_max, now, retention, dedupe_ttl,
+                            payload, message_id, wake, key_at, a + 6, n)
     routed[#routed + 1] = entry_id
   end
   key_at = key_at + 1 + 3 * n
@@ -41,4 +42,5 @@ if not keep and #routed > 0 then
   redis.call('XDEL', ingress, unpack(routed))
 end
 wake_partners(ready, leases, wake_list, waking, now)
+write_index(indexed, retention)
 return out

@@ -18,7 +18,7 @@ local failing = KEYS[6]        -- notifier:{id}:failing
 local dead = KEYS[7]           -- notifier:dead
 local window = KEYS[8]         -- notifier:{id}:window
 local breaker = KEYS[9]        -- notifier:{id}:breaker
--- KEYS[10..]: the message index entries (notifier:message:<id>) of the `index` triples below
+-- KEYS[10..]: the message index hashes (keys.message_index) of the `index` entries below
 local group = ARGV[1]
 local kept = tonumber(ARGV[2]) -- attempts kept per partner (about: see the XADD below)
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -31,8 +31,8 @@ local n_done = tonumber(ARGV[7])   -- delivered ids
 local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
 local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
--- then n_index, and n_index (entry id, 'd' delivered | 'r' retrying | 'x' dead, attempt)
--- triples for the message index (the delivery process sends only 'x': a copy that left the
+-- then n_index, and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
+-- attempt) for the message index (the delivery process sends only 'x': a copy that left the
 -- stream otherwise was delivered, which a look-up tells), then the attempt records, one per
 -- argument, to the end
 
@@ -85,16 +85,17 @@ local n_index = tonumber(ARGV[i])
 local states = {d = 'delivered', r = 'retrying', x = 'dead'}
 for j = 0, n_index - 1 do
   local key = KEYS[10 + j]
-  local entry, outcome = ARGV[i + 1 + 3 * j], ARGV[i + 2 + 3 * j]
-  -- an index entry past its retention is not brought back; a dead letter made by an earlier
-  -- run of this batch is not recorded twice
-  if redis.call('EXISTS', key) == 1 and (outcome ~= 'x' or dead_ids[entry]) then
-    redis.call('HSET', key, partner, cjson.encode({s = states[outcome], e = entry, t = tonumber(now),
-                                                   n = tonumber(ARGV[i + 3 + 3 * j]),
-                                                   x = dead_ids[entry]}))
+  local at = i + 1 + 4 * j
+  local message_id, entry, outcome = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  -- a message past its retention is not brought back; a dead letter made by an earlier run
+  -- of this batch is not recorded twice
+  if redis.call('HEXISTS', key, message_id) == 1 and (outcome ~= 'x' or dead_ids[entry]) then
+    redis.call('HSET', key, message_id .. '\t' .. partner,
+               cjson.encode({s = states[outcome], e = entry, t = tonumber(now),
+                             n = tonumber(ARGV[at + 3]), x = dead_ids[entry]}))
   end
 end
-i = i + 1 + 3 * n_index
+i = i + 1 + 4 * n_index
 if #finished > 0 then
   redis.call('XACK', stream, group, unpack(finished))
   redis.call('XDEL', stream, unpack(finished))

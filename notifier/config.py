@@ -307,7 +307,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "NOTIFIER_MESSAGE_RETENTION",
             parse_duration,
             "how long a message can be looked up, listed, resent and recovered (Redis keeps "
-            "about 650 bytes per message plus its event's data, `scripts/bench` 8d); `0` keeps "
+            "about 300 bytes per message plus its event's data, `scripts/bench` 8d); `0` keeps "
             "no index",
             "`7d`",
         ),

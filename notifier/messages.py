@@ -1,12 +1,14 @@
 """Messages as first-class objects: look one up by its `webhook-id`, list a partner's, send one
 again, recover what failed in a time range.
 
-The message index (written by `lua/route.lua` and `lua/settle.lua`, kept for
+The message index (written by `lua/fan_out.lua` and `lua/settle.lua`, kept for
 NOTIFIER_MESSAGE_RETENTION) holds each message's event and, per partner it went to, the entry
-of its copy in the partner's stream and the last settled state. Live states come from where
-the entry is now: in `inflight` it is being sent, in `due` it waits for a retry, otherwise it
-waits its turn. Looking up costs a few commands per partner of the message; listing a
-partner's messages reads its index (`notifier:{id}:messages`) newest first.
+of its copy in the partner's stream and the last settled state, as fields of a hash that
+`keys.message_index` names (shared by the messages of a tenth of a second when notifier gave
+the id). Live states come from where the entry is now: in `inflight` it is being sent, in
+`due` it waits for a retry, otherwise it waits its turn. Looking up costs a few commands per
+partner of the message; listing a partner's messages reads its index
+(`notifier:{id}:messages`, a stream) newest first.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ _message = msgspec.json.Decoder(Message).decode
 _attempt = msgspec.json.Decoder(Attempt).decode
 _attempts = msgspec.json.Decoder(list[Attempt]).decode
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_GLOB = re.compile(rb"([*?\[\]\\])")  # what HSCAN MATCH reads as a pattern
 
 
 class Indexed(msgspec.Struct):
@@ -79,14 +82,15 @@ class Messages:
         self.scripts = Scripts(redis)
 
     async def get(self, message_id: str) -> MessageView:
-        raw = await self.redis.hgetall(keys.message(message_id))
-        if b"event" not in raw:
+        index = keys.message_index(message_id)
+        raw = await self.redis.hget(index, message_id)
+        if raw is None:
             raise NotFound(
                 f"no message {message_id[:200]!r} (messages are kept for "
                 "NOTIFIER_MESSAGE_RETENTION after they were routed)"
             )
-        event = _message(raw.pop(b"event"))
-        fields = {pid.decode(): _indexed(value) for pid, value in raw.items()}
+        event = _message(raw)
+        fields = await self._copies(index, message_id)
         deliveries = await self._live(fields)
         async with self.redis.pipeline(transaction=False) as pipe:
             for pid in fields:
@@ -109,6 +113,16 @@ class Messages:
             data=event.data,
             deliveries=sorted(deliveries, key=lambda d: d.partner),
         )
+
+    async def _copies(self, index: str, message_id: str) -> dict[str, Indexed]:
+        """The message's copies, by partner, as its index hash records them."""
+        prefix = message_id.encode() + b"\t"
+        match = _GLOB.sub(rb"\\\1", prefix) + b"*"
+        return {
+            field[len(prefix) :].decode(): _indexed(value)
+            async for field, value in self.redis.hscan_iter(index, match=match, count=1000)
+            if field.startswith(prefix)
+        }
 
     async def _live(self, fields: dict[str, Indexed]) -> list[Delivery]:
         """Each partner's copy as it stands now."""
@@ -164,43 +178,43 @@ class Messages:
         await self._partner(partner_id)
         if status is not None and status not in STATES:
             raise Invalid(f"status: must be one of {', '.join(STATES)}")
-        cursor = cursors.read(after, (int, str))
-        top = "+inf" if until_ms is None else until_ms
-        if cursor is not None:
-            top = cursor[0]
-        bottom = "-inf" if since_ms is None else since_ms
+        cursor = cursors.read(after, (str,))
+        # a bare ms is the whole of that ms: as the top, up to its last entry
+        top = f"({cursor[0]}" if cursor else ("+" if until_ms is None else str(until_ms))
+        bottom = "-" if since_ms is None else str(since_ms)
         found: list[PartnerMessage] = []
         scanned = 0
-        last: tuple[int, str] | None = None
+        last: str | None = None
         index = keys.messages(partner_id)
         while len(found) < limit and scanned < SCAN_MOST:
-            rows = await self.redis.zrevrangebyscore(
-                index, top, bottom, start=0, num=200, withscores=True
-            )
-            rows = [(m.decode(), int(s)) for m, s in rows]
-            if cursor is not None:  # ties of the cursor's score come after its member
-                rows = [(m, s) for m, s in rows if s < cursor[0] or m < cursor[1]]
+            try:
+                rows = await self.redis.xrevrange(index, max=top, min=bottom, count=200)
+            except ResponseError:
+                raise Invalid(
+                    "after: not a cursor this API gave (use the `next` of a page)"
+                ) from None
             if not rows:
                 last = None
                 break
-            for member, score in rows:
+            for entry_id, fields in rows:
                 scanned += 1
-                last = (score, member)
-                item = await self._summary(partner_id, member, score)
+                last = entry_id.decode()
+                routed = int(last.partition("-")[0])
+                item = await self._summary(partner_id, fields.get(b"m", b"").decode(), routed)
                 if item is not None and (status is None or item.state == status):
                     found.append(item)
                     if len(found) == limit:
                         break
-            assert last is not None
-            cursor = [last[0], last[1]]
-            top = last[0]
+            top = f"({last}"
         more = last is not None and (len(found) == limit or scanned >= SCAN_MOST)
-        return Page(data=found, next=cursors.make(*last) if more and last else None)
+        return Page(data=found, next=cursors.make(last) if more and last else None)
 
     async def _summary(
         self, partner_id: str, message_id: str, routed: int
     ) -> PartnerMessage | None:
-        event, field = await self.redis.hmget(keys.message(message_id), ["event", partner_id])
+        event, field = await self.redis.hmget(
+            keys.message_index(message_id), [message_id, keys.index_field(message_id, partner_id)]
+        )
         if event is None or field is None:
             return None  # past its retention
         message = _message(event)
@@ -370,9 +384,8 @@ class Messages:
 
     async def _dead_letters_of(self, message_id: str) -> list[str]:
         """The dead-letter entries of a message's copies (for replay by message id)."""
-        raw = await self.redis.hgetall(keys.message(message_id))
-        raw.pop(b"event", None)
-        return [f.x for f in (_indexed(v) for v in raw.values()) if f.s == "dead" and f.x]
+        copies = await self._copies(keys.message_index(message_id), message_id)
+        return [f.x for f in copies.values() if f.s == "dead" and f.x]
 
     async def _partner(self, partner_id: str) -> None:
         record = await self.redis.hget(keys.PARTNERS, partner_id)

@@ -151,7 +151,7 @@ def route(
         keys.DEAD,
         keys.fanout(entry_id),
         keys.WAKE,
-        keys.message(event_id),
+        keys.message_index(event_id),
     ]
     for partner_id, _ in partners:
         route_keys += [
@@ -212,7 +212,7 @@ def route_batch(
     batch_keys = [ingress, keys.READY, keys.LEASES, keys.DEAD, keys.WAKE]
     args: list[Any] = [group, now_ms, keys.DEAD_KEPT, retention_ms, "1" if keep else "0"]
     for entry in entries:
-        batch_keys.append(keys.message(entry.message_id))
+        batch_keys.append(keys.message_index(entry.message_id))
         for partner_id, _ in entry.partners:
             batch_keys += [
                 keys.stream(partner_id),
@@ -404,7 +404,7 @@ def settle(
         args += [slot, sent_ms]
     args.append(len(index))
     for item in index:
-        args += [item.entry_id, item.outcome, item.attempt]
+        args += [item.message_id, item.entry_id, item.outcome, item.attempt]
     args += records
     return Call(
         "settle",
@@ -418,7 +418,7 @@ def settle(
             keys.DEAD,
             keys.window(partner_id),
             keys.breaker(partner_id),
-            *(keys.message(item.message_id) for item in index),
+            *(keys.message_index(item.message_id) for item in index),
         ],
         args,
         _settled,
@@ -513,12 +513,12 @@ def resend(*, partner_id: str, message_id: str, now_ms: int) -> Call[str | None]
             keys.due(partner_id),
             keys.inflight(partner_id),
             keys.history(partner_id),
-            keys.message(message_id),
+            keys.message_index(message_id),
             keys.DEAD,
             keys.READY,
             keys.LEASES,
             keys.WAKE,
         ],
-        [keys.DELIVERY_GROUP, partner_id, now_ms],
+        [keys.DELIVERY_GROUP, partner_id, now_ms, message_id],
         lambda reply: reply[1].decode() if int(reply[0]) == 1 else None,
     )

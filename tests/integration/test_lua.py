@@ -243,7 +243,7 @@ async def test_a_batch_routes_only_the_entries_no_other_router_has_routed(redis:
 
     assert await scripts.run(batch()) == [1, -1, 1]
     assert [await redis.xlen(keys.stream(f"ptn_{n}")) for n in range(3)] == [1, 0, 1]
-    assert not await redis.exists(keys.message("m1"))
+    assert not await redis.hexists(keys.message_index("m1"), "m1")
     assert (await redis.xpending("notifier:events", keys.ROUTER_GROUP))["pending"] == 0
     assert (
         await redis.xlen("notifier:events") == 1

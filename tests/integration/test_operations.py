@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import aiohttp.test_utils
@@ -92,6 +93,42 @@ async def test_a_message_shows_dead_for_one_partner_and_delivered_for_another(
     assert (await admin.call("GET", f"/v1/partners/{bad_id}/messages?status=delivered"))[
         "data"
     ] == []
+
+
+async def test_messages_notifier_named_share_an_index_hash_and_keep_apart(
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory, admin: Admin
+) -> None:
+    """Messages without a producer's id share a hash of the index per tenth of a second:
+    each still shows exactly its own copies and states, one dead-lettered beside one
+    delivered; a producer's id with glob characters is found as it is."""
+    good: Endpoint = await endpoint_factory()
+    bad: Endpoint = await endpoint_factory(failing)
+    good_id, _ = await register(redis, settings, "good", good.url, ["order.created", "order.paid"])
+    bad_id, _ = await register(redis, settings, "bad", bad.url, ["order.paid"])
+    tries = len(settings.retry_schedule) + 1
+    async with running(settings):
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(10):
+                kind = "order.paid" if n % 2 else "order.created"
+                pipe.xadd("notifier:events", {"type": kind, "data": f'{{"n": {n}}}'})
+            await pipe.execute()
+        await publish(redis, "order.created", {"n": 10}, event_id="ord*[10]?")
+        await good.wait_for(11)
+        await bad.wait_for(5 * tries)
+        await idle(redis)
+    ids = {json.loads(r.body)["data"]["n"]: r.headers["webhook-id"] for r in good.received}
+    assert ids[10] == "ord*[10]?"
+    assert len({keys.message_index(ids[n]) for n in range(10)}) < 10  # some share one
+    for n in range(11):
+        shown = await admin.call("GET", f"/v1/messages/{quote(ids[n], safe='')}")
+        assert shown["data"] == {"n": n}
+        states = {d["partner"]: d["state"] for d in shown["deliveries"]}
+        if n % 2 and n < 10:
+            assert states == {good_id: "delivered", bad_id: "dead"}
+        else:
+            assert states == {good_id: "delivered"}
+    dead = await admin.call("GET", f"/v1/partners/{bad_id}/messages?status=dead")
+    assert sorted(m["id"] for m in dead["data"]) == sorted(ids[n] for n in range(1, 10, 2))
 
 
 async def test_resend_delivers_a_delivered_message_again_with_the_same_webhook_id(
@@ -324,16 +361,24 @@ async def test_the_message_index_is_bounded_by_its_retention(
     pid, _ = await register(redis, settings, "p", endpoint.url, ["*"])
     async with running(settings):
         await publish(redis, "order.created", {"n": 0}, event_id="old")
-        await endpoint.wait_for(1)
-        ttl = await redis.pttl(keys.message("old"))
-        assert 0 < ttl <= 2000
-        await eventually(lambda: _gone(redis, "old"), 5, "the old message to expire")
-        await publish(redis, "order.created", {"n": 1}, event_id="new")
+        await publish(redis, "order.created", {"n": 1})  # notifier names this one
         await endpoint.wait_for(2)
+        [named] = {r.headers["webhook-id"] for r in endpoint.received} - {"old"}
+        # a message the producer named has a hash of its own; those notifier named share
+        # one per tenth of a second
+        assert keys.message_index("old") == "notifier:message:old"
+        assert keys.message_index(named).startswith("notifier:messages:")
+        for message_id in ("old", named):
+            ttl = await redis.pttl(keys.message_index(message_id))
+            assert 0 < ttl <= 2000
+        await eventually(lambda: _gone(redis, "old", named), 5, "the old messages to expire")
+        await publish(redis, "order.created", {"n": 2}, event_id="new")
+        await endpoint.wait_for(3)
         await idle(redis)
-    # the partner's index was trimmed of the old one when the new one came
-    assert await redis.zrange(keys.messages(pid), 0, -1) == [b"new"]
+    # the partner's index was trimmed of the old ones when the new one came
+    listed: Any = await redis.xrange(keys.messages(pid))
+    assert [fields[b"m"] for _, fields in listed] == [b"new"]
 
 
-async def _gone(redis: Redis, message_id: str) -> bool:
-    return not await redis.exists(keys.message(message_id))
+async def _gone(redis: Redis, *message_ids: str) -> bool:
+    return not await redis.exists(*(keys.message_index(m) for m in message_ids))
