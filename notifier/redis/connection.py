@@ -13,10 +13,12 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import hiredis
 from redis import exceptions as rx
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -39,7 +41,7 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, rx.ResponseError)
 
 def connect(url: str, name: str = "notifier", retries: int = 3) -> Redis:
     """A client named `name` in CLIENT LIST, so operators can see which process is which."""
-    return Redis.from_url(
+    client = Redis.from_url(
         url,
         client_name=name,
         decode_responses=False,
@@ -52,6 +54,35 @@ def connect(url: str, name: str = "notifier", retries: int = 3) -> Redis:
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=retries),
         retry_on_error=[rx.ConnectionError, rx.TimeoutError],
     )
+    pool = client.connection_pool
+    pool.connection_class = _packed_by_hiredis(pool.connection_class)
+    return client
+
+
+class _HiredisPacking:
+    """Commands packed into RESP by hiredis (C) rather than by redis-py's Python.
+
+    redis-py's asyncio connections pack every argument in Python (its sync client uses
+    hiredis): py-spy put 5-6 % of a delivery process's CPU there, on take and settle calls of
+    tens of arguments, and hiredis does a settle's 35 in a seventh of the time. The bytes are
+    the same, and what redis-py refuses (None, a bool) hiredis refuses too.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        # as redis-py does: a command name may carry its subcommand ("CONFIG GET")
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            raise rx.DataError(str(exc)) from None
+
+
+def _packed_by_hiredis(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`base` (TCP, TLS or Unix socket, as the URL says) packing with hiredis."""
+    return type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
 
 
 def consumer_name(configured: str = "") -> str:

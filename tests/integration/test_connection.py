@@ -1,0 +1,42 @@
+"""notifier's Redis client: redis-py with commands packed by hiredis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError
+
+from notifier.redis.connection import connect
+
+COMMANDS: list[tuple[Any, ...]] = [
+    ("EVALSHA", "a" * 40, 2, "notifier:{ptn_1}:stream", b"k2", 1.5, 0.1, 1e20, -3, 0),
+    ("SET", "clé", "é" * 3, "PX", 1_700_000_000_000),
+    ("XADD", "notifier:events", "*", "data", b'{"n": 1}' * 10_000),  # past redis-py's cutoff
+    ("CONFIG GET", "maxmemory"),
+    (b"CLIENT SETNAME", b"x"),
+]
+
+
+async def test_commands_are_packed_by_hiredis_as_redis_py_would(
+    redis: Redis, env: dict[str, str]
+) -> None:
+    client = connect(env["REDIS_URL"])
+    try:
+        packing = client.connection_pool.connection_class
+        assert packing.__name__ == "HiredisConnection"
+        ours, theirs = packing(), Connection()
+        for args in COMMANDS:
+            assert b"".join(ours.pack_command(*args)) == b"".join(theirs.pack_command(*args))
+        bad: Any
+        for bad in (None, True):
+            with pytest.raises(DataError):
+                ours.pack_command("SET", "k", bad)
+        # and Redis reads them so
+        await client.set("clé", "é" * 3)
+        assert await client.get("clé") == "ééé".encode()
+        assert set(await client.config_get("maxmemory")) == {"maxmemory"}
+    finally:
+        await client.aclose()
