@@ -19,6 +19,36 @@ def message(n: int) -> bytes:
     )
 
 
+async def read_by_router(redis: Redis, count: int) -> list[str]:
+    """Publish `count` events and read them as router "r1": pending, ready to route."""
+    await redis.xgroup_create("notifier:events", keys.ROUTER_GROUP, id="0", mkstream=True)
+    ids = [await publish(redis, "t", "{}") for _ in range(count)]
+    await redis.xreadgroup(keys.ROUTER_GROUP, "r1", {"notifier:events": ">"})
+    return ids
+
+
+def route_batch(
+    ids: list[str], partners: list[tuple[str, bool]], retention_ms: int = 0
+) -> lua.Call[list[int]]:
+    """A route_batch call of entries `ids`, entry n as message m<n> to partners[n] alone."""
+    return lua.route_batch(
+        ingress="notifier:events",
+        group=keys.ROUTER_GROUP,
+        now_ms=1000,
+        entries=[
+            lua.Routing(
+                entry_id=entry,
+                message=message(n),
+                message_id=f"m{n}",
+                dedupe_ttl=0,
+                partners=[partner],
+            )
+            for n, (entry, partner) in enumerate(zip(ids, partners, strict=True))
+        ],
+        retention_ms=retention_ms,
+    )
+
+
 async def test_scripts_write_nothing_for_a_partner_whose_stream_is_gone(redis: Redis) -> None:
     """After FLUSHALL (or a partner's removal), calls still on their way must not bring back
     keys of a partner that no longer exists."""
@@ -218,28 +248,11 @@ async def test_a_batch_routes_only_the_entries_no_other_router_has_routed(redis:
     """Another router may have claimed and routed some entries of a batch (this one stalled
     past NOTIFIER_CLAIM_IDLE): those are answered -1 and written nowhere, the rest routed."""
     scripts = Scripts(redis)
-    await redis.xgroup_create("notifier:events", keys.ROUTER_GROUP, id="0", mkstream=True)
-    ids = [await publish(redis, "t", "{}") for _ in range(3)]
-    await redis.xreadgroup(keys.ROUTER_GROUP, "r1", {"notifier:events": ">"})
+    ids = await read_by_router(redis, 3)
     await redis.xack("notifier:events", keys.ROUTER_GROUP, ids[1])  # routed by "r2"
 
     def batch() -> lua.Call[list[int]]:
-        return lua.route_batch(
-            ingress="notifier:events",
-            group=keys.ROUTER_GROUP,
-            now_ms=1000,
-            entries=[
-                lua.Routing(
-                    entry_id=entry,
-                    message=message(n),
-                    message_id=f"m{n}",
-                    dedupe_ttl=0,
-                    partners=[(f"ptn_{n}", True)],
-                )
-                for n, entry in enumerate(ids)
-            ],
-            retention_ms=60_000,
-        )
+        return route_batch(ids, [(f"ptn_{n}", True) for n in range(3)], retention_ms=60_000)
 
     assert await scripts.run(batch()) == [1, -1, 1]
     assert [await redis.xlen(keys.stream(f"ptn_{n}")) for n in range(3)] == [1, 0, 1]
@@ -258,27 +271,11 @@ async def test_a_batch_wakes_each_partner_by_the_wake_rule_once(redis: Redis) ->
     token either, an idle one is due now with one token however many messages it got, and a
     disabled one is not scheduled."""
     scripts = Scripts(redis)
-    await redis.xgroup_create("notifier:events", keys.ROUTER_GROUP, id="0", mkstream=True)
-    ids = [await publish(redis, "t", "{}") for _ in range(5)]
-    await redis.xreadgroup(keys.ROUTER_GROUP, "r1", {"notifier:events": ">"})
+    ids = await read_by_router(redis, 5)
     await redis.zadd(keys.LEASES, {"ptn_leased": 90_000})
     await redis.zadd(keys.READY, {"ptn_leased": 90_000, "ptn_due": 500})
     targets = ["ptn_idle", "ptn_leased", "ptn_due", "ptn_idle", "ptn_off"]
-    call = lua.route_batch(
-        ingress="notifier:events",
-        group=keys.ROUTER_GROUP,
-        now_ms=1000,
-        entries=[
-            lua.Routing(
-                entry_id=entry,
-                message=message(n),
-                message_id=f"m{n}",
-                dedupe_ttl=0,
-                partners=[(target, target != "ptn_off")],
-            )
-            for n, (entry, target) in enumerate(zip(ids, targets, strict=True))
-        ],
-    )
+    call = route_batch(ids, [(target, target != "ptn_off") for target in targets])
     assert await scripts.run(call) == [1, 1, 1, 1, 1]
     assert await redis.zrange(keys.READY, 0, -1, withscores=True) == [
         (b"ptn_due", 500.0),
