@@ -89,8 +89,9 @@ class Metrics:
             description="failed attempts by partner and kind: timeout, connection, tls, ssrf "
             "(refused by the SSRF guard), http_3xx, http_4xx, http_5xx, other",
         )
-        self._in_flight = m.create_up_down_counter(
-            "notifier.delivery.in_flight", description="requests open now, by partner"
+        # read from the totals when collected, rather than added to on every take and collect
+        m.create_observable_up_down_counter(
+            "notifier.delivery.in_flight", [self._open], description="requests open now, by partner"
         )
         self._rate_limited = m.create_counter(
             "notifier.rate_limited",
@@ -167,8 +168,11 @@ class Metrics:
             totals.failures += count
 
     def in_flight(self, partner_id: str, change: int) -> None:
-        self._in_flight.add(change, {"partner": partner_id})
         self.totals.setdefault(partner_id, PartnerTotals()).in_flight += change
+
+    def _open(self, options: CallbackOptions) -> Iterable[Observation]:
+        for partner_id, totals in list(self.totals.items()):
+            yield Observation(totals.in_flight, {"partner": partner_id})
 
     def rate_limited(self, partner_id: str) -> None:
         self._rate_limited.add(1, {"partner": partner_id})

@@ -122,6 +122,8 @@ async def test_every_process_of_a_split_deployment_is_observable(
     )
     assert value(router, "notifier_events_routed_total", event_type="evt.healthy") == 20
     assert value(deliver, "notifier_rate_limited_total", partner=ids["limited"]) > 0
+    # every request to the healthy partner has been answered
+    assert deliver[("notifier_delivery_in_flight", (("partner", ids["healthy"]),))] == 0
 
     # what the deployment holds: reported by exactly one process, and what Redis holds
     assert len(reporting) == 1
