@@ -77,6 +77,14 @@ def describe(app: web.Application) -> dict[str, Any]:
             if doc.public and status == "401":
                 continue
             operation["responses"][status] = {"description": meaning, "content": error}
+        # aiohttp's HTTP parser answers what it cannot read before the app sees it
+        operation["responses"]["400"]["description"] += (
+            "; a request line or header over 8 KiB is refused by the HTTP server in plain text"
+        )
+        operation["responses"]["400"]["content"] = {
+            **error,
+            "text/plain": {"schema": {"type": "string"}},
+        }
         if method in ("post", "patch", "put"):
             operation["responses"]["413"] = {
                 "description": "the body is over 256 KiB",

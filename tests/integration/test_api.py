@@ -147,6 +147,21 @@ async def test_unknown_partner_is_404(client: tuple[aiohttp.ClientSession, str])
         assert resp.status == 404
 
 
+async def test_a_request_line_the_http_server_refuses_is_a_documented_plain_400(
+    client: tuple[aiohttp.ClientSession, str],
+) -> None:
+    """aiohttp's HTTP parser refuses a request line over 8190 bytes before the API sees it,
+    with a plain-text 400: a client's mistake, never a 5xx, and /openapi.json says so."""
+    http, base = client
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.get(f"{base}/v1/dead-letters?after={'x' * 20_000}", headers=auth) as resp:
+        assert resp.status == 400
+        assert resp.content_type == "text/plain"
+    async with http.get(f"{base}/openapi.json") as resp:
+        documented = (await resp.json())["paths"]["/v1/dead-letters"]["get"]["responses"]["400"]
+    assert set(documented["content"]) == {"application/json", "text/plain"}
+
+
 async def test_oversized_body_is_refused(client: tuple[aiohttp.ClientSession, str]) -> None:
     http, base = client
     body = b'{"name": "' + b"x" * 300_000 + b'"}'
