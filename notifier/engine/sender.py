@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiohttp
@@ -98,34 +98,40 @@ class Sender:
         if self._session is not None:
             await self._session.close()
 
-    async def send(
+    def send(
         self, partner: Partner, message: Message, keys: Sequence[bytes], attempt: int = 1
+    ) -> Coroutine[Any, Any, Outcome]:
+        """Send one message. Untraced, this is the attempt itself: a coroutine less to resume
+        at every step of every request, on the delivery process's hottest path."""
+        if self.tracer is None:
+            return self._attempt(partner, message, keys)
+        return self._traced(self.tracer, partner, message, keys, attempt)
+
+    async def _traced(
+        self,
+        tracer: Tracer,
+        partner: Partner,
+        message: Message,
+        keys: Sequence[bytes],
+        attempt: int,
     ) -> Outcome:
-        span = None
-        if self.tracer is not None:
-            span = traces.delivery_span(self.tracer, partner, message, attempt)
-        started = time.perf_counter()
-        sent_ms = int(time.time() * 1000)
-        if span is None:
-            outcome = await self._attempt(partner, message, keys, started)
-        else:
-            try:
-                # current while it runs, so anything logged meanwhile carries its ids
-                with trace.use_span(span, end_on_exit=False):
-                    outcome = await self._attempt(partner, message, keys, started)
-            except asyncio.CancelledError:
-                span.end()
-                raise
-            context = span.get_span_context()
-            outcome.trace_id = format(context.trace_id, "032x")
-            outcome.span_id = format(context.span_id, "016x")
-            traces.end_delivery_span(span, outcome)
-        outcome.sent_ms = sent_ms
+        span = traces.delivery_span(tracer, partner, message, attempt)
+        try:
+            # current while it runs, so anything logged meanwhile carries its ids
+            with trace.use_span(span, end_on_exit=False):
+                outcome = await self._attempt(partner, message, keys)
+        except asyncio.CancelledError:
+            span.end()
+            raise
+        context = span.get_span_context()
+        outcome.trace_id = format(context.trace_id, "032x")
+        outcome.span_id = format(context.span_id, "016x")
+        traces.end_delivery_span(span, outcome)
         return outcome
 
-    async def _attempt(
-        self, partner: Partner, message: Message, keys: Sequence[bytes], started: float
-    ) -> Outcome:
+    async def _attempt(self, partner: Partner, message: Message, keys: Sequence[bytes]) -> Outcome:
+        started = time.perf_counter()
+        sent_ms = int(time.time() * 1000)
         assert self._session is not None, "use Sender as an async context manager"
         try:
             body = render(partner, message)
@@ -137,7 +143,13 @@ class Sender:
                 latency = (time.perf_counter() - started) * 1000
                 text = excerpt[:EXCERPT].decode(errors="replace")
                 if 200 <= resp.status < 300:
-                    return Outcome(ok=True, status=resp.status, latency_ms=latency, excerpt=text)
+                    return Outcome(
+                        ok=True,
+                        status=resp.status,
+                        latency_ms=latency,
+                        excerpt=text,
+                        sent_ms=sent_ms,
+                    )
                 retry_after = None
                 if resp.status in (429, 503):
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -149,19 +161,22 @@ class Sender:
                     error=_status_error(resp, excerpt),
                     retry_after=retry_after,
                     excerpt=text,
+                    sent_ms=sent_ms,
                 )
         except ssrf.BlockedAddressError as exc:
-            return _failed(started, "ssrf", str(exc))
+            return _failed(started, sent_ms, "ssrf", str(exc))
         except TimeoutError:
-            return _failed(started, "timeout", f"timeout after {self.settings.request_timeout:g}s")
+            return _failed(
+                started, sent_ms, "timeout", f"timeout after {self.settings.request_timeout:g}s"
+            )
         except aiohttp.ClientSSLError as exc:
-            return _failed(started, "tls", f"{type(exc).__name__}: {exc}"[:EXCERPT])
+            return _failed(started, sent_ms, "tls", f"{type(exc).__name__}: {exc}"[:EXCERPT])
         except aiohttp.ClientError as exc:
-            return _failed(started, "connection", f"{type(exc).__name__}: {exc}"[:EXCERPT])
+            return _failed(started, sent_ms, "connection", f"{type(exc).__name__}: {exc}"[:EXCERPT])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed attempt, never a dead delivery loop
-            return _failed(started, "other", f"{type(exc).__name__}: {exc}"[:EXCERPT])
+            return _failed(started, sent_ms, "other", f"{type(exc).__name__}: {exc}"[:EXCERPT])
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
@@ -184,7 +199,11 @@ def _status_error(resp: aiohttp.ClientResponse, excerpt: bytes) -> str:
     return f"HTTP {resp.status}: {text}" if text else f"HTTP {resp.status}"
 
 
-def _failed(started: float, kind: str, error: str) -> Outcome:
+def _failed(started: float, sent_ms: int, kind: str, error: str) -> Outcome:
     return Outcome(
-        ok=False, kind=kind, latency_ms=(time.perf_counter() - started) * 1000, error=error
+        ok=False,
+        kind=kind,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        error=error,
+        sent_ms=sent_ms,
     )
