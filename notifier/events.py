@@ -7,6 +7,7 @@ router with the reason it returns, never dropped and never allowed to stop routi
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -21,8 +22,14 @@ encode = msgspec.json.Encoder().encode
 def entry_timestamp(entry_id: str) -> str:
     """ISO-8601 UTC with milliseconds, from the ms part of a stream entry id."""
     ms = int(entry_id.split("-", 1)[0])
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_second(ms // 1000)}{ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=256)
+def _second(seconds: int) -> str:
+    """The text of a second up to its milliseconds: a batch's entries share a few seconds, and
+    strftime was an eighth of the router's CPU when run for each."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def parse(

@@ -6,6 +6,8 @@ restarted router claimed the same entry and stopped again.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -51,3 +53,13 @@ def test_parse_never_raises(fields: dict[bytes, bytes]) -> None:
     else:
         assert rules.event_type_problem(result.type) is None
         msgspec.json.decode(result.data)  # what reaches partners is valid JSON
+
+
+@given(st.integers(0, 253_402_300_799_999), st.integers(0, 2**64 - 1))
+@hsettings(max_examples=300, deadline=None, derandomize=True)
+def test_an_entry_timestamp_is_its_milliseconds_in_iso_8601(ms: int, seq: int) -> None:
+    """The message timestamp partners get, from the entry id's ms (the text of each second is
+    cached: entries of one batch share a few)."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    expected = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert events.entry_timestamp(f"{ms}-{seq}") == expected
