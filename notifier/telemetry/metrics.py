@@ -97,8 +97,13 @@ class Metrics:
             "notifier.rate_limited",
             description="takes deferred because the partner was at its rate limit",
         )
-        self._routed = m.create_counter(
-            "notifier.events.routed", description="ingress events routed, by event type"
+        # counted here per event type and read when collected: an add per routed event was
+        # 7 % of the router's CPU
+        self._routed: Counter[str] = Counter()
+        m.create_observable_counter(
+            "notifier.events.routed",
+            [self._routed_counts],
+            description="ingress events routed, by event type",
         )
         self._dead = m.create_counter(
             "notifier.dead_letters",
@@ -179,8 +184,12 @@ class Metrics:
         self.totals.setdefault(partner_id, PartnerTotals()).rate_limited += 1
 
     def routed(self, event_type: str) -> None:
-        self._routed.add(1, {"event_type": self._type(event_type)})
+        self._routed[self._type(event_type)] += 1
         self.routed_total += 1
+
+    def _routed_counts(self, options: CallbackOptions) -> Iterable[Observation]:
+        for event_type, count in list(self._routed.items()):
+            yield Observation(count, {"event_type": event_type})
 
     def dead_lettered(self, partner_id: str, reason: DeadReason) -> None:
         """`partner_id` is "" for a malformed event, which belongs to no partner."""
