@@ -178,10 +178,10 @@ class Messages:
         await self._partner(partner_id)
         if status is not None and status not in STATES:
             raise Invalid(f"status: must be one of {', '.join(STATES)}")
-        cursor = cursors.read(after, (str,))
-        # a bare ms is the whole of that ms: as the top, up to its last entry
-        top = f"({cursor[0]}" if cursor else ("+" if until_ms is None else str(until_ms))
-        bottom = "-" if since_ms is None else str(since_ms)
+        bounds = _newest_first(cursors.read(after, (str,)), since_ms, until_ms)
+        if bounds is None:
+            return Page(data=[], next=None)
+        top, bottom = bounds
         found: list[PartnerMessage] = []
         scanned = 0
         last: str | None = None
@@ -279,9 +279,10 @@ class Messages:
         """Dead letters newest first: of one partner, or all (malformed events included)."""
         if partner is not None:
             await self._partner(partner)  # an unknown partner is an error, not an empty list
-        cursor = cursors.read(after, (str,))
-        top = f"({cursor[0]}" if cursor else ("+" if until_ms is None else str(until_ms))
-        bottom = "-" if since_ms is None else str(since_ms)
+        bounds = _newest_first(cursors.read(after, (str,)), since_ms, until_ms)
+        if bounds is None:
+            return Page(data=[], next=None)
+        top, bottom = bounds
         found: list[DeadLetter] = []
         scanned = 0
         last: str | None = None
@@ -392,6 +393,20 @@ class Messages:
         if record is None:
             raise NotFound(f"no partner {partner_id[:200]!r}")
         decode_partner(record)
+
+
+def _newest_first(
+    cursor: list[Any] | None, since_ms: int | None, until_ms: int | None
+) -> tuple[str, str] | None:
+    """The XREVRANGE bounds of a page of a stream, newest first: from just before the cursor's
+    entry, or the whole of `until`'s ms (a bare ms as the top is up to its last entry), down to
+    `since`. Stream ids start at 0-0: a time before 1970 is the start, and a range that ends
+    before it is empty (None) rather than an id Redis refuses."""
+    if until_ms is not None and until_ms < 0:
+        return None
+    top = f"({cursor[0]}" if cursor else ("+" if until_ms is None else str(until_ms))
+    bottom = "-" if since_ms is None or since_ms <= 0 else str(since_ms)
+    return top, bottom
 
 
 def _now_ms() -> int:

@@ -322,6 +322,14 @@ async def test_every_list_is_a_page_with_a_cursor(
     bad = await admin.call("GET", "/v1/partners?after=garbage", status=400)
     assert bad["error"].startswith("after:")
 
+    # times before 1970 (before any stream id): from the start, or nothing
+    await redis.xadd("notifier:dead", {"reason": "r", "partner": ids[0]})
+    for path in (f"/v1/partners/{ids[0]}/messages", "/v1/dead-letters"):
+        since = await admin.call("GET", f"{path}?since=1900-01-01T00:00:00Z")
+        assert since["data"] and since["next"] is None
+        until = await admin.call("GET", f"{path}?until=1900-01-01T00:00:00Z")
+        assert until == {"data": [], "next": None}
+
 
 async def test_the_cli_looks_up_resends_recovers_and_tests(
     redis: Redis, env: dict[str, str], settings: Settings, endpoint_factory: EndpointFactory
