@@ -149,8 +149,11 @@ class Delivery:
             task = asyncio.create_task(served.run())
             self._serving.add(task)
             task.add_done_callback(self._serving.discard)
-        if leased.partners:
-            return
+        if len(leased.partners) >= free:
+            return  # more may be due: lease again at once
+        # Fewer than asked for: nothing else is due now, so wait for what comes next rather
+        # than ask again (at a low rate, a lease call finding nothing after each one that
+        # found the event's partner was a round trip per event).
         if leased.next_due_ms < 0:
             await self._wait_for_work(FALLBACK, "fallback")
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,6 +21,7 @@ from notifier.engine import delivery
 from notifier.engine.delivery import Delivery
 from notifier.engine.router import Router
 from notifier.engine.sender import Sender
+from notifier.redis import lua
 from tests.helpers import Endpoint, EndpointFactory, eventually, publish, register
 
 
@@ -55,6 +57,7 @@ async def test_a_routed_message_wakes_a_blocked_process(
     endpoint: Endpoint = await endpoint_factory()
     await register(redis, settings, "p", endpoint.url, ["*"])
     async with pool(redis, settings) as deliver:
+        leases = count_leases(deliver)
         await eventually(lambda: blocked(redis), 10, "the process to block for work")
         for n in range(3):
             await publish(redis, "order.created", {"n": n})
@@ -62,6 +65,24 @@ async def test_a_routed_message_wakes_a_blocked_process(
             await eventually(lambda: blocked(redis), 5, "the process to block again")
     assert deliver.wakeups["token"] >= 3
     assert deliver.wakeups["fallback"] == 0
+    # the first look, then at most one lease per event (none when the message reached the
+    # partner while it was still being served): a lease that got fewer partners than it asked
+    # for is not followed by another that would find none
+    assert len(leases) <= 1 + 3
+
+
+def count_leases(deliver: Delivery) -> list[int]:
+    """A list that grows by one at each lease call `deliver` makes."""
+    calls: list[int] = []
+    send = deliver.scripts.send
+
+    def counting(call: lua.Call[Any]) -> asyncio.Future[Any]:
+        if call.script == "lease":
+            calls.append(1)
+        return send(call)
+
+    deliver.scripts.send = counting  # type: ignore[method-assign]
+    return calls
 
 
 async def test_a_retry_coming_due_wakes_a_blocked_process(
