@@ -116,7 +116,7 @@ class Messages:
 
     async def _copies(self, index: str, message_id: str) -> dict[str, Indexed]:
         """The message's copies, by partner, as its index hash records them."""
-        prefix = message_id.encode() + b"\t"
+        prefix = keys.index_field(message_id, "").encode()  # how every copy's field starts
         match = _GLOB.sub(rb"\\\1", prefix) + b"*"
         return {
             field[len(prefix) :].decode(): _indexed(value)

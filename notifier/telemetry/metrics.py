@@ -74,7 +74,6 @@ class Metrics:
         self.snapshot: Snapshot | None = None
         #: Per partner, for `notifier top` (observer.py publishes them).
         self.totals: dict[str, PartnerTotals] = {}
-        self.routed_total = 0
         self.dead_total = 0
         self._types: set[str] = set()
         m = meter
@@ -185,7 +184,11 @@ class Metrics:
 
     def routed(self, event_type: str) -> None:
         self._routed[self._type(event_type)] += 1
-        self.routed_total += 1
+
+    @property
+    def routed_total(self) -> int:
+        """Events this process routed, every type together (for `notifier top`)."""
+        return sum(self._routed.values())
 
     def _routed_counts(self, options: CallbackOptions) -> Iterable[Observation]:
         for event_type, count in list(self._routed.items()):
