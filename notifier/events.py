@@ -89,18 +89,40 @@ def problem(fields: dict[bytes, bytes], max_bytes: int) -> str | None:
 
 
 def data_problem(raw: bytes, max_bytes: int) -> str | None:
-    """Why `raw` is not an event's `data` (a JSON object of at most `max_bytes`), or None."""
+    """Why `raw` is not an event's `data` (a JSON object of at most `max_bytes`), or None.
+
+    The reasons are notifier's own words, one per kind of problem, never a decoder's message:
+    a producer reads them in the dead letters, and they must not change with a library's
+    release (msgspec 0.23 began to word invalid UTF-8 its own way)."""
     if len(raw) > max_bytes:
         return f"data is {len(raw)} bytes, over NOTIFIER_MAX_EVENT_BYTES ({max_bytes})"
     try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        return f"data is not a JSON object: it is not UTF-8 text (byte {exc.start})"
+    try:
         _decode_object(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return f"data is not a JSON object: {exc}"
-    except UnicodeDecodeError:
-        return "data is not a JSON object: it is not UTF-8 text"
+    except msgspec.ValidationError:
+        return f"data is not a JSON object: it is {_json_kind(raw)}"
+    except msgspec.DecodeError:
+        return "data is not a JSON object: it is not valid JSON"
     except RecursionError:
         return "data is not a JSON object notifier can read: it nests too deeply"
     return None
+
+
+_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def _json_kind(raw: bytes) -> str:
+    """What a valid JSON document that is not an object is, in words."""
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return "not valid JSON"
+    if value is None:
+        return "null"
+    return _KINDS.get(type(value), "a number")
 
 
 def describe(fields: dict[bytes, bytes]) -> str:

@@ -63,3 +63,27 @@ def test_an_entry_timestamp_is_its_milliseconds_in_iso_8601(ms: int, seq: int) -
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     expected = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert events.entry_timestamp(f"{ms}-{seq}") == expected
+
+
+# The dead-letter reasons are notifier's own words, whatever the JSON decoder says.
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"a": "\xff"}', "data is not a JSON object: it is not UTF-8 text (byte 7)"),
+        (b"\xc3", "data is not a JSON object: it is not UTF-8 text (byte 0)"),
+        (b'{"a": ', "data is not a JSON object: it is not valid JSON"),
+        (b"{'a': 1}", "data is not a JSON object: it is not valid JSON"),
+        (b"", "data is not a JSON object: it is not valid JSON"),
+        (b"[1, 2]", "data is not a JSON object: it is an array"),
+        (b'"text"', "data is not a JSON object: it is a string"),
+        (b"12.5", "data is not a JSON object: it is a number"),
+        (b"true", "data is not a JSON object: it is a boolean"),
+        (b"null", "data is not a JSON object: it is null"),
+        (b'{"a": 1} x', "data is not a JSON object: it is not valid JSON"),
+        (deep(1000), "data is not a JSON object notifier can read: it nests too deeply"),
+    ],
+)
+def test_each_kind_of_bad_data_has_one_reason_in_notifiers_words(data: bytes, reason: str) -> None:
+    assert events.data_problem(data, 1_000_000) == reason
