@@ -1,56 +1,54 @@
--- fan_out.lua: included by the scripts that route (route, route_batch): append one message to
--- each of its partners' streams, dedupe the producer's id per partner, name each enabled
--- partner that got it in `waking` (its caller wakes them all at once with wake_partners,
--- included before this), and gather the message's fields of the message index in `indexed`.
--- KEYS from `key_at`: the message's index hash (keys.message_index), then per partner its
--- stream, its dedupe marker and its index of messages; ARGV from `arg_at`: the partner ids.
--- `wake` has a '1' per partner to schedule (enabled) and '0' otherwise.
+-- fan_out.lua: included by route.lua: append one message to each of its partners' streams in
+-- one shard, name each enabled partner that got it in `waking` (its caller wakes them all at
+-- once with wake_partners, included before this), and gather the message's fields of the
+-- message index in `indexed`.
+-- KEYS from `key_at`: per partner its stream and its list of messages; ARGV from `arg_at`: the
+-- partner ids. `wake` has a '1' per partner to schedule (enabled) and '0' otherwise; `had`,
+-- when given, is true for a partner that has the message already (it is skipped).
 -- A pending copy's index field is just its entry id (which starts with the ms it was routed):
 -- the state written once a message, on the hot path, is the cheapest one to write.
-local function fan_out(waking, indexed, dead, dead_max, now, retention, dedupe_ttl, payload,
-                       message_id, wake, key_at, arg_at, n)
-  local index_key = KEYS[key_at]
+local function fan_out(waking, indexed, index_key, dead, dead_max, now, retention, payload,
+                       message_id, wake, key_at, arg_at, n, had)
   local routed = 0
   local fields = nil  -- this message's fields of `index_key`
   for i = 1, n do
-    local stream = KEYS[key_at + 3 * i - 2]
-    local seen = KEYS[key_at + 3 * i - 1]
-    local listed = KEYS[key_at + 3 * i]
+    if not (had and had[i]) then
+    local stream = KEYS[key_at + 2 * i - 2]
+    local listed = KEYS[key_at + 2 * i - 1]
     local partner = ARGV[arg_at + i - 1]
-    if dedupe_ttl == 0 or redis.call('SET', seen, '1', 'NX', 'EX', dedupe_ttl) then
-      -- A script that fails half-way keeps what it wrote, and the entry may be acknowledged
-      -- already: a partner stream that refuses the message (a key of the wrong type) gets its
-      -- message dead-lettered, replayable, instead of failing the fan-out to everyone.
-      local appended, added = pcall(redis.call, 'XADD', stream, '*', 'm', payload)
-      local state
-      if appended then
-        routed = routed + 1
-        if string.sub(wake, i, i) == '1' then
-          want_woken(waking, partner)
-        end
-        state = added
-      else
-        local dead_id = redis.call('XADD', dead, 'MAXLEN', '~', dead_max, '*',
-          'reason', 'could not append to the partner stream: ' .. tostring(added.err or added),
-          'partner', partner, 'message', payload, 'attempts', '[]')
-        state = cjson.encode({s = 'dead', t = now, x = dead_id})
+    -- A script that fails half-way keeps what it wrote: a partner stream that refuses the
+    -- message (a key of the wrong type) gets its message dead-lettered, replayable, instead of
+    -- failing the fan-out to everyone.
+    local appended, added = pcall(redis.call, 'XADD', stream, '*', 'm', payload)
+    local state
+    if appended then
+      routed = routed + 1
+      if string.sub(wake, i, i) == '1' then
+        want_woken(waking, partner)
       end
-      if retention > 0 then
-        -- trimmed to the retention by release.lua, once a serve, not here once a message
-        redis.call('XADD', listed, '*', 'm', message_id)
+      state = added
+    else
+      local dead_id = redis.call('XADD', dead, 'MAXLEN', '~', dead_max, '*',
+        'reason', 'could not append to the partner stream: ' .. tostring(added.err or added),
+        'partner', partner, 'message', payload, 'attempts', '[]')
+      state = cjson.encode({s = 'dead', t = now, x = dead_id})
+    end
+    if retention > 0 then
+      -- trimmed to the retention by release.lua, once a serve, not here once a message
+      redis.call('XADD', listed, '*', 'm', message_id)
+      if not fields then
+        fields = indexed[index_key]
         if not fields then
-          fields = indexed[index_key]
-          if not fields then
-            fields = {}
-            indexed[index_key] = fields
-            indexed[#indexed + 1] = index_key
-          end
-          fields[#fields + 1] = message_id
-          fields[#fields + 1] = payload
+          fields = {}
+          indexed[index_key] = fields
+          indexed[#indexed + 1] = index_key
         end
-        fields[#fields + 1] = message_id .. '\t' .. partner
-        fields[#fields + 1] = state
+        fields[#fields + 1] = message_id
+        fields[#fields + 1] = payload
       end
+      fields[#fields + 1] = message_id .. '\t' .. partner
+      fields[#fields + 1] = state
+    end
     end
   end
   return routed

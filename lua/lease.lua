@@ -1,9 +1,9 @@
 -- lease.lua: hand the due partners to one delivery process, at most `count`, earliest first.
 -- Pushing each score to the lease's end in the same step is what stops two processes from
 -- taking the same partner; a holder that dies simply lets the lease run out.
-local ready = KEYS[1]          -- notifier:ready
-local leases = KEYS[2]         -- notifier:leases
-local partners = KEYS[3]       -- notifier:partners
+local ready = KEYS[1]          -- the shard's ready
+local leases = KEYS[2]         -- the shard's leases
+local partners = KEYS[3]       -- the shard's partner records
 local now = tonumber(ARGV[1])
 local lease_until = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])

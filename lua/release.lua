@@ -5,17 +5,17 @@
 -- process holds the partner now, `ready` and `leases` are that holder's and are left alone.
 -- Messages taken by a take whose reply never arrived are visible again at once rather than at
 -- the end of their visibility timeout: they carry the score that take gave them in `inflight`.
--- When the partner is due now, or sooner than anything else in `ready`, a token on `wake`
--- rouses a blocked delivery process (to lease it, or to set its timer to that time).
--- Returns when the partner is next due, -1 when it was removed from `ready`, -2 when another
--- process holds it.
-local ready = KEYS[1]          -- notifier:ready
-local leases = KEYS[2]         -- notifier:leases
+-- When the partner is due now, or sooner than anything else in `ready`, the caller puts a
+-- token on `notifier:wake` (rouse.lua) to rouse a blocked delivery process (to lease it, or to
+-- set its timer to that time).
+-- Returns {when the partner is next due, -1 when it was removed from `ready`, -2 when another
+-- process holds it; 1 when a delivery process should be roused, else 0}.
+local ready = KEYS[1]          -- the shard's ready
+local leases = KEYS[2]         -- the shard's leases
 local stream = KEYS[3]         -- notifier:{id}:stream
 local due = KEYS[4]            -- notifier:{id}:due
 local inflight = KEYS[5]       -- notifier:{id}:inflight
-local wake = KEYS[6]           -- notifier:wake
-local messages = KEYS[7]       -- notifier:{id}:messages
+local messages = KEYS[6]       -- notifier:{id}:messages
 local partner = ARGV[1]
 local now = tonumber(ARGV[2])
 local blocked = tonumber(ARGV[3])  -- ms until which it may not send (rate limit, ordered head)
@@ -27,7 +27,7 @@ local retention = tonumber(ARGV[6])   -- ms the message index keeps a message (0
 if redis.call('EXISTS', stream) == 0 then
   redis.call('ZREM', ready, partner)
   redis.call('ZREM', leases, partner)
-  return -1
+  return {-1, 0}
 end
 -- the message index is trimmed here, once a serve, rather than once a message
 if retention > 0 then
@@ -42,7 +42,7 @@ for i = 7, #ARGV do
 end
 local lease = redis.call('ZSCORE', leases, partner)
 if lease and tonumber(lease) > held_until then
-  return -2
+  return {-2, 0}
 end
 
 local next_due = nil
@@ -61,7 +61,7 @@ end
 if next_due == nil or not active then
   redis.call('ZREM', ready, partner)
   redis.call('ZREM', leases, partner)
-  return -1
+  return {-1, 0}
 end
 if blocked > next_due then
   next_due = blocked
@@ -73,7 +73,6 @@ redis.call('ZREM', ready, partner)
 local earliest = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
 redis.call('ZADD', ready, next_due, partner)
 if next_due <= now or not earliest[2] or next_due < tonumber(earliest[2]) then
-  redis.call('LPUSH', wake, partner)
-  redis.call('LTRIM', wake, 0, 63)
+  return {next_due, 1}
 end
-return next_due
+return {next_due, 0}

@@ -3,16 +3,16 @@
 -- replaced, a dead letter of it is removed, and a new entry goes to the end of the partner's
 -- stream. Done in one step, so the message is never both waiting twice and never lost. A copy
 -- in flight is left to finish: its request is under way.
--- Returns {1, new entry id}, or {-1} when the index does not know the message for this partner.
+-- Returns {1, new entry id, 1 when the caller should rouse a delivery process else 0}, or
+-- {-1} when the index does not know the message for this partner.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local inflight = KEYS[3]       -- notifier:{id}:inflight
 local history = KEYS[4]        -- notifier:{id}:history
-local index = KEYS[5]          -- the message's index hash (keys.message_index)
-local dead = KEYS[6]           -- notifier:dead
-local ready = KEYS[7]          -- notifier:ready
-local leases = KEYS[8]         -- notifier:leases
-local wake_list = KEYS[9]      -- notifier:wake
+local index = KEYS[5]          -- the message's index hash (Shard.message_index)
+local dead = KEYS[6]           -- the shard's dead letters
+local ready = KEYS[7]          -- the shard's ready
+local leases = KEYS[8]         -- the shard's leases
 local group = ARGV[1]
 local partner = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -42,5 +42,4 @@ if state.x then
 end
 local added = redis.call('XADD', stream, '*', 'm', event)
 redis.call('HSET', index, field, added)
-wake_partners(ready, leases, wake_list, {partner}, now)
-return {1, added}
+return {1, added, wake_partners(ready, leases, {partner}, now)}

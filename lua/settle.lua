@@ -15,10 +15,10 @@ local inflight = KEYS[3]       -- notifier:{id}:inflight
 local history = KEYS[4]        -- notifier:{id}:history
 local attempts = KEYS[5]       -- notifier:{id}:attempts
 local failing = KEYS[6]        -- notifier:{id}:failing
-local dead = KEYS[7]           -- notifier:dead
+local dead = KEYS[7]           -- the shard's dead letters
 local window = KEYS[8]         -- notifier:{id}:window
 local breaker = KEYS[9]        -- notifier:{id}:breaker
--- KEYS[10..]: the message index hashes (keys.message_index) of the `index` entries below
+-- KEYS[10..]: the message index hashes (Shard.message_index) of the `index` entries below
 local group = ARGV[1]
 local kept = tonumber(ARGV[2]) -- attempts kept per partner (about: see the XADD below)
 local dead_kept = ARGV[3]      -- dead letters kept

@@ -1,10 +1,9 @@
 -- unlease.lua: a lease call whose reply never arrived (the connection broke) leased partners
 -- nobody serves. They carry that call's lease end in `leases`, which is how they are found:
 -- they become due now instead of waiting for the lease to run out (NOTIFIER_CLAIM_IDLE).
--- Returns how many partners were given back.
-local ready = KEYS[1]          -- notifier:ready
-local leases = KEYS[2]         -- notifier:leases
-local wake = KEYS[3]           -- notifier:wake
+-- Returns how many partners were given back (the caller rouses a delivery process if any).
+local ready = KEYS[1]          -- the shard's ready
+local leases = KEYS[2]         -- the shard's leases
 local now = tonumber(ARGV[1])
 local lease_until = ARGV[2]    -- the lost call's lease end
 
@@ -12,9 +11,5 @@ local lost = redis.call('ZRANGEBYSCORE', leases, lease_until, lease_until, 'LIMI
 for _, partner in ipairs(lost) do
   redis.call('ZREM', leases, partner)
   redis.call('ZADD', ready, 'XX', now, partner)
-end
-if #lost > 0 then
-  redis.call('LPUSH', wake, 'unlease')
-  redis.call('LTRIM', wake, 0, 63)
 end
 return #lost

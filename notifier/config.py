@@ -26,6 +26,8 @@ import msgspec
 
 from notifier import rules, signing
 from notifier.errors import ConfigError as ConfigError  # raised by load()
+from notifier.redis import keys
+from notifier.redis.keys import Keyspace
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*(ms|s|m|h|d)?\s*")
@@ -33,6 +35,9 @@ _DURATION = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*(ms|s|m|h|d)?\s*")
 MAX_DURATION = 365 * 86400.0
 MAX_RETRIES = 50
 MAX_CONCURRENCY = 100_000
+#: Shards on a Cluster unless NOTIFIER_SHARDS says otherwise: five or so per primary of a
+#: three-primary Cluster, so a primary added later can take some.
+CLUSTER_SHARDS = 16
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -367,9 +372,34 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             secret=True,
         ),
     ] = None
+    redis_cluster: Annotated[
+        bool,
+        Env(
+            "NOTIFIER_REDIS_CLUSTER",
+            _flag,
+            "`1`: `REDIS_URL` names any node of a Redis Cluster; notifier finds the others and "
+            "follows slot moves and failovers",
+            "`0`",
+        ),
+    ] = False
+    shards: Annotated[
+        int | None,
+        Env(
+            "NOTIFIER_SHARDS",
+            _whole(1, keys.MAX_SHARDS, "shards"),
+            "how many shards partners are spread over, each a hash slot of its own on a Redis "
+            "Cluster; fixed for a deployment (changing it: README, Production Redis)",
+            "`1`; `16` on a Cluster",
+        ),
+    ] = None
     log_level: Annotated[
         str, Env("NOTIFIER_LOG_LEVEL", _level, "`debug`, `info`, `warning`, `error`")
     ] = "info"
+
+    def keyspace(self) -> Keyspace:
+        """The key map of this deployment."""
+        count = self.shards or (CLUSTER_SHARDS if self.redis_cluster else 1)
+        return Keyspace(count, cluster=self.redis_cluster)
 
     @property
     def api_host_port(self) -> tuple[str, int]:

@@ -6,7 +6,14 @@ wrongly-keyed value fails loudly instead of signing with garbage.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cryptography.fernet import Fernet, InvalidToken
+
+from notifier import signing
+
+if TYPE_CHECKING:
+    from notifier.models import Partner
 
 _MARK = "enc:"
 
@@ -29,3 +36,12 @@ class SecretBox:
             return self._fernet.decrypt(stored[len(_MARK) :].encode()).decode()
         except InvalidToken:
             raise ValueError("a partner secret does not decrypt with NOTIFIER_SECRET_KEY") from None
+
+    def signing_keys(self, partner: Partner, now_ms: int) -> list[bytes]:
+        """The HMAC keys of the partner's secrets that still sign at `now_ms`, newest first;
+        ValueError when one cannot be opened."""
+        return [
+            signing.secret_key(self.open(s.value))
+            for s in partner.secrets
+            if s.expires_ms is None or s.expires_ms > now_ms
+        ]

@@ -4,10 +4,12 @@
     ├── ConfigError         a setting (environment variable) notifier cannot use
     ├── Invalid             an input refused: a partner definition, an event, a replay
     ├── NotFound            no partner, message or dead letter by that id
+    ├── Conflict            a change that kept meeting other changes of the same record
     └── ListenError         an address to listen on that cannot be used
 
-The admin API answers Invalid with 400 and NotFound with 404; the CLI prints any of them as
-one line and exits 1. Anything else is a bug or Redis being away, handled where it happens.
+The admin API answers Invalid with 400, NotFound with 404 and Conflict with 409; the CLI
+prints any of them as one line and exits 1. Anything else is a bug or Redis being away,
+handled where it happens.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ class Invalid(NotifierError, ValueError):
 
 class NotFound(NotifierError, LookupError):
     """Nothing by that id."""
+
+
+class Conflict(NotifierError):
+    """A change that could not be saved because the record kept changing under it."""
 
 
 class ListenError(NotifierError, OSError):

@@ -63,7 +63,7 @@ def parse(
     problem = data_problem(raw_data, max_bytes)
     if problem:
         return problem
-    message_id = f"msg_{entry_id}"
+    message_id = rules.message_id_of(entry_id)
     raw_id = fields.get(b"id")
     if raw_id is not None:
         try:

@@ -342,6 +342,11 @@ def iso_ms(ms: int | float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
+def now_ms() -> int:
+    """Now in epoch milliseconds, the unit of every time kept in Redis."""
+    return int(time.time() * 1000)
+
+
 def utc_now() -> str:
     """Now as ISO-8601 UTC, the form of every stored and shown time."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

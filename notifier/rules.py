@@ -20,6 +20,14 @@ MAX_ID_LENGTH = 128
 #: What Redis accepts in one string is 512 MB; events are far smaller in practice.
 MAX_EVENT_BYTES = 64 * 1024 * 1024
 MAX_HEADER_VALUE = 4096
+#: A whole stream entry id, `<ms>-<seq>`.
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+def message_id_of(entry_id: str) -> str:
+    """The message id notifier gives an event whose producer gave none: from its entry."""
+    return f"msg_{entry_id}"
+
 
 #: Headers notifier owns; a partner's configured headers never replace them.
 RESERVED_HEADERS = frozenset(

@@ -15,11 +15,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from notifier import logs
+from notifier import logs, shards
 from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.engine import supervisor
-from notifier.engine.delivery import Delivery
+from notifier.engine.delivery import DeliveryPool
 from notifier.engine.router import Router
 from notifier.engine.sender import Sender
 from notifier.redis.connection import TRANSIENT, connect, consumer_name
@@ -103,9 +103,16 @@ async def run(
         role = "supervisor"
     redis = connect(settings.redis_url, "notifier-" + "+".join(roles))
     await check_redis(redis)
+    with contextlib.suppress(*TRANSIENT):  # Redis away at start-up: the loops wait for it
+        await shards.check(redis, settings.keyspace())
     telemetry = Telemetry.start(settings.otlp_endpoint)
     observer = Observer(
-        redis, settings.ingress_stream, telemetry.metrics, role, consumer_name(settings.consumer)
+        redis,
+        settings.keyspace(),
+        settings.ingress_stream,
+        telemetry.metrics,
+        role,
+        consumer_name(settings.consumer),
     )
     runner = None
     metrics_runner = None
@@ -128,7 +135,7 @@ async def run(
                 )
             elif deliver:
                 tasks.append(
-                    asyncio.create_task(Delivery(redis, settings, sender, telemetry).run(stop))
+                    asyncio.create_task(DeliveryPool(redis, settings, sender, telemetry).run(stop))
                 )
             if serve_api:
                 runner = await api.serve(api.create_app(redis, settings), settings)

@@ -1,15 +1,17 @@
 """Partners, attempts and dead letters in Redis: what the admin API and the CLI both call.
 
-Partners are one hash of msgspec JSON. Every change appends the partner's id to
-`partners:changes`, which routers follow to update their index of subscriptions one partner at a
-time, and delivery reads a partner's record at every lease, so a change takes effect for the
-next delivery without a restart.
+A partner's record is msgspec JSON in its shard's hash of partners. Every change of it (an
+operator's PATCH, a rotation, notifier disabling it) reads the record, builds the new one and
+saves it only if the record is still the one read (`lua/save_partner.lua`), else starts over,
+so two changes made at once both land. The save appends the partner's id to the change log
+routers follow to update their index of subscriptions, and delivery reads a partner's record at
+every lease, so a change takes effect for the next delivery without a restart.
 """
 
 from __future__ import annotations
 
 import secrets as pysecrets
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 from notifier import cursors, events, ops, rules, signing
 from notifier.config import Settings
 from notifier.crypto import SecretBox
-from notifier.errors import Invalid, NotFound
+from notifier.errors import Conflict, Invalid, NotFound
 from notifier.models import (
     Attempt,
     Message,
@@ -34,18 +36,18 @@ from notifier.models import (
     Secret,
     decode_partner,
     iso_ms,
+    now_ms,
     public,
 )
-from notifier.redis import keys, lua
+from notifier.redis import lua
 from notifier.redis.lua import Scripts
 
-_attempt_decoder = msgspec.json.Decoder(Attempt)
 _attempts_decoder = msgspec.json.Decoder(list[Attempt])
 _encode = msgspec.json.Encoder().encode
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+#: Tries at saving a change while other changes of the same partner keep landing first.
+SAVE_TRIES = 50
 
 
 class Store:
@@ -53,6 +55,7 @@ class Store:
         # Any: redis-py types every reply as bytes | str, we always talk bytes
         self.redis: Any = redis
         self.settings = settings
+        self.keyspace = settings.keyspace()
         self.box = SecretBox(settings.secret_key)
         self.scripts = Scripts(redis)
 
@@ -72,22 +75,29 @@ class Store:
             transform=body.transform,
             enabled=body.enabled,
             ordered=body.ordered,
-            created_at=iso_ms(_now_ms()),
+            created_at=iso_ms(now_ms()),
             secrets=[Secret(self.box.seal(secret))],
         )
         self._validate(partner)
-        await self._save(partner)
+        if not await self._save(partner, b""):
+            raise Invalid("a partner with this id exists already")
         return partner, secret
 
     async def get(self, partner_id: str) -> Partner:
-        raw = await self.redis.hget(keys.PARTNERS, partner_id)
+        return decode_partner(await self._record(partner_id))
+
+    async def _record(self, partner_id: str) -> bytes:
+        raw = await self.redis.hget(self.keyspace.shard_of(partner_id).partners, partner_id)
         if raw is None:
-            raise NotFound(f"no partner {partner_id!r}")
-        return decode_partner(raw)
+            raise NotFound(f"no partner {partner_id[:200]!r}")
+        return raw  # type: ignore[no-any-return]
 
     async def partners(self) -> list[Partner]:
-        raw = await self.redis.hgetall(keys.PARTNERS)
-        return sorted((decode_partner(v) for v in raw.values()), key=lambda p: (p.created_at, p.id))
+        found: list[Partner] = []
+        for home in self.keyspace.homes:
+            raw = await self.redis.hgetall(home.partners)
+            found += (decode_partner(v) for v in raw.values())
+        return sorted(found, key=lambda p: (p.created_at, p.id))
 
     async def partner_page(self, after: str | None = None, limit: int = 100) -> Page[Any]:
         """Partners in the order they were created, as the API shows them (no secrets)."""
@@ -103,22 +113,25 @@ class Store:
         )
 
     async def update(self, partner_id: str, patch: PartnerPatch) -> Partner:
-        partner = await self.get(partner_id)
+        """Change the fields `patch` gives, and only those: a change made meanwhile by someone
+        else (another PATCH, notifier disabling the partner) is kept."""
         changes = patch.changes()
-        was_enabled = partner.enabled
-        updated = msgspec.structs.replace(partner, **changes)
-        if updated.enabled and not was_enabled:
-            updated.disabled_reason = None
-        self._validate(updated)
-        await self._save(updated)
-        if updated.enabled and not was_enabled:
-            await self.redis.delete(keys.failing(partner_id), keys.breaker(partner_id))
+
+        def change(partner: Partner) -> Partner:
+            updated = msgspec.structs.replace(partner, **changes)
+            if updated.enabled and not partner.enabled:
+                updated.disabled_reason = None
+            elif partner.enabled and not updated.enabled:
+                updated.disabled_reason = "disabled by an operator"
+            self._validate(updated)
+            return updated
+
+        before, updated = await self._change(partner_id, change)
+        if updated.enabled and not before.enabled:
             await ops.emit(
                 self.redis, ops.PARTNER_ENABLED, {"partner": partner_id, "name": updated.name}
             )
-        elif was_enabled and not updated.enabled:
-            updated.disabled_reason = "disabled by an operator"
-            await self._save(updated)
+        elif before.enabled and not updated.enabled:
             await ops.emit(
                 self.redis,
                 ops.PARTNER_DISABLED,
@@ -127,59 +140,76 @@ class Store:
         return updated
 
     async def remove(self, partner_id: str) -> None:
-        await self.get(partner_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(keys.PARTNERS, partner_id)
-            pipe.zrem(keys.READY, partner_id)
-            pipe.zrem(keys.LEASES, partner_id)
-            pipe.srem(keys.DISABLED, partner_id)
-            pipe.delete(*keys.all_of(partner_id))
-            _changed(pipe, partner_id)
-            await pipe.execute()
+        shard = self.keyspace.shard_of(partner_id)
+        if not await self.scripts.run(lua.remove_partner(shard=shard, partner_id=partner_id)):
+            raise NotFound(f"no partner {partner_id[:200]!r}")
 
     async def rotate_secret(self, partner_id: str, secret: str | None = None) -> str:
         """A new secret signs from now on; the previous ones keep signing for the overlap."""
         secret = _checked_secret(secret)
-        partner = await self.get(partner_id)
-        now = _now_ms()
-        overlap_end = now + int(self.settings.secret_overlap * 1000)
-        kept = [
-            s if s.expires_ms is not None else Secret(s.value, overlap_end)
-            for s in partner.secrets
-            if s.expires_ms is None or s.expires_ms > now
-        ]
-        partner.secrets = [Secret(self.box.seal(secret)), *kept]
-        await self._save(partner)
+        sealed = Secret(self.box.seal(secret))
+
+        def change(partner: Partner) -> Partner:
+            now = now_ms()
+            overlap_end = now + int(self.settings.secret_overlap * 1000)
+            kept = [
+                s if s.expires_ms is not None else Secret(s.value, overlap_end)
+                for s in partner.secrets
+                if s.expires_ms is None or s.expires_ms > now
+            ]
+            return msgspec.structs.replace(partner, secrets=[sealed, *kept])
+
+        await self._change(partner_id, change)
         return secret
 
     async def disable(self, partner_id: str, reason: str) -> None:
+        """Disable a partner notifier cannot deliver to (an operator's changes made meanwhile
+        are kept); an operational event says so, once."""
+
+        def change(partner: Partner) -> Partner:
+            return msgspec.structs.replace(partner, enabled=False, disabled_reason=reason)
+
         try:
-            partner = await self.get(partner_id)
+            before, updated = await self._change(partner_id, change)
         except NotFound:
             return
-        partner.enabled = False
-        partner.disabled_reason = reason
-        await self._save(partner)
-        await ops.emit(
-            self.redis,
-            ops.PARTNER_DISABLED,
-            {"partner": partner.id, "name": partner.name, "reason": reason},
+        if before.enabled:
+            await ops.emit(
+                self.redis,
+                ops.PARTNER_DISABLED,
+                {"partner": partner_id, "name": updated.name, "reason": reason},
+            )
+
+    async def _change(
+        self, partner_id: str, change: Callable[[Partner], Partner]
+    ) -> tuple[Partner, Partner]:
+        """Apply `change` to the partner's record as it is in Redis, atomically: the record is
+        saved only if it is still the one `change` saw, else read and changed again. Returns
+        the record before and after."""
+        for _ in range(SAVE_TRIES):
+            raw = await self._record(partner_id)
+            before = decode_partner(raw)
+            updated = change(decode_partner(raw))
+            if await self._save(updated, raw, enabling=updated.enabled and not before.enabled):
+                return before, updated
+        raise Conflict(f"partner {partner_id!r} changed too often meanwhile; try again")
+
+    async def _save(self, partner: Partner, expected: bytes, enabling: bool = False) -> bool:
+        shard = self.keyspace.shard_of(partner.id)
+        saved = await self.scripts.run(
+            lua.save_partner(
+                shard=shard,
+                partner_id=partner.id,
+                expected=expected,
+                record=_encode(partner),
+                enabled=partner.enabled,
+                enabling=enabling,
+                now_ms=now_ms(),
+            )
         )
-
-    async def _save(self, partner: Partner) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.PARTNERS, partner.id, _encode(partner))
-            _changed(pipe, partner.id)
-            if partner.enabled:
-                pipe.srem(keys.DISABLED, partner.id)
-                # it may have messages waiting (new, or kept while it was disabled)
-                await self._wake(pipe, partner.id)
-            else:
-                pipe.sadd(keys.DISABLED, partner.id)
-            await pipe.execute()
-
-    async def _wake(self, pipe: Any, partner_id: str) -> None:
-        await self.scripts.queue(pipe, lua.wake(now_ms=_now_ms(), partner_ids=[partner_id]))
+        if saved.woke:
+            await self.scripts.run(lua.rouse(shards=[shard.number]))
+        return saved.saved
 
     def _validate(self, partner: Partner) -> None:
         try:
@@ -203,7 +233,9 @@ class Store:
         found: list[Attempt] = []
         while True:
             try:
-                rows = await self.redis.xrevrange(keys.attempts(partner_id), max=top, count=100)
+                rows = await self.redis.xrevrange(
+                    self.keyspace.partner(partner_id).attempts, max=top, count=100
+                )
             except ResponseError:
                 raise Invalid(
                     "after: not a cursor this API gave (use the `next` of a page)"
@@ -228,9 +260,10 @@ class Store:
         every operational event, or none when the URL is not set."""
         url, secret = self.settings.ops_webhook_url, self.settings.ops_webhook_secret
         try:
-            current: Partner | None = await self.get(ops.WEBHOOK_PARTNER)
+            expected = await self._record(ops.WEBHOOK_PARTNER)
         except NotFound:
-            current = None
+            expected = b""
+        current = decode_partner(expected) if expected else None
         if not url or not secret:
             if current is not None:
                 await self.remove(ops.WEBHOOK_PARTNER)
@@ -244,22 +277,20 @@ class Store:
             name="ops webhook (NOTIFIER_OPS_WEBHOOK_URL)",
             url=url,
             events=list(ops.TYPES),
-            created_at=current.created_at if current else iso_ms(_now_ms()),
+            created_at=current.created_at if current else iso_ms(now_ms()),
             secrets=[Secret(self.box.seal(secret))],
         )
         self._validate(partner)
-        await self._save(partner)
+        # another router may be doing the same at this moment: whichever saves first wins,
+        # and they save the same
+        await self._save(partner, expected, enabling=current is not None and not current.enabled)
 
     async def test(self, partner_id: str, sender: Sender) -> Outcome:
         """Send the partner a signed `notifier.test` event now, as any delivery is sent."""
         partner = await self.get(partner_id)
-        now = _now_ms()
+        now = now_ms()
         try:
-            signing_keys = [
-                signing.secret_key(self.box.open(s.value))
-                for s in partner.secrets
-                if s.expires_ms is None or s.expires_ms > now
-            ]
+            signing_keys = self.box.signing_keys(partner, now)
         except ValueError as exc:
             raise Invalid(f"cannot sign for this partner: {exc}") from None
         data = {
@@ -299,17 +330,8 @@ class Store:
 
 
 def attempts_of(fields: dict[bytes, bytes]) -> list[Attempt]:
-    """The attempts of one entry of a partner's attempt log, oldest first: a settled batch
-    (`b`, a JSON array), or one attempt (`a`, as logs written before batches hold)."""
-    if b"b" in fields:
-        return _attempts_decoder.decode(fields[b"b"])
-    return [_attempt_decoder.decode(fields[b"a"])]
-
-
-def _changed(pipe: Any, partner_id: str) -> None:
-    pipe.xadd(
-        keys.PARTNER_CHANGES, {"id": partner_id}, maxlen=keys.PARTNER_CHANGES_KEPT, approximate=True
-    )
+    """The attempts of one entry of a partner's attempt log (a settled batch), oldest first."""
+    return _attempts_decoder.decode(fields.get(b"b", b"[]"))
 
 
 def _checked_secret(secret: str | None) -> str:

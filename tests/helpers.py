@@ -20,11 +20,13 @@ from redis.typing import EncodableT, FieldT, KeyT
 from notifier import service
 from notifier.config import Settings
 from notifier.models import PartnerIn
+from notifier.redis.keys import Keyspace
 from notifier.store import Store
 from notifier.testing import Endpoint, Received, RedisServer, eventually, free_port
 
 __all__ = [
     "BASE_ENV",
+    "KS",
     "TOKEN",
     "Endpoint",
     "EndpointFactory",
@@ -50,6 +52,9 @@ Spawn = Callable[..., subprocess.Popen[bytes]]
 # A stream entry as the tests' client reads it: redis-py types replies as bytes | str (and
 # XRANGE's as Optional), but a client without decode_responses answers bytes.
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+#: The key map of the tests' Redis (one Redis, one shard), for tests that look at keys.
+KS = Keyspace()
 
 TOKEN = "test-admin-token"
 BASE_ENV = {

@@ -22,10 +22,11 @@ from redis.asyncio import Redis
 
 from notifier import logs
 from notifier.admin import attempts, dead_letters, events, health, messages, openapi, partners
-from notifier.admin.wire import MESSAGES, REDIS, SENDER, SETTINGS, STORE, error
+from notifier.admin.wire import DEAD_LETTERS, MESSAGES, REDIS, SENDER, SETTINGS, STORE, error
 from notifier.config import Settings
+from notifier.dead_letters import DeadLetters
 from notifier.engine.sender import Sender
-from notifier.errors import ConfigError, Invalid, ListenError, NotFound
+from notifier.errors import ConfigError, Conflict, Invalid, ListenError, NotFound
 from notifier.messages import Messages
 from notifier.store import Store
 
@@ -97,6 +98,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(404, str(exc))
     except Invalid as exc:
         return error(400, str(exc))
+    except Conflict as exc:
+        return error(409, str(exc))
     except (rx.ConnectionError, rx.TimeoutError):
         return error(503, "redis is unreachable")
     except Exception:
@@ -159,6 +162,7 @@ def create_app(redis: Redis, settings: Settings) -> web.Application:
     app[REDIS] = redis
     app[STORE] = Store(redis, settings)
     app[MESSAGES] = Messages(redis, settings)
+    app[DEAD_LETTERS] = DeadLetters(redis, settings)
     app[SETTINGS] = settings
 
     async def sender(app: web.Application) -> AsyncIterator[None]:

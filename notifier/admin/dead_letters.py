@@ -6,8 +6,8 @@ from aiohttp import web
 
 from notifier.admin.wire import (
     AFTER,
+    DEAD_LETTERS,
     LIMIT,
-    MESSAGES,
     SINCE,
     UNTIL,
     Query,
@@ -35,7 +35,7 @@ routes = web.RouteTableDef()
     ),
 )
 async def dead_letters(request: web.Request) -> web.Response:
-    page = await request.app[MESSAGES].dead_letters(
+    page = await request.app[DEAD_LETTERS].page(
         request.query.get("partner"),
         after=request.query.get("after"),
         limit=limit(request),
@@ -54,7 +54,7 @@ async def dead_letters(request: web.Request) -> web.Response:
 async def replay(request: web.Request) -> web.Response:
     body = await decode_optional(request, ReplayIn, ReplayIn())
     return json(
-        await request.app[MESSAGES].replay(
+        await request.app[DEAD_LETTERS].replay(
             everything=body.everything, partner=body.partner, ids=body.ids
         )
     )

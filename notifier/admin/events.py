@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from notifier import rules
 from notifier.admin.wire import STORE, decode, documented, json
 from notifier.models import EventIn, EventOut
 
@@ -23,4 +24,4 @@ async def publish(request: web.Request) -> web.Response:
     entry_id = await request.app[STORE].publish(
         body.type, bytes(body.data), body.id, traceparent=body.traceparent
     )
-    return json({"entry_id": entry_id, "id": body.id or f"msg_{entry_id}"}, 202)
+    return json({"entry_id": entry_id, "id": body.id or rules.message_id_of(entry_id)}, 202)

@@ -18,8 +18,8 @@ from notifier.admin.wire import (
     moment,
     parse_moment,
 )
-from notifier.messages import STATES
 from notifier.models import MessageView, Page, PartnerMessage, RecoverIn, RecoverOut, ResendOut
+from notifier.types import COPY_STATES
 
 routes = web.RouteTableDef()
 
@@ -35,7 +35,7 @@ async def show_message(request: web.Request) -> web.Response:
     "A partner's messages, newest first",
     answer=Page[PartnerMessage],
     query=(
-        Query("status", {"enum": list(STATES)}, "only those in this state"),
+        Query("status", {"enum": list(COPY_STATES)}, "only those in this state"),
         LIMIT,
         AFTER,
         SINCE,

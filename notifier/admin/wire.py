@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from notifier import rules
 from notifier.config import Settings
+from notifier.dead_letters import DeadLetters
 from notifier.engine.sender import Sender
 from notifier.messages import Messages
 from notifier.store import Store
@@ -31,6 +32,7 @@ _DIGITS = re.compile(r"[0-9]{1,4}")
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 MESSAGES: web.AppKey[Messages] = web.AppKey("messages", Messages)
+DEAD_LETTERS: web.AppKey[DeadLetters] = web.AppKey("dead_letters", DeadLetters)
 #: The HTTP client of test pings; made when the app starts (it needs the running loop).
 SENDER: web.AppKey[Sender] = web.AppKey("sender", Sender)
 REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)

@@ -10,8 +10,9 @@ from notifier import rules
 from notifier.cli.output import show, show_page, wants_json
 from notifier.cli.store import with_store
 from notifier.errors import Invalid
-from notifier.messages import STATES, Messages
+from notifier.messages import Messages
 from notifier.store import Store
+from notifier.types import COPY_STATES
 
 COLUMNS = ("id", "type", "routed_at", "state", "attempts", "next_attempt_at")
 
@@ -83,7 +84,7 @@ def add_commands(sub: Any) -> None:
         description="A partner's messages, newest first.",
     )
     listing.add_argument("partner", help="the partner's id")
-    listing.add_argument("--status", choices=STATES, help="only those in this state")
+    listing.add_argument("--status", choices=COPY_STATES, help="only those in this state")
     listing.add_argument("--limit", type=int, default=50, help="1 to 1000 (default 50)")
     listing.add_argument("--after", help="the cursor a previous page printed")
     listing.add_argument("--json", **json_flag)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from notifier import rules
 from notifier.cli.output import show, show_page
 from notifier.cli.store import with_store
+from notifier.dead_letters import DeadLetters
 from notifier.errors import Invalid
-from notifier.messages import Messages
 from notifier.store import Store
 
 ATTEMPT_COLUMNS = ("at", "message_id", "event_type", "attempt", "status", "latency_ms", "error")
@@ -23,7 +24,10 @@ def _limit(text: str) -> int:
 
 async def _publish(store: Store, args: argparse.Namespace) -> None:
     entry_id = await store.publish(args.type, args.data.encode(errors="surrogateescape"), args.id)
-    show({"entry_id": entry_id, "message_id": args.id or f"msg_{entry_id}"}, as_json=args.json)
+    show(
+        {"entry_id": entry_id, "message_id": args.id or rules.message_id_of(entry_id)},
+        as_json=args.json,
+    )
 
 
 async def _attempts(store: Store, args: argparse.Namespace) -> None:
@@ -32,7 +36,7 @@ async def _attempts(store: Store, args: argparse.Namespace) -> None:
 
 
 async def _dead_list(store: Store, args: argparse.Namespace) -> None:
-    page = await Messages(store.redis, store.settings).dead_letters(
+    page = await DeadLetters(store.redis, store.settings).page(
         args.partner, after=args.after, limit=args.limit
     )
     show_page(page, as_json=args.json, columns=DEAD_COLUMNS)
@@ -41,7 +45,7 @@ async def _dead_list(store: Store, args: argparse.Namespace) -> None:
 async def _dead_replay(store: Store, args: argparse.Namespace) -> None:
     if not (args.all or args.partner or args.ids):
         raise Invalid("say what to replay: dead-letter or message ids, --partner ID, or --all")
-    done = await Messages(store.redis, store.settings).replay(
+    done = await DeadLetters(store.redis, store.settings).replay(
         everything=args.all, partner=args.partner, ids=args.ids or None
     )
     show(done, as_json=args.json)

@@ -23,6 +23,7 @@ from notifier import config
 from notifier.models import decode_partner
 from notifier.redis import keys
 from notifier.redis.connection import connect
+from notifier.redis.keys import Keyspace
 from notifier.telemetry.backlog import PartnerBacklog, Snapshot, read_snapshot
 from notifier.telemetry.reports import (
     LATENCY_BUCKETS,
@@ -166,11 +167,15 @@ def rows(
     return totals, table
 
 
-async def read_names(redis: Redis, ids: list[str]) -> dict[str, str]:
+async def read_names(redis: Redis, keyspace: Keyspace, ids: list[str]) -> dict[str, str]:
     """The names of partners that had attempts but have no backlog (the snapshot has those)."""
     client: Any = redis
+    async with client.pipeline(transaction=False) as pipe:
+        for pid in ids:
+            pipe.hget(keyspace.shard_of(pid).partners, pid)
+        records = await pipe.execute()
     found = {}
-    for pid, record in zip(ids, await client.hmget(keys.PARTNERS, ids) if ids else [], strict=True):
+    for pid, record in zip(ids, records, strict=True):
         if record is not None:
             with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
                 found[pid] = decode_partner(record).name
@@ -246,11 +251,11 @@ async def watch(settings: config.Settings, args: argparse.Namespace) -> None:
             await asyncio.sleep(REPORT_EVERY + 0.5)
         with Live(auto_refresh=False, screen=not args.once) as live:
             while True:
-                snapshot = await read_snapshot(redis, settings.ingress_stream)
+                snapshot = await read_snapshot(redis, settings.keyspace(), settings.ingress_stream)
                 readings.add(await read_reports(redis))
                 known = {p.id for p in snapshot.partners}
                 active = {pid for _, latest in readings.pairs.values() for pid in latest.partners}
-                names = await read_names(redis, sorted(active - known))
+                names = await read_names(redis, settings.keyspace(), sorted(active - known))
                 totals, table = rows(snapshot, readings.pairs, names)
                 live.update(render(totals, table), refresh=True)
                 if args.once:

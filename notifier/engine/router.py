@@ -1,12 +1,12 @@
 """The router: ingress stream -> one entry in the stream of every subscribed partner.
 
-It reads the ingress stream through the `router` consumer group in batches. Small fan-outs
-go up to BATCH_ENTRIES at a time through `lua/route_batch.lua`, large ones (split in chunks of
-FANOUT_CHUNK partners) and dead letters through `lua/route.lua`, all of a batch in one
-pipeline: either script fans an entry out, dedupes the producer's id and acknowledges it in
-one atomic step, so one script call carries many deliveries' routing. Entries left pending by
-a router that died are claimed after NOTIFIER_CLAIM_IDLE; the scripts' XACK check keeps them
-from being routed twice.
+It reads the ingress stream through the `router` consumer group in batches, plans each entry's
+fan-out shard by shard (`fanout.py`), sends every shard's `lua/route.lua` calls of the batch at
+once, and acknowledges an entry only once each shard it goes to has it. A shard remembers each
+message it was given, so an entry routed again (its router stopped before acknowledging it, or
+another router claimed it meanwhile) appends nothing twice. Entries left pending by a router
+that died are claimed after NOTIFIER_CLAIM_IDLE; an entry that stops routers again and again
+is dead-lettered.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -23,15 +22,12 @@ from redis.asyncio import Redis
 
 from notifier import events, logs, ops
 from notifier.config import Settings
-from notifier.models import Message, Partner, decode_partner, iso_ms
+from notifier.engine import fanout
+from notifier.engine.fanout import EntryPlan
+from notifier.engine.housekeeping import Housekeeping
+from notifier.engine.partner_feed import PartnerFeed
 from notifier.redis import keys, lua
-from notifier.redis.connection import (
-    TRANSIENT,
-    consumer_name,
-    is_nogroup,
-    keep_running,
-    until_stopped,
-)
+from notifier.redis.connection import TRANSIENT, consumer_name, keep_running, until_stopped
 from notifier.redis.lua import Scripts
 from notifier.store import Store
 from notifier.subscriptions import Subscriptions
@@ -42,16 +38,8 @@ log = logs.get("router")
 BATCH = 200
 #: An idle router waits this long per read; a stop interrupts it.
 BLOCK_MS = 4000
-#: Partners per route call: a larger fan-out is split, so no call holds Redis for long.
-FANOUT_CHUNK = 100
-#: Whole entries that share one route call at most.
-BATCH_ENTRIES = 50
 #: An entry handed to routers this many times without being routed is dead-lettered.
 MAX_ROUTE_TRIES = 5
-#: How often one router removes the consumers stopped processes left, and after how long idle.
-JANITOR_EVERY = 3600.0
-SECRET_CHECK_EVERY = 300.0
-CONSUMER_IDLE_MS = 3_600_000
 _message_encoder = msgspec.json.Encoder()
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -71,21 +59,30 @@ class Router:
         # Any: redis-py types every reply as bytes | str; this client always answers bytes
         self.redis: Any = redis
         self.settings = settings
+        self.keyspace = settings.keyspace()
         self.telemetry = telemetry or Telemetry.disabled()
         self.tracer = self.telemetry.tracer
         self.scripts = Scripts(redis)
         self.ops = ops
         self.stream = keys.OPS if ops else settings.ingress_stream
         self.consumer = consumer_name(settings.consumer)
-        self.subscriptions = Subscriptions()
-        #: The last entry of the partner change log applied to `subscriptions`.
-        self._cursor: bytes | None = None
+        self.feed = PartnerFeed(self.redis, self.keyspace)
+        self.housekeeping = Housekeeping(self)
+        #: How long a shard remembers a message without a producer id was routed: past the
+        #: time another router takes to claim the entry of one that died.
+        self.routed_ttl = int(2 * settings.claim_idle) + 60
+        self.retention_ms = int(settings.message_retention * 1000)
         self._next_claim = 0.0
         self._own_pending_done = False
         self._group_ready = False
-        self._next_janitor = 0.0
-        self._next_secret_check = 0.0
         self._stop = asyncio.Event()
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        return self.feed.subscriptions
+
+    async def refresh_partners(self) -> Subscriptions:
+        return await self.feed.refresh()
 
     async def ensure_group(self) -> None:
         try:
@@ -115,8 +112,7 @@ class Router:
         try:
             await self.step()
             if not self.ops:  # one lane of a router process keeps house
-                await self._janitor()
-                await self._secrets_expiring()
+                await self.housekeeping.run()
         except BaseException:
             # What this router read but did not route is pending under its name: read it
             # again first, rather than leave it for XAUTOCLAIM after NOTIFIER_CLAIM_IDLE.
@@ -126,61 +122,12 @@ class Router:
     async def step(self) -> int:
         """Route one batch; returns how many entries it handled."""
         entries, recovered = await self._next_batch()
+        poison: list[EntryPlan] = []
         if recovered:
-            entries = await self._drop_poison(entries)
-        if entries:
-            await self.route(entries)
-        return len(entries)
-
-    async def _janitor(self) -> None:
-        """Once an hour, one router of the deployment (whichever takes the lock) removes the
-        consumers that stopped processes left in the consumer groups, when they hold nothing
-        and have been idle for CONSUMER_IDLE: a process that crashed could not remove its own
-        (one stopped gracefully does, at once)."""
-        now = time.monotonic()
-        if now < self._next_janitor:
-            return
-        self._next_janitor = now + JANITOR_EVERY
-        if not await self.redis.set(keys.JANITOR, self.consumer, nx=True, ex=int(JANITOR_EVERY)):
-            return
-        await self.refresh_partners()
-        groups = [(self.stream, keys.ROUTER_GROUP), (keys.OPS, keys.ROUTER_GROUP)] + [
-            (keys.stream(pid), keys.DELIVERY_GROUP) for pid in self.subscriptions.ids()
-        ]
-        removed = 0
-        for start in range(0, len(groups), 500):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for stream, group in groups[start : start + 500]:
-                    await self.scripts.queue(
-                        pipe,
-                        lua.prune_consumers(
-                            stream=stream, group=group, min_idle_ms=CONSUMER_IDLE_MS
-                        ),
-                    )
-                removed += sum(int(n) for n in await pipe.execute())
-        if removed:
-            log.info("removed consumers of stopped processes", count=removed)
-
-    async def _secrets_expiring(self) -> None:
-        """Every few minutes: announce each rotated-out secret that ends within the hour, once
-        (a marker per secret, so many routers announce it once between them)."""
-        now = time.monotonic()
-        if now < self._next_secret_check:
-            return
-        self._next_secret_check = now + SECRET_CHECK_EVERY
-        await self.refresh_partners()
-        wall = int(time.time() * 1000)
-        for partner in self.subscriptions.partners():
-            for secret in partner.secrets:
-                ends = secret.expires_ms
-                if ends is None or not wall < ends <= wall + ops.SECRET_WARNING_MS:
-                    continue
-                if await self.redis.set(keys.expiring(partner.id, ends), 1, nx=True, ex=7200):
-                    await ops.emit(
-                        self.redis,
-                        ops.SECRET_EXPIRING,
-                        {"partner": partner.id, "name": partner.name, "expires_at": iso_ms(ends)},
-                    )
+            entries, poison = await self._split_poison(entries)
+        if entries or poison:
+            await self.route(entries, poison)
+        return len(entries) + len(poison)
 
     async def _next_batch(self) -> tuple[list[Entry], bool]:
         """The next entries, and whether they were read before (by this router or a dead one),
@@ -216,9 +163,10 @@ class Router:
         )
         return _entries(reply), False
 
-    async def _drop_poison(self, entries: list[Entry]) -> list[Entry]:
-        """Dead-letter the entries that were handed out MAX_ROUTE_TRIES times already: whatever
-        stops a router on them (a crash, a kill by the OOM killer) would stop the next one."""
+    async def _split_poison(self, entries: list[Entry]) -> tuple[list[Entry], list[EntryPlan]]:
+        """The entries to route, and those handed out MAX_ROUTE_TRIES times already, to
+        dead-letter: whatever stops a router on them (a crash, a kill by the OOM killer)
+        would stop the next one."""
         first, last = entries[0][0], entries[-1][0]
         rows = await self.redis.xpending_range(
             self.stream,
@@ -230,6 +178,7 @@ class Router:
         )
         tries = {row["message_id"]: int(row["times_delivered"]) for row in rows}
         kept: list[Entry] = []
+        poison: list[EntryPlan] = []
         for entry_id, fields in entries:
             count = tries.get(entry_id, 0)
             if count < MAX_ROUTE_TRIES:
@@ -237,109 +186,30 @@ class Router:
                 continue
             reason = f"routing failed {count} times (a router stopped while handling it)"
             log.warning("poison event dead-lettered", entry_id=entry_id.decode(), reason=reason)
-            await self.scripts.run(self._dead_call(entry_id.decode(), fields, reason))
-            self.telemetry.metrics.dead_lettered("", "poison")
-        return kept
+            poison.append(EntryPlan(entry_id, fields, dead_reason=reason, dead_kind="poison"))
+        return kept, poison
 
-    async def refresh_partners(self) -> Subscriptions:
-        """Bring the index of subscriptions up to date: reload only the partners that changed
-        since the last look (two cheap reads when none did), or all of them when the change
-        log no longer reaches back that far or Redis lost its data."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xrevrange(keys.PARTNER_CHANGES, count=1)
-            pipe.xrange(keys.PARTNER_CHANGES, count=1)
-            newest, oldest = await pipe.execute()
-        latest = newest[0][0] if newest else None
-        first = oldest[0][0] if oldest else None
-        if (
-            self._cursor is None
-            or (latest is None and self._cursor != b"0-0")
-            or (first is not None and _later(first, self._cursor))
-        ):
-            await self._load_all()
-        elif latest is not None and _later(latest, self._cursor):
-            changes = await self.redis.xrange(
-                keys.PARTNER_CHANGES, min=b"(" + self._cursor, count=keys.PARTNER_CHANGES_KEPT
-            )
-            ids = list(dict.fromkeys(fields[b"id"] for _, fields in changes))
-            records = await self.redis.hmget(keys.PARTNERS, ids) if ids else []
-            for pid, record in zip(ids, records, strict=True):
-                self._put(pid, record)
-            self._cursor = changes[-1][0] if changes else self._cursor
-        return self.subscriptions
-
-    async def _load_all(self) -> None:
-        # The cursor is read before the partners, so a change made in between is applied
-        # again on the next look rather than missed.
-        newest = await self.redis.xrevrange(keys.PARTNER_CHANGES, count=1)
-        raw = await self.redis.hgetall(keys.PARTNERS)
-        self.subscriptions = Subscriptions()
-        for pid, record in raw.items():
-            self._put(pid, record)
-        self._cursor = newest[0][0] if newest else b"0-0"
-        log.info("partners loaded", partners=len(self.subscriptions))
-
-    def _put(self, pid: bytes, record: bytes | None) -> None:
-        partner_id = pid.decode(errors="replace")
-        if record is None:
-            self.subscriptions.remove(partner_id)
-            return
-        try:
-            self.subscriptions.put(decode_partner(record))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.subscriptions.remove(partner_id)
-            log.error(
-                "partner record unreadable, not routing to it", partner=partner_id, error=str(exc)
-            )
-
-    async def route(self, entries: list[Entry]) -> None:
-        """Fan a batch out in one pipeline. No entry can stop the batch: one that cannot be
-        planned or whose script fails is dead-lettered with the reason, and the rest go on.
-
-        Whole entries with small fan-outs share script calls (`lua/route_batch.lua`, a few
-        dozen a call); dead letters and fan-outs split in chunks go one call each."""
-        subscriptions = await self.refresh_partners()
+    async def route(self, entries: list[Entry], dead: list[EntryPlan] | None = None) -> None:
+        """Route a batch. No entry can stop the batch: one that cannot be planned is
+        dead-lettered with the reason, one whose call fails goes again on its own (and is
+        dead-lettered if it fails again), and the rest go on."""
+        subscriptions = await self.feed.refresh()
         now_ms = int(time.time() * 1000)
-        spans = []
-        planned: list[Planned] = []
-        for raw_id, fields in entries:
-            entry_id = raw_id.decode()
-            try:
-                parsed = events.parse(entry_id, fields, self.settings.max_event_bytes, own=self.ops)
-                if isinstance(parsed, str):
-                    log.warning("malformed event dead-lettered", entry_id=entry_id, reason=parsed)
-                    planned.append(self._dead(raw_id, fields, parsed, now_ms))
-                    continue
-                targets = subscriptions.targets(parsed.type)
-                if self.tracer is not None:
-                    producer = fields.get(b"traceparent", b"").decode(errors="replace")
-                    span = traces.route_span(self.tracer, parsed, len(targets), producer)
-                    parsed.trace = traces.traceparent(span)
-                    spans.append(span)
-                planned.append(self._plan(raw_id, fields, parsed, targets, b"id" in fields, now_ms))
-            except Exception as exc:  # a bug meeting a hostile entry must not stop routing
-                reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
-                log.exception("event dead-lettered", entry_id=entry_id, reason=reason)
-                planned.append(self._dead(raw_id, fields, reason, now_ms))
-        units = self._units(planned, now_ms)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for unit in units:
-                # queued on the pipeline: awaiting it returns at once, the batch runs on execute
-                await self.scripts.queue(pipe, unit[1])
-            replies = await pipe.execute(raise_on_error=False)
-        for (members, _), reply in zip(units, replies, strict=True):
-            if isinstance(reply, rx.ResponseError) and not is_nogroup(reply):
-                # This call failed on its own (the rest of the batch is routed): its entries
-                # go again one by one, and one that fails alone is dead-lettered.
-                for member in members:
-                    await self._alone(member, now_ms)
-            elif isinstance(reply, Exception):
-                raise reply
-            else:
-                for member, count in zip(
-                    members, reply if isinstance(reply, list) else [reply], strict=True
-                ):
-                    await self._count(member, count)
+        spans: list[Any] = []
+        plans = [self._plan(raw_id, fields, subscriptions, spans) for raw_id, fields in entries]
+        plans += dead or []
+        await self._send(plans, now_ms)
+        for plan in plans:
+            if not plan.complete():
+                await self._alone(plan, now_ms)
+        done = [plan for plan in plans if plan.complete()]
+        if done:
+            await self.scripts.send(
+                lua.ack(ingress=self.stream, entry_ids=[p.entry_id for p in done], keep=self.ops)
+            )
+            await self._forget(done)
+        for plan in done:
+            await self._count(plan)
         for span in spans:
             span.end()
 
@@ -347,188 +217,136 @@ class Router:
         self,
         raw_id: bytes,
         fields: dict[bytes, bytes],
-        message: Message,
-        targets: list[Partner],
-        dedupe: bool,
-        now_ms: int,
-    ) -> Planned:
+        subscriptions: Subscriptions,
+        spans: list[Any],
+    ) -> EntryPlan:
         entry_id = raw_id.decode()
-        if len(targets) > FANOUT_CHUNK:
-            return Planned(
-                raw_id,
-                fields,
-                message.type,
-                None,
-                self._route_calls(entry_id, message, targets, dedupe, now_ms),
-            )
-        routing = lua.Routing(
-            entry_id=entry_id,
-            message=_message_encoder.encode(message),
-            message_id=message.id,
-            dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0,
-            partners=[(p.id, p.enabled) for p in targets],
-        )
-        return Planned(raw_id, fields, message.type, routing, [])
-
-    def _dead(self, raw_id: bytes, fields: dict[bytes, bytes], reason: str, now_ms: int) -> Planned:
-        return Planned(
-            raw_id,
-            fields,
-            "",
-            None,
-            [self._dead_call(raw_id.decode(), fields, reason, now_ms)],
-            reason,
-        )
-
-    def _units(self, planned: list[Planned], now_ms: int) -> list[tuple[list[Planned], Any]]:
-        """The calls to make, in order: runs of batchable entries share one, up to
-        BATCH_ENTRIES entries or FANOUT_CHUNK partners a call."""
-        units: list[tuple[list[Planned], Any]] = []
-        run: list[Planned] = []
-
-        def flush() -> None:
-            if run:
-                call = lua.route_batch(
-                    ingress=self.stream,
-                    group=keys.ROUTER_GROUP,
-                    now_ms=now_ms,
-                    entries=[p.routing for p in run if p.routing is not None],
-                    retention_ms=int(self.settings.message_retention * 1000),
-                    keep=self.ops,
-                )
-                units.append((list(run), call))
-                run.clear()
-
-        for plan in planned:
-            if plan.routing is None:
-                flush()
-                # a split fan-out: its calls go in order; only the last one counts
-                for n, call in enumerate(plan.calls):
-                    last = n == len(plan.calls) - 1
-                    units.append(([plan if last else plan.quiet()], call))
-                continue
-            partners = sum(len(p.routing.partners) for p in run if p.routing is not None)
-            if len(run) >= BATCH_ENTRIES or partners + len(plan.routing.partners) > FANOUT_CHUNK:
-                flush()
-            run.append(plan)
-        flush()
-        return units
-
-    async def _alone(self, plan: Planned, now_ms: int) -> None:
-        """Route one entry on its own, after the call it shared failed; dead-letter it if it
-        fails again."""
-        calls = plan.calls
-        if plan.routing is not None:
-            calls = [self._routing_call(plan.routing, now_ms)]
         try:
-            count = 0
-            for call in calls:
-                count = await self.scripts.run(call)
-            await self._count(plan, count)
-        except rx.ResponseError as exc:
-            reason = f"routing failed: {exc}"[:500]
-            log.error("event dead-lettered", entry_id=plan.raw_id.decode(), reason=reason)
-            await self.scripts.run(
-                self._dead_call(plan.raw_id.decode(), plan.fields, reason, now_ms)
+            parsed = events.parse(entry_id, fields, self.settings.max_event_bytes, own=self.ops)
+            if isinstance(parsed, str):
+                log.warning("malformed event dead-lettered", entry_id=entry_id, reason=parsed)
+                return EntryPlan(raw_id, fields, dead_reason=parsed)
+            targets = subscriptions.targets(parsed.type)
+            if self.tracer is not None:
+                producer = fields.get(b"traceparent", b"").decode(errors="replace")
+                span = traces.route_span(self.tracer, parsed, len(targets), producer)
+                parsed.trace = traces.traceparent(span)
+                spans.append(span)
+            ttl = self._marker_ttl(b"id" in fields)
+            parts = fanout.split(
+                self.keyspace, entry_id, parsed.id, _message_encoder.encode(parsed), ttl, targets
             )
-            await self._count(Planned(plan.raw_id, plan.fields, "", None, [], reason), 0)
+            plan = EntryPlan(raw_id, fields, parsed.type, parts, outcomes=[None] * len(parts))
+            plan.forget = ttl > 0 and b"id" not in fields
+            return plan
+        except Exception as exc:  # a bug meeting a hostile entry must not stop routing
+            reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
+            log.exception("event dead-lettered", entry_id=entry_id, reason=reason)
+            return EntryPlan(raw_id, fields, dead_reason=reason)
 
-    async def _count(self, plan: Planned, count: int) -> None:
-        """Metrics and operational events of one routed entry (-1: another router did it)."""
-        if count < 0 or plan.silent:
+    def _marker_ttl(self, producer_id: bool) -> int:
+        """How long a shard's marker remembers a message was routed: 0 when the message
+        index keeps it long enough (its fields say so, at no cost of their own); else as long
+        as the producer-id dedupe lasts, or, with no producer id, until its entry is
+        acknowledged (deleted then, kept past the time another router takes to claim the
+        entry of one that died)."""
+        needed = keys.DEDUPE_TTL if producer_id else self.routed_ttl
+        return 0 if self.retention_ms >= needed * 1000 else needed
+
+    async def _forget(self, done: list[EntryPlan]) -> None:
+        by_shard: dict[int, list[str]] = {}
+        for plan in done:
+            if plan.forget:
+                for shard, part in plan.parts:
+                    by_shard.setdefault(shard.number, []).append(part.message_id)
+        calls = [
+            self.scripts.send(lua.forget(shard=self.keyspace.shards[n], message_ids=ids))
+            for n, ids in by_shard.items()
+        ]
+        await asyncio.gather(*calls)
+
+    async def _send(self, plans: list[EntryPlan], now_ms: int) -> None:
+        """Send every call of the batch at once (the auto-pipeline carries them together) and
+        record what each part came to. A call that fails on its own leaves its parts unknown,
+        to go again one by one; Redis going away fails the batch, to be read again."""
+        units = fanout.units(plans)
+        dead = [plan for plan in plans if plan.dead_reason]
+        calls: list[asyncio.Future[Any]] = [
+            self.scripts.send(
+                lua.route(
+                    shard=unit.shard,
+                    now_ms=now_ms,
+                    parts=unit.parts(),
+                    retention_ms=self.retention_ms,
+                )
+            )
+            for unit in units
+        ]
+        calls += [self.scripts.send(self._dead_call(plan)) for plan in dead]
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        woken: set[int] = set()
+        for unit, reply in zip(units, replies, strict=False):
+            if isinstance(reply, TRANSIENT):
+                raise reply
+            if isinstance(reply, BaseException):
+                log.error("route call failed; its entries go again one by one", error=str(reply))
+                continue
+            assert isinstance(reply, lua.Routed)
+            if reply.woke:
+                woken.add(unit.shard.number)
+            for (plan, i), outcome in zip(unit.members, reply.parts, strict=True):
+                plan.outcomes[i] = outcome
+        for plan, reply in zip(dead, replies[len(units) :], strict=True):
+            if isinstance(reply, TRANSIENT):
+                raise reply
+            if isinstance(reply, bool):
+                plan.dead_written = reply
+        if woken:
+            await self.scripts.send(lua.rouse(shards=sorted(woken)))
+
+    async def _alone(self, plan: EntryPlan, now_ms: int) -> None:
+        """Route one entry's missing parts one call at a time, after a call it shared failed;
+        dead-letter it if one fails again."""
+        try:
+            for i, (shard, part) in enumerate(plan.parts):
+                if plan.outcomes[i] is None or plan.outcomes[i] == "gap":
+                    call = lua.route(
+                        shard=shard, now_ms=now_ms, parts=[part], retention_ms=self.retention_ms
+                    )
+                    reply = await self.scripts.run(call)
+                    plan.outcomes[i] = reply.parts[0]
+                    if reply.woke:
+                        await self.scripts.send(lua.rouse(shards=[shard.number]))
+            if plan.dead_reason:
+                plan.dead_written = await self.scripts.run(self._dead_call(plan))
+        except rx.ResponseError as exc:
+            if plan.dead_reason:
+                raise  # the dead letters themselves refuse it: nothing else to try
+            plan.dead_reason = f"routing failed: {exc}"[:500]
+            log.error("event dead-lettered", entry_id=plan.entry_id, reason=plan.dead_reason)
+            plan.dead_written = await self.scripts.run(self._dead_call(plan))
+
+    async def _count(self, plan: EntryPlan) -> None:
+        """Metrics and operational events of one acknowledged entry, once: by the router that
+        did its work."""
+        if not plan.fresh():
             return
         metrics = self.telemetry.metrics
-        if plan.event_type:
+        if not plan.dead_reason:
             metrics.routed(plan.event_type)
             return
-        metrics.dead_lettered("", "malformed")
+        metrics.dead_lettered("", plan.dead_kind)
         if not self.ops:
             await ops.emit(
                 self.redis,
                 ops.DEAD_LETTERED,
-                {
-                    "partner": None,
-                    "entry_id": plan.raw_id.decode(),
-                    "reason": plan.reason or "malformed",
-                },
+                {"partner": None, "entry_id": plan.entry_id, "reason": plan.dead_reason},
             )
 
-    def _routing_call(self, routing: lua.Routing, now_ms: int) -> lua.Call[int]:
-        return lua.route(
-            ingress=self.stream,
-            group=keys.ROUTER_GROUP,
-            entry_id=routing.entry_id,
-            now_ms=now_ms,
-            message=routing.message,
-            partners=routing.partners,
-            event_id=routing.message_id,
-            dedupe_ttl=routing.dedupe_ttl,
-            retention_ms=int(self.settings.message_retention * 1000),
-            keep=self.ops,
+    def _dead_call(self, plan: EntryPlan) -> lua.Call[bool]:
+        return lua.dead_event(
+            entry_id=plan.entry_id, reason=plan.dead_reason, entry=events.describe(plan.fields)
         )
-
-    def _route_calls(
-        self, entry_id: str, message: Message, targets: list[Partner], dedupe: bool, now_ms: int
-    ) -> list[lua.Call[int]]:
-        """One call, or one per FANOUT_CHUNK partners of a large fan-out: a single script
-        appending to a thousand streams would hold Redis for milliseconds."""
-        payload = _message_encoder.encode(message)
-        pairs = [(p.id, p.enabled) for p in targets]
-        chunks = [pairs[i : i + FANOUT_CHUNK] for i in range(0, len(pairs), FANOUT_CHUNK)] or [[]]
-        return [
-            lua.route(
-                ingress=self.stream,
-                group=keys.ROUTER_GROUP,
-                entry_id=entry_id,
-                now_ms=now_ms,
-                message=payload,
-                partners=chunk,
-                event_id=message.id,
-                dedupe_ttl=keys.DEDUPE_TTL if dedupe else 0,
-                retention_ms=int(self.settings.message_retention * 1000),
-                keep=self.ops,
-                chunk=n,
-                last=n == len(chunks) - 1,
-            )
-            for n, chunk in enumerate(chunks)
-        ]
-
-    def _dead_call(
-        self, entry_id: str, fields: dict[bytes, bytes], reason: str, now_ms: int | None = None
-    ) -> lua.Call[int]:
-        return lua.route(
-            ingress=self.stream,
-            group=keys.ROUTER_GROUP,
-            entry_id=entry_id,
-            now_ms=now_ms or int(time.time() * 1000),
-            dead_reason=reason,
-            entry=events.describe(fields),
-            keep=self.ops,
-        )
-
-
-@dataclass
-class Planned:
-    """What routing one entry takes: a `routing` to share a call with other entries, or its
-    own `calls` (a dead letter, a fan-out split in chunks)."""
-
-    raw_id: bytes
-    fields: dict[bytes, bytes]
-    event_type: str  # "" for a dead letter
-    routing: lua.Routing | None
-    calls: list[lua.Call[int]]
-    reason: str = ""
-    silent: bool = False  # a chunk before the last: the entry counts once, at its end
-
-    def quiet(self) -> Planned:
-        return Planned(self.raw_id, self.fields, self.event_type, None, [], self.reason, True)
-
-
-def _later(a: bytes, b: bytes) -> bool:
-    """Whether stream id `a` comes after `b`."""
-    ams, _, aseq = a.partition(b"-")
-    bms, _, bseq = b.partition(b"-")
-    return (int(ams), int(aseq or 0)) > (int(bms), int(bseq or 0))
 
 
 def _entries(reply: Any) -> list[Entry]:

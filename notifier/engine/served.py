@@ -14,19 +14,25 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
-from notifier import logs, ops, retry, signing
-from notifier.models import Attempt, Outcome, Partner, Taken, decode_partner, iso_ms, utc_now
+from notifier import logs, ops
+from notifier.config import Settings
+from notifier.crypto import SecretBox
+from notifier.engine import settle
+from notifier.engine.sender import Sender
+from notifier.models import Outcome, Partner, Taken, decode_partner, iso_ms, now_ms
 from notifier.ratelimit import MARGIN_MS, parse_rate
-from notifier.redis import keys, lua
+from notifier.redis import lua
 from notifier.redis.connection import REDIS_ERRORS
-
-if TYPE_CHECKING:
-    from notifier.engine.delivery import Delivery
+from notifier.redis.keys import Keyspace
+from notifier.redis.lua import Scripts
+from notifier.store import Store
+from notifier.telemetry.metrics import Metrics
 
 log = logs.get("delivery")
 
@@ -41,19 +47,42 @@ MIN_PAUSE = 0.001
 BREAKER_AFTER = 1.0
 BREAKER_PAUSE = 30.0
 
-_encode = msgspec.json.Encoder().encode
 
+@dataclass(frozen=True)
+class ServeContext:
+    """What a served partner needs of the delivery process that leased it."""
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+    redis: Any
+    settings: Settings
+    keyspace: Keyspace
+    scripts: Scripts
+    sender: Sender
+    store: Store
+    box: SecretBox
+    metrics: Metrics
+    consumer: str
+    lease_ms: int
+    visible_ms: int
+    stopping: asyncio.Event
+    #: emits an operational event without making the caller wait for Redis
+    report: Callable[[str, dict[str, Any]], None]
+    #: hands back a served partner that could not be given back while Redis was away
+    unreturned: Callable[[ServedPartner], None]
+    #: a shard has a partner due now: the pool looks at it, and rouses a process blocked
+    rouse: Callable[[int], None]
 
 
 class ServedPartner:
     """One partner leased by this process: its lease, its open sends, when it may send next,
     and its breaker. `run` serves it for a quantum and always ends by giving it back."""
 
-    def __init__(self, pool: Delivery, partner_id: str, record: bytes, lease_until: int) -> None:
+    def __init__(
+        self, pool: ServeContext, partner_id: str, record: bytes, lease_until: int
+    ) -> None:
         self.pool = pool
+        self.shard = pool.keyspace.shard_of(partner_id)
+        self.keys = pool.keyspace.partner(partner_id)
+        self.teller = settle.Teller(pool.metrics, pool.report, partner_id)
         self.partner_id = partner_id
         self.record = record
         self.partner: Partner | None = None
@@ -74,7 +103,7 @@ class ServedPartner:
         self.finished: list[asyncio.Task[Outcome]] = []
         self.one_finished = asyncio.Event()
         #: Settles Redis has not confirmed yet, oldest first: sent again by `give_back`.
-        self.unsettled: list[lua.Call[lua.Settled]] = []
+        self.unsettled: list[settle.Batch] = []
         self.settling: list[asyncio.Future[lua.Settled]] = []
         #: `inflight` scores given by takes whose replies were lost (their messages are ours).
         self.lost_visible: list[int] = []
@@ -101,10 +130,10 @@ class ServedPartner:
             try:
                 await self.give_back()
             except REDIS_ERRORS:
-                self.pool._unreturned.append(self)
+                self.pool.unreturned(self)
             except Exception:
                 log.exception("giving a partner back failed", partner=self.partner_id)
-                self.pool._unreturned.append(self)
+                self.pool.unreturned(self)
 
     async def _prepare(self) -> bool:
         """Read what serving needs from the partner's record; a record that cannot be served
@@ -120,13 +149,8 @@ class ServedPartner:
         if not self.partner.enabled:
             self.active = False
             return False
-        now = now_ms()
         try:
-            self.signing_keys = [
-                signing.secret_key(self.pool.box.open(s.value))
-                for s in self.partner.secrets
-                if s.expires_ms is None or s.expires_ms > now
-            ]
+            self.signing_keys = self.pool.box.signing_keys(self.partner, now_ms())
             rate = parse_rate(self.partner.rate_limit)
         except ValueError as exc:
             await self._disable(f"cannot be served: {exc}")
@@ -183,7 +207,8 @@ class ServedPartner:
             lease_until = now + pool.lease_ms
             self.held_until = lease_until
         call = lua.take(
-            partner_id=self.partner_id,
+            shard=self.shard,
+            partner=self.keys,
             consumer=pool.consumer,
             now_ms=now,
             want=self.max_in_flight - len(self.inflight),
@@ -201,10 +226,10 @@ class ServedPartner:
             # score in `inflight`, by which `give_back` finds them again.
             self.lost_visible.append(now + pool.visible_ms)
             raise
-        # Below zero: the partner's stream is gone (removed, or Redis flushed), which is
-        # nothing to take; `release` decides what that means, atomically with its check.
-        self.blocked_until = max(took.blocked_until, 0)
-        metrics = pool.telemetry.metrics
+        # A gone stream (partner removed, or Redis flushed) is nothing to take; `release`
+        # decides what that means, atomically with its check.
+        self.blocked_until = took.blocked_until
+        metrics = pool.metrics
         if self.blocked_until and self.limit and not took.messages and not self.partner.ordered:
             metrics.rate_limited(self.partner_id)
         if took.messages:
@@ -229,7 +254,7 @@ class ServedPartner:
                     await self.one_finished.wait()
         done, self.finished = self.finished, []
         if done:
-            self.pool.telemetry.metrics.in_flight(self.partner_id, -len(done))
+            self.pool.metrics.in_flight(self.partner_id, -len(done))
         return [(self.inflight.pop(task), _outcome(task)) for task in done]
 
     async def _drain(self) -> None:
@@ -243,8 +268,8 @@ class ServedPartner:
             await asyncio.gather(*self.settling, return_exceptions=True)
 
     async def _settle(self, settled: Sequence[tuple[Taken, Outcome]]) -> None:
-        reply = self._queue_settle(settled)
-        if all(outcome.ok for _, outcome in settled):
+        done, reply = self._queue_settle(settled)
+        if not done.failed:
             # Its reply decides nothing: the next take follows it in the same round trip, and
             # Redis runs them in order.
             return
@@ -252,121 +277,45 @@ class ServedPartner:
 
     def _queue_settle(
         self, settled: Sequence[tuple[Taken, Outcome]]
-    ) -> asyncio.Future[lua.Settled]:
-        call = self._settle_call(settled)
-        self.unsettled.append(call)
-        reply = self.pool.scripts.send(call)
-        self.settling.append(reply)
-        failed = not all(outcome.ok for _, outcome in settled)
-        if failed:
+    ) -> tuple[settle.Batch, asyncio.Future[lua.Settled]]:
+        done = settle.batch(
+            self.shard,
+            self.keys,
+            settled,
+            self.pool.settings.retry_schedule,
+            rate_limited=bool(self.limit),
+            index=bool(self.pool.settings.message_retention),
+            clear=self.clear,
+        )
+        self.unsettled.append(done)
+        if done.failed:
             self.failures += 1
             self.clear = False
+        return done, self._send_settle(done)
+
+    def _send_settle(self, done: settle.Batch) -> asyncio.Future[lua.Settled]:
+        """Send a batch's settle; once Redis confirms it, it is told (metrics, logs,
+        operational events) and leaves `unsettled`."""
+        reply = self.pool.scripts.send(done.call)
+        self.settling.append(reply)
         failures_then = self.failures
 
-        def confirmed(done: asyncio.Future[lua.Settled]) -> None:
-            self.settling.remove(done)
-            if not done.cancelled() and done.exception() is None:
-                self.unsettled.remove(call)
-                if not failed and self.failures == failures_then:
-                    # a success cleared the failing run and breaker, and nothing failed since
-                    self.clear = True
-                if done.result().breaker_closed:
-                    log.info("breaker closed: an attempt succeeded", partner=self.partner_id)
-                    self.pool.report(ops.BREAKER_CLOSED, {"partner": self.partner_id})
+        def confirmed(answer: asyncio.Future[lua.Settled]) -> None:
+            self.settling.remove(answer)
+            if answer.cancelled() or answer.exception() is not None:
+                return
+            if done in self.unsettled:
+                self.unsettled.remove(done)
+            self.teller.tell(done)
+            if not done.failed and self.failures == failures_then:
+                # a success cleared the failing run and breaker, and nothing failed since
+                self.clear = True
+            if answer.result().breaker_closed:
+                log.info("breaker closed: an attempt succeeded", partner=self.partner_id)
+                self.pool.report(ops.BREAKER_CLOSED, {"partner": self.partner_id})
 
         reply.add_done_callback(confirmed)
         return reply
-
-    def _settle_call(self, settled: Sequence[tuple[Taken, Outcome]]) -> lua.Call[lua.Settled]:
-        """The record of a batch of outcomes, as one `lua/settle.lua` call."""
-        assert self.partner is not None
-        pool, pid = self.pool, self.partner_id
-        at = utc_now()
-        now = time.time()
-        delivered: list[str] = []
-        retries: list[lua.Retry] = []
-        dead: list[lua.Dead] = []
-        records: list[bytes] = []
-        index: list[lua.Indexed] = []
-        pool.telemetry.metrics.attempts(pid, settled)
-        for taken, outcome in settled:
-            record = _encode(
-                Attempt(
-                    message_id=taken.message.id,
-                    event_type=taken.message.type,
-                    attempt=taken.attempt,
-                    at=at,
-                    status=outcome.status,
-                    latency_ms=round(outcome.latency_ms, 2),
-                    ok=outcome.ok,
-                    error=outcome.error,
-                )
-            )
-            records.append(record)
-            if outcome.ok:
-                delivered.append(taken.entry_id)
-                index.append(lua.Indexed(taken.message.id, taken.entry_id, "d", taken.attempt))
-                continue
-            wait = retry.delay(taken.attempt, pool.settings.retry_schedule, outcome.retry_after)
-            if wait is None and outcome.gone:
-                # the partner is being disabled: keep the message for when it is back
-                wait = pool.settings.retry_schedule[-1]
-            if wait is None:
-                reason = f"gave up after {taken.attempt} attempts: {outcome.error}"
-                log.warning(
-                    "message dead-lettered",
-                    trace_id=outcome.trace_id,
-                    span_id=outcome.span_id,
-                    partner=pid,
-                    message_id=taken.message.id,
-                    attempt=taken.attempt,
-                    status=outcome.status,
-                    reason=reason,
-                )
-                dead.append(lua.Dead(taken.entry_id, reason, _encode(taken.message), record, at))
-                index.append(lua.Indexed(taken.message.id, taken.entry_id, "x", taken.attempt))
-                pool.telemetry.metrics.dead_lettered(pid, "exhausted")
-                if not ops.about_ops(taken.message.type):
-                    pool.report(
-                        ops.DEAD_LETTERED,
-                        {
-                            "partner": pid,
-                            "message_id": taken.message.id,
-                            "event_type": taken.message.type,
-                            "attempts": taken.attempt,
-                            "reason": reason,
-                        },
-                    )
-            else:
-                log.info(
-                    "delivery failed, will retry",
-                    trace_id=outcome.trace_id,
-                    span_id=outcome.span_id,
-                    partner=pid,
-                    message_id=taken.message.id,
-                    attempt=taken.attempt,
-                    status=outcome.status,
-                    error=outcome.error,
-                    retry_in=round(wait, 3),
-                )
-                retries.append(lua.Retry(taken.entry_id, int((now + wait) * 1000), record))
-                index.append(lua.Indexed(taken.message.id, taken.entry_id, "r", taken.attempt))
-        # A slot is stamped when it is taken; moving it to when its request was sent keeps a
-        # request that waited for the CPU from landing within a window of the next ones.
-        sent = [(taken.slot, outcome.sent_ms) for taken, outcome in settled] if self.limit else []
-        return lua.settle(
-            partner_id=pid,
-            now_ms=int(now * 1000),
-            delivered=delivered,
-            retries=retries,
-            dead=dead,
-            sent=sent,
-            records=records,
-            # a delivered or retrying copy needs no write: a look-up reads where it is
-            index=[i for i in index if i.outcome == "x"] if pool.settings.message_retention else (),
-            retried=any(taken.attempt > 1 for taken, _ in settled),
-            maybe_failing=not self.clear or bool(retries or dead),
-        )
 
     async def _judge(self, settled: Sequence[tuple[Taken, Outcome]], reply: lua.Settled) -> None:
         """After a batch with failures: disable a partner that is gone or has failed for
@@ -389,7 +338,7 @@ class ServedPartner:
             pause = min(self.pool.settings.retry_schedule[0], BREAKER_PAUSE)
             self.blocked_until = int((now + pause) * 1000)
             # Shared, so every process (and the metrics) sees it open until the first success.
-            if await self.pool.redis.set(keys.breaker(self.partner_id), int(now * 1000), nx=True):
+            if await self.pool.redis.set(self.keys.breaker, int(now * 1000), nx=True):
                 log.warning(
                     "breaker opened: every attempt failed",
                     partner=self.partner_id,
@@ -409,11 +358,14 @@ class ServedPartner:
         """Record what is unsettled, then release the partner (`lua/release.lua`)."""
         scripts = self.pool.scripts
         while self.unsettled:
-            await scripts.send(self.unsettled[0])
+            done = self.unsettled[0]
+            await scripts.send(done.call)
             self.unsettled.pop(0)
-        await scripts.send(
+            self.teller.tell(done)
+        released = await scripts.send(
             lua.release(
-                partner_id=self.partner_id,
+                shard=self.shard,
+                partner=self.keys,
                 now_ms=now_ms(),
                 blocked_until=self.blocked_until,
                 active=self.active,
@@ -423,6 +375,8 @@ class ServedPartner:
             )
         )
         self.lost_visible = []
+        if released.woke:
+            self.pool.rouse(self.shard.number)
 
 
 def _outcome(task: asyncio.Task[Outcome]) -> Outcome:

@@ -1,8 +1,8 @@
 """The deployment's state as an operator sees it: every partner with work or trouble, its
 backlog and the age of its oldest message, and how far routing lags behind producers.
 
-It costs O(partners with work): the partners looked at are those in `notifier:ready` or
-`notifier:leases` (a partner with nothing to do is in neither) and the disabled ones, a few
+It costs O(partners with work): the partners looked at are those in a shard's `ready` or
+`leases` (a partner with nothing to do is in neither) and the disabled ones, a few
 commands each in one pipeline, so 10,000 idle partners add nothing. The metrics leader reads
 it for the gauges (`observer.py`), and `notifier top` reads it for its table.
 """
@@ -16,7 +16,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from notifier.models import decode_partner
-from notifier.redis import keys
+from notifier.redis.keys import Keyspace
 
 
 class PartnerBacklog(msgspec.Struct, frozen=True):
@@ -49,37 +49,44 @@ def _first_id(reply: Any) -> bytes | None:
     return reply[0][0] if reply else None
 
 
-async def read_snapshot(redis: Redis, ingress: str) -> Snapshot:
+async def read_snapshot(redis: Redis, keyspace: Keyspace, ingress: str) -> Snapshot:
     client: Any = redis  # redis-py types replies as bytes | str; this client answers bytes
     async with client.pipeline(transaction=False) as pipe:
-        pipe.zrange(keys.READY, 0, -1)
-        pipe.zrange(keys.LEASES, 0, -1)
-        pipe.smembers(keys.DISABLED)
-        pipe.hlen(keys.PARTNERS)
         pipe.xlen(ingress)
         pipe.xrange(ingress, count=1)
-        ready, leased, disabled, registered, length, oldest = await pipe.execute()
+        for shard in keyspace.shards:
+            pipe.zrange(shard.ready, 0, -1)
+            pipe.zrange(shard.leases, 0, -1)
+        for home in keyspace.homes:
+            pipe.smembers(home.disabled)
+            pipe.hlen(home.partners)
+        length, oldest, *found = await pipe.execute()
+    scheduled = found[: 2 * len(keyspace.shards)]
+    held = found[2 * len(keyspace.shards) :]
+    disabled = {d for members in held[0::2] for d in members}
+    registered = sum(int(n) for n in held[1::2])
     now = time.time()
-    ids = sorted({pid.decode() for pid in (*ready, *leased, *disabled)})
+    ids = sorted({pid.decode() for pid in (*(p for z in scheduled for p in z), *disabled)})
     partners: list[PartnerBacklog] = []
     if ids:
         async with client.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.PARTNERS, ids)
             for pid in ids:
-                pipe.xlen(keys.stream(pid))
-                pipe.zcard(keys.due(pid))
-                pipe.zcard(keys.inflight(pid))
-                pipe.xrange(keys.stream(pid), count=1)
-                pipe.exists(keys.breaker(pid))
+                pk = keyspace.partner(pid)
+                pipe.hget(keyspace.shard_of(pid).partners, pid)
+                pipe.xlen(pk.stream)
+                pipe.zcard(pk.due)
+                pipe.zcard(pk.inflight)
+                pipe.xrange(pk.stream, count=1)
+                pipe.exists(pk.breaker)
             replies = await pipe.execute(raise_on_error=False)
-        records = replies[0] if isinstance(replies[0], list) else [None] * len(ids)
         off_names = {d.decode() for d in disabled}
         for n, pid in enumerate(ids):
-            length_, due, inflight, first, breaker = replies[1 + 5 * n : 6 + 5 * n]
+            record, length_, due, inflight, first, breaker = replies[6 * n : 6 * n + 6]
+            if isinstance(record, Exception):
+                record = None
             if any(isinstance(r, Exception) for r in (length_, due, inflight, first, breaker)):
                 continue  # a broken key is the router's and janitor's business, not a scrape's
             name, rate_limit = pid, None
-            record = records[n]
             if record is not None:
                 try:
                     partner = decode_partner(record)
@@ -103,7 +110,7 @@ async def read_snapshot(redis: Redis, ingress: str) -> Snapshot:
             )
     return Snapshot(
         at=now,
-        partners_registered=int(registered),
+        partners_registered=registered,
         partners=partners,
         ingress_length=int(length),
         ingress_lag_s=round(_age(_first_id(oldest), now), 3),

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -30,6 +30,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 
 from notifier.telemetry.reports import LATENCY_BUCKETS, PartnerTotals
 from notifier.telemetry.traces import resource
+from notifier.types import DeadReason
 
 if TYPE_CHECKING:
     from notifier.models import Outcome, Taken
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 MAX_EVENT_TYPES = 200
 #: Why messages are dead-lettered, as a label: a spent retry schedule, an event that breaks
 #: the contract, one that failed to route again and again.
-DeadReason = Literal["exhausted", "malformed", "poison"]
 
 
 @cache

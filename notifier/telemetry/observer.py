@@ -30,6 +30,7 @@ from notifier import logs
 from notifier.errors import ListenError
 from notifier.redis import keys, lua
 from notifier.redis.connection import HEARTBEATS, REDIS_ERRORS, keep_running, pause
+from notifier.redis.keys import Keyspace
 from notifier.redis.lua import Scripts
 from notifier.telemetry.backlog import read_snapshot
 from notifier.telemetry.metrics import Metrics, prometheus_text
@@ -47,9 +48,16 @@ _encode = msgspec.json.Encoder().encode
 
 class Observer:
     def __init__(
-        self, redis: Redis, ingress: str, metrics: Metrics, role: str, name: str = ""
+        self,
+        redis: Redis,
+        keyspace: Keyspace,
+        ingress: str,
+        metrics: Metrics,
+        role: str,
+        name: str = "",
     ) -> None:
         self.redis = redis
+        self.keyspace = keyspace
         self.ingress = ingress
         self.metrics = metrics
         self.role = role
@@ -91,7 +99,7 @@ class Observer:
         if not self.leader:
             self.metrics.snapshot = None
             return
-        self.metrics.snapshot = await read_snapshot(self.redis, self.ingress)
+        self.metrics.snapshot = await read_snapshot(self.redis, self.keyspace, self.ingress)
         await self._forget_stale_reports()
 
     async def _forget_stale_reports(self) -> None:

@@ -35,6 +35,9 @@ from benchmarks.toolkit import (
     used_memory,
 )
 from notifier.redis import keys
+from notifier.redis.keys import Keyspace
+
+KS = Keyspace()
 
 SECTIONS = (8,)
 FIGURES = [
@@ -119,7 +122,7 @@ async def attempt_logs(bench: Bench, partners: dict[str, str]) -> int:
     batches those came in (and what failures say), not the number of messages."""
     total = 0
     for pid in partners.values():
-        total += int(await bench.redis.memory_usage(keys.attempts(pid), samples=0) or 0)
+        total += int(await bench.redis.memory_usage(KS.partner(pid).attempts, samples=0) or 0)
     return total
 
 
@@ -158,7 +161,7 @@ async def empty(bench: Bench, partners: dict[str, str]) -> None:
         bench.check_alive()
         async with bench.redis.pipeline(transaction=False) as pipe:
             for pid in partners.values():
-                pipe.xlen(keys.stream(pid))
+                pipe.xlen(KS.partner(pid).stream)
             return not any(await pipe.execute())
 
     await bench.until(settled, "the delivered messages to be settled")

@@ -44,9 +44,11 @@ from redis.asyncio import Redis
 
 from notifier import config
 from notifier.models import PartnerIn
-from notifier.redis import keys
+from notifier.redis.keys import Keyspace
 from notifier.store import Store
 from notifier.testing import Endpoint, RedisServer, Responder, eventually, free_port, ok
+
+KS = Keyspace()
 
 ROOT = Path(__file__).resolve().parents[2]
 INGRESS = "notifier:events"
@@ -856,7 +858,7 @@ class Bench:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.xlen(INGRESS)
                 for pid in streams:
-                    pipe.xlen(keys.stream(pid))
+                    pipe.xlen(KS.partner(pid).stream)
                 ingress, *lengths = await pipe.execute()
             held = sum(min(n, want) for n, want in zip(lengths, streams.values(), strict=True))
             return ingress == 0 and held == sum(streams.values())

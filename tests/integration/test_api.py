@@ -14,7 +14,7 @@ from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.models import Message
 from notifier.redis import keys
-from tests.helpers import TOKEN, entries, free_port, register
+from tests.helpers import KS, TOKEN, entries, free_port, register
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -201,10 +201,10 @@ async def test_replay_takes_each_dead_letter_once_and_only_by_its_full_id(
             return await resp.json()
 
     assert await replay(["1"]) == {"replayed": 0, "not_found": ["1"]}
-    assert await redis.xlen(keys.stream(pid)) == 0
+    assert await redis.xlen(KS.partner(pid).stream) == 0
     assert await replay(["1-1", "1-1", "1-1", "9-9", "not-an-id", "-", "+"]) == {
         "replayed": 1,
         "not_found": ["9-9", "not-an-id", "-", "+"],
     }
-    assert await redis.xlen(keys.stream(pid)) == 1
+    assert await redis.xlen(KS.partner(pid).stream) == 1
     assert [i for i, _ in await entries(redis, keys.DEAD)] == [b"1-2"]

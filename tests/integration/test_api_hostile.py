@@ -35,7 +35,7 @@ from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.models import Attempt, Message
 from notifier.redis import keys
-from tests.helpers import BASE_ENV, TOKEN, register
+from tests.helpers import BASE_ENV, KS, TOKEN, register
 
 #: Dead letters are seeded under fixed ids so that requests can name them.
 DEAD_IDS = ("1-1", "1-2", "2-1")
@@ -147,7 +147,7 @@ async def seeded(redis: Redis, settings: Settings) -> AsyncIterator[Seeded]:
         latency_ms=1.0,
         ok=False,
     )
-    await redis.xadd(keys.attempts(partner_id), {"a": msgspec.json.encode(attempt)})
+    await redis.xadd(KS.partner(partner_id).attempts, {"b": msgspec.json.encode([attempt])})
     for entry_id in DEAD_IDS[:2]:
         await redis.xadd(
             keys.DEAD,
@@ -914,7 +914,7 @@ async def test_no_request_gets_a_5xx(seeded: Seeded, path: str, data: st.DataObj
     """Whatever is sent to a route: never a 5xx, a 401 without the token (but on /healthz and
     /metrics), errors in the contract's JSON, and neither token nor secret in any answer."""
     drawn = data.draw(requests(path))
-    if not await seeded.redis.hexists(keys.PARTNERS, seeded.partner_id):
+    if not await seeded.redis.hexists(KS.shards[0].partners, seeded.partner_id):
         # an earlier example deleted it: without one, every example would stop at a 404
         seeded.partner_id, _ = await register(
             seeded.redis, seeded.settings, "again", "https://again.example.com", ["*"]

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from notifier.admin import app as api
 from notifier.config import Settings
-from tests.helpers import TOKEN, EndpointFactory, Spawn, cli, eventually, free_port
+from tests.helpers import KS, TOKEN, EndpointFactory, Spawn, cli, eventually, free_port
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
@@ -245,7 +245,7 @@ async def test_stopped_processes_leave_their_consumer_groups(
     """Each process reads under a name of its own: after three restarts, ten names piled up in
     the groups. A process that stops leaves the groups where it holds nothing; the hourly
     janitor removes those a crashed process left once they are idle and hold nothing."""
-    from notifier.engine import router
+    from notifier.engine import housekeeping
     from notifier.redis import keys
     from tests.helpers import idle, publish, register, running
 
@@ -259,12 +259,12 @@ async def test_stopped_processes_leave_their_consumer_groups(
         proc.terminate()
         assert proc.wait(30) == 0
     assert await redis.xinfo_consumers("notifier:events", keys.ROUTER_GROUP) == []
-    assert await redis.xinfo_consumers(keys.stream(pid), keys.DELIVERY_GROUP) == []
+    assert await redis.xinfo_consumers(KS.partner(pid).stream, keys.DELIVERY_GROUP) == []
 
     # A crashed process's names, holding nothing (what they read was settled), idle:
     for stream, group in (
         ("notifier:events", keys.ROUTER_GROUP),
-        (keys.stream(pid), keys.DELIVERY_GROUP),
+        (KS.partner(pid).stream, keys.DELIVERY_GROUP),
     ):
         entry = await redis.xadd(stream, {"x": "1"})
         await redis.xreadgroup(group, "crashed-1", {stream: ">"}, count=1)
@@ -273,21 +273,23 @@ async def test_stopped_processes_leave_their_consumer_groups(
         names = [c["name"] for c in await redis.xinfo_consumers(stream, group)]
         assert names == [b"crashed-1"]
     await redis.delete(keys.JANITOR)  # an hour later
-    original = router.CONSUMER_IDLE_MS
-    router.CONSUMER_IDLE_MS = 0
+    original = housekeeping.CONSUMER_IDLE_MS
+    housekeeping.CONSUMER_IDLE_MS = 0
     try:
         async with running(settings, deliver=False):
 
             async def pruned() -> bool:
                 names = [
                     c["name"]
-                    for c in await redis.xinfo_consumers(keys.stream(pid), keys.DELIVERY_GROUP)
+                    for c in await redis.xinfo_consumers(
+                        KS.partner(pid).stream, keys.DELIVERY_GROUP
+                    )
                 ]
                 return b"crashed-1" not in names
 
             await eventually(pruned, 10, "the janitor to prune crashed-1")
     finally:
-        router.CONSUMER_IDLE_MS = original
+        housekeeping.CONSUMER_IDLE_MS = original
     routers = [c["name"] for c in await redis.xinfo_consumers("notifier:events", keys.ROUTER_GROUP)]
     assert b"crashed-1" not in routers
     assert await redis.exists(keys.JANITOR)  # taken by the router that pruned

@@ -11,9 +11,17 @@ from redis.asyncio import Redis
 
 from notifier.config import Settings
 from notifier.models import PartnerPatch
-from notifier.redis import keys
 from notifier.store import Store
-from tests.helpers import Endpoint, EndpointFactory, Spawn, eventually, free_port, publish, register
+from tests.helpers import (
+    KS,
+    Endpoint,
+    EndpointFactory,
+    Spawn,
+    eventually,
+    free_port,
+    publish,
+    register,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +135,7 @@ async def test_every_process_of_a_split_deployment_is_observable(
 
     # what the deployment holds: reported by exactly one process, and what Redis holds
     assert len(reporting) == 1
-    stream_len = await redis.xlen(keys.stream(ids["kept"]))
+    stream_len = await redis.xlen(KS.partner(ids["kept"]).stream)
     assert stream_len == 7
     assert value(shared, "notifier_backlog", partner=ids["kept"], state="new") == stream_len
     assert value(shared, "notifier_partner_disabled", partner=ids["kept"]) == 1

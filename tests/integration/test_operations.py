@@ -21,6 +21,7 @@ from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.redis import keys
 from tests.helpers import (
+    KS,
     TOKEN,
     Endpoint,
     EndpointFactory,
@@ -118,7 +119,7 @@ async def test_messages_notifier_named_share_an_index_hash_and_keep_apart(
         await idle(redis)
     ids = {json.loads(r.body)["data"]["n"]: r.headers["webhook-id"] for r in good.received}
     assert ids[10] == "ord*[10]?"
-    assert len({keys.message_index(ids[n]) for n in range(10)}) < 10  # some share one
+    assert len({KS.shards[0].message_index(ids[n]) for n in range(10)}) < 10  # some share one
     for n in range(11):
         shown = await admin.call("GET", f"/v1/messages/{quote(ids[n], safe='')}")
         assert shown["data"] == {"n": n}
@@ -291,7 +292,7 @@ async def test_a_test_ping_is_signed_and_answers_the_outcome(
     failed = await admin.call("POST", f"/v1/partners/{bad_id}/test")
     assert failed["ok"] is False and failed["status"] == 500 and "down" in failed["error"]
     await admin.call("POST", "/v1/partners/ptn_nope/test", status=404)
-    assert await redis.xlen(keys.stream(good_id)) == 0  # outside the partner's stream
+    assert await redis.xlen(KS.partner(good_id).stream) == 0  # outside the partner's stream
 
 
 async def test_every_list_is_a_page_with_a_cursor(
@@ -374,19 +375,19 @@ async def test_the_message_index_is_bounded_by_its_retention(
         [named] = {r.headers["webhook-id"] for r in endpoint.received} - {"old"}
         # a message the producer named has a hash of its own; those notifier named share
         # one per tenth of a second
-        assert keys.message_index("old") == "notifier:message:old"
-        assert keys.message_index(named).startswith("notifier:messages:")
+        assert KS.shards[0].message_index("old") == "notifier:message:old"
+        assert KS.shards[0].message_index(named).startswith("notifier:messages:")
         for message_id in ("old", named):
-            ttl = await redis.pttl(keys.message_index(message_id))
+            ttl = await redis.pttl(KS.shards[0].message_index(message_id))
             assert 0 < ttl <= 2000
         await eventually(lambda: _gone(redis, "old", named), 5, "the old messages to expire")
         await publish(redis, "order.created", {"n": 2}, event_id="new")
         await endpoint.wait_for(3)
         await idle(redis)
     # the partner's index was trimmed of the old ones when the new one came
-    listed: Any = await redis.xrange(keys.messages(pid))
+    listed: Any = await redis.xrange(KS.partner(pid).messages)
     assert [fields[b"m"] for _, fields in listed] == [b"new"]
 
 
 async def _gone(redis: Redis, *message_ids: str) -> bool:
-    return not await redis.exists(*(keys.message_index(m) for m in message_ids))
+    return not await redis.exists(*(KS.shards[0].message_index(m) for m in message_ids))

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from notifier.config import Settings
 from notifier.redis import keys
 from notifier.redis.autopipeline import AutoPipeline, Call
-from tests.helpers import Endpoint, EndpointFactory, RedisServer, idle, register, running
+from tests.helpers import KS, Endpoint, EndpointFactory, RedisServer, idle, register, running
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ async def test_redis_killed_for_10s_mid_stream_deliveries_resume_at_once(
         print(f"{duplicates} duplicates (requests answered while Redis was down)")
         assert duplicates <= partners * 10  # at most what was in flight (max_in_flight 10)
         assert await fresh.xlen(keys.DEAD) == 0
-        assert await fresh.zcard(keys.LEASES) == 0
+        assert await fresh.zcard(KS.shards[0].leases) == 0
     finally:
         if redis_server.proc is None:
             redis_server.start()
@@ -147,4 +147,4 @@ async def test_replies_lost_on_the_way_back_strand_nothing(
     assert round_trips["lost"] >= 10
     assert {"lease.lua", "take.lua", "settle.lua"} <= set(lost_scripts)
     assert took < 30
-    assert await redis.zcard(keys.LEASES) == 0
+    assert await redis.zcard(KS.shards[0].leases) == 0

@@ -20,6 +20,7 @@ from notifier.config import Settings
 from notifier.engine.router import MAX_ROUTE_TRIES, Router
 from notifier.redis import keys
 from tests.helpers import (
+    KS,
     Endpoint,
     EndpointFactory,
     entries,
@@ -99,7 +100,7 @@ async def test_an_entry_handed_out_too_often_is_dead_lettered_whatever_the_cause
 
 
 async def _leased(redis: Redis, partner_id: str) -> bool:
-    return await redis.zscore(keys.LEASES, partner_id) is not None
+    return await redis.zscore(KS.shards[0].leases, partner_id) is not None
 
 
 async def _count_dead(redis: Redis, count: int) -> bool:
@@ -115,8 +116,8 @@ async def test_a_partner_stream_that_refuses_the_message_dead_letters_only_that_
     good, broken = await endpoint_factory(), await endpoint_factory()
     await register(redis, settings, "good", good.url, ["*"])
     broken_id, _ = await register(redis, settings, "broken", broken.url, ["*"])
-    await redis.set(keys.stream(broken_id), "not a stream")
-    await redis.zadd(keys.READY, {broken_id: 0})  # due: as if it had messages
+    await redis.set(KS.partner(broken_id).stream, "not a stream")
+    await redis.zadd(KS.shards[0].ready, {broken_id: 0})  # due: as if it had messages
     async with running(settings):
         # the broken partner is served first, and fails at every step, even giving it back:
         # that must not hold up the delivery process
@@ -136,8 +137,8 @@ async def test_an_unreadable_partner_record_does_not_stop_routing(
 ) -> None:
     partner = await endpoint_factory()
     await register(redis, settings, "p", partner.url, ["*"])
-    await redis.hset(keys.PARTNERS, "ptn_corrupt", b"{not json")
-    await redis.xadd(keys.PARTNER_CHANGES, {"id": "ptn_corrupt"})
+    await redis.hset(KS.shards[0].partners, "ptn_corrupt", b"{not json")
+    await redis.xadd(KS.shards[0].changes, {"id": "ptn_corrupt"})
     async with running(settings):
         await publish(redis, "order.created", {"n": 1})
         await partner.wait_for(1)

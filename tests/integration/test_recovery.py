@@ -22,6 +22,7 @@ from notifier import config
 from notifier.config import Settings
 from notifier.redis import keys
 from tests.helpers import (
+    KS,
     Endpoint,
     EndpointFactory,
     RedisServer,
@@ -61,7 +62,7 @@ async def pending_by_consumer(redis: Redis, partner_ids: list[str]) -> Counter[s
     held: Counter[str] = Counter()
     for pid in partner_ids:
         try:
-            summary = await redis.xpending(keys.stream(pid), keys.DELIVERY_GROUP)
+            summary = await redis.xpending(KS.partner(pid).stream, keys.DELIVERY_GROUP)
         except ResponseError:  # NOGROUP: no delivery process has read this stream yet
             continue
         for consumer in summary["consumers"]:

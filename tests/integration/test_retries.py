@@ -20,12 +20,12 @@ from redis.asyncio import Redis
 from notifier import config
 from notifier.admin import app as api
 from notifier.config import Settings
-from notifier.messages import Messages
+from notifier.dead_letters import DeadLetters
 from notifier.models import PartnerPatch
-from notifier.redis import keys
 from notifier.retry import JITTER
 from notifier.store import Store
 from tests.helpers import (
+    KS,
     TOKEN,
     Endpoint,
     EndpointFactory,
@@ -173,13 +173,13 @@ async def test_exhausted_message_is_dead_lettered_then_replayed_with_its_webhook
         await endpoint.wait_for(tries)
 
         async def dead_lettered() -> bool:
-            return len((await Messages(redis, settings).dead_letters(pid)).data) == 1
+            return len((await DeadLetters(redis, settings).page(pid)).data) == 1
 
         await eventually(dead_lettered, 10, "the message to be dead-lettered")
         await idle(redis)
         assert len(endpoint.received) == tries
 
-        [letter] = (await Messages(redis, settings).dead_letters(pid)).data
+        [letter] = (await DeadLetters(redis, settings).page(pid)).data
         assert letter.partner == pid
         assert letter.message is not None
         assert letter.message.id == f"msg_{entry}"
@@ -218,7 +218,7 @@ async def test_exhausted_message_is_dead_lettered_then_replayed_with_its_webhook
 
     assert webhook_ids(endpoint) == [f"msg_{entry}"] * (tries + 1)
     assert json.loads(endpoint.received[-1].body)["data"] == {"order_id": 9, "total": 12.5}
-    assert (await Messages(redis, settings).dead_letters()).data == []
+    assert (await DeadLetters(redis, settings).page()).data == []
     assert await admin.get("/v1/dead-letters") == {"data": [], "next": None}
 
 
@@ -383,11 +383,12 @@ async def test_410_gone_disables_the_partner_and_keeps_its_messages(
 
         async def kept() -> bool:
             return (
-                await redis.xlen("notifier:events") == 0 and await redis.xlen(keys.stream(pid)) == 3
+                await redis.xlen("notifier:events") == 0
+                and await redis.xlen(KS.partner(pid).stream) == 3
             )
 
         await eventually(kept, 10, "the messages to be kept in the partner's stream")
-        assert (await Messages(redis, settings).dead_letters()).data == []
+        assert (await DeadLetters(redis, settings).page()).data == []
         assert len(endpoint.received) == 1
 
         gone = False
@@ -402,4 +403,4 @@ async def test_410_gone_disables_the_partner_and_keeps_its_messages(
         "a message reached the partner while it was disabled"
     )
     assert (await store.get(pid)).enabled is True
-    assert (await Messages(redis, settings).dead_letters()).data == []
+    assert (await DeadLetters(redis, settings).page()).data == []

@@ -5,51 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
-import msgspec
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
 from notifier import config
 from notifier.config import Settings
-from notifier.engine import served as serving
-from notifier.engine.delivery import Delivery
-from notifier.engine.served import ServedPartner
-from notifier.models import Partner
-from notifier.redis import lua
+from notifier.engine.delivery import DeliveryPool
 from tests.helpers import Endpoint, EndpointFactory, eventually, idle, publish, register, running
 from tests.integration.test_ratelimit import busiest_window
-
-
-class FakePool:
-    """What a ServedPartner asks of its pool, with a take that always answers `took`."""
-
-    def __init__(self, blocked_in_ms: int) -> None:
-        self.stopping = asyncio.Event()
-        self.lease_ms = self.visible_ms = 60_000
-        self.consumer = "test"
-        self.blocked_in_ms = blocked_in_ms
-        self.takes = 0
-        self.scripts = self
-
-    def send(self, call: lua.Call[Any]) -> asyncio.Future[Any]:
-        assert call.script == "take"
-        self.takes += 1
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(lua.Took(serving.now_ms() + self.blocked_in_ms, []))
-        return future
-
-
-def served(pool: FakePool, **partner: Any) -> ServedPartner:
-    record = msgspec.json.encode(
-        {"id": "ptn_x", "name": "x", "url": "https://x.example", "events": ["*"], **partner}
-    )
-    one = ServedPartner(pool, "ptn_x", record, 0)  # type: ignore[arg-type]
-    one.partner = msgspec.json.decode(record, type=Partner)
-    one.max_in_flight = 10
-    return one
 
 
 @pytest.mark.slow
@@ -110,7 +75,7 @@ async def test_a_saturated_lone_process_still_takes_a_partner_left_waiting(
     partner has received its message: without the exception it never would."""
     # the held request must outlast the wait below, so that only the exception can help
     settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "40s", "NOTIFIER_CLAIM_IDLE": "60s"})
-    monkeypatch.setattr(Delivery, "_cpu_busy", lambda self: 1.0)
+    monkeypatch.setattr(DeliveryPool, "_cpu_busy", lambda self: 1.0)
     release = asyncio.Event()
 
     async def hold(request: web.Request, n: int) -> web.StreamResponse:

@@ -10,9 +10,8 @@ from redis.asyncio import Redis
 from notifier.config import Settings
 from notifier.engine.router import Router
 from notifier.models import PartnerIn, PartnerPatch
-from notifier.redis import keys
 from notifier.store import Store
-from tests.helpers import EndpointFactory, register
+from tests.helpers import KS, EndpointFactory, register
 
 
 async def test_a_running_router_follows_changes_one_partner_at_a_time(
@@ -22,13 +21,13 @@ async def test_a_running_router_follows_changes_one_partner_at_a_time(
     router = Router(redis, settings)
     await router.refresh_partners()
     loads = []
-    original = router._load_all
+    original = router.feed._load
 
-    async def counted() -> None:
+    async def counted(home: Any) -> None:
         loads.append(1)
-        await original()
+        await original(home)
 
-    monkeypatch.setattr(router, "_load_all", counted)
+    monkeypatch.setattr(router.feed, "_load", counted)
     store = Store(redis, settings)
     b, _ = await register(redis, settings, "b", "https://b.example", ["*"])
     await store.update(a, PartnerPatch(events=["order.paid"]))
@@ -46,8 +45,8 @@ async def test_a_running_router_follows_changes_one_partner_at_a_time(
     assert loads == [1]
 
     # The change log was trimmed past the router's cursor: everything is read again.
-    router._cursor = b"1-0"
-    await redis.xadd(keys.PARTNER_CHANGES, {"id": c})
+    router.feed._cursors[KS.shards[0].changes] = b"1-0"
+    await redis.xadd(KS.shards[0].changes, {"id": c})
     await router.refresh_partners()
     assert loads == [1, 1]
 
@@ -57,7 +56,7 @@ async def test_a_type_with_1000_subscribers_never_holds_redis_for_long(
 ) -> None:
     """Each partner gets the event once, and no Redis call took more than a few
     milliseconds: the fan-out is split into calls of FANOUT_CHUNK partners."""
-    from notifier.engine.router import FANOUT_CHUNK
+    from notifier.engine.fanout import FANOUT_CHUNK
     from tests.helpers import idle, publish, running
 
     endpoint = await endpoint_factory()

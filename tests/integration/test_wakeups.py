@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from notifier.config import Settings
 from notifier.engine import delivery
-from notifier.engine.delivery import Delivery
+from notifier.engine.delivery import DeliveryPool
 from notifier.engine.router import Router
 from notifier.engine.sender import Sender
 from notifier.redis import lua
@@ -26,9 +26,9 @@ from tests.helpers import Endpoint, EndpointFactory, eventually, publish, regist
 
 
 @contextlib.asynccontextmanager
-async def pool(redis: Redis, settings: Settings) -> AsyncIterator[Delivery]:
+async def pool(redis: Redis, settings: Settings) -> AsyncIterator[DeliveryPool]:
     async with Sender(settings) as sender:
-        deliver = Delivery(redis, settings, sender)
+        deliver = DeliveryPool(redis, settings, sender)
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(deliver.run(stop)),
@@ -71,7 +71,7 @@ async def test_a_routed_message_wakes_a_blocked_process(
     assert len(leases) <= 1 + 3
 
 
-def count_leases(deliver: Delivery) -> list[int]:
+def count_leases(deliver: DeliveryPool) -> list[int]:
     """A list that grows by one at each lease call `deliver` makes."""
     calls: list[int] = []
     send = deliver.scripts.send
@@ -79,7 +79,7 @@ def count_leases(deliver: Delivery) -> list[int]:
     def counting(call: lua.Call[Any]) -> asyncio.Future[Any]:
         if call.script == "lease":
             calls.append(1)
-        return send(call)
+        return send(call)  # type: ignore[no-any-return]
 
     deliver.scripts.send = counting  # type: ignore[method-assign]
     return calls

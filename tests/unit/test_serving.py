@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from notifier.engine import served as serving
 from notifier.engine.served import MIN_PAUSE, QUANTUM, ServedPartner
-from notifier.models import Partner, PartnerIn
+from notifier.models import Partner, PartnerIn, now_ms
 from notifier.ratelimit import MAX_LIMIT, parse_rate
 from notifier.redis import lua
+from notifier.redis.keys import Keyspace
 from notifier.telemetry import Telemetry
 
 
@@ -31,13 +31,18 @@ class FakePool:
         self.blocked_in_ms = blocked_in_ms
         self.takes = 0
         self.scripts = self
-        self.telemetry = Telemetry.disabled()
+        self.keyspace = Keyspace()
+        self.metrics = Telemetry.disabled().metrics
+        self.reports: list[tuple[str, dict[str, Any]]] = []
+
+    def report(self, event_type: str, data: dict[str, Any]) -> None:
+        self.reports.append((event_type, data))
 
     def send(self, call: lua.Call[Any]) -> asyncio.Future[Any]:
         assert call.script == "take"
         self.takes += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(lua.Took(serving.now_ms() + self.blocked_in_ms, []))
+        future.set_result(lua.TakeReply(now_ms() + self.blocked_in_ms, False, []))
         return future
 
 
@@ -80,7 +85,7 @@ def test_the_pause_is_none_or_at_least_min_pause(
     if stopping:
         pool.stopping.set()
     one = served(pool)
-    one.blocked_until = serving.now_ms() + blocked_offset
+    one.blocked_until = now_ms() + blocked_offset
     # only how many are in flight matters to _pause, not the tasks
     one.inflight = dict.fromkeys(range(inflight))  # type: ignore[arg-type, assignment]
     pause = one._pause(time.monotonic() + deadline_offset)
@@ -109,4 +114,4 @@ def test_the_largest_rate_limits_are_exact_in_lua_numbers() -> None:
     rate = parse_rate(f"{MAX_LIMIT}/24 hours")
     assert rate is not None
     # take.lua adds now (ms, ~2^41) to twice the window: far under 2^53, so exact
-    assert serving.now_ms() + 2 * rate.window_ms < 2**53
+    assert now_ms() + 2 * rate.window_ms < 2**53

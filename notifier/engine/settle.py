@@ -1,0 +1,181 @@
+"""Settling a batch of attempts: what each came to, decided by a pure function, written by one
+`lua/settle.lua` call, and told (metrics, logs, operational events) once Redis has it.
+
+A settle call that fails is sent again (a process that lost Redis settles once it is back), so
+nothing that describes the outcome may happen when the call is built: counted then, a
+settle sent twice was counted twice, and a dead letter announced that Redis never wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from notifier import logs, ops, retry
+from notifier.models import Attempt, Outcome, Taken, utc_now
+from notifier.redis import lua
+from notifier.redis.keys import PartnerKeys, Shard
+from notifier.telemetry.metrics import Metrics
+
+log = logs.get("delivery")
+
+_encode = msgspec.json.Encoder().encode
+
+Verdict = Literal["delivered", "retry", "dead"]
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """What one attempt came to, and what becomes of its message."""
+
+    taken: Taken
+    outcome: Outcome
+    verdict: Verdict
+    record: bytes  # the encoded Attempt
+    due_ms: int = 0  # retry: when
+    reason: str = ""  # dead: why
+    wait: float = 0.0  # retry: seconds from now
+
+
+def decide(
+    taken: Taken, outcome: Outcome, schedule: Sequence[float], now: float, at: str
+) -> Decision:
+    """The fate of one attempt's message: delivered, retried at a time, or dead-lettered."""
+    record = _encode(
+        Attempt(
+            message_id=taken.message.id,
+            event_type=taken.message.type,
+            attempt=taken.attempt,
+            at=at,
+            status=outcome.status,
+            latency_ms=round(outcome.latency_ms, 2),
+            ok=outcome.ok,
+            error=outcome.error,
+        )
+    )
+    if outcome.ok:
+        return Decision(taken, outcome, "delivered", record)
+    wait = retry.delay(taken.attempt, schedule, outcome.retry_after)
+    if wait is None and outcome.gone:
+        # the partner is being disabled: keep the message for when it is back
+        wait = schedule[-1]
+    if wait is None:
+        reason = f"gave up after {taken.attempt} attempts: {outcome.error}"
+        return Decision(taken, outcome, "dead", record, reason=reason)
+    return Decision(taken, outcome, "retry", record, due_ms=int((now + wait) * 1000), wait=wait)
+
+
+@dataclass
+class Batch:
+    """One settle on its way: its call (sent again until Redis confirms it) and what it
+    records, told once."""
+
+    decisions: list[Decision]
+    call: lua.Call[lua.Settled]
+    told: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return any(d.verdict != "delivered" for d in self.decisions)
+
+
+def batch(
+    shard: Shard,
+    partner: PartnerKeys,
+    settled: Sequence[tuple[Taken, Outcome]],
+    schedule: Sequence[float],
+    *,
+    rate_limited: bool,
+    index: bool,
+    clear: bool,
+) -> Batch:
+    """The decisions of a batch of outcomes, and the `lua/settle.lua` call that records them.
+    `clear`: the partner's failing run and breaker are known not to be set."""
+    at, now = utc_now(), time.time()
+    decisions = [decide(taken, outcome, schedule, now, at) for taken, outcome in settled]
+    dead = [d for d in decisions if d.verdict == "dead"]
+    retries = [d for d in decisions if d.verdict == "retry"]
+    call = lua.settle(
+        shard=shard,
+        partner=partner,
+        now_ms=int(now * 1000),
+        delivered=[d.taken.entry_id for d in decisions if d.verdict == "delivered"],
+        retries=[lua.Retry(d.taken.entry_id, d.due_ms, d.record) for d in retries],
+        dead=[
+            lua.Dead(d.taken.entry_id, d.reason, _encode(d.taken.message), d.record, at)
+            for d in dead
+        ],
+        # A slot is stamped when it is taken; moving it to when its request was sent keeps a
+        # request that waited for the CPU from landing within a window of the next ones.
+        sent=[(d.taken.slot, d.outcome.sent_ms) for d in decisions] if rate_limited else [],
+        records=[d.record for d in decisions],
+        # a delivered or retrying copy needs no write: a look-up reads where it is
+        index=[
+            lua.IndexUpdate(d.taken.message.id, d.taken.entry_id, "x", d.taken.attempt)
+            for d in dead
+        ]
+        if index
+        else (),
+        retried=any(d.taken.attempt > 1 for d in decisions),
+        maybe_failing=not clear or bool(retries or dead),
+    )
+    return Batch(decisions, call)
+
+
+@dataclass
+class Teller:
+    """Where a confirmed batch is told: the process's metrics and its operational events."""
+
+    metrics: Metrics
+    report: Callable[[str, dict[str, Any]], None]
+    partner_id: str
+
+    def tell(self, done: Batch) -> None:
+        """Metrics, logs and operational events of a batch Redis has recorded, once."""
+        if done.told:
+            return
+        done.told = True
+        pid = self.partner_id
+        self.metrics.attempts(pid, [(d.taken, d.outcome) for d in done.decisions])
+        for d in done.decisions:
+            if d.verdict == "retry":
+                log.info(
+                    "delivery failed, will retry",
+                    trace_id=d.outcome.trace_id,
+                    span_id=d.outcome.span_id,
+                    partner=pid,
+                    message_id=d.taken.message.id,
+                    attempt=d.taken.attempt,
+                    status=d.outcome.status,
+                    error=d.outcome.error,
+                    retry_in=round(d.wait, 3),
+                )
+            elif d.verdict == "dead":
+                self._dead(d)
+
+    def _dead(self, d: Decision) -> None:
+        log.warning(
+            "message dead-lettered",
+            trace_id=d.outcome.trace_id,
+            span_id=d.outcome.span_id,
+            partner=self.partner_id,
+            message_id=d.taken.message.id,
+            attempt=d.taken.attempt,
+            status=d.outcome.status,
+            reason=d.reason,
+        )
+        self.metrics.dead_lettered(self.partner_id, "exhausted")
+        if not ops.about_ops(d.taken.message.type):
+            self.report(
+                ops.DEAD_LETTERED,
+                {
+                    "partner": self.partner_id,
+                    "message_id": d.taken.message.id,
+                    "event_type": d.taken.message.type,
+                    "attempts": d.taken.attempt,
+                    "reason": d.reason,
+                },
+            )

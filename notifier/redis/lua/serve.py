@@ -1,0 +1,256 @@
+"""The builders of the scripts a delivery process serves partners with: `lease.lua` and
+`unlease.lua` (which partners), `take.lua` (which messages, with their rate-limit slots),
+`settle.lua` (what the attempts came to) and `release.lua` (the partner given back)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from notifier.models import Message, Taken
+from notifier.redis import keys
+from notifier.redis.keys import PartnerKeys, Shard
+from notifier.redis.lua.scripts import Call, as_int
+
+_message_decoder = msgspec.json.Decoder(Message)
+
+
+class Leased(msgspec.Struct, frozen=True):
+    next_due_ms: int | None  # None: nothing in the shard's `ready`
+    partners: list[tuple[str, bytes]]  # (id, its stored record)
+
+
+def _leased(reply: Any) -> Leased:
+    found = reply[1]
+    first = int(reply[0])
+    return Leased(
+        None if first < 0 else first,
+        [(found[i].decode(), found[i + 1]) for i in range(0, len(found), 2)],
+    )
+
+
+def lease(*, shard: Shard, now_ms: int, lease_until: int, count: int) -> Call[Leased]:
+    """Lease up to `count` due partners of a shard until `lease_until`, earliest due first."""
+    return Call(
+        "lease",
+        [shard.ready, shard.leases, shard.partners],
+        [now_ms, lease_until, count],
+        _leased,
+    )
+
+
+def unlease(*, shard: Shard, now_ms: int, lease_until: int) -> Call[int]:
+    """Give back the partners leased by a `lease` call whose reply was lost (found by its
+    `lease_until`); replies how many."""
+    return Call("unlease", [shard.ready, shard.leases], [now_ms, lease_until], as_int)
+
+
+class TakeReply(msgspec.Struct, frozen=True):
+    #: 0, or the ms before which the partner may not send (rate limit, ordered head).
+    blocked_until: int
+    gone: bool  # the partner's stream is gone (partner removed, or Redis lost its data)
+    messages: list[Taken]
+
+
+def take(
+    *,
+    shard: Shard,
+    partner: PartnerKeys,
+    consumer: str,
+    now_ms: int,
+    want: int,
+    limit: int,
+    window_ms: int,
+    ordered: bool,
+    lease_until: int,
+    visible_ms: int,
+    token: str,
+) -> Call[TakeReply]:
+    """Take up to `want` messages that may be sent now, with their rate-limit slots;
+    `lease_until` renews the partner's lease (0 keeps the current one)."""
+
+    def read(found: Any) -> TakeReply:
+        first = int(found[0])
+        return TakeReply(
+            max(first, 0),
+            first < 0,
+            [
+                Taken(
+                    found[i].decode(),
+                    _message_decoder.decode(found[i + 1]),
+                    int(found[i + 2]),
+                    f"{token}:{n}",
+                )
+                for n, i in enumerate(range(1, len(found), 3), 1)
+            ],
+        )
+
+    return Call(
+        "take",
+        [partner.stream, partner.due, partner.inflight, partner.window, shard.ready, shard.leases],
+        [
+            keys.DELIVERY_GROUP,
+            consumer,
+            now_ms,
+            want,
+            limit,
+            window_ms,
+            "1" if ordered else "0",
+            lease_until,
+            partner.id,
+            visible_ms,
+            token,
+        ],
+        read,
+    )
+
+
+class Retry(msgspec.Struct, frozen=True):
+    entry_id: str
+    due_ms: int
+    record: bytes  # the encoded Attempt
+
+
+class Dead(msgspec.Struct, frozen=True):
+    entry_id: str
+    reason: str
+    message: bytes  # the encoded Message
+    record: bytes
+    at: str
+
+
+class IndexUpdate(msgspec.Struct, frozen=True):
+    """One settled message whose state the message index is told."""
+
+    message_id: str
+    entry_id: str
+    outcome: Literal["d", "r", "x"]  # delivered, retrying, dead
+    attempt: int
+
+
+class Settled(msgspec.Struct, frozen=True):
+    failing_since_ms: int  # 0: one of the batch succeeded
+    breaker_closed: bool  # a success closed an open breaker
+
+
+def _settled(reply: Any) -> Settled:
+    return Settled(int(reply[0]), bool(int(reply[1])))
+
+
+def settle(
+    *,
+    shard: Shard,
+    partner: PartnerKeys,
+    now_ms: int,
+    delivered: Sequence[str],
+    retries: Sequence[Retry],
+    dead: Sequence[Dead],
+    sent: Sequence[tuple[str, int]],
+    records: Sequence[bytes],
+    index: Sequence[IndexUpdate] = (),
+    retried: bool = True,
+    maybe_failing: bool = True,
+) -> Call[Settled]:
+    """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
+    one of these succeeded). `sent` moves rate-limit slots to when their requests left;
+    `index` brings the message index up to date (empty when it is off). `retried` says some
+    message had failed before (its retry time and history are forgotten), `maybe_failing` that
+    the partner's failing run or breaker may be recorded (a success clears them); each left
+    out saves the commands that would find nothing."""
+    args: list[Any] = [
+        keys.DELIVERY_GROUP,
+        keys.ATTEMPTS_KEPT,
+        keys.DEAD_KEPT,
+        partner.id,
+        now_ms,
+        ("o" if delivered else "") + ("r" if retried else "") + ("f" if maybe_failing else ""),
+        len(delivered),
+        len(retries),
+        len(dead),
+        len(sent),
+        *delivered,
+    ]
+    for r in retries:
+        args += [r.entry_id, r.due_ms, r.record]
+    for d in dead:
+        args += [d.entry_id, d.reason, d.message, d.record, d.at]
+    for slot, sent_ms in sent:
+        args += [slot, sent_ms]
+    args.append(len(index))
+    for item in index:
+        args += [item.message_id, item.entry_id, item.outcome, item.attempt]
+    args += records
+    return Call(
+        "settle",
+        [
+            partner.stream,
+            partner.due,
+            partner.inflight,
+            partner.history,
+            partner.attempts,
+            partner.failing,
+            shard.dead,
+            partner.window,
+            partner.breaker,
+            *(shard.message_index(item.message_id) for item in index),
+        ],
+        args,
+        _settled,
+    )
+
+
+class Released(msgspec.Struct, frozen=True):
+    #: `scheduled` at `next_due_ms`; `idle` (left `ready`: nothing to do, or disabled);
+    #: `held` by another process (this one's lease had run out).
+    state: Literal["scheduled", "idle", "held"]
+    next_due_ms: int
+    woke: bool  # due sooner than anything else: a delivery process is to be roused
+
+
+def _released(reply: Any) -> Released:
+    due, woke = int(reply[0]), bool(int(reply[1]))
+    if due == -1:
+        return Released("idle", 0, woke)
+    if due == -2:
+        return Released("held", 0, woke)
+    return Released("scheduled", due, woke)
+
+
+def release(
+    *,
+    shard: Shard,
+    partner: PartnerKeys,
+    now_ms: int,
+    blocked_until: int,
+    active: bool,
+    held_until: int,
+    lost_visible: Sequence[int] = (),
+    retention_ms: int = 0,
+) -> Call[Released]:
+    """Give a served partner back, scored by when it next has work. `held_until` is the latest
+    lease end this process set (a later one is another holder's); `lost_visible` are the
+    `inflight` scores of takes whose replies never came, whose messages become visible at
+    once."""
+    return Call(
+        "release",
+        [
+            shard.ready,
+            shard.leases,
+            partner.stream,
+            partner.due,
+            partner.inflight,
+            partner.messages,
+        ],
+        [
+            partner.id,
+            now_ms,
+            blocked_until,
+            "1" if active else "0",
+            held_until,
+            retention_ms,
+            *lost_visible,
+        ],
+        _released,
+    )

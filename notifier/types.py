@@ -1,0 +1,15 @@
+"""Types shared across notifier's parts. This module imports nothing of notifier's, so any
+module may use it without forming a cycle."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+#: Why something was dead-lettered, as the metrics count it: a message that failed its whole
+#: retry schedule (or a transform it cannot go through), a malformed ingress entry, or one
+#: that stopped routers again and again.
+DeadReason = Literal["exhausted", "malformed", "poison"]
+
+#: The state of one message's copy to one partner.
+CopyState = Literal["pending", "in_flight", "retrying", "delivered", "dead"]
+COPY_STATES: tuple[CopyState, ...] = ("pending", "in_flight", "retrying", "delivered", "dead")
