@@ -67,10 +67,51 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Env(
             "REDIS_URL",
             urls.check_url,
-            "the Redis to use",
+            "the Redis to use: `redis://`, `rediss://` (TLS), `unix://`, or "
+            "`redis+sentinel://[user:password@]host:port[,host:port...]/<service name>[/db]` "
+            "(`rediss+sentinel://` for TLS): the primary is found through the sentinels and "
+            "followed across failovers (see Production Redis)",
             secret=True,
         ),
     ] = "redis://127.0.0.1:6379/0"
+    redis_ca: Annotated[
+        str | None,
+        Env(
+            "NOTIFIER_REDIS_CA",
+            urls.check_file,
+            "PEM file of the CA certificates that sign the Redis servers' (and sentinels') TLS "
+            "certificates; without it, the system's CAs",
+            "none",
+        ),
+    ] = None
+    redis_cert: Annotated[
+        str | None,
+        Env(
+            "NOTIFIER_REDIS_CERT",
+            urls.check_file,
+            "client certificate (PEM) for Redis servers that require TLS client authentication",
+            "none",
+        ),
+    ] = None
+    redis_key: Annotated[
+        str | None,
+        Env(
+            "NOTIFIER_REDIS_KEY",
+            urls.check_file,
+            "the client certificate's private key (PEM, unencrypted)",
+            "none",
+        ),
+    ] = None
+    redis_cluster: Annotated[
+        bool,
+        Env(
+            "NOTIFIER_REDIS_CLUSTER",
+            flag,
+            "`1`: `REDIS_URL` names any node of a Redis Cluster; notifier finds the others and "
+            "follows slot moves and failovers",
+            "`0`",
+        ),
+    ] = False
     admin_token: Annotated[
         str | None,
         Env(
@@ -284,6 +325,16 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                 shown = f"={masked(raw)[:100]!r}"
             errors.append(f"{decl.name}{shown} {exc}")
     settings = Settings(**values)  # type: ignore[arg-type]
+    # the variables already reported are left out of the checks of how they go together
+    failed = {error.partition("=")[0].partition(" ")[0] for error in errors}
+    errors += urls.problems(
+        None if "REDIS_URL" in failed else settings.redis_url,
+        env.get("NOTIFIER_REDIS_CA") if "NOTIFIER_REDIS_CA" in failed else settings.redis_ca,
+        env.get("NOTIFIER_REDIS_CERT") if "NOTIFIER_REDIS_CERT" in failed else settings.redis_cert,
+        env.get("NOTIFIER_REDIS_KEY") if "NOTIFIER_REDIS_KEY" in failed else settings.redis_key,
+        settings.redis_cluster,
+        failed,
+    )
     if settings.claim_idle <= settings.request_timeout:
         errors.append(
             f"NOTIFIER_CLAIM_IDLE ({settings.claim_idle:g}s) must be longer than "

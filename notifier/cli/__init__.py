@@ -17,6 +17,7 @@ from redis import exceptions as rx
 
 from notifier import __version__, config, logs, rules
 from notifier.cli import messages, partners, processes, records
+from notifier.cli import settings as settings_command
 from notifier.cli import top as live
 from notifier.errors import NotifierError
 
@@ -41,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     records.add_commands(sub)
     messages.add_commands(sub)
     live.add_commands(sub)
+    settings_command.add_commands(sub)
     return top
 
 
