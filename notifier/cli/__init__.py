@@ -14,12 +14,14 @@ from typing import NoReturn
 
 import msgspec
 from redis import exceptions as rx
+from redis.asyncio.sentinel import MasterNotFoundError
 
 from notifier import __version__, config, logs, rules
 from notifier.cli import messages, partners, processes, records
 from notifier.cli import settings as settings_command
 from notifier.cli import top as live
 from notifier.errors import NotifierError
+from notifier.redis.connection import fatal
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        fail(describe(exc, settings))
+        fail(logs.redacted(describe(exc, settings)))
 
 
 def describe(exc: BaseException, settings: config.Settings) -> str:
@@ -78,8 +80,15 @@ def describe(exc: BaseException, settings: config.Settings) -> str:
         return str(exc)
     if isinstance(exc, msgspec.ValidationError):
         return rules.validation_message(exc)
-    if isinstance(exc, rx.AuthenticationError):
-        return f"Redis at {redis_url} refused the credentials of REDIS_URL: {exc}"
+    reason = fatal(exc, settings)
+    if reason is not None:
+        return reason
+    if isinstance(exc, MasterNotFoundError):
+        return (
+            f"no sentinel of REDIS_URL ({redis_url}) names a primary for its service: "
+            f"{logs.redacted(str(exc)).partition(' : ')[0]}; check the service name and that "
+            "the sentinels run"
+        )
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError | ConnectionError):
         return (
             f"cannot reach Redis at {redis_url} (REDIS_URL): {str(exc).rstrip('.')}; "

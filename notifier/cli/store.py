@@ -16,7 +16,7 @@ Work = Callable[[Store, argparse.Namespace], Awaitable[Any]]
 def with_store(work: Work) -> Callable[[config.Settings, argparse.Namespace], Awaitable[Any]]:
     async def run(settings: config.Settings, args: argparse.Namespace) -> Any:
         # no retries: a person at a terminal wants the error now, not after backoff
-        redis = connect(settings.redis_url, "notifier-cli", retries=0)
+        redis = connect(settings, "notifier-cli", retries=0)
         try:
             return await work(Store(redis, settings), args)
         finally:

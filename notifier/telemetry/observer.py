@@ -115,7 +115,7 @@ async def health(redis: Redis) -> tuple[bool, dict[str, str]]:
         await redis.ping()
         status["redis"] = "ok"
     except REDIS_ERRORS as exc:
-        status["redis"] = f"unreachable: {exc}"
+        status["redis"] = f"unreachable: {logs.redacted(str(exc))}"
     now = time.monotonic()
     for loop, beat in sorted(HEARTBEATS.items()):
         status[loop] = "ok" if now - beat < LOOP_STALE else f"stalled for {now - beat:.0f}s"

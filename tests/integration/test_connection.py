@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
+from notifier.config import Settings
 from notifier.redis.connection import connect
 
 COMMANDS: list[tuple[Any, ...]] = [
@@ -21,9 +22,9 @@ COMMANDS: list[tuple[Any, ...]] = [
 
 
 async def test_commands_are_packed_by_hiredis_as_redis_py_would(
-    redis: Redis, env: dict[str, str]
+    redis: Redis, settings: Settings
 ) -> None:
-    client = connect(env["REDIS_URL"])
+    client = connect(settings)
     try:
         packing = client.connection_pool.connection_class
         assert packing.__name__ == "HiredisConnection"
