@@ -72,6 +72,9 @@ def connect(settings: Settings, name: str = "notifier", retries: int = 3) -> Red
         "socket_timeout": 15,
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=retries),
         "retry_on_error": [rx.ConnectionError, rx.TimeoutError],
+        # No CLIENT SETINFO on every connection: Redis before 7.2 has no such command, and
+        # with it the ACL rule the README gives would differ by server version.
+        "driver_info": None,
     }
     if urls.is_tls(url):
         options |= tls_options(settings)
@@ -122,6 +125,7 @@ def _sentinel(target: urls.Sentinels, options: dict[str, Any]) -> Redis:
             "username": target.sentinel_username,
             "password": target.sentinel_password,
             "client_name": options["client_name"],
+            "driver_info": None,
             # a sentinel answers at once or is down: ask the next one without waiting
             "socket_connect_timeout": 2,
             "socket_timeout": 2,
