@@ -7,6 +7,7 @@ this one copy, as aiohttp ships `aiohttp.test_utils`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -110,12 +111,12 @@ def answers_ping(port: int, tls: Certificates | None = None) -> bool:
     """Whether a Redis (or a sentinel) on loopback `port` answers PING now; over TLS with the
     client certificate of `tls`. An ACL that refuses the default user still answers."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw:
-            sock: socket.socket = raw
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=0.5))
             if tls is not None:
                 context = ssl.create_default_context(cafile=str(tls.ca))
                 context.load_cert_chain(str(tls.client_cert), str(tls.client_key))
-                sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+                sock = stack.enter_context(context.wrap_socket(sock, server_hostname="127.0.0.1"))
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-NOPERM"))
     except OSError:
