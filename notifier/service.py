@@ -23,7 +23,7 @@ from notifier.engine.delivery import Delivery
 from notifier.engine.router import Router
 from notifier.engine.sender import Sender
 from notifier.errors import ConfigError
-from notifier.redis.connection import TRANSIENT, connect, consumer_name, fatal
+from notifier.redis.connection import TRANSIENT, connect, consumer_name, fatal, reason
 from notifier.telemetry import Telemetry
 from notifier.telemetry import observer as observe
 from notifier.telemetry.observer import Observer
@@ -66,10 +66,10 @@ async def check_redis(redis: Redis, settings: Settings) -> None:
         persistence = await redis.info("persistence")
         memory = await redis.info("memory")
     except TRANSIENT as exc:
-        reason = fatal(exc, settings)
-        if reason is not None:
-            raise ConfigError(reason) from None
-        log.warning("redis unreachable at start-up; will keep retrying", error=str(exc))
+        settings_wrong = fatal(exc, settings)
+        if settings_wrong is not None:
+            raise ConfigError(settings_wrong) from None
+        log.warning("redis unreachable at start-up; will keep retrying", error=reason(exc))
         return
     except Exception:  # a Redis that refuses INFO still runs notifier
         return

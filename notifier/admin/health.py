@@ -6,8 +6,8 @@ from aiohttp import web
 from redis import exceptions as rx
 
 from notifier.admin.wire import REDIS, documented, json
-from notifier.logs import redacted
 from notifier.models import HealthOut
+from notifier.redis.connection import reason
 from notifier.telemetry.metrics import prometheus_text
 
 routes = web.RouteTableDef()
@@ -19,7 +19,7 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[REDIS].ping()
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-        return json({"status": "unavailable", "redis": f"unreachable: {redacted(str(exc))}"}, 503)
+        return json({"status": "unavailable", "redis": f"unreachable: {reason(exc)}"}, 503)
     return json({"status": "ok", "redis": "ok"})
 
 

@@ -21,7 +21,7 @@ from notifier.cli import messages, partners, processes, records
 from notifier.cli import settings as settings_command
 from notifier.cli import top as live
 from notifier.errors import NotifierError
-from notifier.redis.connection import fatal
+from notifier.redis.connection import fatal, reason
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         if settings.log_level == "debug":
             import traceback
 
-            traceback.print_exc()
+            sys.stderr.write(logs.redacted(traceback.format_exc()))
         fail(logs.redacted(describe(exc, settings)))
 
 
@@ -80,14 +80,13 @@ def describe(exc: BaseException, settings: config.Settings) -> str:
         return str(exc)
     if isinstance(exc, msgspec.ValidationError):
         return rules.validation_message(exc)
-    reason = fatal(exc, settings)
-    if reason is not None:
-        return reason
+    settings_wrong = fatal(exc, settings)
+    if settings_wrong is not None:
+        return settings_wrong
     if isinstance(exc, MasterNotFoundError):
         return (
             f"no sentinel of REDIS_URL ({redis_url}) names a primary for its service: "
-            f"{logs.redacted(str(exc)).partition(' : ')[0]}; check the service name and that "
-            "the sentinels run"
+            f"{reason(exc)}; check the service name and that the sentinels run"
         )
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError | ConnectionError):
         return (

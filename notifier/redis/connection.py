@@ -23,6 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
+    MasterNotFoundError,
     Sentinel,
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
@@ -163,12 +164,21 @@ def _cluster(url: str, options: dict[str, Any]) -> RedisCluster:
     return client
 
 
+def reason(exc: BaseException) -> str:
+    """What went wrong with Redis, for a log line or /healthz: the exception's text without a
+    password, and without the long dump of every sentinel client a sentinel lookup adds."""
+    text = str(exc)
+    if isinstance(exc, MasterNotFoundError):
+        text = text.partition(" : ")[0] + " through the sentinels of REDIS_URL"
+    return logs.redacted(text)
+
+
 def fatal(exc: BaseException, settings: Settings) -> str | None:
     """One line naming the setting to change when `exc` says the settings cannot work, so
     that retrying would not help: credentials refused, a TLS certificate that does not verify
     or is missing, TLS spoken to a server that does not. None when Redis is just away."""
     where = f"Redis at {urls.masked(settings.redis_url)}"
-    text = logs.redacted(str(exc))
+    text = reason(exc)
     if isinstance(exc, rx.AuthenticationError) or text.startswith(("WRONGPASS", "NOAUTH")):
         return f"{where} refused the credentials of REDIS_URL: {text}"
     if "CERTIFICATE_VERIFY_FAILED" in text:
@@ -261,7 +271,10 @@ async def keep_running(
             continue
         except TRANSIENT as exc:
             log.warning(
-                "redis unreachable, retrying", loop=name, error=str(exc), retry_in=round(backoff, 2)
+                "redis unreachable, retrying",
+                loop=name,
+                error=reason(exc),
+                retry_in=round(backoff, 2),
             )
         except rx.ResponseError as exc:
             if on_nogroup is not None and is_nogroup(exc):
