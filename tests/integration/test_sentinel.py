@@ -1,0 +1,148 @@
+"""A primary, a replica and three sentinels; a router, two delivery processes and the api find
+the primary through the sentinels. The primary is SIGKILLed while events stream in: delivery
+resumes on the promoted replica within a bound, nothing Redis acknowledged more than a second
+before the kill is lost, and no process exits or crash-loops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from notifier import config
+from notifier.redis.connection import TRANSIENT, connect
+from notifier.testing_sentinel import SentinelGroup
+from tests.helpers import TOKEN, EndpointFactory, Spawn, eventually, free_port, idle, register
+
+pytestmark = pytest.mark.slow
+
+#: From the SIGKILL to the first delivery of an event published after it: the sentinels take
+#: 1 s to call the primary down and a second or two to promote the replica; the processes
+#: then back off for at most a second before they try again.
+RESUME_BOUND = 15.0
+#: Published about this often, each with a producer id.
+EVERY = 0.02
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    sentinels = SentinelGroup(tmp_path)
+    sentinels.start()
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture
+async def client(group: SentinelGroup, env: dict[str, str]) -> AsyncIterator[Redis]:
+    """The test's own client, through the sentinels as notifier's are."""
+    env["REDIS_URL"] = group.url()
+    env["NOTIFIER_CLAIM_IDLE"] = "5s"  # a send whose settle the failover lost goes again soon
+    redis = connect(config.load(env), "notifier-test")
+    yield redis
+    await redis.aclose()
+
+
+class Producer:
+    """XADDs events with producer ids at a steady pace, each until Redis acknowledges it (as
+    a producer would across a failover), noting when XADD returned."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.acked: dict[str, float] = {}
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            event_id = f"ord-{n}"
+            fields = {"type": "order.created", "data": json.dumps({"n": n}), "id": event_id}
+            while True:
+                try:
+                    await self.redis.xadd("notifier:events", fields)  # type: ignore[arg-type]
+                    break
+                except TRANSIENT:
+                    await asyncio.sleep(0.05)  # Redis is away: the producer tries again
+            self.acked[event_id] = time.monotonic()
+            n += 1
+            await asyncio.sleep(EVERY)  # the pace of publishing, not a wait for anything
+
+
+async def test_delivery_follows_a_sentinel_failover(
+    group: SentinelGroup,
+    client: Redis,
+    env: dict[str, str],
+    spawn: Spawn,
+    endpoint_factory: EndpointFactory,
+) -> None:
+    endpoint = await endpoint_factory()
+    await register(client, config.load(env), "orders", endpoint.url, ["order.created"])
+    api = f"127.0.0.1:{free_port()}"
+    procs = [spawn("router"), spawn("deliver"), spawn("deliver")]
+    procs.append(spawn("api", extra={"NOTIFIER_API_ADDR": api}))
+    producer = Producer(client)
+    producing = asyncio.create_task(producer.run())
+    arrived: dict[str, float] = {}
+
+    def delivered() -> dict[str, float]:
+        for received in endpoint.received:
+            arrived.setdefault(received.headers["webhook-id"], received.at)
+        return arrived
+
+    await endpoint.wait_for(100, 30)  # a steady stream, some of it older than a second
+    killed = time.monotonic()
+    group.kill_primary()
+    promoted = await group.promoted()
+    promoted_after = time.monotonic() - killed
+
+    def resumed() -> bool:
+        return any(producer.acked.get(i, 0) > killed for i in delivered())
+
+    await eventually(resumed, 30, "a delivery of an event published after the kill")
+    resumed_after = min(t for i, t in delivered().items() if producer.acked.get(i, 0) > killed)
+    resumed_after -= killed
+    await endpoint.wait_for(len(endpoint.received) + 50, 30)  # and it goes on
+    producer.stop.set()
+    await producing
+    await idle(client, 30)
+
+    counts = Counter(r.headers["webhook-id"] for r in endpoint.received)
+    delivered()
+    before = [i for i, t in producer.acked.items() if t <= killed - 1]
+    last_second = [i for i, t in producer.acked.items() if killed - 1 < t <= killed]
+    after = [i for i, t in producer.acked.items() if t > killed]
+    lost = [i for i in last_second if i not in arrived]
+    duplicates = sum(n - 1 for n in counts.values())
+    print(
+        f"\nsentinel failover: {len(producer.acked)} events, promoted {promoted_after:.2f}s and "
+        f"delivering again {resumed_after:.2f}s after the SIGKILL; acknowledged in the last "
+        f"second before it: {len(last_second)}, of which lost: {len(lost)}; duplicates: "
+        f"{duplicates}"
+    )
+    assert [i for i in before if i not in arrived] == [], "lost beyond the replication window"
+    assert [i for i in after if i not in arrived] == [], "lost after the failover"
+    assert resumed_after < RESUME_BOUND
+    assert group.primary.proc is None and promoted.proc is not None
+
+    # the api follows too
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+        http.get(f"http://{api}/v1/partners") as resp,
+    ):
+        assert resp.status == 200
+        assert [p["name"] for p in (await resp.json())["data"]] == ["orders"]
+    for proc in procs:
+        assert proc.poll() is None, "a process exited over the failover"
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        logged = proc.stderr.read().decode()
+        assert "Traceback" not in logged, logged
