@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
@@ -38,6 +39,7 @@ __all__ = [
     "free_port",
     "idle",
     "publish",
+    "readme_acl_rules",
     "register",
     "running",
 ]
@@ -127,6 +129,17 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
         return True
 
     await eventually(settled, timeout, "notifier to finish its work")
+
+
+def readme_acl_rules(password: str) -> list[list[str]]:
+    """The README's `ACL SETUSER notifier ...` lines, as words, with `password` put in: the
+    rule itself, then what a cluster adds to it."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    lines = [line for line in readme.read_text().splitlines() if line.startswith("ACL SETUSER ")]
+    assert len(lines) == 2 and all(line.startswith("ACL SETUSER notifier ") for line in lines)
+    rule, cluster = (line.split() for line in lines)
+    assert "reset" in rule and ">PASSWORD" in rule and "+@all" not in rule + cluster
+    return [[f">{password}" if word == ">PASSWORD" else word for word in rule], cluster]
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -27,21 +27,10 @@ from tests.helpers import (
     cli,
     eventually,
     free_port,
+    readme_acl_rules,
 )
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def readme_acl_rule(password: str) -> list[str]:
-    """The README's `ACL SETUSER notifier ...` line, as words, with `password` put in."""
-    lines = [
-        line for line in README.read_text().splitlines() if line.startswith("ACL SETUSER notifier ")
-    ]
-    assert len(lines) == 1, "the README should give exactly one ACL SETUSER notifier line"
-    words = lines[0].split()
-    assert ">PASSWORD" in words and "+@all" not in words
-    return [f">{password}" if word == ">PASSWORD" else word for word in words]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +85,7 @@ async def test_notifier_runs_end_to_end_over_tls_as_the_readme_acl_user(
 ) -> None:
     password = secrets.token_urlsafe(18)
     # the line as the README writes it, not redis-py's acl_setuser rebuilt from it
-    rule = readme_acl_rule(password)
+    rule = readme_acl_rules(password)[0]
     assert await admin.execute_command(*rule) in (b"OK", "OK", True)  # type: ignore[no-untyped-call]
     env.update(
         {
@@ -149,8 +138,12 @@ async def test_notifier_runs_end_to_end_over_tls_as_the_readme_acl_user(
         secret = partners["shop"]["secret"]
         assert sorted(verify(secret, r)["data"]["order_id"] for r in shop.received) == [1, 2]
         assert sorted(r.headers["webhook-id"] for r in shop.received) == ["ord-1", "ord-2"]
-        status, message = await call(http, "GET", f"{api}/v1/messages/ord-1")
-        assert status == 200 and message["deliveries"][0]["state"] == "delivered", message
+
+        async def settled() -> bool:  # the endpoint has it before notifier hears it answered
+            status, message = await call(http, "GET", f"{api}/v1/messages/ord-1")
+            return status == 200 and message["deliveries"][0]["state"] == "delivered"
+
+        await eventually(settled, 30, "ord-1 to be delivered, as the API tells")
 
         # a partner that fails every try: dead-lettered, then replayed once it is fixed
         published = cli(env, "publish", "order.paid", '{"order_id": 3}', "--id", "pay-3")
