@@ -169,7 +169,10 @@ def reason(exc: BaseException) -> str:
     password, and without the long dump of every sentinel client a sentinel lookup adds."""
     text = str(exc)
     if isinstance(exc, MasterNotFoundError):
-        text = text.partition(" : ")[0] + " through the sentinels of REDIS_URL"
+        head, _, asked = text.partition(" : ")
+        if "AuthenticationError" in asked:
+            return "the sentinels of REDIS_URL refused its sentinel credentials"
+        text = head + " through the sentinels of REDIS_URL"
     return logs.redacted(text)
 
 
@@ -181,6 +184,11 @@ def fatal(exc: BaseException, settings: Settings) -> str | None:
     text = reason(exc)
     if isinstance(exc, rx.AuthenticationError) or text.startswith(("WRONGPASS", "NOAUTH")):
         return f"{where} refused the credentials of REDIS_URL: {text}"
+    if isinstance(exc, MasterNotFoundError) and "AuthenticationError" in str(exc):
+        return (
+            f"the sentinels of REDIS_URL ({urls.masked(settings.redis_url)}) refused its "
+            "sentinel credentials: give them as ?sentinel_password=... (&sentinel_username=...)"
+        )
     if "CERTIFICATE_VERIFY_FAILED" in text:
         detail = text.partition("certificate verify failed:")[2].partition("(_ssl")[0]
         detail = detail.strip(" .") or "certificate verify failed"
