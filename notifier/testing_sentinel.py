@@ -19,6 +19,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from notifier.testing import RedisServer, answers_ping, free_port
+from notifier.testing_tls import Certificates
 
 
 def _wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -39,7 +40,11 @@ def _synced(replica: redis.Redis) -> bool:
 
 
 class SentinelGroup:
-    """One primary, `replicas` replicas and `count` sentinels watching them as `service`."""
+    """One primary, `replicas` replicas and `count` sentinels watching them as `service`.
+
+    With `tls` every node and sentinel serves TLS only, with client certificates; with
+    `password` the data nodes require it (the replicas and sentinels are given it), with
+    `sentinel_password` the sentinels do."""
 
     def __init__(
         self,
@@ -47,18 +52,27 @@ class SentinelGroup:
         service: str = "mymaster",
         replicas: int = 1,
         count: int = 3,
+        *,
+        tls: Certificates | None = None,
+        password: str | None = None,
+        sentinel_password: str | None = None,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 5000,
     ) -> None:
         self.dir = workdir
         self.service = service
+        self.tls = tls
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
-        self.primary = RedisServer(workdir / "primary")
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.primary = RedisServer(workdir / "primary", args=auth, tls=tls)
         self.replicas = [
             RedisServer(
                 workdir / f"replica-{n}",
-                args=["--replicaof", "127.0.0.1", str(self.primary.port)],
+                args=[*auth, "--replicaof", "127.0.0.1", str(self.primary.port)],
+                tls=tls,
             )
             for n in range(replicas)
         ]
@@ -70,28 +84,58 @@ class SentinelGroup:
         return [self.primary, *self.replicas]
 
     def url(self, db: int = 0, credentials: str = "") -> str:
+        """The URL notifier is given; `credentials` (`user:password@`) are the data nodes'."""
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
-        return f"redis+sentinel://{credentials}{hosts}/{self.service}/{db}"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"{scheme}://{credentials}{hosts}/{self.service}/{db}{query}"
+
+    def options(self, password: str | None) -> dict[str, Any]:
+        """redis-py's options for a node (the data nodes' `password`) or a sentinel's."""
+        found: dict[str, Any] = {"password": password}
+        if self.tls is not None:
+            found |= {
+                "ssl": True,
+                "ssl_ca_certs": str(self.tls.ca),
+                "ssl_certfile": str(self.tls.client_cert),
+                "ssl_keyfile": str(self.tls.client_key),
+            }
+        return found
+
+    def _client(self, port: int, password: str | None) -> redis.Redis:
+        return redis.Redis(port=port, **self.options(password))
 
     def _sentinel_conf(self, port: int) -> Path:
         folder = self.dir / f"sentinel-{port}"
         folder.mkdir(parents=True, exist_ok=True)
         conf = folder / "sentinel.conf"  # Sentinel rewrites its file: one each, writable
         quorum = len(self.sentinel_ports) // 2 + 1
-        conf.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {folder}\nloglevel warning\n"
-            f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} {quorum}\n"
-            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
-            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n"
-            f"sentinel parallel-syncs {self.service} 1\n"
-        )
+        listen = ["--port", str(port)] if self.tls is None else self.tls.server_args(port)
+        lines = [
+            f"{listen[n].removeprefix('--')} {listen[n + 1]}" for n in range(0, len(listen), 2)
+        ]
+        lines += [
+            "bind 127.0.0.1",
+            f"dir {folder}",
+            "loglevel warning",
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} {quorum}",
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {self.service} 1",
+        ]
+        if self.password:
+            lines.append(f"sentinel auth-pass {self.service} {self.password}")
+        if self.sentinel_password:  # asked of clients, and of each other
+            lines.append(f"requirepass {self.sentinel_password}")
+            lines.append(f"sentinel sentinel-pass {self.sentinel_password}")
+        conf.write_text("\n".join(lines) + "\n")
         return conf
 
     def start(self) -> None:
         for server in self.servers:
             server.start()
         for replica in self.replicas:
-            with redis.Redis(port=replica.port) as client:
+            with self._client(replica.port, self.password) as client:
                 _wait(partial(_synced, client), f"replica {replica.port} to sync")
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         for port in self.sentinel_ports:
@@ -103,8 +147,8 @@ class SentinelGroup:
                 )
             )
         for port in self.sentinel_ports:
-            _wait(partial(answers_ping, port), f"sentinel {port} to start")
-            with redis.Redis(port=port) as client:
+            _wait(partial(answers_ping, port, self.tls), f"sentinel {port} to start")
+            with self._client(port, self.sentinel_password) as client:
                 # a failover needs a majority of sentinels that know each other and the replicas
                 _wait(
                     partial(self._knows_all, client),
@@ -127,7 +171,8 @@ class SentinelGroup:
         """The replica the sentinels promote in place of the killed primary, once every
         sentinel names it and it answers as a primary."""
         by_port = {server.port: server for server in self.replicas}
-        clients = [AsyncRedis(port=port) for port in self.sentinel_ports]
+        sentinel_options = self.options(self.sentinel_password)
+        clients = [AsyncRedis(port=port, **sentinel_options) for port in self.sentinel_ports]
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -140,7 +185,7 @@ class SentinelGroup:
                         addr = None
                     named.add(int(addr[1]) if addr else None)
                 if len(named) == 1 and (port := named.pop()) in by_port:
-                    async with AsyncRedis(port=port) as node:
+                    async with AsyncRedis(port=port, **self.options(self.password)) as node:
                         role: Any = await node.role()
                     if role[0] in (b"master", "master"):
                         return by_port[port]
