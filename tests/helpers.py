@@ -131,15 +131,26 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
     await eventually(settled, timeout, "notifier to finish its work")
 
 
-def readme_acl_rules(password: str) -> list[list[str]]:
+def readme_acl_rules(password: str) -> dict[str, list[str]]:
     """The README's `ACL SETUSER notifier ...` lines, as words, with `password` put in: the
-    rule itself, then what a cluster adds to it."""
+    rule on the data nodes (`redis`), what a cluster adds to it (`cluster`), and the rule on
+    the sentinels (`sentinel`)."""
     readme = Path(__file__).resolve().parents[1] / "README.md"
     lines = [line for line in readme.read_text().splitlines() if line.startswith("ACL SETUSER ")]
-    assert len(lines) == 2 and all(line.startswith("ACL SETUSER notifier ") for line in lines)
-    rule, cluster = (line.split() for line in lines)
-    assert "reset" in rule and ">PASSWORD" in rule and "+@all" not in rule + cluster
-    return [[f">{password}" if word == ">PASSWORD" else word for word in rule], cluster]
+    assert all(line.startswith("ACL SETUSER notifier ") for line in lines)
+    rules = {}
+    for line in lines:
+        words = [f">{password}" if word == ">PASSWORD" else word for word in line.split()]
+        assert "+@all" not in words and ">PASSWORD" not in words
+        if "~notifier:*" in words:
+            rules["redis"] = words
+        elif "+cluster|slots" in words:
+            rules["cluster"] = words
+        else:
+            assert "+sentinel|masters" in words, line
+            rules["sentinel"] = words
+    assert set(rules) == {"redis", "cluster", "sentinel"} and len(lines) == 3
+    return rules
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -39,7 +39,8 @@ async def test_the_factory_reaches_every_primary_and_follows_a_failover(
     password = secrets.token_urlsafe(18)
     for node in node_clients(redis_cluster):
         async with node:
-            for words in readme_acl_rules(password):
+            rules = readme_acl_rules(password)
+            for words in (rules["redis"], rules["cluster"]):
                 await node.execute_command(*words)  # type: ignore[no-untyped-call]
             await node.acl_log_reset()
     url = redis_cluster.url.replace("redis://", f"redis://notifier:{password}@")

@@ -85,7 +85,7 @@ async def test_notifier_runs_end_to_end_over_tls_as_the_readme_acl_user(
 ) -> None:
     password = secrets.token_urlsafe(18)
     # the line as the README writes it, not redis-py's acl_setuser rebuilt from it
-    rule = readme_acl_rules(password)[0]
+    rule = readme_acl_rules(password)["redis"]
     assert await admin.execute_command(*rule) in (b"OK", "OK", True)  # type: ignore[no-untyped-call]
     env.update(
         {

@@ -7,20 +7,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 
 from notifier import config
-from notifier.redis.connection import TRANSIENT, connect
+from notifier.redis.connection import TRANSIENT, SentinelRedis, connect
 from notifier.testing_sentinel import SentinelGroup
-from tests.helpers import TOKEN, EndpointFactory, Spawn, eventually, free_port, idle, register
+from notifier.testing_tls import make_certificates
+from tests.helpers import (
+    TOKEN,
+    EndpointFactory,
+    Spawn,
+    cli,
+    eventually,
+    free_port,
+    idle,
+    readme_acl_rules,
+    register,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +159,52 @@ async def test_delivery_follows_a_sentinel_failover(
         assert proc.stderr is not None
         logged = proc.stderr.read().decode()
         assert "Traceback" not in logged, logged
+
+
+async def test_sentinels_and_data_nodes_over_tls_each_with_a_password(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """rediss+sentinel://: TLS to the sentinels and to the data nodes, the data nodes' password
+    in the URL's user info and the sentinels' own as sentinel_password."""
+    certs = make_certificates(tmp_path / "certs")
+    data, sentinel = "data-" + secrets.token_urlsafe(12), "sentinel-" + secrets.token_urlsafe(12)
+    tls_group = SentinelGroup(tmp_path / "ha", tls=certs, password=data, sentinel_password=sentinel)
+    tls_group.start()
+    try:
+        # notifier asks the sentinels as the README's user there, with a password of its own
+        asker = "asker-" + secrets.token_urlsafe(12)
+        for port in tls_group.sentinel_ports:
+            async with Redis(port=port, **tls_group.options(sentinel)) as watcher:
+                await watcher.execute_command(*readme_acl_rules(asker)["sentinel"])  # type: ignore[no-untyped-call]
+        url = tls_group.url(credentials=f":{data}@").replace(
+            f"sentinel_password={sentinel}", f"sentinel_username=notifier&sentinel_password={asker}"
+        )
+        env.update({"REDIS_URL": url, **certs.client_env()})
+        client = connect(config.load(env), "notifier-test")
+        try:
+            assert await client.set("notifier:probe", "over tls")
+            packing = cast(SentinelRedis, client)
+            assert packing.connection_pool.connection_class.__name__ == (
+                "HiredisSentinelManagedSSLConnection"
+            )
+            assert packing.sentinels is not None
+            assert {
+                s.connection_pool.connection_class.__name__ for s in packing.sentinels.sentinels
+            } == {"HiredisSSLConnection"}
+        finally:
+            await client.aclose()
+        async with Redis(port=tls_group.primary.port, **tls_group.options(data)) as primary:
+            assert await primary.get("notifier:probe") == b"over tls"  # it went to the primary
+        listed = cli(env, "partners", "list", "--json")
+        assert (listed.returncode, listed.stdout.strip()) == (0, "[]"), listed.stderr
+
+        for port in tls_group.sentinel_ports:
+            async with Redis(port=port, **tls_group.options(sentinel)) as watcher:
+                assert await watcher.acl_log() == [], "commands the README's sentinel rule lacks"
+
+        env["REDIS_URL"] = url.replace(asker, "wrong")
+        refused = cli(env, "partners", "list").stderr.strip()
+        assert "refused its sentinel credentials" in refused and "\n" not in refused, refused
+        assert data not in refused and asker not in refused
+    finally:
+        tls_group.stop()
