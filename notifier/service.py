@@ -82,6 +82,17 @@ async def check_redis(redis: Redis, settings: Settings) -> None:
         )
 
 
+async def open_redis(settings: Settings, name: str) -> Redis:
+    """The client of this process, once `check_redis` let it start."""
+    redis = connect(settings, name)
+    try:
+        await check_redis(redis, settings)
+    except ConfigError:
+        await redis.aclose()
+        raise
+    return redis
+
+
 def _value(reply: dict[Any, Any], name: str) -> str:
     """A field of INFO's reply; a cluster's reply has one reply per node, whose worst is told."""
     nested = [_value(node, name) for node in reply.values() if isinstance(node, dict)]
@@ -115,12 +126,7 @@ async def run(
     role = "run" if len(roles) == 3 else "+".join(roles)
     if deliver and workers and not route:
         role = "supervisor"
-    redis = connect(settings, "notifier-" + "+".join(roles))
-    try:
-        await check_redis(redis, settings)
-    except ConfigError:
-        await redis.aclose()
-        raise
+    redis = await open_redis(settings, "notifier-" + "+".join(roles))
     telemetry = Telemetry.start(settings.otlp_endpoint)
     observer = Observer(
         redis, settings.ingress_stream, telemetry.metrics, role, consumer_name(settings.consumer)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 from notifier.testing_tls import Certificates, make_certificates
 from tests.helpers import (
     TOKEN,
+    Endpoint,
     EndpointFactory,
     Received,
     RedisServer,
@@ -67,122 +69,107 @@ def verify(secret: str, received: Received) -> Any:
     return standardwebhooks.Webhook(secret).verify(received.body, received.headers)
 
 
-async def call(
-    http: aiohttp.ClientSession, method: str, url: str, body: object = None
-) -> tuple[int, Any]:
-    async with http.request(method, url, json=body, headers=AUTH) as resp:
-        return resp.status, await resp.json()
+class Api:
+    """The admin API of the `notifier api` under test, with the token."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http, self.base = http, base
+
+    async def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, json=body, headers=AUTH) as resp:
+            return resp.status, await resp.json()
+
+    async def up(self) -> bool:
+        try:
+            return (await self.call("GET", "/healthz"))[0] == 200
+        except aiohttp.ClientError:
+            return False
 
 
-@pytest.mark.slow
-async def test_notifier_runs_end_to_end_over_tls_as_the_readme_acl_user(
-    admin: Redis,
-    tls_server: RedisServer,
-    certs: Certificates,
-    env: dict[str, str],
-    spawn: Spawn,
-    endpoint_factory: EndpointFactory,
-) -> None:
-    password = secrets.token_urlsafe(18)
-    # the line as the README writes it, not redis-py's acl_setuser rebuilt from it
-    rule = readme_acl_rules(password)["redis"]
-    assert await admin.execute_command(*rule) in (b"OK", "OK", True)  # type: ignore[no-untyped-call]
-    env.update(
-        {
-            "REDIS_URL": f"rediss://notifier:{password}@127.0.0.1:{tls_server.port}/0",
-            **certs.client_env(),
-        }
-    )
+class Flaky:
+    """A partner endpoint that answers 500 until it is fixed."""
+
     fixed = False
 
-    async def flaky(request: web.Request, n: int) -> web.StreamResponse:
-        return web.Response(status=200 if fixed else 500)
+    async def __call__(self, request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=200 if self.fixed else 500)
 
-    shop, paid = await endpoint_factory(), await endpoint_factory(flaky)
-    api = f"http://127.0.0.1:{free_port()}"
-    metrics = {role: f"127.0.0.1:{free_port()}" for role in ("router", "deliver")}
-    procs = [spawn(role, extra={"NOTIFIER_METRICS_ADDR": addr}) for role, addr in metrics.items()]
-    procs.append(spawn("api", extra={"NOTIFIER_API_ADDR": api.removeprefix("http://")}))
 
-    async with aiohttp.ClientSession() as http:
+def published(env: dict[str, str], *args: str) -> None:
+    done = cli(env, "publish", *args)
+    assert done.returncode == 0, done.stderr
 
-        async def api_up() -> bool:
-            try:
-                return (await call(http, "GET", f"{api}/healthz"))[0] == 200
-            except aiohttp.ClientError:
-                return False
 
-        await eventually(api_up, 30, "the api to answer over TLS")
-        partners = {}
-        for name, endpoint, events in (
-            ("shop", shop, ["order.created"]),
-            ("payments", paid, ["order.paid"]),
-            ("paused", shop, ["order.paused"]),
-        ):
-            body = {"name": name, "url": endpoint.url, "events": events}
-            status, created = await call(http, "POST", f"{api}/v1/partners", body)
-            assert status == 201, created
-            partners[name] = created
-        status, _ = await call(
-            http, "PATCH", f"{api}/v1/partners/{partners['paused']['id']}", {"enabled": False}
-        )
-        assert status == 200
+async def register_partners(api: Api, shop: Endpoint, paid: Endpoint) -> dict[str, Any]:
+    partners = {}
+    for name, endpoint, events in (
+        ("shop", shop, ["order.created"]),
+        ("payments", paid, ["order.paid"]),
+        ("paused", shop, ["order.paused"]),
+    ):
+        body = {"name": name, "url": endpoint.url, "events": events}
+        status, created = await api.call("POST", "/v1/partners", body)
+        assert status == 201, created
+        partners[name] = created
+    disabled = await api.call(
+        "PATCH", f"/v1/partners/{partners['paused']['id']}", {"enabled": False}
+    )
+    assert disabled[0] == 200
+    return partners
 
-        # one event through the API, one through the CLI (an XADD of its own)
-        event = {"type": "order.created", "data": {"order_id": 1}, "id": "ord-1"}
-        status, accepted = await call(http, "POST", f"{api}/v1/events", event)
-        assert (status, accepted["id"]) == (202, "ord-1")
-        published = cli(env, "publish", "order.created", '{"order_id": 2}', "--id", "ord-2")
-        assert published.returncode == 0, published.stderr
-        await shop.wait_for(2, 30)
-        secret = partners["shop"]["secret"]
-        assert sorted(verify(secret, r)["data"]["order_id"] for r in shop.received) == [1, 2]
-        assert sorted(r.headers["webhook-id"] for r in shop.received) == ["ord-1", "ord-2"]
 
-        async def settled() -> bool:  # the endpoint has it before notifier hears it answered
-            status, message = await call(http, "GET", f"{api}/v1/messages/ord-1")
-            return status == 200 and message["deliveries"][0]["state"] == "delivered"
+async def delivered_signed(api: Api, env: dict[str, str], shop: Endpoint, secret: str) -> None:
+    """One event through the API, one through the CLI (an XADD of its own)."""
+    event = {"type": "order.created", "data": {"order_id": 1}, "id": "ord-1"}
+    status, accepted = await api.call("POST", "/v1/events", event)
+    assert (status, accepted["id"]) == (202, "ord-1")
+    published(env, "order.created", '{"order_id": 2}', "--id", "ord-2")
+    await shop.wait_for(2, 30)
+    assert sorted(verify(secret, r)["data"]["order_id"] for r in shop.received) == [1, 2]
+    assert sorted(r.headers["webhook-id"] for r in shop.received) == ["ord-1", "ord-2"]
 
-        await eventually(settled, 30, "ord-1 to be delivered, as the API tells")
+    async def settled() -> bool:  # the endpoint has it before notifier hears it answered
+        status, message = await api.call("GET", "/v1/messages/ord-1")
+        return status == 200 and message["deliveries"][0]["state"] == "delivered"
 
-        # a partner that fails every try: dead-lettered, then replayed once it is fixed
-        published = cli(env, "publish", "order.paid", '{"order_id": 3}', "--id", "pay-3")
-        assert published.returncode == 0, published.stderr
-        dead: list[Any] = []
+    await eventually(settled, 30, "ord-1 to be delivered, as the API tells")
 
-        async def dead_lettered() -> bool:
-            status, page = await call(http, "GET", f"{api}/v1/dead-letters")
-            dead[:] = page["data"]
-            return status == 200 and len(dead) == 1
 
-        await eventually(dead_lettered, 30, "the failing partner's message to be dead-lettered")
-        assert dead[0]["partner"] == partners["payments"]["id"] and len(paid.received) == 4
-        fixed = True
-        status, replay = await call(http, "POST", f"{api}/v1/dead-letters/replay", {"all": True})
-        assert (status, replay["replayed"]) == (200, 1)
-        await paid.wait_for(5, 30)
-        assert {r.headers["webhook-id"] for r in paid.received} == {"pay-3"}
-        assert verify(partners["payments"]["secret"], paid.received[-1])["data"] == {"order_id": 3}
+async def dead_lettered_then_replayed(
+    api: Api, env: dict[str, str], paid: Endpoint, flaky: Flaky, partner: dict[str, Any]
+) -> None:
+    """A partner that fails every try: dead-lettered, then replayed once it is fixed."""
+    published(env, "order.paid", '{"order_id": 3}', "--id", "pay-3")
+    dead: list[Any] = []
 
-        published = cli(env, "publish", "order.paused", "{}")
-        assert published.returncode == 0, published.stderr
-        status, listed = await call(http, "GET", f"{api}/v1/partners")
-        assert status == 200
-        assert {p["name"] for p in listed["data"]} == {"shop", "payments", "paused"}
-        for addr in metrics.values():
-            for path in ("/healthz", "/metrics"):
-                async with http.get(f"http://{addr}{path}") as resp:
-                    assert resp.status == 200, (addr, path, await resp.text())
-                    assert password not in await resp.text()
+    async def dead_lettered() -> bool:
+        status, page = await api.call("GET", "/v1/dead-letters")
+        dead[:] = page["data"]
+        return status == 200 and len(dead) == 1
 
-    listed_cli = cli(env, "partners", "list", "--json")
-    assert listed_cli.returncode == 0, listed_cli.stderr
-    assert {p["name"] for p in json.loads(listed_cli.stdout)} == {"shop", "payments", "paused"}
+    await eventually(dead_lettered, 30, "the failing partner's message to be dead-lettered")
+    assert dead[0]["partner"] == partner["id"] and len(paid.received) == 4
+    flaky.fixed = True
+    status, replay = await api.call("POST", "/v1/dead-letters/replay", {"all": True})
+    assert (status, replay["replayed"]) == (200, 1)
+    await paid.wait_for(5, 30)
+    assert {r.headers["webhook-id"] for r in paid.received} == {"pay-3"}
+    assert verify(partner["secret"], paid.received[-1])["data"] == {"order_id": 3}
+
+
+def operators_see_it(env: dict[str, str]) -> None:
+    """The CLI lists the partners, and top shows the disabled one with its message."""
+    listed = cli(env, "partners", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {p["name"] for p in json.loads(listed.stdout)} == {"shop", "payments", "paused"}
     top = cli({**env, "COLUMNS": "200"}, "top", "--once")
     assert top.returncode == 0, top.stderr
     assert "notifier top" in top.stdout and "paused" in top.stdout and "disabled" in top.stdout
 
-    # every process connected as notifier, and Redis refused none of them anything
+
+async def only_notifier_connected_and_nothing_was_refused(
+    admin: Redis, procs: list[subprocess.Popen[bytes]], password: str
+) -> None:
     users = {
         client["name"]: client["user"]
         for client in await admin.client_list()
@@ -199,6 +186,47 @@ async def test_notifier_runs_end_to_end_over_tls_as_the_readme_acl_user(
         assert proc.stderr is not None
         logged = proc.stderr.read().decode()
         assert "Traceback" not in logged and password not in logged, logged
+
+
+@pytest.mark.slow
+async def test_notifier_runs_end_to_end_over_tls_as_the_readme_acl_user(
+    admin: Redis,
+    tls_server: RedisServer,
+    certs: Certificates,
+    env: dict[str, str],
+    spawn: Spawn,
+    endpoint_factory: EndpointFactory,
+) -> None:
+    password = secrets.token_urlsafe(18)
+    # the line as the README writes it, not redis-py's acl_setuser rebuilt from it
+    rule = readme_acl_rules(password)["redis"]
+    assert await admin.execute_command(*rule) in (b"OK", "OK", True)  # type: ignore[no-untyped-call]
+    url = f"rediss://notifier:{password}@127.0.0.1:{tls_server.port}/0"
+    env.update({"REDIS_URL": url, **certs.client_env()})
+    flaky = Flaky()
+    shop, paid = await endpoint_factory(), await endpoint_factory(flaky)
+    api_addr = f"127.0.0.1:{free_port()}"
+    metrics = {role: f"127.0.0.1:{free_port()}" for role in ("router", "deliver")}
+    procs = [spawn(role, extra={"NOTIFIER_METRICS_ADDR": addr}) for role, addr in metrics.items()]
+    procs.append(spawn("api", extra={"NOTIFIER_API_ADDR": api_addr}))
+
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, f"http://{api_addr}")
+        await eventually(api.up, 30, "the api to answer over TLS")
+        partners = await register_partners(api, shop, paid)
+        await delivered_signed(api, env, shop, partners["shop"]["secret"])
+        await dead_lettered_then_replayed(api, env, paid, flaky, partners["payments"])
+        published(env, "order.paused", "{}")
+        status, listed = await api.call("GET", "/v1/partners")
+        assert status == 200
+        assert {p["name"] for p in listed["data"]} == {"shop", "payments", "paused"}
+        for addr in metrics.values():
+            for path in ("/healthz", "/metrics"):
+                async with http.get(f"http://{addr}{path}") as resp:
+                    assert resp.status == 200, (addr, path, await resp.text())
+                    assert password not in await resp.text()
+    operators_see_it(env)
+    await only_notifier_connected_and_nothing_was_refused(admin, procs, password)
 
 
 async def test_an_untrusted_server_certificate_is_one_line_naming_notifier_redis_ca(

@@ -26,6 +26,7 @@ from notifier.testing_tls import make_certificates
 from tests.helpers import (
     TOKEN,
     EndpointFactory,
+    Received,
     Spawn,
     cli,
     eventually,
@@ -88,6 +89,31 @@ class Producer:
             await asyncio.sleep(EVERY)  # the pace of publishing, not a wait for anything
 
 
+class Tally:
+    """What the endpoint got of what Redis acknowledged, around the moment of the kill."""
+
+    def __init__(self, acked: dict[str, float], received: list[Received], killed: float) -> None:
+        self.arrived = {r.headers["webhook-id"] for r in received}
+        self.before = [i for i, t in acked.items() if t <= killed - 1]
+        self.last_second = [i for i, t in acked.items() if killed - 1 < t <= killed]
+        self.after = [i for i, t in acked.items() if t > killed]
+        self.lost = self.missing(self.last_second)
+        counts = Counter(r.headers["webhook-id"] for r in received)
+        self.duplicates = sum(n - 1 for n in counts.values())
+
+    def missing(self, ids: list[str]) -> list[str]:
+        return [i for i in ids if i not in self.arrived]
+
+
+async def api_answers(api: str) -> None:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+        http.get(f"http://{api}/v1/partners") as resp,
+    ):
+        assert resp.status == 200
+        assert [p["name"] for p in (await resp.json())["data"]] == ["orders"]
+
+
 async def test_delivery_follows_a_sentinel_failover(
     group: SentinelGroup,
     client: Redis,
@@ -126,31 +152,18 @@ async def test_delivery_follows_a_sentinel_failover(
     await producing
     await idle(client, 30)
 
-    counts = Counter(r.headers["webhook-id"] for r in endpoint.received)
-    delivered()
-    before = [i for i, t in producer.acked.items() if t <= killed - 1]
-    last_second = [i for i, t in producer.acked.items() if killed - 1 < t <= killed]
-    after = [i for i, t in producer.acked.items() if t > killed]
-    lost = [i for i in last_second if i not in arrived]
-    duplicates = sum(n - 1 for n in counts.values())
+    tally = Tally(producer.acked, endpoint.received, killed)
     print(
         f"\nsentinel failover: {len(producer.acked)} events, promoted {promoted_after:.2f}s and "
         f"delivering again {resumed_after:.2f}s after the SIGKILL; acknowledged in the last "
-        f"second before it: {len(last_second)}, of which lost: {len(lost)}; duplicates: "
-        f"{duplicates}"
+        f"second before it: {len(tally.last_second)}, of which lost: {len(tally.lost)}; "
+        f"duplicates: {tally.duplicates}"
     )
-    assert [i for i in before if i not in arrived] == [], "lost beyond the replication window"
-    assert [i for i in after if i not in arrived] == [], "lost after the failover"
+    assert tally.missing(tally.before) == [], "lost beyond the replication window"
+    assert tally.missing(tally.after) == [], "lost after the failover"
     assert resumed_after < RESUME_BOUND
     assert group.primary.proc is None and promoted.proc is not None
-
-    # the api follows too
-    async with (
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
-        http.get(f"http://{api}/v1/partners") as resp,
-    ):
-        assert resp.status == 200
-        assert [p["name"] for p in (await resp.json())["data"]] == ["orders"]
+    await api_answers(api)
     for proc in procs:
         assert proc.poll() is None, "a process exited over the failover"
         proc.send_signal(signal.SIGTERM)
