@@ -26,8 +26,8 @@ def kwargs_of(client: Redis) -> dict[str, Any]:
 
 async def test_plain_tls_and_unix_urls(certs: Certificates) -> None:
     for url, packing in (
-        ("redis://u:pw@127.0.0.1:1/2", "HiredisConnection"),
-        ("rediss://u:pw@127.0.0.1:1/2", "HiredisSSLConnection"),
+        ("redis://u:unit-pw-one@127.0.0.1:1/2", "HiredisConnection"),
+        ("rediss://u:unit-pw-two@127.0.0.1:1/2", "HiredisSSLConnection"),
         ("unix:///run/redis.sock?db=3", "HiredisUnixDomainSocketConnection"),
     ):
         env = {"REDIS_URL": url, **(certs.client_env() if url.startswith("rediss") else {})}
@@ -50,8 +50,8 @@ async def test_a_sentinel_url_gives_sentinels_and_data_nodes_their_own_credentia
     certs: Certificates,
 ) -> None:
     url = (
-        "rediss+sentinel://app:data%2Fpw@127.0.0.1:1,[::1]:2/mymaster/4"
-        "?sentinel_username=watch&sentinel_password=spw"
+        "rediss+sentinel://app:unit-data%2Fpw@127.0.0.1:1,[::1]:2/mymaster/4"
+        "?sentinel_username=watch&sentinel_password=unit-sentinel-pw"
     )
     client = connect(config.load({"REDIS_URL": url, **certs.client_env()}), "notifier-x")
     try:
@@ -60,20 +60,20 @@ async def test_a_sentinel_url_gives_sentinels_and_data_nodes_their_own_credentia
             "HiredisSentinelManagedSSLConnection"
         )
         data = kwargs_of(client)
-        assert (data["username"], data["password"], data["db"]) == ("app", "data/pw", 4)
+        assert (data["username"], data["password"], data["db"]) == ("app", "unit-data/pw", 4)
         assert data["ssl_ca_certs"] == str(certs.ca) and data["driver_info"] is None
         asked = [kwargs_of(sentinel) for sentinel in client.sentinels.sentinels]
         assert [(k["host"], k["port"]) for k in asked] == [("127.0.0.1", 1), ("::1", 2)]
         for sentinel, found in zip(client.sentinels.sentinels, asked, strict=True):
             assert sentinel.connection_pool.connection_class.__name__ == "HiredisSSLConnection"
-            assert (found["username"], found["password"]) == ("watch", "spw")
+            assert (found["username"], found["password"]) == ("watch", "unit-sentinel-pw")
             assert found["ssl_certfile"] == str(certs.client_cert)
     finally:
         await client.aclose()
 
 
 async def test_a_cluster_client_takes_the_same_tls_settings(certs: Certificates) -> None:
-    env = {"REDIS_URL": "rediss://u:pw@127.0.0.1:1", "NOTIFIER_REDIS_CLUSTER": "1"}
+    env = {"REDIS_URL": "rediss://u:unit-cluster-pw@127.0.0.1:1", "NOTIFIER_REDIS_CLUSTER": "1"}
     client = connect(config.load({**env, **certs.client_env()}), "notifier-x")
     try:
         assert isinstance(client, RedisCluster)
@@ -86,6 +86,10 @@ async def test_a_cluster_client_takes_the_same_tls_settings(certs: Certificates)
             str(certs.ca),
             str(certs.client_key),
         )
-        assert (found["username"], found["password"], found["driver_info"]) == ("u", "pw", None)
+        assert (found["username"], found["password"], found["driver_info"]) == (
+            "u",
+            "unit-cluster-pw",
+            None,
+        )
     finally:
         await client.aclose()
