@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +43,7 @@ __all__ = [
     "readme_acl_rules",
     "register",
     "running",
+    "stop_running",
 ]
 
 # The `endpoint_factory` fixture: `await endpoint_factory(responder=ok)` starts an Endpoint.
@@ -129,6 +131,21 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
         return True
 
     await eventually(settled, timeout, "notifier to finish its work")
+
+
+def stop_running(procs: list[subprocess.Popen[bytes]]) -> list[str]:
+    """SIGTERM each of `procs`, which must all still run; each must stop cleanly (status 0)
+    without logging a traceback. What each wrote on stderr, in order."""
+    for proc in procs:
+        assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
+        proc.send_signal(signal.SIGTERM)
+    logged = []
+    for proc in procs:
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        logged.append(proc.stderr.read().decode())
+        assert "Traceback" not in logged[-1], logged[-1]
+    return logged
 
 
 def readme_acl_rules(password: str) -> dict[str, list[str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.helpers import (
     eventually,
     free_port,
     readme_acl_rules,
+    stop_running,
 )
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -178,14 +178,8 @@ async def only_notifier_connected_and_nothing_was_refused(
     assert {"notifier-router", "notifier-deliver", "notifier-api"} <= set(users)
     assert set(users.values()) == {"notifier"}
     assert await admin.acl_log() == [], "commands the README's rule lacks"
-    for proc in procs:
-        assert proc.poll() is None, "a process exited"
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        assert proc.wait(30) == 0
-        assert proc.stderr is not None
-        logged = proc.stderr.read().decode()
-        assert "Traceback" not in logged and password not in logged, logged
+    for logged in stop_running(procs):
+        assert password not in logged, logged
 
 
 @pytest.mark.slow
