@@ -14,7 +14,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
-from urllib.parse import unquote
 
 import hiredis
 from redis import exceptions as rx
@@ -79,11 +78,11 @@ def connect(settings: Settings, name: str = "notifier", retries: int = 3) -> Red
     }
     if urls.is_tls(url):
         options |= tls_options(settings)
+    logs.hide(*urls.passwords(url))
     if settings.redis_cluster:
         return cast(Redis, _cluster(url, options))
     if urls.is_sentinel(url):
         return _sentinel(urls.sentinels(url), options)
-    logs.hide(_password(url))
     client = Redis.from_url(url, **options)
     pool = client.connection_pool
     pool.connection_class = _packed_by_hiredis(pool.connection_class)
@@ -100,11 +99,6 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _password(url: str) -> str | None:
-    userinfo, at, _ = url.partition("://")[2].rpartition("@")
-    return unquote(userinfo.partition(":")[2]) if at and ":" in userinfo else None
-
-
 class SentinelRedis(Redis):
     """A client of the primary a sentinel names: closing it closes its sentinels' clients too,
     which a client from `Sentinel.master_for` alone leaves open."""
@@ -119,7 +113,6 @@ class SentinelRedis(Redis):
 
 def _sentinel(target: urls.Sentinels, options: dict[str, Any]) -> Redis:
     tls = {k: v for k, v in options.items() if k.startswith("ssl_")}
-    logs.hide(target.password, target.sentinel_password)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         target.hosts,
         sentinel_kwargs={
@@ -153,7 +146,6 @@ def _sentinel(target: urls.Sentinels, options: dict[str, Any]) -> Redis:
 
 
 def _cluster(url: str, options: dict[str, Any]) -> RedisCluster:
-    logs.hide(_password(url))
     client = RedisCluster.from_url(url, **options)
     # RedisCluster picks its connection class itself (TCP or TLS) and builds every node it
     # discovers later from these same arguments: packing by hiredis is set there once.

@@ -83,6 +83,16 @@ def masked(url: str) -> str:
     return f"{head}://{rest}"
 
 
+def passwords(url: str) -> list[str]:
+    """Every password a URL carries, decoded: its user info's, and the query parameters that
+    name one (as `masked` hides them)."""
+    userinfo, at, rest = url.partition("://")[2].rpartition("@")
+    found = [unquote(userinfo.partition(":")[2])] if at and ":" in userinfo else []
+    query = rest.partition("?")[2]
+    found += [v for k, v in parse_qsl(query, keep_blank_values=True) if "password" in k.lower()]
+    return [secret for secret in found if secret]
+
+
 def _port(text: str, default: int) -> int:
     if not text:
         return default

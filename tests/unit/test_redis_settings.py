@@ -121,6 +121,13 @@ def test_masked_hides_every_password_a_url_can_carry(url: str, shown: str) -> No
     assert config.masked(url) == shown
 
 
+def test_every_password_of_a_url_is_found_to_be_hidden() -> None:
+    url = f"rediss+sentinel://u:p%40ss@h/m?sentinel_password={PASSWORD}&sentinel_username=w"
+    assert urls.passwords(url) == ["p@ss", PASSWORD]
+    assert urls.passwords("redis://h:1/0?password=x%26y&db=2") == ["x&y"]
+    assert urls.passwords("redis://u@h:1/0") == urls.passwords("redis://h") == []
+
+
 def test_tls_files_must_be_readable_pem(tmp_path: Path, certs: Certificates) -> None:
     not_pem = tmp_path / "ca.txt"
     not_pem.write_text("hello")
