@@ -22,7 +22,8 @@ from notifier.engine import supervisor
 from notifier.engine.delivery import DeliveryPool
 from notifier.engine.router import Router
 from notifier.engine.sender import Sender
-from notifier.redis.connection import TRANSIENT, connect, consumer_name
+from notifier.errors import ConfigError
+from notifier.redis.connection import TRANSIENT, connect, consumer_name, fatal, reason
 from notifier.telemetry import Telemetry
 from notifier.telemetry import observer as observe
 from notifier.telemetry.observer import Observer
@@ -53,27 +54,51 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG, 20, 20)
 
 
-async def check_redis(redis: Redis) -> None:
-    """Warn when Redis is set up in a way that can lose messages."""
+async def check_redis(redis: Redis, settings: Settings) -> None:
+    """Stop at once when the settings cannot reach Redis (credentials refused, a certificate
+    that does not verify); wait for a Redis that is only away; warn when Redis is set up in a
+    way that can lose messages.
+
+    INFO rather than CONFIG GET: managed services refuse CONFIG, and an ACL user has no need
+    of it (CONFIG GET would show it the server's own password too).
+    """
     try:
-        persistence = await redis.config_get("appendonly")
-        policy = await redis.config_get("maxmemory-policy")
-    except TRANSIENT:
-        log.warning("redis unreachable at start-up; will keep retrying")
+        persistence = await redis.info("persistence")
+        memory = await redis.info("memory")
+    except TRANSIENT as exc:
+        settings_wrong = fatal(exc, settings)
+        if settings_wrong is not None:
+            raise ConfigError(settings_wrong) from None
+        log.warning("redis unreachable at start-up; will keep retrying", error=reason(exc))
         return
-    except Exception:  # CONFIG may be disabled on managed Redis
+    except Exception:  # a Redis that refuses INFO still runs notifier
         return
-    if _value(persistence, "appendonly") == "no":
+    if _value(persistence, "aof_enabled") == "0":
         log.warning("redis has appendonly=no: a Redis restart can lose messages; enable AOF")
-    value = _value(policy, "maxmemory-policy")
+    value = _value(memory, "maxmemory_policy")
     if value != "noeviction":
         log.warning(
             "redis maxmemory-policy is not noeviction: Redis may evict messages", policy=str(value)
         )
 
 
+async def open_redis(settings: Settings, name: str) -> Redis:
+    """The client of this process, once `check_redis` let it start."""
+    redis = connect(settings, name)
+    try:
+        await check_redis(redis, settings)
+    except ConfigError:
+        await redis.aclose()
+        raise
+    return redis
+
+
 def _value(reply: dict[Any, Any], name: str) -> str:
-    raw = reply.get(name.encode(), reply.get(name, ""))
+    """A field of INFO's reply; a cluster's reply has one reply per node, whose worst is told."""
+    nested = [_value(node, name) for node in reply.values() if isinstance(node, dict)]
+    if nested:
+        return next((value for value in nested if value not in ("1", "noeviction")), nested[0])
+    raw = reply.get(name, "")
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
@@ -101,8 +126,7 @@ async def run(
     role = "run" if len(roles) == 3 else "+".join(roles)
     if deliver and workers and not route:
         role = "supervisor"
-    redis = connect(settings.redis_url, "notifier-" + "+".join(roles))
-    await check_redis(redis)
+    redis = await open_redis(settings, "notifier-" + "+".join(roles))
     with contextlib.suppress(*TRANSIENT):  # Redis away at start-up: the loops wait for it
         await shards.check(redis, settings.keyspace())
     telemetry = Telemetry.start(settings.otlp_endpoint)

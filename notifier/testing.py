@@ -11,14 +11,17 @@ import contextlib
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from notifier.testing_tls import Certificates, ClientAuth
 
 
 def free_port() -> int:
@@ -45,51 +48,53 @@ async def eventually(
 
 class RedisServer:
     """A redis-server of our own on a free loopback port, set up as production should be
-    (AOF, noeviction), which may be stopped (or killed) and started again on the same data."""
+    (AOF, noeviction), which may be stopped (or killed) and started again on the same data.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    `args` are more redis-server options; with `tls` (a `testing_tls.Certificates`) it serves
+    TLS only, on its port, and `url` is `rediss://`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        args: Sequence[str] = (),
+        tls: Certificates | None = None,
+        clients: ClientAuth = "yes",
+    ) -> None:
         self.port = port or free_port()
         self.dir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.args = list(args)
+        self.tls = tls
+        self.clients = clients
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
             raise RuntimeError("redis-server is not installed (scripts/setup installs it)")
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = self.tls.server_args(self.port, self.clients)
+        return [
+            binary,
+            *listen,
+            *("--bind", "127.0.0.1", "--dir", str(self.dir)),
+            *("--appendonly", "yes", "--appendfsync", "always", "--save", ""),
+            *("--maxmemory-policy", "noeviction", "--loglevel", "warning"),
+            *self.args,
+        ]
+
+    def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
-                    return
+            if answers_ping(self.port, self.tls):
+                return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.02)
@@ -100,6 +105,22 @@ class RedisServer:
             self.proc.send_signal(sig)
             self.proc.wait(10)
             self.proc = None
+
+
+def answers_ping(port: int, tls: Certificates | None = None) -> bool:
+    """Whether a Redis (or a sentinel) on loopback `port` answers PING now; over TLS with the
+    client certificate of `tls`. An ACL that refuses the default user still answers."""
+    try:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+            if tls is not None:
+                context = ssl.create_default_context(cafile=str(tls.ca))
+                context.load_cert_chain(str(tls.client_cert), str(tls.client_key))
+                sock = stack.enter_context(context.wrap_socket(sock, server_hostname="127.0.0.1"))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-NOPERM"))
+    except OSError:
+        return False
 
 
 @dataclass

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from notifier import config
 from notifier.config import Settings
 from notifier.testing import Endpoint, RedisServer, Responder, ok
+from notifier.testing_cluster import RedisCluster
 from tests.helpers import BASE_ENV, EndpointFactory, Spawn
 
 
@@ -26,6 +27,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         pytest.exit(str(exc), 2)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of three primaries with a replica each, for the whole run (started by
+    the first test that asks for it). A test that kills a node brings it back (`recover`)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+    except RuntimeError:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
@@ -40,8 +42,10 @@ __all__ = [
     "free_port",
     "idle",
     "publish",
+    "readme_acl_rules",
     "register",
     "running",
+    "stop_running",
 ]
 
 # The `endpoint_factory` fixture: `await endpoint_factory(responder=ok)` starts an Endpoint.
@@ -132,6 +136,43 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
         return True
 
     await eventually(settled, timeout, "notifier to finish its work")
+
+
+def stop_running(procs: list[subprocess.Popen[bytes]]) -> list[str]:
+    """SIGTERM each of `procs`, which must all still run; each must stop cleanly (status 0)
+    without logging a traceback. What each wrote on stderr, in order."""
+    for proc in procs:
+        assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
+        proc.send_signal(signal.SIGTERM)
+    logged = []
+    for proc in procs:
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        logged.append(proc.stderr.read().decode())
+        assert "Traceback" not in logged[-1], logged[-1]
+    return logged
+
+
+def readme_acl_rules(password: str) -> dict[str, list[str]]:
+    """The README's `ACL SETUSER notifier ...` lines, as words, with `password` put in: the
+    rule on the data nodes (`redis`), what a cluster adds to it (`cluster`), and the rule on
+    the sentinels (`sentinel`)."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    lines = [line for line in readme.read_text().splitlines() if line.startswith("ACL SETUSER ")]
+    assert all(line.startswith("ACL SETUSER notifier ") for line in lines)
+    rules = {}
+    for line in lines:
+        words = [f">{password}" if word == ">PASSWORD" else word for word in line.split()]
+        assert "+@all" not in words and ">PASSWORD" not in words
+        if "~notifier:*" in words:
+            rules["redis"] = words
+        elif "+cluster|slots" in words:
+            rules["cluster"] = words
+        else:
+            assert "+sentinel|masters" in words, line
+            rules["sentinel"] = words
+    assert set(rules) == {"redis", "cluster", "sentinel"} and len(lines) == 3
+    return rules
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ from redis import exceptions as rx
 
 from notifier.admin.wire import REDIS, documented, json
 from notifier.models import HealthOut
+from notifier.redis.connection import reason
 from notifier.telemetry.metrics import prometheus_text
 
 routes = web.RouteTableDef()
@@ -18,7 +19,7 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[REDIS].ping()
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-        return json({"status": "unavailable", "redis": f"unreachable: {exc}"}, 503)
+        return json({"status": "unavailable", "redis": f"unreachable: {reason(exc)}"}, 503)
     return json({"status": "ok", "redis": "ok"})
 
 

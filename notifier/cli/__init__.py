@@ -14,11 +14,14 @@ from typing import NoReturn
 
 import msgspec
 from redis import exceptions as rx
+from redis.asyncio.sentinel import MasterNotFoundError
 
 from notifier import __version__, config, logs, rules
 from notifier.cli import messages, partners, processes, records, shards
+from notifier.cli import settings as settings_command
 from notifier.cli import top as live
 from notifier.errors import NotifierError
+from notifier.redis.connection import fatal, reason
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     messages.add_commands(sub)
     live.add_commands(sub)
     shards.add_commands(sub)
+    settings_command.add_commands(sub)
     return top
 
 
@@ -66,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         if settings.log_level == "debug":
             import traceback
 
-            traceback.print_exc()
-        fail(describe(exc, settings))
+            sys.stderr.write(logs.redacted(traceback.format_exc()))
+        fail(logs.redacted(describe(exc, settings)))
 
 
 def describe(exc: BaseException, settings: config.Settings) -> str:
@@ -77,8 +81,14 @@ def describe(exc: BaseException, settings: config.Settings) -> str:
         return str(exc)
     if isinstance(exc, msgspec.ValidationError):
         return rules.validation_message(exc)
-    if isinstance(exc, rx.AuthenticationError):
-        return f"Redis at {redis_url} refused the credentials of REDIS_URL: {exc}"
+    settings_wrong = fatal(exc, settings)
+    if settings_wrong is not None:
+        return settings_wrong
+    if isinstance(exc, MasterNotFoundError):
+        return (
+            f"no sentinel of REDIS_URL ({redis_url}) names a primary for its service: "
+            f"{reason(exc)}; check the service name and that the sentinels run"
+        )
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError | ConnectionError):
         return (
             f"cannot reach Redis at {redis_url} (REDIS_URL): {str(exc).rstrip('.')}; "

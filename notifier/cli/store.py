@@ -22,7 +22,7 @@ def with_store(
 
     async def run(settings: config.Settings, args: argparse.Namespace) -> Any:
         # no retries: a person at a terminal wants the error now, not after backoff
-        redis = connect(settings.redis_url, "notifier-cli", retries=0)
+        redis = connect(settings, "notifier-cli", retries=0)
         try:
             if check_layout:
                 await shards.check(redis, settings.keyspace())

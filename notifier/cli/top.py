@@ -243,7 +243,7 @@ def render(totals: Totals, table: list[Row]) -> Any:
 async def watch(settings: config.Settings, args: argparse.Namespace) -> None:
     from rich.live import Live
 
-    redis = connect(settings.redis_url, "notifier-top", retries=0)
+    redis = connect(settings, "notifier-top", retries=0)
     readings = Readings()
     try:
         if args.once:  # rates need two reports of each process, 2 s apart

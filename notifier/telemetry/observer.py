@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from notifier import logs
 from notifier.errors import ListenError
 from notifier.redis import keys, lua
-from notifier.redis.connection import HEARTBEATS, REDIS_ERRORS, keep_running, pause
+from notifier.redis.connection import HEARTBEATS, REDIS_ERRORS, keep_running, pause, reason
 from notifier.redis.keys import Keyspace
 from notifier.redis.lua import Scripts
 from notifier.telemetry.backlog import read_snapshot
@@ -123,7 +123,7 @@ async def health(redis: Redis) -> tuple[bool, dict[str, str]]:
         await redis.ping()
         status["redis"] = "ok"
     except REDIS_ERRORS as exc:
-        status["redis"] = f"unreachable: {exc}"
+        status["redis"] = f"unreachable: {reason(exc)}"
     now = time.monotonic()
     for loop, beat in sorted(HEARTBEATS.items()):
         status[loop] = "ok" if now - beat < LOOP_STALE else f"stalled for {now - beat:.0f}s"
