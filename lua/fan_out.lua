@@ -57,7 +57,7 @@ end
 -- Write what fan_out gathered: one HSET and one PEXPIRE per index hash, however many of the
 -- call's messages it holds (notifier's own message ids share a hash per tenth of a second).
 -- `indexed` lists its hashes in the order first written, and maps each to its fields: at most
--- a route call's worth (50 messages, 100 partners), well within what unpack takes.
+-- a route call's worth (50 messages, 64 partners), well within what unpack takes.
 local function write_index(indexed, retention)
   for _, key in ipairs(indexed) do
     redis.call('HSET', key, unpack(indexed[key]))

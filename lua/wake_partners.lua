@@ -8,7 +8,7 @@
 -- All the partners of a call are looked at with two ZMSCOREs and moved with one ZADD, rather
 -- than a few commands each: a route batch wakes tens of partners, and a command run from Lua
 -- costs about a microsecond of Redis beyond its own work. `partners` holds each id once, at
--- most a route call's worth (FANOUT_CHUNK, 100), well within what unpack takes.
+-- most a route call's worth (FANOUT_CHUNK, 64), well within what unpack takes.
 
 -- Add a partner to `partners`, a list that is also its own set (partner ids are strings, so
 -- they never clash with the list's integer keys): each partner is woken once a call.

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from notifier import config
 from notifier.config import Settings
@@ -43,20 +44,43 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster.stop()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `cluster` runs twice: on one Redis, and on the Redis Cluster."""
+    if metafunc.definition.get_closest_marker("cluster") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["redis", "cluster"], indirect=True)
+
+
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    if redis_server.proc is None:
-        redis_server.start()
-    client = Redis.from_url(redis_server.url)
-    await client.flushall()
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where a test's notifier runs: `redis` (one redis-server) or `cluster`."""
+    return str(getattr(request, "param", "redis"))
+
+
+@pytest.fixture
+async def redis(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    """A client of the test's Redis, emptied: on the Cluster, of every primary."""
+    if backend == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        client: Redis = ClusterClient.from_url(cluster.url)  # type: ignore[assignment]
+        await client.flushall(target_nodes=ClusterClient.PRIMARIES)  # type: ignore[call-arg]
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        if server.proc is None:
+            server.start()
+        client = Redis.from_url(server.url)
+        await client.flushall()
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def env(redis_server: RedisServer) -> dict[str, str]:
+def env(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
     """The environment of a notifier under test; tests may change it before starting one."""
-    return {**BASE_ENV, "REDIS_URL": redis_server.url}
+    if backend == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return {**BASE_ENV, "REDIS_URL": cluster.url, "NOTIFIER_REDIS_CLUSTER": "1"}
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return {**BASE_ENV, "REDIS_URL": server.url}
 
 
 @pytest.fixture

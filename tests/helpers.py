@@ -130,7 +130,7 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
     async def settled() -> bool:
         if await redis.xlen("notifier:events"):
             return False
-        for key in await redis.keys("notifier:{*}:stream"):
+        for key in await redis.keys("notifier:*:stream"):
             if await redis.xlen(key):
                 return False
         return True

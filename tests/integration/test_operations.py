@@ -19,9 +19,8 @@ from redis.asyncio import Redis
 
 from notifier.admin import app as api
 from notifier.config import Settings
-from notifier.redis import keys
+from notifier.redis.keys import Shard
 from tests.helpers import (
-    KS,
     TOKEN,
     Endpoint,
     EndpointFactory,
@@ -45,6 +44,9 @@ class Admin:
         answer = await resp.json()
         assert resp.status == status, (resp.status, answer)
         return answer
+
+
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
@@ -119,7 +121,8 @@ async def test_messages_notifier_named_share_an_index_hash_and_keep_apart(
         await idle(redis)
     ids = {json.loads(r.body)["data"]["n"]: r.headers["webhook-id"] for r in good.received}
     assert ids[10] == "ord*[10]?"
-    assert len({KS.shards[0].message_index(ids[n]) for n in range(10)}) < 10  # some share one
+    home = settings.keyspace().shard_of(good_id)
+    assert len({home.message_index(ids[n]) for n in range(10)}) < 10  # some share one
     for n in range(11):
         shown = await admin.call("GET", f"/v1/messages/{quote(ids[n], safe='')}")
         assert shown["data"] == {"n": n}
@@ -221,7 +224,7 @@ async def test_replay_by_message_id_reports_what_it_did_not_find(
     await register(redis, settings, "p", endpoint.url, ["*"])
     async with running(settings):
         await publish(redis, "order.created", {"n": 1}, event_id="ord-1")
-        await eventually(lambda: _dead(redis), 20, "the message to be dead-lettered")
+        await eventually(lambda: _dead(redis, settings), 20, "the message to be dead-lettered")
         answer = await admin.call(
             "POST", "/v1/dead-letters/replay", {"ids": ["ord-1", "no-such-thing"]}
         )
@@ -240,8 +243,8 @@ async def test_replay_by_message_id_reports_what_it_did_not_find(
     }
 
 
-async def _dead(redis: Redis) -> bool:
-    return bool(await redis.xlen(keys.DEAD))
+async def _dead(redis: Redis, settings: Settings) -> bool:
+    return any([await redis.xlen(stream) for stream in settings.keyspace().dead_streams])
 
 
 async def test_publishing_over_http_checks_as_the_router_does(
@@ -292,7 +295,9 @@ async def test_a_test_ping_is_signed_and_answers_the_outcome(
     failed = await admin.call("POST", f"/v1/partners/{bad_id}/test")
     assert failed["ok"] is False and failed["status"] == 500 and "down" in failed["error"]
     await admin.call("POST", "/v1/partners/ptn_nope/test", status=404)
-    assert await redis.xlen(KS.partner(good_id).stream) == 0  # outside the partner's stream
+    assert (
+        await redis.xlen(settings.keyspace().partner(good_id).stream) == 0
+    )  # outside the partner's stream
 
 
 async def test_every_list_is_a_page_with_a_cursor(
@@ -375,19 +380,20 @@ async def test_the_message_index_is_bounded_by_its_retention(
         [named] = {r.headers["webhook-id"] for r in endpoint.received} - {"old"}
         # a message the producer named has a hash of its own; those notifier named share
         # one per tenth of a second
-        assert KS.shards[0].message_index("old") == "notifier:message:old"
-        assert KS.shards[0].message_index(named).startswith("notifier:messages:")
+        home = settings.keyspace().shard_of(pid)
+        assert home.message_index("old") == f"{home.home}message:old"
+        assert home.message_index(named).startswith(f"{home.home}messages:")
         for message_id in ("old", named):
-            ttl = await redis.pttl(KS.shards[0].message_index(message_id))
+            ttl = await redis.pttl(home.message_index(message_id))
             assert 0 < ttl <= 2000
-        await eventually(lambda: _gone(redis, "old", named), 5, "the old messages to expire")
+        await eventually(lambda: _gone(redis, home, "old", named), 5, "the old messages to expire")
         await publish(redis, "order.created", {"n": 2}, event_id="new")
         await endpoint.wait_for(3)
         await idle(redis)
     # the partner's index was trimmed of the old ones when the new one came
-    listed: Any = await redis.xrange(KS.partner(pid).messages)
+    listed: Any = await redis.xrange(settings.keyspace().partner(pid).messages)
     assert [fields[b"m"] for _, fields in listed] == [b"new"]
 
 
-async def _gone(redis: Redis, *message_ids: str) -> bool:
-    return not await redis.exists(*(KS.shards[0].message_index(m) for m in message_ids))
+async def _gone(redis: Redis, home: Shard, *message_ids: str) -> bool:
+    return not await redis.exists(*(home.message_index(m) for m in message_ids))

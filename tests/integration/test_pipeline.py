@@ -7,6 +7,7 @@ import signal
 from collections import Counter
 
 import msgspec
+import pytest
 import standardwebhooks
 from redis.asyncio import Redis
 
@@ -24,6 +25,8 @@ from tests.helpers import (
     register,
     running,
 )
+
+pytestmark = pytest.mark.cluster
 
 
 def verify(secret: str, received: Received) -> dict[str, object]:
@@ -224,8 +227,9 @@ async def test_sigterm_lets_open_requests_finish(
         deliver.send_signal(signal.SIGTERM)  # while all five requests are open
         assert await asyncio.to_thread(deliver.wait, 20) == 0
     # the stopping process finished and settled every open request before it exited
-    assert await redis.xlen(f"notifier:{{{pid}}}:stream") == 0
-    assert await redis.zcard(f"notifier:{{{pid}}}:due") == 0
+    partner = settings.keyspace().partner(pid)
+    assert await redis.xlen(partner.stream) == 0
+    assert await redis.zcard(partner.due) == 0
     assert len(endpoint.received) == 5
 
 
