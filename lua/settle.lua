@@ -27,6 +27,7 @@ local now = ARGV[5]
 local any_ok = string.find(ARGV[6], 'o', 1, true) ~= nil      -- one of the batch succeeded
 local retried = string.find(ARGV[6], 'r', 1, true) ~= nil     -- one had failed before
 local maybe_failing = string.find(ARGV[6], 'f', 1, true) ~= nil  -- failing/breaker may be set
+local endpoint_failed = string.find(ARGV[6], 'e', 1, true) ~= nil  -- a failure at the endpoint
 local n_done = tonumber(ARGV[7])   -- delivered ids
 local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
@@ -120,6 +121,10 @@ if any_ok then
   end
   redis.call('DEL', failing)
   return {0, redis.call('DEL', breaker)}
+end
+if not endpoint_failed then
+  -- only failures of notifier's own making (a transform): they start no failing run
+  return {0, 0}
 end
 redis.call('SET', failing, now, 'NX')
 return {tonumber(redis.call('GET', failing)), 0}

@@ -37,7 +37,7 @@ class SecretBox:
         except InvalidToken:
             raise ValueError("a partner secret does not decrypt with NOTIFIER_SECRET_KEY") from None
 
-    def signing_keys(self, partner: Partner, now_ms: int) -> list[bytes]:
+    def signing_keys(self, partner: Partner, now_ms: int) -> list[signing.Key]:
         """The HMAC keys of the partner's secrets that still sign at `now_ms`, newest first;
         ValueError when one cannot be opened."""
         return [

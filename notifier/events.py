@@ -73,11 +73,22 @@ def parse(
         problem = rules.event_id_problem(message_id)
         if problem:
             return problem
+    owner = None
+    raw_owner = fields.get(b"owner")
+    if raw_owner is not None:
+        try:
+            owner = raw_owner.decode()
+        except UnicodeDecodeError:
+            return "owner is not UTF-8 text"
+        problem = rules.owner_problem(owner)
+        if problem:
+            return problem
     return Message(
         id=message_id,
         type=event_type,
         timestamp=entry_timestamp(entry_id),
         data=msgspec.Raw(raw_data),
+        owner=owner,
     )
 
 

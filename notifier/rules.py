@@ -91,6 +91,19 @@ def event_id_problem(text: str) -> str | None:
     return None
 
 
+MAX_OWNER_LENGTH = 128
+
+
+def owner_problem(text: str, field: str = "owner") -> str | None:
+    """Why `text` is not an owner (the customer or account of an event or a partner), or
+    None: the same rule for the event's field and the partner's."""
+    if not 0 < len(text) <= MAX_OWNER_LENGTH:
+        return f"{field} must be 1 to {MAX_OWNER_LENGTH} characters, got {len(text)}"
+    if not text.isprintable():
+        return f"{field} may only contain printable characters"
+    return None
+
+
 def check_url(url: str, *, allow_http: bool) -> str:
     """Validate a partner URL at registration time and return it normalised.
 

@@ -61,10 +61,19 @@ class Store:
 
     # partners
 
-    async def create(self, body: PartnerIn) -> tuple[Partner, str]:
-        """Register a partner; returns it and its plain secret (shown this once)."""
-        secret = _checked_secret(body.secret)
-        partner = Partner(
+    async def create(self, body: PartnerIn) -> tuple[Partner, str | None]:
+        """Register a partner; returns it and its plain secret (shown this once), or None for
+        a v1a partner, whose private key is never shown (its public key is on the record)."""
+        partner = self.unsaved(body)
+        self._validate(partner)
+        if not await self._save(partner, b""):
+            raise Invalid("a partner with this id exists already")
+        return partner, self._shown_secret(partner)
+
+    def unsaved(self, body: PartnerIn) -> Partner:
+        """The partner a body describes, with its new key, not saved (create, and previews of a
+        partner not saved yet)."""
+        return Partner(
             id="ptn_" + pysecrets.token_hex(8),
             name=body.name,
             url=body.url,
@@ -76,12 +85,26 @@ class Store:
             enabled=body.enabled,
             ordered=body.ordered,
             created_at=iso_ms(now_ms()),
-            secrets=[Secret(self.box.seal(secret))],
+            secrets=[self._new_key(body.signature, body.secret)],
+            owner=body.owner,
+            filter=body.filter,
+            signature=body.signature,
         )
-        self._validate(partner)
-        if not await self._save(partner, b""):
-            raise Invalid("a partner with this id exists already")
-        return partner, secret
+
+    def _new_key(self, signature: str, secret: str | None = None) -> Secret:
+        """A new signing key of this scheme, sealed: a `whsec_` secret (the one given, or a new
+        one) or a v1a key pair."""
+        if signature == "v1a":
+            if secret is not None:
+                raise Invalid("secret: a v1a partner's key pair is made by notifier; leave it out")
+            private, public_key = signing.generate_key_pair()
+            return Secret(self.box.seal(private), public=public_key)
+        return Secret(self.box.seal(_checked_secret(secret)))
+
+    def _shown_secret(self, partner: Partner) -> str | None:
+        """The plain newest secret of a v1 key, for the one answer that shows it."""
+        newest = partner.secrets[0]
+        return None if newest.public else self.box.open(newest.value)
 
     async def get(self, partner_id: str) -> Partner:
         return decode_partner(await self._record(partner_id))
@@ -99,10 +122,15 @@ class Store:
             found += (decode_partner(v) for v in raw.values())
         return sorted(found, key=lambda p: (p.created_at, p.id))
 
-    async def partner_page(self, after: str | None = None, limit: int = 100) -> Page[Any]:
-        """Partners in the order they were created, as the API shows them (no secrets)."""
+    async def partner_page(
+        self, after: str | None = None, limit: int = 100, owner: str | None = None
+    ) -> Page[Any]:
+        """Partners in the order they were created, as the API shows them (no secrets); with
+        `owner`, only that owner's."""
         cursor = cursors.read(after, (str, str))
         listed = await self.partners()
+        if owner is not None:
+            listed = [p for p in listed if p.owner == owner]
         if cursor is not None:
             listed = [p for p in listed if (p.created_at, p.id) > (cursor[0], cursor[1])]
         page, rest = listed[:limit], listed[limit:]
@@ -113,12 +141,19 @@ class Store:
         )
 
     async def update(self, partner_id: str, patch: PartnerPatch) -> Partner:
+        return (await self.change(partner_id, patch))[0]
+
+    async def change(self, partner_id: str, patch: PartnerPatch) -> tuple[Partner, str | None]:
         """Change the fields `patch` gives, and only those: a change made meanwhile by someone
-        else (another PATCH, notifier disabling the partner) is kept."""
+        else (another PATCH, notifier disabling the partner) is kept. A change of `signature`
+        rotates to a key of the new scheme (the old keys keep signing for the overlap); to v1,
+        its new secret is returned, the only time it is shown."""
         changes = patch.changes()
 
         def change(partner: Partner) -> Partner:
             updated = msgspec.structs.replace(partner, **changes)
+            if updated.signature != partner.signature:
+                updated.secrets = self._rotated(partner, self._new_key(updated.signature))
             if updated.enabled and not partner.enabled:
                 updated.disabled_reason = None
             elif partner.enabled and not updated.enabled:
@@ -127,6 +162,7 @@ class Store:
             return updated
 
         before, updated = await self._change(partner_id, change)
+        new_secret = self._shown_secret(updated) if updated.signature != before.signature else None
         if updated.enabled and not before.enabled:
             await ops.emit(
                 self.redis, ops.PARTNER_ENABLED, {"partner": partner_id, "name": updated.name}
@@ -137,7 +173,7 @@ class Store:
                 ops.PARTNER_DISABLED,
                 {"partner": partner_id, "name": updated.name, "reason": updated.disabled_reason},
             )
-        return updated
+        return updated, new_secret
 
     async def remove(self, partner_id: str) -> None:
         shard = self.keyspace.shard_of(partner_id)
@@ -145,22 +181,29 @@ class Store:
             raise NotFound(f"no partner {partner_id[:200]!r}")
 
     async def rotate_secret(self, partner_id: str, secret: str | None = None) -> str:
-        """A new secret signs from now on; the previous ones keep signing for the overlap."""
-        secret = _checked_secret(secret)
-        sealed = Secret(self.box.seal(secret))
+        """A new secret (v1) or key pair (v1a) signs from now on; the previous ones keep
+        signing for the overlap. Returns the new secret, or the new `whpk_` public key."""
+        made: list[Secret] = []
 
         def change(partner: Partner) -> Partner:
-            now = now_ms()
-            overlap_end = now + int(self.settings.secret_overlap * 1000)
-            kept = [
-                s if s.expires_ms is not None else Secret(s.value, overlap_end)
-                for s in partner.secrets
-                if s.expires_ms is None or s.expires_ms > now
-            ]
-            return msgspec.structs.replace(partner, secrets=[sealed, *kept])
+            # one new key, however many times the change is made again, of the partner's scheme
+            if not made or (made[0].public is not None) != (partner.signature == "v1a"):
+                made[:] = [self._new_key(partner.signature, secret)]
+            return msgspec.structs.replace(partner, secrets=self._rotated(partner, made[0]))
 
         await self._change(partner_id, change)
-        return secret
+        return made[0].public or self.box.open(made[0].value)
+
+    def _rotated(self, partner: Partner, newest: Secret) -> list[Secret]:
+        """`newest` first, then the keys still valid, each ending after the overlap."""
+        now = now_ms()
+        overlap_end = now + int(self.settings.secret_overlap * 1000)
+        kept = [
+            s if s.expires_ms is not None else msgspec.structs.replace(s, expires_ms=overlap_end)
+            for s in partner.secrets
+            if s.expires_ms is None or s.expires_ms > now
+        ]
+        return [newest, *kept]
 
     async def disable(self, partner_id: str, reason: str) -> None:
         """Disable a partner notifier cannot deliver to (an operator's changes made meanwhile
@@ -289,10 +332,7 @@ class Store:
         """Send the partner a signed `notifier.test` event now, as any delivery is sent."""
         partner = await self.get(partner_id)
         now = now_ms()
-        try:
-            signing_keys = self.box.signing_keys(partner, now)
-        except ValueError as exc:
-            raise Invalid(f"cannot sign for this partner: {exc}") from None
+        signing_keys = self.signing_keys(partner)
         data = {
             "partner": partner.id,
             "name": partner.name,
@@ -306,6 +346,13 @@ class Store:
         )
         return await sender.send(partner, message, signing_keys)
 
+    def signing_keys(self, partner: Partner) -> list[signing.Key]:
+        """What signs the partner's requests now: each key still valid, newest first."""
+        try:
+            return self.box.signing_keys(partner, now_ms())
+        except ValueError as exc:
+            raise Invalid(f"cannot sign for this partner: {exc}") from None
+
     # producers
 
     async def publish(
@@ -314,6 +361,7 @@ class Store:
         data: bytes,
         event_id: str | None = None,
         traceparent: str | None = None,
+        owner: str | None = None,
     ) -> str:
         """XADD an event, refused first (Invalid) with the router's own reason if the router
         would dead-letter it."""
@@ -322,6 +370,8 @@ class Store:
             fields[b"id"] = event_id.encode(errors="surrogateescape")
         if traceparent is not None:
             fields[b"traceparent"] = traceparent.encode(errors="surrogateescape")
+        if owner is not None:
+            fields[b"owner"] = owner.encode(errors="surrogateescape")
         problem = events.problem(fields, self.settings.max_event_bytes)
         if problem:
             raise Invalid(problem)

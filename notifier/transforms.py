@@ -1,8 +1,10 @@
 """Per-partner transforms: reshape the body a partner receives.
 
-A transform is a JSON object with up to four steps. Every step is optional; `{}` sends the event
+A transform is a JSON object with up to five steps. Every step is optional; `{}` sends the event
 unchanged. The steps always run in this order, each on the result of the one before:
 
+0. `require`: a list of paths the event must have; an event without one of them is not sent
+   to the partner but dead-lettered for it, with the path in the reason.
 1. `pick`: a list of paths; only the values at those paths are kept.
 2. `omit`: a list of paths; the values at those paths are removed.
 3. `rename`: an object of `"from": "to"` paths; each value is moved, in the order written.
@@ -11,8 +13,12 @@ unchanged. The steps always run in this order, each on the result of the one bef
 A path is dotted into the event `{"type": ..., "timestamp": ..., "data": {...}}` and starts with
 `type`, `timestamp` or `data`. A number selects a list item, counted from 0, and may also be
 written in brackets: `data.items.0.sku` and `data.items[0].sku` are the same path. A path that
-is not in an event is skipped (a missing value is `null` in `map`), so a transform never fails
-at delivery; it is checked when the partner is saved instead.
+is not in an event is skipped (a missing value is `null` in `map`), so a transform fails at
+delivery only where its `require` says so; it is checked when the partner is saved instead.
+
+A partner may also have one transform per event type: `{"by_type": {"order.created": T1,
+"*": T2}}` applies the transform of the event's exact type, else the one under `"*"`, else
+none (the body is sent as it is). `select` picks it; `by_type` stands alone and does not nest.
 
     {"omit": ["data.customer.email", "data.items[0].price"]}
 
@@ -50,6 +56,8 @@ from typing import Any
 
 import msgspec
 
+from notifier import rules
+
 #: The top-level keys of the event a transform receives; a path starting elsewhere is a typo.
 ROOTS = ("type", "timestamp", "data")
 MAX_PATHS = 200
@@ -66,17 +74,32 @@ Path = tuple[str, ...]
 Trie = dict[str, "Trie | None"]
 
 
+MAX_BY_TYPE = 500
+
+
 class TransformError(ValueError):
-    """A transform that cannot be saved; the message names the step and the offending part."""
+    """A transform that cannot be saved, or (from `apply`) an event lacking a path the
+    transform requires; the message names the step and the offending part."""
 
 
 class Transform(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A partner's transform, in the JSON form the module docstring describes."""
 
+    require: list[str] = []
     pick: list[str] | None = None
     omit: list[str] = []
     rename: dict[str, str] = {}
     map: dict[str, Any] | None = None
+    #: One transform per event type (or "*"), instead of the steps above.
+    by_type: dict[str, Transform] | None = None
+
+
+def select(t: Transform, event_type: str) -> Transform | None:
+    """The transform that applies to an event of this type: `t` itself, or under `by_type`
+    the type's own, else the one under "*", else None (the body is sent as it is)."""
+    if t.by_type is None:
+        return t
+    return t.by_type.get(event_type) or t.by_type.get("*")
 
 
 class _Missing:
@@ -128,11 +151,41 @@ def _trie(paths: tuple[str, ...]) -> Trie:
 
 def check(t: Transform) -> None:
     """Raise TransformError naming the first problem, so a bad transform is refused on save."""
+    if t.by_type is not None:
+        _check_by_type(t)
+        return
+    _check_steps(t)
+
+
+def _check_by_type(t: Transform) -> None:
+    if t.require or t.pick is not None or t.omit or t.rename or t.map is not None:
+        raise TransformError(
+            "by_type: stands alone; put pick, omit, rename, map or require in the "
+            "transforms under it"
+        )
+    if len(t.by_type or {}) > MAX_BY_TYPE:
+        raise TransformError(f"by_type: at most {MAX_BY_TYPE} event types")
+    for event_type, inner in (t.by_type or {}).items():
+        if event_type != "*":
+            problem = rules.event_type_problem(event_type, "event type")
+            if problem:
+                raise TransformError(f"by_type: {problem}")
+        if inner.by_type is not None:
+            raise TransformError(f"by_type.{event_type}: by_type does not nest")
+        try:
+            _check_steps(inner)
+        except TransformError as exc:
+            raise TransformError(f"by_type.{event_type}: {exc}") from None
+
+
+def _check_steps(t: Transform) -> None:
     if t.pick is not None and not t.pick:
         raise TransformError("pick: needs at least one path (leave pick out to keep everything)")
-    count = len(t.pick or ()) + len(t.omit) + 2 * len(t.rename)
+    count = len(t.require) + len(t.pick or ()) + len(t.omit) + 2 * len(t.rename)
     if count > MAX_PATHS:
         raise TransformError(f"at most {MAX_PATHS} paths in all, got {count}")
+    for text in t.require:
+        _check_path("require", text, ROOTS)
     for text in t.pick or ():
         _check_path("pick", text, ROOTS)
     for text in t.omit:
@@ -185,12 +238,22 @@ def _check_template(
 
 
 def apply(t: Transform, event: dict[str, Any]) -> Any:
-    """The body for a partner: pick, omit, rename, then map, as the module docstring says.
+    """The body for a partner: require, pick, omit, rename, then map, as the module docstring
+    says (under `by_type`, the transform `select` picks for the event's type).
 
     It never mutates `event`: each step builds new objects and lists along the paths it changes
     and shares the rest, so the result may share parts with `event`; treat both as read-only.
-    On a checked transform it does not raise, whatever the event's data holds.
+    On a checked transform it raises only TransformError, when the event lacks a path of
+    `require`, whatever the event's data holds.
     """
+    if t.by_type is not None:
+        chosen = select(t, str(event.get("type", "")))
+        if chosen is None:
+            return event
+        t = chosen
+    for text in t.require:
+        if _get(event, _parse(text)) is _MISSING:
+            raise TransformError(f"require: {text} is missing from the event")
     body: Any = event
     if t.pick is not None:
         body = _keep(body, _trie(tuple(t.pick)))

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Literal
 
 #: Why something was dead-lettered, as the metrics count it: a message that failed its whole
-#: retry schedule (or a transform it cannot go through), a malformed ingress entry, or one
-#: that stopped routers again and again.
-DeadReason = Literal["exhausted", "malformed", "poison"]
+#: retry schedule, a body the partner's transform could not make, an ingress entry that breaks
+#: the contract or its type's schema, one that stopped routers again and again.
+DeadReason = Literal["exhausted", "transform", "malformed", "schema", "poison"]
 
 #: The state of one message's copy to one partner.
 CopyState = Literal["pending", "in_flight", "retrying", "delivered", "dead"]

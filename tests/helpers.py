@@ -21,7 +21,7 @@ from redis.typing import EncodableT, FieldT, KeyT
 
 from notifier import service
 from notifier.config import Settings
-from notifier.models import PartnerIn
+from notifier.models import PartnerIn, public_key
 from notifier.redis.keys import Keyspace
 from notifier.store import Store
 from notifier.testing import Endpoint, Received, RedisServer, eventually, free_port
@@ -95,10 +95,11 @@ async def running(
 async def register(
     redis: Redis, settings: Settings, name: str, url: str, events: list[str], **extra: Any
 ) -> tuple[str, str]:
-    """Register a partner through the store; returns (id, secret)."""
+    """Register a partner through the store; returns (id, secret), or (id, public key) for a
+    v1a partner."""
     body = msgspec.convert({"name": name, "url": url, "events": events, **extra}, PartnerIn)
     partner, secret = await Store(redis, settings).create(body)
-    return partner.id, secret
+    return partner.id, secret or public_key(partner) or ""
 
 
 async def publish(

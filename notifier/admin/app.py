@@ -21,7 +21,17 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from notifier import logs
-from notifier.admin import attempts, dead_letters, events, health, messages, openapi, partners
+from notifier.admin import (
+    attempts,
+    dead_letters,
+    event_types,
+    events,
+    health,
+    messages,
+    openapi,
+    partners,
+    preview,
+)
 from notifier.admin.wire import DEAD_LETTERS, MESSAGES, REDIS, SENDER, SETTINGS, STORE, error
 from notifier.config import Settings
 from notifier.dead_letters import DeadLetters
@@ -33,7 +43,17 @@ from notifier.store import Store
 log = logs.get("api")
 
 #: The resources, one module each; their routes are added in this order.
-RESOURCES = (partners, attempts, messages, dead_letters, events, health, openapi)
+RESOURCES = (
+    partners,
+    preview,
+    attempts,
+    messages,
+    dead_letters,
+    events,
+    event_types,
+    health,
+    openapi,
+)
 
 MAX_BODY = 256 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

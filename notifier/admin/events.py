@@ -17,11 +17,14 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/events")
 @documented(
-    "Publish an event, checked as the router checks it", body=EventIn, answer=EventOut, status=202
+    "Publish an event (owner: only for that owner's partners), checked as the router checks it",
+    body=EventIn,
+    answer=EventOut,
+    status=202,
 )
 async def publish(request: web.Request) -> web.Response:
     body = await decode(request, EventIn)
     entry_id = await request.app[STORE].publish(
-        body.type, bytes(body.data), body.id, traceparent=body.traceparent
+        body.type, bytes(body.data), body.id, traceparent=body.traceparent, owner=body.owner
     )
     return json({"entry_id": entry_id, "id": body.id or rules.message_id_of(entry_id)}, 202)

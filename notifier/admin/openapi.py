@@ -22,7 +22,7 @@ _PARAM = re.compile(r"{(\w+)}")
 _ERRORS = {
     "400": "a client's mistake: the body, a parameter or a rule, named in `error`",
     "401": "missing or wrong bearer token",
-    "404": "no such partner, message or dead letter",
+    "404": "no such partner, message, dead letter or event type",
     "503": "Redis is unreachable",
 }
 

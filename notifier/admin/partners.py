@@ -7,6 +7,7 @@ from aiohttp import web
 from notifier.admin.wire import (
     AFTER,
     LIMIT,
+    OWNER,
     SENDER,
     STORE,
     decode,
@@ -21,6 +22,7 @@ from notifier.models import (
     PartnerIn,
     PartnerOut,
     PartnerPatch,
+    PartnerUpdated,
     RotateIn,
     SecretOut,
     TestOut,
@@ -32,7 +34,7 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/partners")
 @documented(
-    "Register a partner; its secret is shown this once",
+    "Register a partner; its secret is shown this once (v1a: its public key)",
     body=PartnerIn,
     answer=PartnerCreated,
     status=201,
@@ -44,10 +46,14 @@ async def create_partner(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/partners")
-@documented("List partners, oldest first", answer=Page[PartnerOut], query=(LIMIT, AFTER))
+@documented(
+    "List partners, oldest first; owner= only one owner's",
+    answer=Page[PartnerOut],
+    query=(LIMIT, AFTER, OWNER),
+)
 async def list_partners(request: web.Request) -> web.Response:
     page = await request.app[STORE].partner_page(
-        after=request.query.get("after"), limit=limit(request)
+        after=request.query.get("after"), limit=limit(request), owner=request.query.get("owner")
     )
     return json(page)
 
@@ -59,10 +65,16 @@ async def show_partner(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v1/partners/{id}")
-@documented("Change a partner: only the fields given", body=PartnerPatch, answer=PartnerOut)
+@documented(
+    "Change a partner: only the fields given (a new signature scheme rotates its key)",
+    body=PartnerPatch,
+    answer=PartnerUpdated,
+)
 async def update_partner(request: web.Request) -> web.Response:
     patch = await decode(request, PartnerPatch)
-    return json(public(await request.app[STORE].update(request.match_info["id"], patch)))
+    partner, secret = await request.app[STORE].change(request.match_info["id"], patch)
+    shown = public(partner)
+    return json({**shown, "secret": secret} if secret else shown)
 
 
 @routes.delete("/v1/partners/{id}")
@@ -74,15 +86,17 @@ async def delete_partner(request: web.Request) -> web.Response:
 
 @routes.post("/v1/partners/{id}/secret/rotate")
 @documented(
-    "A new signing secret; the old one signs for NOTIFIER_SECRET_OVERLAP",
+    "A new signing secret (v1a: key pair); the old one signs for NOTIFIER_SECRET_OVERLAP",
     body=RotateIn,
     answer=SecretOut,
 )
 async def rotate_secret(request: web.Request) -> web.Response:
     body = await decode_optional(request, RotateIn, RotateIn())
     partner_id = request.match_info["id"]
-    secret = await request.app[STORE].rotate_secret(partner_id, body.secret)
-    return json({"id": partner_id, "secret": secret})
+    made = await request.app[STORE].rotate_secret(partner_id, body.secret)
+    if made.startswith("whpk_"):
+        return json({"id": partner_id, "secret": None, "public_key": made})
+    return json({"id": partner_id, "secret": made, "public_key": None})
 
 
 @routes.post("/v1/partners/{id}/test")

@@ -55,6 +55,7 @@ LIMIT = Query(
     "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "items per page"
 )
 AFTER = Query("after", {"type": "string"}, "the `next` cursor of the previous page")
+OWNER = Query("owner", {"type": "string", "maxLength": 128}, "only the partners of this owner")
 SINCE = Query("since", {"type": "string"}, "ISO-8601 time (or epoch ms): not before")
 UNTIL = Query("until", {"type": "string"}, "ISO-8601 time (or epoch ms): not after")
 

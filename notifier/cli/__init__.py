@@ -17,7 +17,7 @@ from redis import exceptions as rx
 from redis.asyncio.sentinel import MasterNotFoundError
 
 from notifier import __version__, config, logs, rules
-from notifier.cli import messages, partners, processes, records, shards
+from notifier.cli import event_types, messages, partners, preview, processes, records, shards
 from notifier.cli import settings as settings_command
 from notifier.cli import top as live
 from notifier.errors import NotifierError
@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     partners.add_commands(sub)
     records.add_commands(sub)
     messages.add_commands(sub)
+    event_types.add_commands(sub)
+    preview.add_commands(sub)
     live.add_commands(sub)
     shards.add_commands(sub)
     settings_command.add_commands(sub)

@@ -17,6 +17,7 @@ from notifier.store import Store
 COLUMNS = (
     "id",
     "name",
+    "owner",
     "url",
     "events",
     "rate_limit",
@@ -48,7 +49,17 @@ def _json(text: str) -> Any:
 def _body(args: argparse.Namespace, creating: bool) -> dict[str, Any]:
     """The API body these flags stand for: only what was given."""
     body: dict[str, Any] = {}
-    for flag in ("name", "url", "rate_limit", "max_in_flight", "transform", "secret"):
+    for flag in (
+        "name",
+        "url",
+        "rate_limit",
+        "max_in_flight",
+        "transform",
+        "secret",
+        "owner",
+        "filter",
+        "signature",
+    ):
         if getattr(args, flag, None) is not None:
             body[flag] = getattr(args, flag)
     if args.events is not None:
@@ -64,6 +75,10 @@ def _body(args: argparse.Namespace, creating: bool) -> dict[str, Any]:
             body["transform"] = None
         if args.no_headers:
             body["headers"] = {}
+        if args.no_owner:
+            body["owner"] = None
+        if args.no_filter:
+            body["filter"] = None
     elif args.disabled:
         body["enabled"] = False
     return body
@@ -78,8 +93,8 @@ async def _update(store: Store, args: argparse.Namespace) -> None:
     body = _body(args, False)
     if not body:
         raise Invalid("nothing to change: give at least one option (see --help)")
-    partner = await store.update(args.id, msgspec.convert(body, PartnerPatch))
-    show(public(partner), as_json=args.json)
+    partner, secret = await store.change(args.id, msgspec.convert(body, PartnerPatch))
+    show({**public(partner), "secret": secret} if secret else public(partner), as_json=args.json)
 
 
 async def _set_enabled(store: Store, args: argparse.Namespace) -> None:
@@ -107,7 +122,8 @@ async def _test(store: Store, args: argparse.Namespace) -> None:
 
 
 async def _list(store: Store, args: argparse.Namespace) -> None:
-    show([public(p) for p in await store.partners()], as_json=args.json, columns=COLUMNS)
+    listed = [p for p in await store.partners() if args.owner is None or p.owner == args.owner]
+    show([public(p) for p in listed], as_json=args.json, columns=COLUMNS)
 
 
 async def _show(store: Store, args: argparse.Namespace) -> None:
@@ -120,11 +136,12 @@ async def _remove(store: Store, args: argparse.Namespace) -> None:
 
 
 async def _rotate(store: Store, args: argparse.Namespace) -> None:
-    secret = await store.rotate_secret(args.id, args.secret)
+    made = await store.rotate_secret(args.id, args.secret)
+    kind = "public_key" if made.startswith("whpk_") else "secret"
     show(
         {
             "id": args.id,
-            "secret": secret,
+            kind: made,
             "previous_secrets_valid_for": f"{store.settings.secret_overlap:g}s",
         },
         as_json=args.json,
@@ -152,6 +169,14 @@ def _definition(cmd: argparse.ArgumentParser, creating: bool) -> None:
         help="a header sent with every request (repeat)",
     )
     cmd.add_argument("--transform", type=_json, help="reshape the body: a transform as JSON")
+    cmd.add_argument("--owner", help="the customer or account this endpoint belongs to")
+    cmd.add_argument("--filter", type=_json, help="only events that match: a filter as JSON")
+    cmd.add_argument(
+        "--signature",
+        choices=("v1", "v1a"),
+        help="v1: HMAC-SHA256 with a whsec_ secret (default); v1a: ed25519, notifier keeps "
+        "the private key and shows the public one",
+    )
     order = cmd.add_mutually_exclusive_group()
     order.add_argument(
         "--ordered", action="store_true", default=None, help="one at a time, in publish order"
@@ -163,6 +188,8 @@ def _definition(cmd: argparse.ArgumentParser, creating: bool) -> None:
         cmd.add_argument("--no-rate-limit", action="store_true", help="remove the rate limit")
         cmd.add_argument("--no-transform", action="store_true", help="remove the transform")
         cmd.add_argument("--no-headers", action="store_true", help="remove every header")
+        cmd.add_argument("--no-owner", action="store_true", help="remove the owner")
+        cmd.add_argument("--no-filter", action="store_true", help="remove the filter")
     else:
         cmd.add_argument("--secret", help="bring your own whsec_ secret")
         cmd.add_argument("--disabled", action="store_true", help="register it disabled")
@@ -202,7 +229,9 @@ def add_commands(sub: Any) -> None:
         enable=True
     )
     command("disable", "stop delivery; messages are kept", _set_enabled).set_defaults(enable=False)
-    command("list", "every partner", _list, with_id=False)
+    command("list", "every partner", _list, with_id=False).add_argument(
+        "--owner", help="only this owner's partners"
+    )
     command("show", "one partner (never its secrets)", _show)
     command("test", "send it a signed notifier.test event now and say how it went", _test)
     command("remove", "delete a partner and its messages", _remove)

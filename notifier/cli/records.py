@@ -23,7 +23,9 @@ def _limit(text: str) -> int:
 
 
 async def _publish(store: Store, args: argparse.Namespace) -> None:
-    entry_id = await store.publish(args.type, args.data.encode(errors="surrogateescape"), args.id)
+    entry_id = await store.publish(
+        args.type, args.data.encode(errors="surrogateescape"), args.id, owner=args.owner
+    )
     show(
         {"entry_id": entry_id, "message_id": args.id or rules.message_id_of(entry_id)},
         as_json=args.json,
@@ -62,6 +64,7 @@ def add_commands(sub: Any) -> None:
     publish.add_argument("type", help="event type, e.g. order.created")
     publish.add_argument("data", help="a JSON object, e.g. '{\"order_id\": 42}'")
     publish.add_argument("--id", help="idempotency key: the same id is delivered once")
+    publish.add_argument("--owner", help="only for the partners of this owner (customer)")
     publish.add_argument("--json", **json_flag)
     publish.set_defaults(handler=with_store(_publish))
 

@@ -48,6 +48,7 @@ class Row(msgspec.Struct, frozen=True):
     oldest_s: float
     in_flight: int
     state: str
+    owner: str = ""
 
 
 class Totals(msgspec.Struct, frozen=True):
@@ -103,6 +104,7 @@ def rows(
     snapshot: Snapshot,
     pairs: Mapping[str, tuple[ProcessReport | None, ProcessReport]],
     names: Mapping[str, str] = {},
+    owners: Mapping[str, str] = {},
 ) -> tuple[Totals, list[Row]]:
     """The table: every partner with work or trouble, or with attempts lately, worst first."""
     rates: dict[str, float] = {}
@@ -154,6 +156,7 @@ def rows(
                 oldest_s=backlog.oldest_age_s,
                 in_flight=max(change.in_flight, backlog.in_flight),
                 state=state,
+                owner=backlog.owner or owners.get(pid, ""),
             )
         )
     table.sort(key=lambda r: (-SEVERITY[r.state], -r.error_rate, -r.backlog, r.name))
@@ -167,19 +170,54 @@ def rows(
     return totals, table
 
 
-async def read_names(redis: Redis, keyspace: Keyspace, ids: list[str]) -> dict[str, str]:
-    """The names of partners that had attempts but have no backlog (the snapshot has those)."""
+def by_owner(table: list[Row]) -> list[Row]:
+    """One row per owner (a customer's endpoints together), worst first: rates, backlogs and
+    requests in flight added up, the error rate over all their attempts, the slowest p95, the
+    oldest message, the worst state. As many rows as owners with work or trouble at most."""
+    groups: dict[str, list[Row]] = {}
+    for row in table:
+        groups.setdefault(row.owner, []).append(row)
+    grouped = []
+    for owner, members in groups.items():
+        rate = sum(r.rate for r in members)
+        failing = sum(r.rate * r.error_rate for r in members)
+        p95s = [r.p95_ms for r in members if r.p95_ms is not None]
+        grouped.append(
+            Row(
+                partner=owner,
+                name=f"{owner or '(no owner)'} ({len(members)})",
+                rate=rate,
+                error_rate=failing / rate if rate else max(r.error_rate for r in members),
+                p95_ms=max(p95s) if p95s else None,
+                backlog=sum(r.backlog for r in members),
+                oldest_s=max(r.oldest_s for r in members),
+                in_flight=sum(r.in_flight for r in members),
+                state=max((r.state for r in members), key=SEVERITY.__getitem__),
+                owner=owner,
+            )
+        )
+    grouped.sort(key=lambda r: (-SEVERITY[r.state], -r.error_rate, -r.backlog, r.name))
+    return grouped
+
+
+async def read_names(
+    redis: Redis, keyspace: Keyspace, ids: list[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The names and owners of partners that had attempts but have no backlog (the snapshot
+    has those)."""
     client: Any = redis
     async with client.pipeline(transaction=False) as pipe:
         for pid in ids:
             pipe.hget(keyspace.shard_of(pid).partners, pid)
         records = await pipe.execute()
-    found = {}
+    names, owners = {}, {}
     for pid, record in zip(ids, records, strict=True):
         if record is not None:
             with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                found[pid] = decode_partner(record).name
-    return found
+                partner = decode_partner(record)
+                names[pid] = partner.name
+                owners[pid] = partner.owner or ""
+    return names, owners
 
 
 async def read_reports(redis: Redis) -> dict[str, ProcessReport]:
@@ -195,7 +233,7 @@ async def read_reports(redis: Redis) -> dict[str, ProcessReport]:
     return found
 
 
-def render(totals: Totals, table: list[Row]) -> Any:
+def render(totals: Totals, table: list[Row], by_owner: bool = False) -> Any:
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -207,7 +245,7 @@ def render(totals: Totals, table: list[Row]) -> Any:
     )
     grid = Table(expand=True)
     for column, justify in (
-        ("partner", "left"),
+        ("owner (partners)" if by_owner else "partner", "left"),
         ("deliveries/s", "right"),
         ("errors", "right"),
         ("p95 ms", "right"),
@@ -255,9 +293,11 @@ async def watch(settings: config.Settings, args: argparse.Namespace) -> None:
                 readings.add(await read_reports(redis))
                 known = {p.id for p in snapshot.partners}
                 active = {pid for _, latest in readings.pairs.values() for pid in latest.partners}
-                names = await read_names(redis, settings.keyspace(), sorted(active - known))
-                totals, table = rows(snapshot, readings.pairs, names)
-                live.update(render(totals, table), refresh=True)
+                names, owners = await read_names(redis, settings.keyspace(), sorted(active - known))
+                totals, table = rows(snapshot, readings.pairs, names, owners)
+                if args.by_owner:
+                    table = by_owner(table)
+                live.update(render(totals, table, args.by_owner), refresh=True)
                 if args.once:
                     return
                 await asyncio.sleep(args.interval)  # the refresh period itself
@@ -276,4 +316,9 @@ def add_commands(sub: Any) -> None:
     )
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument("--once", action="store_true", help="print one table and exit")
+    top.add_argument(
+        "--by-owner",
+        action="store_true",
+        help="one row per owner (its partners together) instead of one per partner",
+    )
     top.set_defaults(handler=watch)

@@ -1,8 +1,10 @@
 """A router's view of the partners: the index of subscriptions, kept up to date by following the
-change log of each set of partner records (one on one Redis, one per shard on a Cluster).
+change log of each set of partner records (one on one Redis, one per shard on a Cluster), and
+the event-type catalog's schemas, followed in the same round trip.
 
-Each look costs two cheap reads per change log when nothing changed, so a router looks before
-every batch: a partner saved before an event was published is routed by its new settings.
+Each look costs two cheap reads per change log and one for the catalog's version when nothing
+changed, so a router looks before every batch: a partner or schema saved before an event was
+published is applied to it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import msgspec
 
 from notifier import logs
+from notifier.catalog import Catalog
 from notifier.models import decode_partner
 from notifier.redis import keys
 from notifier.redis.keys import Keyspace, Shard
@@ -21,9 +24,10 @@ log = logs.get("router")
 
 
 class PartnerFeed:
-    def __init__(self, redis: Any, keyspace: Keyspace) -> None:
+    def __init__(self, redis: Any, keyspace: Keyspace, catalog: Catalog) -> None:
         self.redis = redis
         self.keyspace = keyspace
+        self.catalog = catalog
         self.subscriptions = Subscriptions()
         #: Per change log, the last entry applied to `subscriptions`.
         self._cursors: dict[str, bytes] = {}
@@ -37,7 +41,9 @@ class PartnerFeed:
             for home in homes:
                 pipe.xrevrange(home.changes, count=1)
                 pipe.xrange(home.changes, count=1)
-            ends = await pipe.execute()
+            self.catalog.queue(pipe)
+            *ends, version = await pipe.execute()
+        await self.catalog.follow(self.redis, version)
         for n, home in enumerate(homes):
             newest, oldest = ends[2 * n], ends[2 * n + 1]
             await self._follow(home, newest[0][0] if newest else None, oldest)

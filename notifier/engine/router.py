@@ -21,6 +21,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from notifier import events, logs, ops
+from notifier.catalog import Catalog
 from notifier.config import Settings
 from notifier.engine import fanout
 from notifier.engine.fanout import EntryPlan
@@ -30,7 +31,7 @@ from notifier.redis import keys, lua
 from notifier.redis.connection import TRANSIENT, consumer_name, keep_running, until_stopped
 from notifier.redis.lua import Scripts
 from notifier.store import Store
-from notifier.subscriptions import Subscriptions
+from notifier.subscriptions import EventView, Subscriptions
 from notifier.telemetry import Telemetry, traces
 
 log = logs.get("router")
@@ -66,7 +67,9 @@ class Router:
         self.ops = ops
         self.stream = keys.OPS if ops else settings.ingress_stream
         self.consumer = consumer_name(settings.consumer)
-        self.feed = PartnerFeed(self.redis, self.keyspace)
+        # the event types' schemas (none for notifier's own events), followed with the partners
+        self.catalog = Catalog(off=ops)
+        self.feed = PartnerFeed(self.redis, self.keyspace, self.catalog)
         self.housekeeping = Housekeeping(self)
         #: How long a shard remembers a message without a producer id was routed: past the
         #: time another router takes to claim the entry of one that died.
@@ -226,7 +229,13 @@ class Router:
             if isinstance(parsed, str):
                 log.warning("malformed event dead-lettered", entry_id=entry_id, reason=parsed)
                 return EntryPlan(raw_id, fields, dead_reason=parsed)
-            targets = subscriptions.targets(parsed.type)
+            view = EventView(parsed)
+            broken = self.catalog.problem(view)
+            if broken:
+                log.warning("event breaks its schema, dead-lettered", entry_id=entry_id)
+                return EntryPlan(raw_id, fields, dead_reason=broken, dead_kind="schema")
+            targets, filtered = subscriptions.targets(parsed.type, parsed.owner, view)
+            self.telemetry.metrics.filtered(filtered)
             if self.tracer is not None:
                 producer = fields.get(b"traceparent", b"").decode(errors="replace")
                 span = traces.route_span(self.tracer, parsed, len(targets), producer)

@@ -41,19 +41,31 @@ _decode = msgspec.json.Decoder().decode
 
 
 def render(partner: Partner, message: Message) -> bytes:
-    """The body a partner receives: the standard shape, or its transform of it."""
-    if partner.transform is None:
+    """The body a partner receives: the standard shape, or its transform of it (the one for
+    the message's type, under `by_type`). Raises TransformError when the event lacks a path
+    the transform requires, or nests too deeply to be transformed."""
+    chosen = (
+        None if partner.transform is None else transforms.select(partner.transform, message.type)
+    )
+    if chosen is None:
         return _encode(Body(message.type, message.timestamp, message.data))
     event: dict[str, Any] = {
         "type": message.type,
         "timestamp": message.timestamp,
         "data": _decode(message.data),
     }
-    return _encode(transforms.apply(partner.transform, event))
+    try:
+        return _encode(transforms.apply(chosen, event))
+    except RecursionError:
+        raise transforms.TransformError("the event nests too deeply to be transformed") from None
 
 
 def request_headers(
-    partner: Partner, message: Message, body: bytes, keys: Sequence[bytes], now: float | None = None
+    partner: Partner,
+    message: Message,
+    body: bytes,
+    keys: Sequence[signing.Key],
+    now: float | None = None,
 ) -> dict[str, str]:
     timestamp = int(time.time() if now is None else now)
     headers = {k: v for k, v in partner.headers.items() if k.lower() not in RESERVED_HEADERS}
@@ -99,7 +111,7 @@ class Sender:
             await self._session.close()
 
     def send(
-        self, partner: Partner, message: Message, keys: Sequence[bytes], attempt: int = 1
+        self, partner: Partner, message: Message, keys: Sequence[signing.Key], attempt: int = 1
     ) -> Coroutine[Any, Any, Outcome]:
         """Send one message. Untraced, this is the attempt itself: a coroutine less to resume
         at every step of every request, on the delivery process's hottest path."""
@@ -112,7 +124,7 @@ class Sender:
         tracer: Tracer,
         partner: Partner,
         message: Message,
-        keys: Sequence[bytes],
+        keys: Sequence[signing.Key],
         attempt: int,
     ) -> Outcome:
         span = traces.delivery_span(tracer, partner, message, attempt)
@@ -129,12 +141,19 @@ class Sender:
         traces.end_delivery_span(span, outcome)
         return outcome
 
-    async def _attempt(self, partner: Partner, message: Message, keys: Sequence[bytes]) -> Outcome:
+    async def _attempt(
+        self, partner: Partner, message: Message, keys: Sequence[signing.Key]
+    ) -> Outcome:
         started = time.perf_counter()
         sent_ms = int(time.time() * 1000)
         assert self._session is not None, "use Sender as an async context manager"
         try:
             body = render(partner, message)
+        except transforms.TransformError as exc:
+            # nothing is sent: the message cannot be made for this partner, and a retry
+            # would make it no better
+            return _failed(started, sent_ms, "transform", f"transform: {exc}"[:EXCERPT])
+        try:
             headers = request_headers(partner, message, body, keys)
             async with self._session.post(
                 partner.url, data=body, headers=headers, allow_redirects=False

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from notifier import logs, ops
+from notifier import logs, ops, signing
 from notifier.config import Settings
 from notifier.crypto import SecretBox
 from notifier.engine import settle
@@ -86,7 +86,7 @@ class ServedPartner:
         self.partner_id = partner_id
         self.record = record
         self.partner: Partner | None = None
-        self.signing_keys: list[bytes] = []
+        self.signing_keys: list[signing.Key] = []
         self.limit = 0
         self.window_ms = 0
         self.max_in_flight = 1
@@ -269,7 +269,8 @@ class ServedPartner:
 
     async def _settle(self, settled: Sequence[tuple[Taken, Outcome]]) -> None:
         done, reply = self._queue_settle(settled)
-        if not done.failed:
+        # a transform that failed says nothing of the endpoint: no breaker, no disabling
+        if not done.counts_as_failing:
             # Its reply decides nothing: the next take follows it in the same round trip, and
             # Redis runs them in order.
             return

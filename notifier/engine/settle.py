@@ -20,6 +20,7 @@ from notifier.models import Attempt, Outcome, Taken, utc_now
 from notifier.redis import lua
 from notifier.redis.keys import PartnerKeys, Shard
 from notifier.telemetry.metrics import Metrics
+from notifier.types import DeadReason
 
 log = logs.get("delivery")
 
@@ -58,6 +59,9 @@ def decide(
     )
     if outcome.ok:
         return Decision(taken, outcome, "delivered", record)
+    if outcome.kind == "transform":
+        # a body that could not be made was not sent, and a retry would make it no better
+        return Decision(taken, outcome, "dead", record, reason=str(outcome.error))
     wait = retry.delay(taken.attempt, schedule, outcome.retry_after)
     if wait is None and outcome.gone:
         # the partner is being disabled: keep the message for when it is back
@@ -80,6 +84,13 @@ class Batch:
     @property
     def failed(self) -> bool:
         return any(d.verdict != "delivered" for d in self.decisions)
+
+    @property
+    def counts_as_failing(self) -> bool:
+        """Some attempt failed at the endpoint (a transform that failed says nothing of it)."""
+        return any(
+            d.verdict != "delivered" and d.outcome.kind != "transform" for d in self.decisions
+        )
 
 
 def batch(
@@ -121,6 +132,9 @@ def batch(
         else (),
         retried=any(d.taken.attempt > 1 for d in decisions),
         maybe_failing=not clear or bool(retries or dead),
+        endpoint_failed=any(
+            d.verdict != "delivered" and d.outcome.kind != "transform" for d in decisions
+        ),
     )
     return Batch(decisions, call)
 
@@ -167,7 +181,8 @@ class Teller:
             status=d.outcome.status,
             reason=d.reason,
         )
-        self.metrics.dead_lettered(self.partner_id, "exhausted")
+        kind: DeadReason = "transform" if d.outcome.kind == "transform" else "exhausted"
+        self.metrics.dead_lettered(self.partner_id, kind)
         if not ops.about_ops(d.taken.message.type):
             self.report(
                 ops.DEAD_LETTERED,

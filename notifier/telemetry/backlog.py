@@ -29,6 +29,7 @@ class PartnerBacklog(msgspec.Struct, frozen=True):
     breaker_open: bool
     disabled: bool
     rate_limit: str | None = None
+    owner: str | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -86,11 +87,11 @@ async def read_snapshot(redis: Redis, keyspace: Keyspace, ingress: str) -> Snaps
                 record = None
             if any(isinstance(r, Exception) for r in (length_, due, inflight, first, breaker)):
                 continue  # a broken key is the router's and janitor's business, not a scrape's
-            name, rate_limit = pid, None
+            name, rate_limit, owner = pid, None, None
             if record is not None:
                 try:
                     partner = decode_partner(record)
-                    name, rate_limit = partner.name, partner.rate_limit
+                    name, rate_limit, owner = partner.name, partner.rate_limit, partner.owner
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     pass
             elif pid not in off_names:
@@ -106,6 +107,7 @@ async def read_snapshot(redis: Redis, keyspace: Keyspace, ingress: str) -> Snaps
                     breaker_open=bool(breaker),
                     disabled=pid in off_names,
                     rate_limit=rate_limit,
+                    owner=owner,
                 )
             )
     return Snapshot(

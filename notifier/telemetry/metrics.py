@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from notifier.telemetry.backlog import Snapshot
 
 MAX_EVENT_TYPES = 200
-#: Why messages are dead-lettered, as a label: a spent retry schedule, an event that breaks
-#: the contract, one that failed to route again and again.
 
 
 @cache
@@ -104,6 +102,14 @@ class Metrics:
             [self._routed_counts],
             description="ingress events routed, by event type",
         )
+        # counted here per partner and read when collected, as the routed events are: an add
+        # per filtered event and partner would cost the router more than the filter
+        self._filtered: Counter[str] = Counter()
+        m.create_observable_counter(
+            "notifier.filtered",
+            [self._filtered_counts],
+            description="events a partner subscribes to that its filter kept from it, by partner",
+        )
         self._dead = m.create_counter(
             "notifier.dead_letters",
             description="messages and malformed events dead-lettered, by partner and reason",
@@ -133,7 +139,7 @@ class Metrics:
             (
                 "notifier.partner.info",
                 "",
-                "1 per partner with work or trouble, labelled with its name",
+                "1 per partner with work or trouble, labelled with its name and owner",
                 self._info,
             ),
             ("notifier.partners", "", "partners registered", self._registered),
@@ -194,6 +200,15 @@ class Metrics:
         for event_type, count in list(self._routed.items()):
             yield Observation(count, {"event_type": event_type})
 
+    def filtered(self, partner_ids: Iterable[str]) -> None:
+        """Partners whose filter kept an event from them."""
+        for partner_id in partner_ids:
+            self._filtered[partner_id] += 1
+
+    def _filtered_counts(self, options: CallbackOptions) -> Iterable[Observation]:
+        for partner_id, count in list(self._filtered.items()):
+            yield Observation(count, {"partner": partner_id})
+
     def dead_lettered(self, partner_id: str, reason: DeadReason) -> None:
         """`partner_id` is "" for a malformed event, which belongs to no partner."""
         self._dead.add(1, {"partner": partner_id, "reason": reason})
@@ -240,7 +255,7 @@ class Metrics:
 
     def _info(self, options: CallbackOptions) -> Iterable[Observation]:
         for p in self.snapshot.partners if self.snapshot else ():
-            yield Observation(1, {"partner": p.id, "name": p.name})
+            yield Observation(1, {"partner": p.id, "name": p.name, "owner": p.owner or ""})
 
     def _registered(self, options: CallbackOptions) -> Iterable[Observation]:
         if self.snapshot:

@@ -243,6 +243,7 @@ class Sizes:
     memory_partners: int = 10
     big_bytes: int = 100 * 1024
     big_partners: int = 100
+    owned_registered: int = 10_000
     timeout: float = 60.0
 
 
@@ -258,6 +259,7 @@ QUICK = Sizes(
     hang_backlog=100,
     window=3.0,
     memory_events=5_000,
+    owned_registered=2_000,
     timeout=30.0,
 )
 
@@ -793,16 +795,20 @@ class Bench:
             for i, name in enumerate(names)
         }
 
-    async def publish(self, types: Sequence[str], count: int, db: int = 0, first: int = 0) -> None:
+    async def publish(
+        self, types: Sequence[str], count: int, db: int = 0, first: int = 0, owned: bool = False
+    ) -> None:
         """XADD `count` events to the ingress stream as a producer would, event i of type
-        types[i % len(types)], in pipelines of PUBLISH_BATCH."""
+        types[i % len(types)] (and with `owned` of owner `owner-<i % len(types)>`), in
+        pipelines of PUBLISH_BATCH."""
         redis = self.client(db)
         for start in range(first, first + count, PUBLISH_BATCH):
             async with redis.pipeline(transaction=False) as pipe:
                 for i in range(start, min(first + count, start + PUBLISH_BATCH)):
-                    pipe.xadd(
-                        INGRESS, {"type": types[i % len(types)], "data": DATA % (i, time.time())}
-                    )
+                    fields = {"type": types[i % len(types)], "data": DATA % (i, time.time())}
+                    if owned:
+                        fields["owner"] = f"owner-{i % len(types)}"
+                    pipe.xadd(INGRESS, fields)
                 await pipe.execute()
 
     async def publish_paced(
@@ -942,13 +948,18 @@ class Run:
 
 
 async def throughput_run(
-    bench: Bench, names: list[str], procs: dict[str, Proc], events: int, db: int = 0
+    bench: Bench,
+    names: list[str],
+    procs: dict[str, Proc],
+    events: int,
+    db: int = 0,
+    owned: bool = False,
 ) -> Run:
     """Warm up (one event per partner: processes up, connections open, start-up work done),
     then publish `events` events (event i to partner names[i % len]) and time them from the
     first XADD to the last arrival at the endpoints, watching `procs` and Redis meanwhile."""
     types = [f"evt.{i}" for i in range(len(names))]
-    await bench.publish(types, len(types), db)
+    await bench.publish(types, len(types), db, owned=owned)
     await bench.wait_delivered(
         dict.fromkeys(names, 1), f"the warm-up deliveries (are {', '.join(procs)} up?)"
     )
@@ -964,7 +975,7 @@ async def throughput_run(
     cpu_before = await redis_cpu(bench.redis)
     commands_before = await commandstats(bench.redis)
     started = time.time()
-    await bench.publish(types, events, db, first=len(types))
+    await bench.publish(types, events, db, first=len(types), owned=owned)
     last = await bench.wait_delivered(want, "the deliveries")
     cpu = meter.read()
     cpu_after = await redis_cpu(bench.redis)

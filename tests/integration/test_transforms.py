@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from notifier.config import Settings
 from notifier.transforms import ROOTS, Transform, check
-from tests.helpers import EndpointFactory, publish, register, running
+from tests.helpers import EndpointFactory, idle, publish, register, running
 
 EVENT: dict[str, Any] = {
     "type": "order.created",
@@ -188,3 +188,47 @@ async def test_bad_transform_is_a_400_on_save(redis: Redis, settings: Settings) 
             "(write names separated by dots, and list "
             "items as .0 or [0])"
         )
+
+
+async def test_a_transform_that_fails_dead_letters_that_message_and_delivery_goes_on(
+    redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
+) -> None:
+    """A required path missing from one event: that message is dead-lettered for that partner
+    at once (no request, no retry) with the reason, and the partner's next messages and the
+    other partners' go on."""
+    from notifier.dead_letters import DeadLetters
+
+    plain, picky = await endpoint_factory(), await endpoint_factory()
+    await register(redis, settings, "plain", plain.url, ["*"])
+    picky_id, _ = await register(
+        redis,
+        settings,
+        "picky",
+        picky.url,
+        ["*"],
+        transform={
+            "by_type": {
+                "order.created": {"require": ["data.customer.email"], "pick": ["data"]},
+                "*": {"map": {"kind": "$.type"}},
+            }
+        },
+    )
+    async with running(settings):
+        await publish(redis, "order.created", {"order_id": 1}, event_id="no-email")
+        await publish(redis, "order.created", EVENT["data"], event_id="with-email")
+        await publish(redis, "order.paid", {"order_id": 1}, event_id="paid")
+        await plain.wait_for(3)
+        await picky.wait_for(2)
+        await idle(redis)
+    assert sorted(r.headers["webhook-id"] for r in picky.received) == ["paid", "with-email"]
+    assert {r.headers["webhook-id"]: r.body for r in picky.received}["paid"] == (
+        b'{"kind":"order.paid"}'
+    )
+    letters = (await DeadLetters(redis, settings).page(picky_id)).data
+    assert len(letters) == 1
+    assert letters[0].message is not None and letters[0].message.id == "no-email"
+    assert letters[0].reason == (
+        "transform: require: data.customer.email is missing from the event"
+    )
+    assert [a.attempt for a in letters[0].attempts] == [1]
+    assert letters[0].attempts[0].status is None

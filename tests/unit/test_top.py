@@ -73,3 +73,32 @@ def test_rows_are_worst_first() -> None:
         ("retry", "retrying"),
         ("ok", "ok"),
     ]
+
+
+def test_by_owner_adds_up_an_owners_partners_worst_state_first() -> None:
+    from notifier.cli.top import Row, by_owner
+
+    def row(pid: str, owner: str, **kw: object) -> Row:
+        fields: dict[str, object] = {
+            "rate": 10.0,
+            "error_rate": 0.0,
+            "p95_ms": 50.0,
+            "backlog": 1,
+            "oldest_s": 1.0,
+            "in_flight": 1,
+            "state": "ok",
+            **kw,
+        }
+        return Row(partner=pid, name=pid, owner=owner, **fields)  # type: ignore[arg-type]
+
+    table = [
+        row("a1", "acme", rate=30.0, error_rate=0.5, p95_ms=250.0, oldest_s=9.0),
+        row("a2", "acme", rate=10.0, state="retrying", backlog=5),
+        row("g1", "globex"),
+        row("n1", "", p95_ms=None),
+    ]
+    acme, *rest = by_owner(table)
+    assert acme.name == "acme (2)" and acme.state == "retrying"
+    assert acme.rate == 40.0 and acme.error_rate == 15.0 / 40.0
+    assert (acme.p95_ms, acme.backlog, acme.oldest_s, acme.in_flight) == (250.0, 6, 9.0, 2)
+    assert sorted(r.name for r in rest) == ["(no owner) (1)", "globex (1)"]

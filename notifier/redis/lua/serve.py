@@ -152,20 +152,26 @@ def settle(
     index: Sequence[IndexUpdate] = (),
     retried: bool = True,
     maybe_failing: bool = True,
+    endpoint_failed: bool = True,
 ) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
     one of these succeeded). `sent` moves rate-limit slots to when their requests left;
     `index` brings the message index up to date (empty when it is off). `retried` says some
     message had failed before (its retry time and history are forgotten), `maybe_failing` that
     the partner's failing run or breaker may be recorded (a success clears them); each left
-    out saves the commands that would find nothing."""
+    out saves the commands that would find nothing. `endpoint_failed` is false when every
+    failure of the batch says nothing of the endpoint (a transform that could not make the
+    body): it starts no failing run."""
     args: list[Any] = [
         keys.DELIVERY_GROUP,
         keys.ATTEMPTS_KEPT,
         keys.DEAD_KEPT,
         partner.id,
         now_ms,
-        ("o" if delivered else "") + ("r" if retried else "") + ("f" if maybe_failing else ""),
+        ("o" if delivered else "")
+        + ("r" if retried else "")
+        + ("f" if maybe_failing else "")
+        + ("e" if endpoint_failed else ""),
         len(delivered),
         len(retries),
         len(dead),
