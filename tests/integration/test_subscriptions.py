@@ -51,33 +51,44 @@ async def test_a_running_router_follows_changes_one_partner_at_a_time(
     assert loads == [1, 1]
 
 
-async def test_a_type_with_1000_subscribers_never_holds_redis_for_long(
+async def test_a_type_with_1000_subscribers_is_routed_in_calls_of_a_chunk(
     redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
 ) -> None:
-    """Each partner gets the event once, and no Redis call took more than a few
-    milliseconds: the fan-out is split into calls of FANOUT_CHUNK partners."""
+    """Each partner gets the event once, and no route call carries more than FANOUT_CHUNK
+    partners, so that no call holds Redis for long. What is checked is what Redis was sent
+    (every command is in the slow log while the threshold is 0), not how long it took: a
+    busy machine makes any call slow."""
     from notifier.engine.fanout import FANOUT_CHUNK
     from tests.helpers import idle, publish, running
 
     endpoint = await endpoint_factory()
     store = Store(redis, settings)
-    ids = []
     for n in range(1000):
-        partner, _ = await store.create(
+        await store.create(
             PartnerIn(name=f"p{n}", url=f"{endpoint.url}/{n}", events=["order.created"])
         )
-        ids.append(partner.id)
-    await redis.config_set("slowlog-log-slower-than", 3000)  # µs
+    await redis.config_set("slowlog-max-len", 100_000)
+    await redis.config_set("slowlog-log-slower-than", 0)
     await redis.slowlog_reset()
-    async with running(settings):
-        await publish(redis, "order.created", {"n": 1}, event_id="big-1")
-        await endpoint.wait_for(1000, timeout=60)
-        await idle(redis, 30)
-    slow = [
-        entry for entry in await redis.slowlog_get(128) if entry["command"].startswith(b"EVALSHA")
+    try:
+        async with running(settings):
+            await publish(redis, "order.created", {"n": 1}, event_id="big-1")
+            await endpoint.wait_for(1000, timeout=60)
+            await idle(redis, 30)
+        logged = await redis.slowlog_get(100_000)
+    finally:
+        await redis.config_set("slowlog-log-slower-than", 10000)
+        await redis.config_set("slowlog-max-len", 128)
+    # A route call's keys: the shard's ready, leases and dead, then per message its marker
+    # and index hash, then per partner its stream and message list.
+    route_keys = [
+        int(entry["command"].split()[2])
+        for entry in logged
+        if entry["command"].startswith(b"EVALSHA")
+        and entry["command"].split()[5].endswith(b":dead")
     ]
-    await redis.config_set("slowlog-log-slower-than", 10000)
-    assert slow == [], [(e["duration"], e["command"][:80]) for e in slow]
+    assert len(route_keys) >= -(-1000 // FANOUT_CHUNK), route_keys
+    assert max(route_keys) <= 3 + 2 + 2 * FANOUT_CHUNK, route_keys
     paths = sorted(int(r.path.rsplit("/", 1)[1]) for r in endpoint.received)
     assert paths == list(range(1000))
     assert len({r.headers["webhook-id"] for r in endpoint.received}) == 1
