@@ -234,9 +234,18 @@ class Catalog:
 
     def problem(self, event: EventView) -> str | None:
         """Why an event breaks its type's schema (`schema: <path>: <rule>`), or None."""
-        found = self._entries.get(event.message.type)
+        return self.data_problem(event.message.type, event.body["data"])
+
+    def data_problem(self, event_type: str, data: Any) -> str | None:
+        found = self._entries.get(event_type)
         if found is None:
             return None
         _, entry, validator = found
         assert entry.schema is not None
-        return reason(validator, entry.schema, event.body["data"])
+        return reason(validator, entry.schema, data)
+
+    async def check(self, redis: Any, event_type: str, data: Any) -> str | None:
+        """What a publisher is told before it XADDs: the router's own schema reason, from a
+        copy brought up to date first (one HGET while the catalog has not changed)."""
+        await self.follow(redis, await redis.hget(KEY, VERSION))
+        return self.data_problem(event_type, data)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from notifier.engine.sender import Sender
 
 from notifier import cursors, events, ops, rules, signing
+from notifier.catalog import Catalog
 from notifier.config import Settings
 from notifier.crypto import SecretBox
 from notifier.errors import Conflict, Invalid, NotFound
@@ -58,6 +59,7 @@ class Store:
         self.keyspace = settings.keyspace()
         self.box = SecretBox(settings.secret_key)
         self.scripts = Scripts(redis)
+        self.catalog = Catalog()
 
     # partners
 
@@ -372,7 +374,9 @@ class Store:
             fields[b"traceparent"] = traceparent.encode(errors="surrogateescape")
         if owner is not None:
             fields[b"owner"] = owner.encode(errors="surrogateescape")
-        problem = events.problem(fields, self.settings.max_event_bytes)
+        problem = events.problem(fields, self.settings.max_event_bytes) or (
+            await self.catalog.check(self.redis, event_type, msgspec.json.decode(data))
+        )
         if problem:
             raise Invalid(problem)
         entry_id: bytes = await self.redis.xadd(self.settings.ingress_stream, fields)

@@ -200,3 +200,27 @@ async def test_the_cli_sets_lists_shows_and_removes(
         return not await redis.hexists("notifier:event-types", "order.created")
 
     await eventually(gone, 5, "the entry to be removed")
+
+
+async def test_publishers_are_refused_with_the_routers_schema_reason(
+    env: dict[str, str], redis: Redis, http: Client
+) -> None:
+    """POST /v1/events and `notifier publish` tell the producer what the router would
+    dead-letter the event for, and XADD nothing; a good event of the type, and any event of a
+    type without a schema, goes in."""
+    await http.put("/v1/event-types/order.created", json=ENTRY, headers=AUTH)
+    bad = {"type": "order.created", "data": {"order_id": 2, "total": -5}}
+    resp = await http.post("/v1/events", json=bad, headers=AUTH)
+    assert resp.status == 400
+    assert await resp.json() == {"error": "schema: data.total: minimum 0"}
+    done = cli(env, "publish", "order.created", '{"order_id": 2}')
+    assert done.returncode == 1
+    assert done.stderr == "notifier: error: schema: data.total: required\n"
+    assert await redis.xlen("notifier:events") == 0
+    good = {"type": "order.created", "data": {"order_id": 2, "total": 5}}
+    assert (await http.post("/v1/events", json=good, headers=AUTH)).status == 202
+    assert cli(env, "publish", "order.paid", '{"total": -1}').returncode == 0
+    # the catalog's change is followed by a Store that already checked once
+    await http.delete("/v1/event-types/order.created", headers=AUTH)
+    assert (await http.post("/v1/events", json=bad, headers=AUTH)).status == 202
+    assert await redis.xlen("notifier:events") == 3
