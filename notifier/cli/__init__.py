@@ -20,6 +20,7 @@ from notifier import __version__, config, logs, rules
 from notifier.cli import event_types, messages, partners, preview, processes, records, shards
 from notifier.cli import settings as settings_command
 from notifier.cli import top as live
+from notifier.cli.output import UsageError
 from notifier.errors import NotifierError
 from notifier.redis.connection import fatal, reason
 
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(args.handler(settings, args))
     except KeyboardInterrupt:
         sys.exit(130)
+    except UsageError as exc:
+        fail(f"{exc} (see notifier --help)", status=2)
     except Exception as exc:
         if settings.log_level == "debug":
             import traceback
@@ -108,6 +111,6 @@ def describe(exc: BaseException, settings: config.Settings) -> str:
     return f"unexpected error: {text} (NOTIFIER_LOG_LEVEL=debug shows the traceback)"
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, status: int = 1) -> NoReturn:
     sys.stderr.write(f"notifier: error: {message}\n")
-    sys.exit(1)
+    sys.exit(status)

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from notifier.catalog import EventTypeIn, EventTypes
-from notifier.cli.output import show, show_page
+from notifier.cli.output import limit_arg, show, show_page
 from notifier.cli.store import with_store
 from notifier.errors import Invalid
 from notifier.store import Store
@@ -55,12 +55,6 @@ async def _remove(store: Store, args: argparse.Namespace) -> None:
     show({"removed": args.type}, as_json=args.json)
 
 
-def _limit(text: str) -> int:
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
-        raise argparse.ArgumentTypeError("must be a whole number from 1 to 1000")
-    return int(text)
-
-
 def add_commands(sub: Any) -> None:
     group = sub.add_parser(
         "event-types",
@@ -82,7 +76,7 @@ def add_commands(sub: Any) -> None:
         return cmd
 
     listing = command("list", "every event type, by name", _list, with_type=False)
-    listing.add_argument("--limit", type=_limit, default=100, help="1 to 1000 (default 100)")
+    listing.add_argument("--limit", type=limit_arg, default=100, help="1 to 1000 (default 100)")
     listing.add_argument("--after", help="the cursor a previous page printed")
     command("show", "one event type, with its schema and example", _show)
     put = command("set", "create or replace an event type", _set)

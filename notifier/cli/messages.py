@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from notifier import rules
-from notifier.cli.output import show, show_page, wants_json
+from notifier.cli.output import limit_arg, moment_arg, show, show_page, wants_json
 from notifier.cli.store import with_store
-from notifier.errors import Invalid
 from notifier.messages import Messages
 from notifier.store import Store
 from notifier.types import COPY_STATES
@@ -19,13 +17,6 @@ COLUMNS = ("id", "type", "routed_at", "state", "attempts", "next_attempt_at")
 
 def _messages(store: Store) -> Messages:
     return Messages(store.redis, store.settings)
-
-
-def _moment(text: str, name: str) -> int:
-    try:
-        return rules.moment(text, name)
-    except ValueError as exc:
-        raise Invalid(str(exc)) from None
 
 
 async def _show(store: Store, args: argparse.Namespace) -> None:
@@ -53,9 +44,7 @@ async def _resend(store: Store, args: argparse.Namespace) -> None:
 
 
 async def _recover(store: Store, args: argparse.Namespace) -> None:
-    since = _moment(args.since, "--since")
-    until = None if args.until is None else _moment(args.until, "--until")
-    show(await _messages(store).recover(args.partner, since, until), as_json=args.json)
+    show(await _messages(store).recover(args.partner, args.since, args.until), as_json=args.json)
 
 
 def add_commands(sub: Any) -> None:
@@ -85,7 +74,7 @@ def add_commands(sub: Any) -> None:
     )
     listing.add_argument("partner", help="the partner's id")
     listing.add_argument("--status", choices=COPY_STATES, help="only those in this state")
-    listing.add_argument("--limit", type=int, default=50, help="1 to 1000 (default 50)")
+    listing.add_argument("--limit", type=limit_arg, default=50, help="1 to 1000 (default 50)")
     listing.add_argument("--after", help="the cursor a previous page printed")
     listing.add_argument("--json", **json_flag)
     listing.set_defaults(handler=with_store(_list))
@@ -108,7 +97,12 @@ def add_commands(sub: Any) -> None:
         "waiting for a retry or was dead-lettered (after an outage, say).",
     )
     recover.add_argument("partner", help="the partner's id")
-    recover.add_argument("--since", required=True, help="ISO-8601, e.g. 2026-11-24T12:00:00Z")
-    recover.add_argument("--until", help="ISO-8601 (default: now)")
+    recover.add_argument(
+        "--since",
+        required=True,
+        type=moment_arg("--since"),
+        help="ISO-8601, e.g. 2026-11-24T12:00:00Z",
+    )
+    recover.add_argument("--until", type=moment_arg("--until"), help="ISO-8601 (default: now)")
     recover.add_argument("--json", **json_flag)
     recover.set_defaults(handler=with_store(_recover))

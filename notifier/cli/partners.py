@@ -137,11 +137,13 @@ async def _remove(store: Store, args: argparse.Namespace) -> None:
 
 async def _rotate(store: Store, args: argparse.Namespace) -> None:
     made = await store.rotate_secret(args.id, args.secret)
-    kind = "public_key" if made.startswith("whpk_") else "secret"
+    v1a = made.startswith("whpk_")
+    # the API's answer, and how long the keys it replaced go on signing
     show(
         {
             "id": args.id,
-            kind: made,
+            "secret": None if v1a else made,
+            "public_key": made if v1a else None,
             "previous_secrets_valid_for": f"{store.settings.secret_overlap:g}s",
         },
         as_json=args.json,

@@ -6,20 +6,13 @@ import argparse
 from typing import Any
 
 from notifier import rules
-from notifier.cli.output import show, show_page
+from notifier.cli.output import UsageError, limit_arg, show, show_page
 from notifier.cli.store import with_store
 from notifier.dead_letters import DeadLetters
-from notifier.errors import Invalid
 from notifier.store import Store
 
 ATTEMPT_COLUMNS = ("at", "message_id", "event_type", "attempt", "status", "latency_ms", "error")
 DEAD_COLUMNS = ("id", "at", "partner", "reason")
-
-
-def _limit(text: str) -> int:
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
-        raise argparse.ArgumentTypeError("must be a whole number from 1 to 1000")
-    return int(text)
 
 
 async def _publish(store: Store, args: argparse.Namespace) -> None:
@@ -27,7 +20,7 @@ async def _publish(store: Store, args: argparse.Namespace) -> None:
         args.type, args.data.encode(errors="surrogateescape"), args.id, owner=args.owner
     )
     show(
-        {"entry_id": entry_id, "message_id": args.id or rules.message_id_of(entry_id)},
+        {"entry_id": entry_id, "id": args.id or rules.message_id_of(entry_id)},
         as_json=args.json,
     )
 
@@ -46,7 +39,7 @@ async def _dead_list(store: Store, args: argparse.Namespace) -> None:
 
 async def _dead_replay(store: Store, args: argparse.Namespace) -> None:
     if not (args.all or args.partner or args.ids):
-        raise Invalid("say what to replay: dead-letter or message ids, --partner ID, or --all")
+        raise UsageError("say what to replay: dead-letter or message ids, --partner ID, or --all")
     done = await DeadLetters(store.redis, store.settings).replay(
         everything=args.all, partner=args.partner, ids=args.ids or None
     )
@@ -74,7 +67,7 @@ def add_commands(sub: Any) -> None:
         description="Recent delivery attempts of a partner, newest first.",
     )
     attempts.add_argument("partner", help="the partner's id")
-    attempts.add_argument("--limit", type=_limit, default=50, help="1 to 1000 (default 50)")
+    attempts.add_argument("--limit", type=limit_arg, default=50, help="1 to 1000 (default 50)")
     attempts.add_argument("--after", help="the cursor a previous page printed")
     attempts.add_argument("--json", **json_flag)
     attempts.set_defaults(handler=with_store(_attempts))
@@ -91,7 +84,7 @@ def add_commands(sub: Any) -> None:
         "list", help="newest first", description="Dead letters, newest first."
     )
     listing.add_argument("--partner", help="only this partner's")
-    listing.add_argument("--limit", type=_limit, default=100, help="1 to 1000 (default 100)")
+    listing.add_argument("--limit", type=limit_arg, default=100, help="1 to 1000 (default 100)")
     listing.add_argument("--after", help="the cursor a previous page printed")
     listing.add_argument("--json", **json_flag)
     listing.set_defaults(handler=with_store(_dead_list))

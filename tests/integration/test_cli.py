@@ -52,6 +52,9 @@ def test_a_database_the_server_lacks_is_one_line(env: dict[str, str]) -> None:
         ("partners", "add", "x", "https://x.example"),
         ("partners", "bogus"),
         ("publish",),
+        ("recover", "ptn_x", "--since", "yesterday"),
+        ("recover", "ptn_x", "--since", "2026-11-24T12:00:00Z", "--until", "soon"),
+        ("messages", "list", "ptn_x", "--limit", "0"),
     ],
 )
 def test_usage_mistakes_are_one_line_with_status_2(
@@ -203,7 +206,7 @@ def test_an_unknown_partner_is_an_error_everywhere(env: dict[str, str]) -> None:
 
 
 def test_replay_needs_to_be_told_what(env: dict[str, str]) -> None:
-    assert "--all" in one_line_error(cli(env, "dead-letters", "replay"))
+    assert "--all" in one_line_error(cli(env, "dead-letters", "replay"), code=2)
 
 
 async def test_a_terminal_gets_a_table_and_a_pipe_gets_json(

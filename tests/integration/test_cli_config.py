@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -46,6 +47,11 @@ async def test_cli_manages_partners_and_publishes(
 
     published = cli(env, "publish", "order.paid", '{"order_id": 9}', "--id", "ord-9-paid")
     assert published.returncode == 0, published.stderr
+    answer = json.loads(published.stdout)  # the answer of POST /v1/events
+    assert answer["id"] == "ord-9-paid" and sorted(answer) == ["entry_id", "id"]
+    entries: Any = await redis.xrange("notifier:events")
+    first = entries[0][0]
+    assert first.decode() == answer["entry_id"]
     async with running(settings):
         await endpoint.wait_for(1)
         await idle(redis)
@@ -57,6 +63,11 @@ async def test_cli_manages_partners_and_publishes(
     assert [(a["message_id"], a["status"], a["ok"]) for a in attempts] == [
         ("ord-9-paid", 200, True)
     ]
+
+    rotated = json.loads(cli(env, "partners", "rotate-secret", partner["id"]).stdout)
+    assert rotated["id"] == partner["id"] and rotated["public_key"] is None
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != secret
+    assert rotated["previous_secrets_valid_for"] == "86400s"
 
     bad = cli(env, "partners", "add", "x", "ftp://x.example.com", "--events", "*")
     assert bad.returncode != 0 and "url" in bad.stderr
