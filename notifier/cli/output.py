@@ -18,6 +18,8 @@ from notifier import rules
 from notifier.errors import Invalid
 
 _encode = msgspec.json.Encoder().encode
+#: Columns holding ids that other commands take.
+IDS = frozenset({"id", "partner"})
 
 
 class UsageError(Invalid):
@@ -69,9 +71,17 @@ def show(data: Any, *, as_json: bool, columns: Sequence[str] = ()) -> None:
         console.print("(none)")
         return
     names = list(columns or rows[0])
-    table = Table(*names)
-    for row in rows:
-        table.add_row(*(_cell(row.get(name)) for name in names))
+    cells = [[_cell(row.get(name)) for name in names] for row in rows]
+    table = Table()
+    for n, name in enumerate(names):
+        if name in IDS or name.endswith("_id"):
+            # an id is what the next command needs: never cut, however narrow the terminal
+            width = max(len(name), *(len(line[n]) for line in cells))
+            table.add_column(name, no_wrap=True, min_width=width)
+        else:
+            table.add_column(name, overflow="fold")
+    for line in cells:
+        table.add_row(*line)
     console.print(table)
 
 

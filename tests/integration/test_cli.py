@@ -209,19 +209,14 @@ def test_replay_needs_to_be_told_what(env: dict[str, str]) -> None:
     assert "--all" in one_line_error(cli(env, "dead-letters", "replay"), code=2)
 
 
-async def test_a_terminal_gets_a_table_and_a_pipe_gets_json(
-    redis: Redis, env: dict[str, str]
-) -> None:
-    cli(env, "partners", "add", "shop", "https://shop.example.com/hook", "--events", "*")
-    piped = json.loads(cli(env, "partners", "list").stdout)
-    assert [p["name"] for p in piped] == ["shop"]
-
+def on_a_terminal(env: dict[str, str], columns: int, *args: str) -> str:
+    """What `notifier <args>` shows on a terminal `columns` wide."""
     leader, follower = pty.openpty()
     proc = subprocess.run(
-        [sys.executable, "-m", "notifier", "partners", "list"],
+        [sys.executable, "-m", "notifier", *args],
         stdout=follower,
         stderr=subprocess.PIPE,
-        env={**os.environ, **env, "COLUMNS": "200"},
+        env={**os.environ, **env, "COLUMNS": str(columns)},
         timeout=60,
     )
     os.close(follower)
@@ -236,10 +231,23 @@ async def test_a_terminal_gets_a_table_and_a_pipe_gets_json(
         shown += chunk
     os.close(leader)
     assert proc.returncode == 0, proc.stderr
-    text = shown.decode()
-    assert "shop" in text and "https://shop.example.com/hook" in text
-    assert "┃" in text or "|" in text  # a table, not JSON
+    return shown.decode()
+
+
+@pytest.mark.parametrize("columns", [200, 80])
+async def test_a_terminal_gets_a_table_and_a_pipe_gets_json(
+    redis: Redis, env: dict[str, str], columns: int
+) -> None:
+    url = "https://shop.example.com/" + "hooks/" * 10
+    cli(env, "partners", "add", "shop", url, "--events", "*", "--owner", "acme")
+    piped = json.loads(cli(env, "partners", "list").stdout)
+    assert [p["name"] for p in piped] == ["shop"]
+    text = on_a_terminal(env, columns, "partners", "list")
+    assert "shop" in text and "┃" in text  # a table, not JSON
     assert not text.lstrip().startswith("[")
+    # the id is what the next command takes: whole even on a narrow terminal, the rest folds
+    assert piped[0]["id"] in text
+    assert url in text if columns == 200 else "https://" in text
 
 
 async def test_stopped_processes_leave_their_consumer_groups(
