@@ -121,7 +121,10 @@ class Outcome(msgspec.Struct, kw_only=True):
         return self.status == 410
 
 
-class Attempt(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Attempt(msgspec.Struct, kw_only=True):
+    """One POST of a message. Every field is always shown (null when there is none), so an
+    attempt has one shape whatever its outcome."""
+
     message_id: str
     event_type: str
     attempt: int

@@ -93,6 +93,9 @@ async def attempts_of(redis: Redis, settings: Settings, pid: str) -> list[Any]:
     return sorted(await Store(redis, settings).attempts(pid), key=lambda a: a.attempt)
 
 
+SHAPE = ("message_id", "event_type", "attempt", "at", "status", "latency_ms", "ok", "error")
+
+
 async def test_fails_twice_then_succeeds_with_one_webhook_id_at_the_scheduled_gaps(
     redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, admin: Admin
 ) -> None:
@@ -136,6 +139,13 @@ async def test_fails_twice_then_succeeds_with_one_webhook_id_at_the_scheduled_ga
         assert row["message_id"] == f"msg_{entry}"
         assert row["event_type"] == "order.created"
         assert row["latency_ms"] >= 0
+        # one shape whatever the outcome: a success shows its error as null
+        assert sorted(row) == sorted(SHAPE)
+    assert [row["error"] is None for row in sorted(shown, key=lambda r: r["attempt"])] == [
+        False,
+        False,
+        True,
+    ]
 
 
 async def run_cli(env: dict[str, str], *args: str) -> Any:
