@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 from notifier import cursors
 from notifier.config import Settings
 from notifier.errors import Invalid
+from notifier.events import entry_timestamp
 from notifier.messages import Messages, message_decoder, newest_first
 from notifier.models import Attempt, DeadLetter, Page, ReplayOut, now_ms
 from notifier.redis import lua
@@ -196,5 +197,7 @@ def _dead_letter(entry_id: str, fields: dict[bytes, bytes]) -> DeadLetter:
         message=message_decoder(message) if message else None,
         attempts=_attempts(attempts) if attempts else [],
         entry=msgspec.json.decode(entry) if entry else None,
-        at=text.get("at", b"").decode(),
+        # a malformed event's letter has no `at` of its own: it was written when its entry id
+        # says
+        at=text.get("at", b"").decode() or entry_timestamp(entry_id),
     )

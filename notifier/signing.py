@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from notifier.errors import Invalid
+
 PREFIX = "whsec_"
 PRIVATE_PREFIX = "whsk_"
 PUBLIC_PREFIX = "whpk_"
@@ -86,3 +88,12 @@ def _sign(key: Key, signed: bytes) -> str:
     if isinstance(key, bytes):
         return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     return "v1a," + base64.b64encode(key.sign(signed)).decode()
+
+
+def checked_secret(secret: str | None) -> str:
+    """A partner's own secret once checked, or a new one."""
+    if secret is None:
+        return generate_secret()
+    if not is_valid_secret(secret):
+        raise Invalid("secret: must be whsec_ followed by base64 of at least 24 bytes")
+    return secret

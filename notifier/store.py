@@ -101,7 +101,7 @@ class Store:
                 raise Invalid("secret: a v1a partner's key pair is made by notifier; leave it out")
             private, public_key = signing.generate_key_pair()
             return Secret(self.box.seal(private), public=public_key)
-        return Secret(self.box.seal(_checked_secret(secret)))
+        return Secret(self.box.seal(signing.checked_secret(secret)))
 
     def _shown_secret(self, partner: Partner) -> str | None:
         """The plain newest secret of a v1 key, for the one answer that shows it."""
@@ -130,6 +130,9 @@ class Store:
         """Partners in the order they were created, as the API shows them (no secrets); with
         `owner`, only that owner's."""
         cursor = cursors.read(after, (str, str))
+        problem = None if owner is None else rules.owner_problem(owner)
+        if problem:
+            raise Invalid(problem)
         listed = await self.partners()
         if owner is not None:
             listed = [p for p in listed if p.owner == owner]
@@ -386,12 +389,3 @@ class Store:
 def attempts_of(fields: dict[bytes, bytes]) -> list[Attempt]:
     """The attempts of one entry of a partner's attempt log (a settled batch), oldest first."""
     return _attempts_decoder.decode(fields.get(b"b", b"[]"))
-
-
-def _checked_secret(secret: str | None) -> str:
-    """The partner's own secret once checked, or a new one."""
-    if secret is None:
-        return signing.generate_secret()
-    if not signing.is_valid_secret(secret):
-        raise Invalid("secret: must be whsec_ followed by base64 of at least 24 bytes")
-    return secret

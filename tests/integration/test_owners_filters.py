@@ -100,6 +100,10 @@ async def test_one_owners_partners_and_what_is_refused(http: Client) -> None:
         resp = await http.post("/v1/partners", json={**base, "name": "n", **body}, headers=AUTH)
         assert resp.status == 400
         assert (await resp.json())["error"].startswith(error)
+    for query in ("owner=", "owner=" + "x" * 129):
+        resp = await http.get(f"/v1/partners?{query}", headers=AUTH)
+        assert resp.status == 400
+        assert (await resp.json())["error"].startswith("owner must be 1 to 128 characters")
     resp = await http.post("/v1/events", json={"type": "a", "data": {}, "owner": ""}, headers=AUTH)
     assert resp.status == 400
     assert (await resp.json())["error"] == "owner must be 1 to 128 characters, got 0"

@@ -17,6 +17,7 @@ from redis.typing import EncodableT, FieldT
 
 from notifier import config, events
 from notifier.config import Settings
+from notifier.dead_letters import DeadLetters
 from notifier.engine.router import MAX_ROUTE_TRIES, Router
 from notifier.redis import keys
 from tests.helpers import (
@@ -68,6 +69,10 @@ async def test_poison_events_are_dead_lettered_and_the_next_event_is_delivered(
     assert len(reasons) == len(POISON)
     for reason, (_, expected) in zip(reasons, POISON, strict=True):
         assert expected in reason
+    # as the API and CLI show them: each with when it was dead-lettered
+    letters = (await DeadLetters(redis, settings).page()).data
+    assert len(letters) == len(POISON)
+    assert all(d.at.startswith("20") and d.at.endswith("Z") for d in letters), letters
 
 
 async def test_an_entry_handed_out_too_often_is_dead_lettered_whatever_the_cause(
