@@ -111,9 +111,9 @@ class Observer:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 at = 0.0
             if time.time() - at > REPORT_STALE:
-                stale.append(name)
+                stale.append((name, raw))
         if stale:
-            await client.hdel(keys.PROCESSES, *stale)
+            await self.scripts.run(lua.forget_reports(stale=stale))
 
 
 async def health(redis: Redis) -> tuple[bool, dict[str, str]]:

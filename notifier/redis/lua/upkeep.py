@@ -1,6 +1,7 @@
 """The builders of the scripts outside the delivery loop: waking partners (`wake.lua`,
-`rouse.lua`), sending a message again (`resend.lua`), the lock of one process (`hold.lua`) and
-pruning consumer groups (`prune_consumers.lua`)."""
+`rouse.lua`), sending a message again (`resend.lua`), the lock of one process (`hold.lua`),
+forgetting the reports of stopped processes (`forget_reports.lua`) and pruning consumer groups
+(`prune_consumers.lua`)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,12 @@ def resend(
 def hold(*, lock: str, me: str, ttl_ms: int) -> Call[bool]:
     """Take `lock` when free or renew it when `me` holds it; replies whether `me` holds it."""
     return Call("hold", [lock], [me, ttl_ms], lambda reply: bool(int(reply)))
+
+
+def forget_reports(*, stale: Sequence[tuple[bytes, bytes]]) -> Call[int]:
+    """Remove the reports in `notifier:processes` read as stale, (name, report) pairs, each
+    unless its process has reported again since; replies how many."""
+    return Call("forget_reports", [keys.PROCESSES], [x for pair in stale for x in pair], as_int)
 
 
 def prune_consumers(
