@@ -12,6 +12,7 @@ Each resource is a module of its own with its routes (`partners`, `attempts`, `d
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,6 +40,8 @@ from notifier.engine.sender import Sender
 from notifier.errors import ConfigError, Conflict, Invalid, ListenError, NotFound
 from notifier.messages import Messages
 from notifier.store import Store
+from notifier.telemetry import Telemetry
+from notifier.telemetry.metrics import Metrics
 
 log = logs.get("api")
 
@@ -127,6 +130,31 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(500, "internal error")
 
 
+def metered(metrics: Metrics) -> Any:
+    """Count every answer by its route's template, method and status, with its latency, once
+    the other middlewares made it (a refused token is a 401 of its route)."""
+
+    @web.middleware
+    async def meter(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # the few `errors` lets through (below 400)
+            status = exc.status
+            raise
+        finally:
+            matched = request.match_info.route
+            resource = matched.resource
+            known = resource is not None and matched.handler is not unmatched
+            route = resource.canonical if known and resource is not None else "unmatched"
+            metrics.api_request(route, request.method, status, time.perf_counter() - started)
+
+    return meter
+
+
 def auth_middleware(authorized: Authorizer) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -174,10 +202,12 @@ async def unmatched(request: web.Request) -> web.Response:
     raise web.HTTPNotFound()
 
 
-def create_app(redis: Redis, settings: Settings) -> web.Application:
+def create_app(redis: Redis, settings: Settings, metrics: Metrics | None = None) -> web.Application:
+    """The API; its requests are counted in `metrics` (the process's, served on /metrics)."""
     authorized = authorizer(settings.admin_token)
+    meter = metered(metrics or Telemetry.disabled().metrics)
     app = web.Application(
-        middlewares=[errors, auth_middleware(authorized)], client_max_size=MAX_BODY
+        middlewares=[meter, errors, auth_middleware(authorized)], client_max_size=MAX_BODY
     )
     app[REDIS] = redis
     app[STORE] = Store(redis, settings)

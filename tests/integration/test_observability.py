@@ -14,6 +14,7 @@ from notifier.models import PartnerPatch
 from notifier.store import Store
 from tests.helpers import (
     KS,
+    TOKEN,
     Endpoint,
     EndpointFactory,
     Spawn,
@@ -153,3 +154,55 @@ async def test_every_process_of_a_split_deployment_is_observable(
     # re-enabled, the kept messages go out
     await Store(redis, settings).update(ids["kept"], PartnerPatch(enabled=True))
     await kept.wait_for(7)
+
+
+async def test_the_api_counts_its_requests_by_route_template_method_and_status(
+    env: dict[str, str], spawn: Spawn
+) -> None:
+    """`notifier api` serves series of its own: every answer by its route's template (ids
+    never become labels), method and status, with a latency histogram by route."""
+    addr = f"127.0.0.1:{free_port()}"
+    spawn("api", extra={"NOTIFIER_API_ADDR": addr})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+
+        async def up() -> bool:
+            try:
+                async with http.get(f"http://{addr}/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(up, 20, "the api's /healthz")
+        asked = [
+            ("GET", "/v1/partners", auth, 200),
+            ("GET", "/v1/partners", auth, 200),
+            ("GET", "/v1/partners/ptn_one", auth, 404),
+            ("GET", "/v1/partners/ptn_two", auth, 404),
+            ("GET", "/v1/partners/ptn_one", {}, 401),
+            ("POST", "/v1/partners", auth, 400),
+            ("GET", "/no/such/path", auth, 404),
+            ("DELETE", "/healthz", auth, 405),
+        ]
+        for method, path, headers, status in asked:
+            async with http.request(method, f"http://{addr}{path}", headers=headers) as resp:
+                assert resp.status == status, (method, path)
+        samples = await scrape(http, addr)
+
+    def requests(route: str, method: str, status: str) -> float:
+        return value(
+            samples, "notifier_api_requests_total", route=route, method=method, status=status
+        )
+
+    assert requests("/v1/partners", "GET", "200") == 2
+    assert requests("/v1/partners/{id}", "GET", "404") == 2
+    assert requests("/v1/partners/{id}", "GET", "401") == 1
+    assert requests("/v1/partners", "POST", "400") == 1
+    assert requests("unmatched", "GET", "404") == 1
+    assert requests("unmatched", "DELETE", "405") == 1
+    assert requests("/healthz", "GET", "200") >= 1
+    assert not any("ptn_" in str(labels) for (_, labels) in samples)
+    duration = "notifier_api_request_duration_seconds"
+    assert value(samples, f"{duration}_count", route="/v1/partners/{id}", method="GET") == 3
+    assert value(samples, f"{duration}_bucket", route="/v1/partners", le="+Inf") == 3
+    assert 0 < value(samples, f"{duration}_sum", route="/v1/partners", method="GET") < 60
