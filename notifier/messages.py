@@ -29,6 +29,7 @@ from notifier.models import (
     MessageView,
     Page,
     PartnerMessage,
+    RecoverOut,
     ResendOut,
     decode_partner,
     iso_ms,
@@ -277,7 +278,7 @@ class Messages:
 
     async def recover(
         self, partner_id: str, since_ms: int, until_ms: int | None = None
-    ) -> dict[str, Any]:
+    ) -> RecoverOut:
         """Resend every message routed to the partner in [since, until] that failed: waiting
         for a retry, or dead-lettered; RECOVER_BATCH a round trip, RECOVER_MOST at most."""
         if until_ms is not None and until_ms < since_ms:
@@ -296,7 +297,7 @@ class Messages:
             if page.next is None:
                 break
             after = page.next
-        return {"resent": len(resent), "ids": resent, "complete": len(resent) < RECOVER_MOST}
+        return RecoverOut(resent=len(resent), ids=resent, complete=len(resent) < RECOVER_MOST)
 
     async def partner(self, partner_id: str) -> None:
         """Raise NotFound unless the partner exists (and its record reads)."""

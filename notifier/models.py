@@ -23,6 +23,7 @@ from notifier.partners import (
     Signature,
     decode_partner,
     public,
+    public_as,
     public_key,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "Signature",
     "decode_partner",
     "public",
+    "public_as",
     "public_key",
 ]
 

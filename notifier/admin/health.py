@@ -19,8 +19,8 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[REDIS].ping()
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-        return json({"status": "unavailable", "redis": f"unreachable: {reason(exc)}"}, 503)
-    return json({"status": "ok", "redis": "ok"})
+        return json(HealthOut(status="unavailable", redis=f"unreachable: {reason(exc)}"), 503)
+    return json(HealthOut(status="ok", redis="ok"))
 
 
 @routes.get("/metrics")
