@@ -33,7 +33,16 @@ from notifier.admin import (
     partners,
     preview,
 )
-from notifier.admin.wire import DEAD_LETTERS, MESSAGES, REDIS, SENDER, SETTINGS, STORE, error
+from notifier.admin.wire import (
+    DEAD_LETTERS,
+    MESSAGES,
+    REDIS,
+    SENDER,
+    SETTINGS,
+    STORE,
+    Doc,
+    error,
+)
 from notifier.config import Settings
 from notifier.dead_letters import DeadLetters
 from notifier.engine.sender import Sender
@@ -62,8 +71,16 @@ MAX_BODY = 256 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-#: The routes anyone may call; every other path, known or not, needs the token.
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+#: The routes anyone may call: those documented `public` (which the OpenAPI document shows
+#: without security); every other path, known or not, needs the token.
+PUBLIC_PATHS = frozenset(
+    route.path
+    for resource in RESOURCES
+    for route in resource.routes
+    if isinstance(route, web.RouteDef)
+    and isinstance(doc := getattr(route.handler, "doc", None), Doc)
+    and doc.public
+)
 UNAUTHORIZED = "missing or wrong bearer token"
 #: The route of every path no other route takes (see `unmatched`).
 CATCH_ALL = "/{tail:.*}"
