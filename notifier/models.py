@@ -220,9 +220,13 @@ class ErrorOut(msgspec.Struct):
     error: str
 
 
-class HealthOut(msgspec.Struct):
-    status: str
-    redis: str
+class HealthOut(msgspec.Struct, omit_defaults=True):
+    """How a process is: `ok` while Redis answers and each of its loops went round lately."""
+
+    status: str  # ok | unavailable
+    redis: str  # ok | unreachable: <why>
+    #: each loop of the process (router, delivery, observer...): ok | stalled for <n>s
+    loops: dict[str, str] = {}
 
 
 def iso_ms(ms: int | float) -> str:

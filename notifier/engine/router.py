@@ -97,7 +97,9 @@ class Router:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
-        await keep_running("router", self._run_once, stop, on_nogroup=self.ensure_group)
+        # a lane of its own in /healthz: under one name, a stuck lane hid behind the other
+        lane = "router:ops" if self.ops else "router"
+        await keep_running(lane, self._run_once, stop, on_nogroup=self.ensure_group)
         with contextlib.suppress(*TRANSIENT, rx.ResponseError):
             # Leave the group if this router holds nothing, rather than pile up names.
             await self.scripts.run(

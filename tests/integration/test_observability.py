@@ -3,25 +3,34 @@ numbers they give are what the endpoints received and what waits in Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from typing import Any
+
 import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from notifier import config
 from notifier.config import Settings
+from notifier.engine.router import Router
 from notifier.models import PartnerPatch
 from notifier.store import Store
+from notifier.telemetry import observer
 from tests.helpers import (
     KS,
     TOKEN,
     Endpoint,
     EndpointFactory,
+    RedisServer,
     Spawn,
     eventually,
     free_port,
     publish,
     register,
+    running,
 )
 
 pytestmark = pytest.mark.slow
@@ -206,3 +215,63 @@ async def test_the_api_counts_its_requests_by_route_template_method_and_status(
     assert value(samples, f"{duration}_count", route="/v1/partners/{id}", method="GET") == 3
     assert value(samples, f"{duration}_bucket", route="/v1/partners", le="+Inf") == 3
     assert 0 < value(samples, f"{duration}_sum", route="/v1/partners", method="GET") < 60
+
+
+async def test_healthz_is_503_while_redis_is_unreachable_or_a_loop_is_stuck(
+    redis_server: RedisServer,
+    redis: Redis,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`notifier run` answers /healthz on its metrics address and on the api's alike: 503
+    naming Redis while it is away (200 again once it is back), and 503 naming the loop that
+    stopped going round while the others still do."""
+    addrs = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    settings = config.load(
+        {**env, "NOTIFIER_METRICS_ADDR": addrs[0], "NOTIFIER_API_ADDR": addrs[1]}
+    )
+    monkeypatch.setattr(observer, "LOOP_STALE", 1.0)
+    stuck, release = asyncio.Event(), asyncio.Event()
+    original = Router.step
+
+    async def step(self: Router) -> int:
+        if stuck.is_set() and not self.ops:
+            await release.wait()  # the ingress lane stops going round; the ops lane does not
+        return await original(self)
+
+    monkeypatch.setattr(Router, "step", step)
+
+    async def answers() -> list[tuple[int, dict[str, Any]]]:
+        found = []
+        async with aiohttp.ClientSession() as http:
+            for addr in addrs:
+                try:
+                    async with http.get(f"http://{addr}/healthz") as resp:
+                        found.append((resp.status, await resp.json()))
+                except aiohttp.ClientError:
+                    found.append((0, {}))
+        return found
+
+    async def all_are(status: int, redis_state: str, router: str) -> bool:
+        return all(
+            code == status
+            and body["redis"].startswith(redis_state)
+            and body["loops"]["router"].startswith(router)
+            and body["loops"]["router:ops"] == body["loops"]["delivery"] == "ok"
+            for code, body in await answers()
+        )
+
+    try:
+        async with running(settings, serve_api=True):
+            await eventually(lambda: all_are(200, "ok", "ok"), 20, "both to be well")
+            await asyncio.to_thread(redis_server.stop, signal.SIGKILL)
+            await eventually(lambda: all_are(503, "unreachable", "ok"), 10, "503: redis")
+            await asyncio.to_thread(redis_server.start)
+            await eventually(lambda: all_are(200, "ok", "ok"), 10, "well again")
+            stuck.set()
+            await eventually(lambda: all_are(503, "ok", "stalled"), 10, "503: the router")
+            release.set()
+    finally:
+        release.set()
+        if redis_server.proc is None:
+            redis_server.start()
