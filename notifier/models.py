@@ -210,6 +210,13 @@ class TestOut(msgspec.Struct):
     excerpt: str | None
     error: str | None
 
+    @classmethod
+    def of(cls, outcome: Outcome) -> TestOut:
+        """How a test ping went, as the API and the CLI show it."""
+        return cls(
+            outcome.ok, outcome.status, round(outcome.latency_ms, 2), outcome.excerpt, outcome.error
+        )
+
 
 class EventOut(msgspec.Struct):
     entry_id: str

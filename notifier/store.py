@@ -346,14 +346,7 @@ class Store:
             timestamp=iso_ms(now),
             data=msgspec.Raw(_encode(data)),
         )
-        outcome = await sender.send(partner, message, signing_keys)
-        return TestOut(
-            ok=outcome.ok,
-            status=outcome.status,
-            latency_ms=round(outcome.latency_ms, 2),
-            excerpt=outcome.excerpt,
-            error=outcome.error,
-        )
+        return TestOut.of(await sender.send(partner, message, signing_keys))
 
     def signing_keys(self, partner: Partner) -> list[signing.Key]:
         """What signs the partner's requests now: each key still valid, newest first."""
