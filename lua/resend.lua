@@ -3,8 +3,12 @@
 -- replaced, a dead letter of it is removed, and a new entry goes to the end of the partner's
 -- stream. Done in one step, so the message is never both waiting twice and never lost. A copy
 -- in flight is left to finish: its request is under way.
--- Returns {1, new entry id, 1 when the caller should rouse a delivery process else 0}, or
--- {-1} when the index does not know the message for this partner.
+-- A replay names the dead letter it takes (ARGV[5]): it is taken once, however many replays
+-- of it run at once, and its own copy of the message is sent when the index does not know the
+-- message (NOTIFIER_MESSAGE_RETENTION 0, or past it).
+-- Returns {'resent', new entry id, 1 when the caller should rouse a delivery process else 0},
+-- {'unknown'} when neither the index nor a dead letter has the message for this partner, or
+-- {'taken'} when the dead letter named is gone (another replay took it).
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local inflight = KEYS[3]       -- notifier:{id}:inflight
@@ -17,14 +21,35 @@ local group = ARGV[1]
 local partner = ARGV[2]
 local now = tonumber(ARGV[3])
 local message_id = ARGV[4]
+local letter = ARGV[5]         -- the dead letter a replay takes, or ''
 local field = message_id .. '\t' .. partner  -- the copy's field in `index`
 
 --@include wake_partners
 
+local kept = nil               -- the dead letter's copy of the message
+if letter ~= '' then
+  local found = redis.call('XRANGE', dead, letter, letter)
+  if #found == 0 then
+    return {'taken'}
+  end
+  local fields = found[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'message' then
+      kept = fields[i + 1]
+    end
+  end
+end
 local event = redis.call('HGET', index, message_id)
 local known = redis.call('HGET', index, field)
 if not event or not known or redis.call('EXISTS', stream) == 0 then
-  return {-1}
+  if not kept then
+    return {'unknown'}
+  end
+  -- the caller checked that the partner exists: a stream without a group yet is fine, the
+  -- first take makes the group
+  local added = redis.call('XADD', stream, '*', 'm', kept)
+  redis.call('XDEL', dead, letter)
+  return {'resent', added, wake_partners(ready, leases, {partner}, now)}
 end
 -- a pending copy's field is its entry id; any other state is a JSON object (see fan_out.lua)
 local state = {e = known}
@@ -40,6 +65,9 @@ end
 if state.x then
   redis.call('XDEL', dead, state.x)
 end
+if letter ~= '' then
+  redis.call('XDEL', dead, letter)
+end
 local added = redis.call('XADD', stream, '*', 'm', event)
 redis.call('HSET', index, field, added)
-return {1, added, wake_partners(ready, leases, {partner}, now)}
+return {'resent', added, wake_partners(ready, leases, {partner}, now)}

@@ -128,27 +128,28 @@ class DeadLetters:
         for home in self.keyspace.homes:
             known |= {pid.decode() for pid in await self.redis.hkeys(home.partners)}
         replayed = 0
-        for stream, (entry_id, fields) in rows:
+        for _, (entry_id, fields) in rows:
             target = fields.get(b"partner", b"").decode()
             if target not in known or b"message" not in fields:
                 continue  # a malformed event (no partner), or a partner since removed
             message = message_decoder(fields[b"message"])
             shard = self.keyspace.shard_of(target)
-            # through the index when it knows the message (it keeps its state there too)
+            # Taken and sent again in one step, so of replays running at once one sends it. A
+            # message's dead letters are in its partner's shard (a malformed event's, in
+            # `notifier:dead` on a Cluster, have no message and were left out above).
             resent = await self.scripts.run(
-                lua.resend(shard=shard, partner_id=target, message_id=message.id, now_ms=now_ms())
-            )
-            if resent is None:
-                await self.redis.xadd(shard.partner(target).stream, {"m": fields[b"message"]})
-                woke = await self.scripts.run(
-                    lua.wake(shard=shard, now_ms=now_ms(), partner_ids=[target])
+                lua.resend(
+                    shard=shard,
+                    partner_id=target,
+                    message_id=message.id,
+                    now_ms=now_ms(),
+                    dead_letter=entry_id.decode(),
                 )
-            else:
-                woke = resent.woke
-            if woke:
+            )
+            if resent.state != "resent":
+                continue
+            if resent.woke:
                 await self.scripts.run(lua.rouse(shards=[shard.number]))
-            # sent again first: a replay that stops in between sends twice, never loses it
-            await self.redis.xdel(stream, entry_id)
             replayed += 1
         return replayed
 

@@ -29,6 +29,7 @@ from notifier.models import (
     MessageView,
     Page,
     PartnerMessage,
+    RecoverOut,
     ResendOut,
     decode_partner,
     iso_ms,
@@ -253,14 +254,14 @@ class Messages:
         """Send it again: same webhook-id, a fresh retry schedule, whatever its state."""
         await self.partner(partner_id)
         [resent] = await self._resend(partner_id, [message_id])
-        if resent is None:
+        if resent.state != "resent":
             raise NotFound(
                 f"no message {message_id[:200]!r} for partner {partner_id!r} (messages are "
                 "kept for NOTIFIER_MESSAGE_RETENTION after they were routed)"
             )
         return ResendOut(id=message_id, partner=partner_id, entry_id=resent.entry_id)
 
-    async def _resend(self, partner_id: str, message_ids: list[str]) -> list[lua.Resent | None]:
+    async def _resend(self, partner_id: str, message_ids: list[str]) -> list[lua.Resent]:
         """Resend messages of one partner, all in one round trip."""
         shard = self.keyspace.shard_of(partner_id)
         now = now_ms()
@@ -271,13 +272,13 @@ class Messages:
             for mid in message_ids
         ]
         replies = [await call for call in calls]
-        if any(r is not None and r.woke for r in replies):
+        if any(r.woke for r in replies):
             await self.scripts.run(lua.rouse(shards=[shard.number]))
         return replies
 
     async def recover(
         self, partner_id: str, since_ms: int, until_ms: int | None = None
-    ) -> dict[str, Any]:
+    ) -> RecoverOut:
         """Resend every message routed to the partner in [since, until] that failed: waiting
         for a retry, or dead-lettered; RECOVER_BATCH a round trip, RECOVER_MOST at most."""
         if until_ms is not None and until_ms < since_ms:
@@ -296,7 +297,7 @@ class Messages:
             if page.next is None:
                 break
             after = page.next
-        return {"resent": len(resent), "ids": resent, "complete": len(resent) < RECOVER_MOST}
+        return RecoverOut(resent=len(resent), ids=resent, complete=len(resent) < RECOVER_MOST)
 
     async def partner(self, partner_id: str) -> None:
         """Raise NotFound unless the partner exists (and its record reads)."""

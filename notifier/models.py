@@ -23,6 +23,7 @@ from notifier.partners import (
     Signature,
     decode_partner,
     public,
+    public_as,
     public_key,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "Signature",
     "decode_partner",
     "public",
+    "public_as",
     "public_key",
 ]
 
@@ -211,6 +213,13 @@ class TestOut(msgspec.Struct):
     excerpt: str | None
     error: str | None
 
+    @classmethod
+    def of(cls, outcome: Outcome) -> TestOut:
+        """How a test ping went, as the API and the CLI show it."""
+        return cls(
+            outcome.ok, outcome.status, round(outcome.latency_ms, 2), outcome.excerpt, outcome.error
+        )
+
 
 class EventOut(msgspec.Struct):
     entry_id: str
@@ -221,9 +230,13 @@ class ErrorOut(msgspec.Struct):
     error: str
 
 
-class HealthOut(msgspec.Struct):
-    status: str
-    redis: str
+class HealthOut(msgspec.Struct, omit_defaults=True):
+    """How a process is: `ok` while Redis answers and each of its loops went round lately."""
+
+    status: str  # ok | unavailable
+    redis: str  # ok | unreachable: <why>
+    #: each loop of the process (router, delivery, observer...): ok | stalled for <n>s
+    loops: dict[str, str] = {}
 
 
 def iso_ms(ms: int | float) -> str:

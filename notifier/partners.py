@@ -190,6 +190,10 @@ class PartnerOut(msgspec.Struct, kw_only=True):
     public_key: str | None = None
 
 
+#: What PartnerOut shows of the record as it is.
+_SHOWN = tuple(name for name in PartnerOut.__struct_fields__ if name != "public_key")
+
+
 class PartnerCreated(PartnerOut, kw_only=True):
     """A new partner, with its secret (v1; shown this once), or the public key of its key
     pair (v1a; the private key is never shown)."""
@@ -198,9 +202,10 @@ class PartnerCreated(PartnerOut, kw_only=True):
 
 
 class PartnerUpdated(PartnerOut, kw_only=True):
-    """A changed partner; a change of `signature` to v1 made a new secret, shown this once."""
+    """A changed partner; a change of `signature` to v1 made a new secret, shown this once
+    (left out otherwise)."""
 
-    secret: str | None = None
+    secret: str | UnsetType = UNSET
 
 
 class SecretOut(msgspec.Struct):
@@ -211,12 +216,18 @@ class SecretOut(msgspec.Struct):
     public_key: str | None = None
 
 
-def public(partner: Partner) -> dict[str, Any]:
+Shown = TypeVar("Shown", bound=PartnerOut)
+
+
+def public(partner: Partner) -> PartnerOut:
     """A partner as the API shows it: never the secrets; a v1a partner's current public key."""
-    shown: dict[str, Any] = msgspec.to_builtins(partner)
-    shown.pop("secrets", None)
-    shown["public_key"] = public_key(partner)
-    return shown
+    return public_as(partner, PartnerOut)
+
+
+def public_as(partner: Partner, kind: type[Shown], **extra: Any) -> Shown:
+    """`public`, as a kin of PartnerOut that adds `extra` (a secret shown once)."""
+    fields = {name: getattr(partner, name) for name in _SHOWN}
+    return kind(**fields, public_key=public_key(partner), **extra)
 
 
 def public_key(partner: Partner) -> str | None:

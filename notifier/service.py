@@ -162,7 +162,8 @@ async def run(
                     asyncio.create_task(DeliveryPool(redis, settings, sender, telemetry).run(stop))
                 )
             if serve_api:
-                runner = await api.serve(api.create_app(redis, settings), settings)
+                app = api.create_app(redis, settings, telemetry.metrics)
+                runner = await api.serve(app, settings)
             log.info("notifier started", router=route, delivery=deliver, api=serve_api)
             await asyncio.gather(*tasks)
     finally:

@@ -29,12 +29,13 @@ from notifier.errors import Conflict, Invalid, NotFound
 from notifier.models import (
     Attempt,
     Message,
-    Outcome,
     Page,
     Partner,
     PartnerIn,
+    PartnerOut,
     PartnerPatch,
     Secret,
+    TestOut,
     decode_partner,
     iso_ms,
     now_ms,
@@ -126,7 +127,7 @@ class Store:
 
     async def partner_page(
         self, after: str | None = None, limit: int = 100, owner: str | None = None
-    ) -> Page[Any]:
+    ) -> Page[PartnerOut]:
         """Partners in the order they were created, as the API shows them (no secrets); with
         `owner`, only that owner's."""
         cursor = cursors.read(after, (str, str))
@@ -333,8 +334,9 @@ class Store:
         # and they save the same
         await self._save(partner, expected, enabling=current is not None and not current.enabled)
 
-    async def test(self, partner_id: str, sender: Sender) -> Outcome:
-        """Send the partner a signed `notifier.test` event now, as any delivery is sent."""
+    async def test(self, partner_id: str, sender: Sender) -> TestOut:
+        """Send the partner a signed `notifier.test` event now, as any delivery is sent; how it
+        went, as the API and the CLI show it."""
         partner = await self.get(partner_id)
         now = now_ms()
         signing_keys = self.signing_keys(partner)
@@ -349,7 +351,7 @@ class Store:
             timestamp=iso_ms(now),
             data=msgspec.Raw(_encode(data)),
         )
-        return await sender.send(partner, message, signing_keys)
+        return TestOut.of(await sender.send(partner, message, signing_keys))
 
     def signing_keys(self, partner: Partner) -> list[signing.Key]:
         """What signs the partner's requests now: each key still valid, newest first."""

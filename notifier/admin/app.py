@@ -12,6 +12,7 @@ Each resource is a module of its own with its routes (`partners`, `attempts`, `d
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -32,13 +33,24 @@ from notifier.admin import (
     partners,
     preview,
 )
-from notifier.admin.wire import DEAD_LETTERS, MESSAGES, REDIS, SENDER, SETTINGS, STORE, error
+from notifier.admin.wire import (
+    DEAD_LETTERS,
+    MESSAGES,
+    REDIS,
+    SENDER,
+    SETTINGS,
+    STORE,
+    Doc,
+    error,
+)
 from notifier.config import Settings
 from notifier.dead_letters import DeadLetters
 from notifier.engine.sender import Sender
 from notifier.errors import ConfigError, Conflict, Invalid, ListenError, NotFound
 from notifier.messages import Messages
 from notifier.store import Store
+from notifier.telemetry import Telemetry
+from notifier.telemetry.metrics import Metrics
 
 log = logs.get("api")
 
@@ -59,8 +71,16 @@ MAX_BODY = 256 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-#: The routes anyone may call; every other path, known or not, needs the token.
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+#: The routes anyone may call: those documented `public` (which the OpenAPI document shows
+#: without security); every other path, known or not, needs the token.
+PUBLIC_PATHS = frozenset(
+    route.path
+    for resource in RESOURCES
+    for route in resource.routes
+    if isinstance(route, web.RouteDef)
+    and isinstance(doc := getattr(route.handler, "doc", None), Doc)
+    and doc.public
+)
 UNAUTHORIZED = "missing or wrong bearer token"
 #: The route of every path no other route takes (see `unmatched`).
 CATCH_ALL = "/{tail:.*}"
@@ -127,6 +147,31 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(500, "internal error")
 
 
+def metered(metrics: Metrics) -> Any:
+    """Count every answer by its route's template, method and status, with its latency, once
+    the other middlewares made it (a refused token is a 401 of its route)."""
+
+    @web.middleware
+    async def meter(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # the few `errors` lets through (below 400)
+            status = exc.status
+            raise
+        finally:
+            matched = request.match_info.route
+            resource = matched.resource
+            known = resource is not None and matched.handler is not unmatched
+            route = resource.canonical if known and resource is not None else "unmatched"
+            metrics.api_request(route, request.method, status, time.perf_counter() - started)
+
+    return meter
+
+
 def auth_middleware(authorized: Authorizer) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -174,10 +219,12 @@ async def unmatched(request: web.Request) -> web.Response:
     raise web.HTTPNotFound()
 
 
-def create_app(redis: Redis, settings: Settings) -> web.Application:
+def create_app(redis: Redis, settings: Settings, metrics: Metrics | None = None) -> web.Application:
+    """The API; its requests are counted in `metrics` (the process's, served on /metrics)."""
     authorized = authorizer(settings.admin_token)
+    meter = metered(metrics or Telemetry.disabled().metrics)
     app = web.Application(
-        middlewares=[errors, auth_middleware(authorized)], client_max_size=MAX_BODY
+        middlewares=[meter, errors, auth_middleware(authorized)], client_max_size=MAX_BODY
     )
     app[REDIS] = redis
     app[STORE] = Store(redis, settings)

@@ -27,4 +27,4 @@ async def publish(request: web.Request) -> web.Response:
     entry_id = await request.app[STORE].publish(
         body.type, bytes(body.data), body.id, traceparent=body.traceparent, owner=body.owner
     )
-    return json({"entry_id": entry_id, "id": body.id or rules.message_id_of(entry_id)}, 202)
+    return json(EventOut(entry_id=entry_id, id=body.id or rules.message_id_of(entry_id)), 202)

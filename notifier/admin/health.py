@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from aiohttp import web
-from redis import exceptions as rx
 
 from notifier.admin.wire import REDIS, documented, json
 from notifier.models import HealthOut
-from notifier.redis.connection import reason
 from notifier.telemetry.metrics import prometheus_text
+from notifier.telemetry.observer import health
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
-@documented("Liveness and Redis reachability", answer=HealthOut, public=True)
+@documented(
+    "The process: 200 while Redis answers and its loops go round, else 503 naming what is wrong",
+    answer=HealthOut,
+    public=True,
+)
 async def healthz(request: web.Request) -> web.Response:
-    try:
-        await request.app[REDIS].ping()
-    except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-        return json({"status": "unavailable", "redis": f"unreachable: {reason(exc)}"}, 503)
-    return json({"status": "ok", "redis": "ok"})
+    answer = await health(request.app[REDIS])
+    return json(answer, 200 if answer.status == "ok" else 503)
 
 
 @routes.get("/metrics")

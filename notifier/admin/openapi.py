@@ -15,7 +15,7 @@ from aiohttp import web
 
 from notifier import __version__
 from notifier.admin.wire import Doc, documented
-from notifier.models import ErrorOut
+from notifier.models import ErrorOut, HealthOut
 
 routes = web.RouteTableDef()
 _PARAM = re.compile(r"{(\w+)}")
@@ -40,67 +40,17 @@ def describe(app: web.Application) -> dict[str, Any]:
         [*types, ErrorOut], ref_template="#/components/schemas/{name}"
     )
     refs = dict(zip(map(id, [*types, ErrorOut]), schemas, strict=True))
-    error = {"application/json": {"schema": refs[id(ErrorOut)]}}
     paths: dict[str, dict[str, Any]] = {}
     for method, path, doc in docs:
-        operation: dict[str, Any] = {
-            "summary": doc.summary,
-            "operationId": _operation_id(method, path),
-            "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in _PARAM.findall(path)
-            ]
-            + [
-                {
-                    "name": q.name,
-                    "in": "query",
-                    "required": False,
-                    "schema": q.schema,
-                    "description": q.description,
-                }
-                for q in doc.query
-            ],
-            "responses": {},
-        }
-        if doc.body is not None:
-            operation["requestBody"] = {
-                "required": method != "post" or "rotate" not in path,
-                "content": {"application/json": {"schema": refs[id(doc.body)]}},
-            }
-        answer: dict[str, Any] = {"description": doc.summary}
-        if doc.answer is not None:
-            answer["content"] = {"application/json": {"schema": refs[id(doc.answer)]}}
-        elif path == "/metrics":
-            answer["content"] = {"text/plain": {"schema": {"type": "string"}}}
-        operation["responses"][str(doc.status)] = answer
-        for status, meaning in _ERRORS.items():
-            if doc.public and status == "401":
-                continue
-            operation["responses"][status] = {"description": meaning, "content": error}
-        # aiohttp's HTTP parser answers what it cannot read before the app sees it
-        operation["responses"]["400"]["description"] += (
-            "; a request line or header over 8 KiB is refused by the HTTP server in plain text"
-        )
-        operation["responses"]["400"]["content"] = {
-            **error,
-            "text/plain": {"schema": {"type": "string"}},
-        }
-        if method in ("post", "patch", "put"):
-            operation["responses"]["413"] = {
-                "description": "the body is over 256 KiB",
-                "content": error,
-            }
-        if doc.public:
-            operation["security"] = []
-        paths.setdefault(path, {})[method] = operation
+        paths.setdefault(path, {})[method] = _operation(method, path, doc, refs)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "notifier admin API",
             "version": __version__,
-            "description": "Partners, messages, dead letters and operations of notifier "
-            "(contract section 3). Every route but /healthz, /metrics and /openapi.json needs "
-            "`Authorization: Bearer <NOTIFIER_ADMIN_TOKEN>`.",
+            "description": "Partners, messages, dead letters and operations of notifier, "
+            "described in its README. Every route but /healthz, /metrics and /openapi.json "
+            "needs `Authorization: Bearer <NOTIFIER_ADMIN_TOKEN>`.",
         },
         "paths": dict(sorted(paths.items())),
         "components": {
@@ -109,6 +59,60 @@ def describe(app: web.Application) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+def _operation(method: str, path: str, doc: Doc, refs: dict[int, Any]) -> dict[str, Any]:
+    """One route's operation: its parameters, body and answers, from its declaration."""
+    operation: dict[str, Any] = {
+        "summary": doc.summary,
+        "operationId": _operation_id(method, path),
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PARAM.findall(path)
+        ]
+        + [
+            {
+                "name": q.name,
+                "in": "query",
+                "required": False,
+                "schema": q.schema,
+                "description": q.description,
+            }
+            for q in doc.query
+        ],
+        "responses": _responses(method, path, doc, refs),
+    }
+    if doc.body is not None:
+        operation["requestBody"] = {
+            "required": method != "post" or "rotate" not in path,
+            "content": {"application/json": {"schema": refs[id(doc.body)]}},
+        }
+    if doc.public:
+        operation["security"] = []
+    return operation
+
+
+def _responses(method: str, path: str, doc: Doc, refs: dict[int, Any]) -> dict[str, Any]:
+    error = {"application/json": {"schema": refs[id(ErrorOut)]}}
+    answer: dict[str, Any] = {"description": doc.summary}
+    if doc.answer is not None:
+        answer["content"] = {"application/json": {"schema": refs[id(doc.answer)]}}
+    elif path == "/metrics":
+        answer["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {str(doc.status): answer}
+    for status, meaning in _ERRORS.items():
+        if not (doc.public and status == "401"):
+            responses[status] = {"description": meaning, "content": error}
+    if doc.answer is HealthOut:  # unwell, it answers the same shape, naming what is wrong
+        responses["503"] = {**answer, "description": "Redis is unreachable or a loop stalled"}
+    # aiohttp's HTTP parser answers what it cannot read before the app sees it
+    responses["400"]["description"] += (
+        "; a request line or header over 8 KiB is refused by the HTTP server in plain text"
+    )
+    responses["400"]["content"] = {**error, "text/plain": {"schema": {"type": "string"}}}
+    if method in ("post", "patch", "put"):
+        responses["413"] = {"description": "the body is over 256 KiB", "content": error}
+    return responses
 
 
 def _operation_id(method: str, path: str) -> str:

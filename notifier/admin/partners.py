@@ -27,6 +27,7 @@ from notifier.models import (
     SecretOut,
     TestOut,
     public,
+    public_as,
 )
 
 routes = web.RouteTableDef()
@@ -42,7 +43,7 @@ routes = web.RouteTableDef()
 async def create_partner(request: web.Request) -> web.Response:
     body = await decode(request, PartnerIn)
     partner, secret = await request.app[STORE].create(body)
-    return json({**public(partner), "secret": secret}, 201)
+    return json(public_as(partner, PartnerCreated, secret=secret), 201)
 
 
 @routes.get("/v1/partners")
@@ -73,8 +74,9 @@ async def show_partner(request: web.Request) -> web.Response:
 async def update_partner(request: web.Request) -> web.Response:
     patch = await decode(request, PartnerPatch)
     partner, secret = await request.app[STORE].change(request.match_info["id"], patch)
-    shown = public(partner)
-    return json({**shown, "secret": secret} if secret else shown)
+    if secret:
+        return json(public_as(partner, PartnerUpdated, secret=secret))
+    return json(public_as(partner, PartnerUpdated))
 
 
 @routes.delete("/v1/partners/{id}")
@@ -95,8 +97,8 @@ async def rotate_secret(request: web.Request) -> web.Response:
     partner_id = request.match_info["id"]
     made = await request.app[STORE].rotate_secret(partner_id, body.secret)
     if made.startswith("whpk_"):
-        return json({"id": partner_id, "secret": None, "public_key": made})
-    return json({"id": partner_id, "secret": made, "public_key": None})
+        return json(SecretOut(partner_id, public_key=made))
+    return json(SecretOut(partner_id, secret=made))
 
 
 @routes.post("/v1/partners/{id}/test")
@@ -104,13 +106,4 @@ async def rotate_secret(request: web.Request) -> web.Response:
 async def test_partner(request: web.Request) -> web.Response:
     """Send a signed `notifier.test` event now, outside the partner's stream, through the same
     SSRF guard, signing and headers as every delivery, and answer how it went."""
-    outcome = await request.app[STORE].test(request.match_info["id"], request.app[SENDER])
-    return json(
-        {
-            "ok": outcome.ok,
-            "status": outcome.status,
-            "latency_ms": round(outcome.latency_ms, 2),
-            "excerpt": outcome.excerpt,
-            "error": outcome.error,
-        }
-    )
+    return json(await request.app[STORE].test(request.match_info["id"], request.app[SENDER]))

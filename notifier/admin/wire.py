@@ -22,6 +22,7 @@ from notifier.config import Settings
 from notifier.dead_letters import DeadLetters
 from notifier.engine.sender import Sender
 from notifier.messages import Messages
+from notifier.models import ErrorOut
 from notifier.store import Store
 
 T = TypeVar("T")
@@ -89,15 +90,16 @@ def documented(
     return mark
 
 
-def json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(data), status=status, content_type="application/json")
+def json(answer: msgspec.Struct, status: int = 200) -> web.Response:
+    """An answer: always one of the Structs the OpenAPI document describes it with."""
+    return web.Response(body=_encode(answer), status=status, content_type="application/json")
 
 
 def error(status: int, message: str) -> web.Response:
     # A message may quote what the client sent, and aiohttp keeps bytes that are not UTF-8 as
     # lone surrogates, which no JSON encoder takes: escape them rather than fail with a 500.
     text = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return json({"error": text}, status)
+    return json(ErrorOut(text), status)
 
 
 async def decode(request: web.Request, kind: type[T]) -> T:

@@ -11,7 +11,14 @@ import msgspec
 from notifier.cli.output import show
 from notifier.cli.store import with_store
 from notifier.errors import Invalid
-from notifier.models import PartnerIn, PartnerPatch, public
+from notifier.models import (
+    PartnerCreated,
+    PartnerIn,
+    PartnerPatch,
+    PartnerUpdated,
+    public,
+    public_as,
+)
 from notifier.store import Store
 
 COLUMNS = (
@@ -86,7 +93,7 @@ def _body(args: argparse.Namespace, creating: bool) -> dict[str, Any]:
 
 async def _add(store: Store, args: argparse.Namespace) -> None:
     partner, secret = await store.create(msgspec.convert(_body(args, True), PartnerIn))
-    show({**public(partner), "secret": secret}, as_json=args.json)
+    show(public_as(partner, PartnerCreated, secret=secret), as_json=args.json)
 
 
 async def _update(store: Store, args: argparse.Namespace) -> None:
@@ -94,7 +101,10 @@ async def _update(store: Store, args: argparse.Namespace) -> None:
     if not body:
         raise Invalid("nothing to change: give at least one option (see --help)")
     partner, secret = await store.change(args.id, msgspec.convert(body, PartnerPatch))
-    show({**public(partner), "secret": secret} if secret else public(partner), as_json=args.json)
+    if secret:
+        show(public_as(partner, PartnerUpdated, secret=secret), as_json=args.json)
+    else:
+        show(public_as(partner, PartnerUpdated), as_json=args.json)
 
 
 async def _set_enabled(store: Store, args: argparse.Namespace) -> None:
@@ -107,16 +117,7 @@ async def _test(store: Store, args: argparse.Namespace) -> None:
 
     async with Sender(store.settings) as sender:
         outcome = await store.test(args.id, sender)
-    show(
-        {
-            "ok": outcome.ok,
-            "status": outcome.status,
-            "latency_ms": round(outcome.latency_ms, 2),
-            "excerpt": outcome.excerpt,
-            "error": outcome.error,
-        },
-        as_json=args.json,
-    )
+    show(outcome, as_json=args.json)
     if not outcome.ok:
         raise Invalid(f"the test was not accepted: {outcome.error}")
 

@@ -43,6 +43,8 @@ class EntryPlan:
     dead_written: bool | None = None
     #: Its route markers go once it is acknowledged (no producer id to dedupe).
     forget: bool = False
+    #: Partners subscribed to it whose filter kept it from them: counted once it is routed.
+    filtered: list[str] = field(default_factory=list)
 
     @property
     def entry_id(self) -> str:

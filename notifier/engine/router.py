@@ -97,7 +97,9 @@ class Router:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
-        await keep_running("router", self._run_once, stop, on_nogroup=self.ensure_group)
+        # a lane of its own in /healthz: under one name, a stuck lane hid behind the other
+        lane = "router:ops" if self.ops else "router"
+        await keep_running(lane, self._run_once, stop, on_nogroup=self.ensure_group)
         with contextlib.suppress(*TRANSIENT, rx.ResponseError):
             # Leave the group if this router holds nothing, rather than pile up names.
             await self.scripts.run(
@@ -188,7 +190,6 @@ class Router:
                 kept.append((entry_id, fields))
                 continue
             reason = f"routing failed {count} times (a router stopped while handling it)"
-            log.warning("poison event dead-lettered", entry_id=entry_id.decode(), reason=reason)
             poison.append(EntryPlan(entry_id, fields, dead_reason=reason, dead_kind="poison"))
         return kept, poison
 
@@ -227,15 +228,12 @@ class Router:
         try:
             parsed = events.parse(entry_id, fields, self.settings.max_event_bytes, own=self.ops)
             if isinstance(parsed, str):
-                log.warning("malformed event dead-lettered", entry_id=entry_id, reason=parsed)
                 return EntryPlan(raw_id, fields, dead_reason=parsed)
             view = EventView(parsed)
             broken = self.catalog.problem(view)
             if broken:
-                log.warning("event breaks its schema, dead-lettered", entry_id=entry_id)
                 return EntryPlan(raw_id, fields, dead_reason=broken, dead_kind="schema")
             targets, filtered = subscriptions.targets(parsed.type, parsed.owner, view)
-            self.telemetry.metrics.filtered(filtered)
             if self.tracer is not None:
                 producer = fields.get(b"traceparent", b"").decode(errors="replace")
                 span = traces.route_span(self.tracer, parsed, len(targets), producer)
@@ -247,6 +245,7 @@ class Router:
             )
             plan = EntryPlan(raw_id, fields, parsed.type, parts, outcomes=[None] * len(parts))
             plan.forget = ttl > 0 and b"id" not in fields
+            plan.filtered = list(filtered)
             return plan
         except Exception as exc:  # a bug meeting a hostile entry must not stop routing
             reason = f"could not be routed: {type(exc).__name__}: {exc}"[:500]
@@ -332,18 +331,25 @@ class Router:
             if plan.dead_reason:
                 raise  # the dead letters themselves refuse it: nothing else to try
             plan.dead_reason = f"routing failed: {exc}"[:500]
-            log.error("event dead-lettered", entry_id=plan.entry_id, reason=plan.dead_reason)
             plan.dead_written = await self.scripts.run(self._dead_call(plan))
 
     async def _count(self, plan: EntryPlan) -> None:
-        """Metrics and operational events of one acknowledged entry, once: by the router that
-        did its work."""
+        """Metrics, logs and operational events of one acknowledged entry, once: by the router
+        that did its work. Told when planned instead, an entry read again (its batch failed,
+        or another router claimed it) was counted again."""
         if not plan.fresh():
             return
         metrics = self.telemetry.metrics
         if not plan.dead_reason:
             metrics.routed(plan.event_type)
+            metrics.filtered(plan.filtered)
             return
+        log.warning(
+            "event dead-lettered",
+            entry_id=plan.entry_id,
+            kind=plan.dead_kind,
+            reason=plan.dead_reason,
+        )
         metrics.dead_lettered("", plan.dead_kind)
         if not self.ops:
             await ops.emit(

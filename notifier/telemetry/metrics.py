@@ -51,11 +51,17 @@ def meter_provider(otlp_endpoint: str | None) -> MeterProvider:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint)))
-    view = View(
-        instrument_name="notifier.delivery.duration",
-        aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS),
-    )
-    provider = MeterProvider(metric_readers=readers, views=[view], resource=resource())
+    views = [
+        View(
+            instrument_name="notifier.delivery.duration",
+            aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS),
+        ),
+        View(
+            instrument_name="notifier.api.request.duration",
+            aggregation=ExplicitBucketHistogramAggregation(API_BUCKETS),
+        ),
+    ]
+    provider = MeterProvider(metric_readers=readers, views=views, resource=resource())
     metrics.set_meter_provider(provider)
     return provider
 
@@ -66,6 +72,12 @@ def prometheus_text() -> bytes:
     return generate_latest(REGISTRY)
 
 
+#: Latency buckets (s) of the admin API's requests.
+API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The methods the admin API's requests are counted by; any other is `other`.
+API_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Metrics:
     def __init__(self, meter: metrics.Meter) -> None:
         #: The deployment's state, when this process is the metrics leader (observer.py).
@@ -74,7 +86,18 @@ class Metrics:
         self.totals: dict[str, PartnerTotals] = {}
         self.dead_total = 0
         self._types: set[str] = set()
-        m = meter
+        # counted here per event type and read when collected: an add per routed event was
+        # 7 % of the router's CPU
+        self._routed: Counter[str] = Counter()
+        # counted here per partner and read when collected, as the routed events are: an add
+        # per filtered event and partner would cost the router more than the filter
+        self._filtered: Counter[str] = Counter()
+        self._delivery_instruments(meter)
+        self._routing_instruments(meter)
+        self._deployment_gauges(meter)
+        self._api_instruments(meter)
+
+    def _delivery_instruments(self, m: metrics.Meter) -> None:
         self._attempts = m.create_counter(
             "notifier.delivery.attempts", description="delivery attempts by partner and result"
         )
@@ -94,17 +117,13 @@ class Metrics:
             "notifier.rate_limited",
             description="takes deferred because the partner was at its rate limit",
         )
-        # counted here per event type and read when collected: an add per routed event was
-        # 7 % of the router's CPU
-        self._routed: Counter[str] = Counter()
+
+    def _routing_instruments(self, m: metrics.Meter) -> None:
         m.create_observable_counter(
             "notifier.events.routed",
             [self._routed_counts],
             description="ingress events routed, by event type",
         )
-        # counted here per partner and read when collected, as the routed events are: an add
-        # per filtered event and partner would cost the router more than the filter
-        self._filtered: Counter[str] = Counter()
         m.create_observable_counter(
             "notifier.filtered",
             [self._filtered_counts],
@@ -114,6 +133,8 @@ class Metrics:
             "notifier.dead_letters",
             description="messages and malformed events dead-lettered, by partner and reason",
         )
+
+    def _deployment_gauges(self, m: metrics.Meter) -> None:
         gauges = (
             ("notifier.backlog", "", "messages waiting, by partner and state", self._backlog),
             (
@@ -123,12 +144,7 @@ class Metrics:
                 self._oldest,
             ),
             ("notifier.ingress.length", "", "entries in the ingress stream", self._ingress),
-            (
-                "notifier.ingress.lag",
-                "s",
-                "age of the oldest event not routed yet",
-                self._lag,
-            ),
+            ("notifier.ingress.lag", "s", "age of the oldest event not routed yet", self._lag),
             (
                 "notifier.partner.breaker_open",
                 "",
@@ -147,7 +163,25 @@ class Metrics:
         for name, unit, description, callback in gauges:
             m.create_observable_gauge(name, [callback], unit=unit, description=description)
 
+    def _api_instruments(self, m: metrics.Meter) -> None:
+        self._api_requests = m.create_counter(
+            "notifier.api.requests",
+            description="admin API requests by route template, method and status",
+        )
+        self._api_duration = m.create_histogram(
+            "notifier.api.request.duration",
+            unit="s",
+            description="admin API request latency by route template and method",
+        )
+
     # what this process does
+
+    def api_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request the admin API answered; `route` is its route's template (bounded: the
+        paths no route takes are one `unmatched`)."""
+        method = method if method in API_METHODS else "other"
+        self._api_requests.add(1, {"route": route, "method": method, "status": str(status)})
+        self._api_duration.record(seconds, {"route": route, "method": method})
 
     def attempts(self, partner_id: str, settled: Sequence[tuple[Taken, Outcome]]) -> None:
         """Record a batch: one counter add per distinct label set, keeping the hot path cheap."""

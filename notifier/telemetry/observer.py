@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from notifier import logs
 from notifier.errors import ListenError
+from notifier.models import HealthOut
 from notifier.redis import keys, lua
 from notifier.redis.connection import HEARTBEATS, REDIS_ERRORS, keep_running, pause, reason
 from notifier.redis.keys import Keyspace
@@ -111,23 +112,26 @@ class Observer:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 at = 0.0
             if time.time() - at > REPORT_STALE:
-                stale.append(name)
+                stale.append((name, raw))
         if stale:
-            await client.hdel(keys.PROCESSES, *stale)
+            await self.scripts.run(lua.forget_reports(stale=stale))
 
 
-async def health(redis: Redis) -> tuple[bool, dict[str, str]]:
-    """Whether this process is well: Redis answers, and every loop went round recently."""
-    status: dict[str, str] = {}
+async def health(redis: Redis) -> HealthOut:
+    """Whether this process is well: Redis answers, and every loop went round recently. The
+    api's /healthz and the metrics server's answer it alike."""
     try:
         await redis.ping()
-        status["redis"] = "ok"
+        reached = "ok"
     except REDIS_ERRORS as exc:
-        status["redis"] = f"unreachable: {reason(exc)}"
+        reached = f"unreachable: {reason(exc)}"
     now = time.monotonic()
-    for loop, beat in sorted(HEARTBEATS.items()):
-        status[loop] = "ok" if now - beat < LOOP_STALE else f"stalled for {now - beat:.0f}s"
-    return all(value == "ok" for value in status.values()), status
+    loops = {
+        loop: "ok" if now - beat < LOOP_STALE else f"stalled for {now - beat:.0f}s"
+        for loop, beat in sorted(HEARTBEATS.items())
+    }
+    well = reached == "ok" and all(value == "ok" for value in loops.values())
+    return HealthOut(status="ok" if well else "unavailable", redis=reached, loops=loops)
 
 
 def _routes(redis: Redis) -> web.RouteTableDef:
@@ -135,9 +139,11 @@ def _routes(redis: Redis) -> web.RouteTableDef:
 
     @routes.get("/healthz")
     async def healthz(request: web.Request) -> web.Response:
-        ok, status = await health(redis)
-        return web.json_response(
-            {"status": "ok" if ok else "unavailable", **status}, status=200 if ok else 503
+        answer = await health(redis)
+        return web.Response(
+            body=_encode(answer),
+            status=200 if answer.status == "ok" else 503,
+            content_type="application/json",
         )
 
     @routes.get("/metrics")

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import msgspec
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
+from notifier import config
 from notifier.admin import app as api
 from notifier.config import Settings
+from notifier.dead_letters import DeadLetters
 from notifier.models import Message
 from notifier.redis import keys
-from tests.helpers import KS, TOKEN, entries, free_port, register
+from notifier.redis.lua import Call, Scripts
+from tests.helpers import (
+    KS,
+    TOKEN,
+    EndpointFactory,
+    entries,
+    eventually,
+    free_port,
+    idle,
+    publish,
+    register,
+    running,
+)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -208,3 +224,63 @@ async def test_replay_takes_each_dead_letter_once_and_only_by_its_full_id(
     }
     assert await redis.xlen(KS.partner(pid).stream) == 1
     assert [i for i, _ in await entries(redis, keys.DEAD)] == [b"1-2"]
+
+
+@pytest.mark.parametrize("retention", ["7d", "0"])
+async def test_replays_at_once_take_each_dead_letter_once(
+    redis: Redis,
+    env: dict[str, str],
+    endpoint_factory: EndpointFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    retention: str,
+) -> None:
+    """Replays of one dead letter at once, each of them past reading it before any sends it
+    again: one takes it, and the partner receives the message once more. Each replay read
+    the dead letter, sent the message again and deleted it in separate steps, so every one
+    sent it (with the message index off, that many copies waited; with it on, each replay
+    counted itself as the one that did)."""
+    settings = config.load({**env, "NOTIFIER_MESSAGE_RETENTION": retention})
+    healthy = asyncio.Event()
+
+    async def down_until_fixed(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=200 if healthy.is_set() else 500)
+
+    endpoint = await endpoint_factory(down_until_fixed)
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["order.created"])
+    async with running(settings):
+        await publish(redis, "order.created", {"order_id": 1}, event_id="ord-1")
+
+        async def dead_lettered() -> bool:
+            return bool(await redis.xlen(keys.DEAD))
+
+        await eventually(dead_lettered, 20, "the message to be dead-lettered")
+        await idle(redis)
+    [(letter, _)] = await entries(redis, keys.DEAD)
+    # by its entry id, and (while the index knows it) by the message's id
+    given = [letter.decode()] * 3 + (["ord-1"] * 2 if retention != "0" else [])
+    original = Scripts.run
+    arrived = asyncio.Event()
+    waiting: list[object] = []
+
+    async def together(self: Scripts, call: Call[Any]) -> Any:
+        if call.script == "resend":
+            waiting.append(call)
+            if len(waiting) == len(given):
+                arrived.set()
+            await asyncio.wait_for(arrived.wait(), 10)
+        return await original(self, call)
+
+    monkeypatch.setattr(Scripts, "run", together)
+    dead_letters = DeadLetters(redis, settings)
+    answers = await asyncio.gather(*(dead_letters.replay(ids=[i]) for i in given))
+    assert sum(answer.replayed for answer in answers) == 1
+    assert await redis.xlen(KS.partner(pid).stream) == 1
+    assert await redis.xlen(keys.DEAD) == 0
+    monkeypatch.undo()
+    healthy.set()
+    tried = len(endpoint.received)
+    async with running(settings):
+        await endpoint.wait_for(tried + 1)
+        await idle(redis)
+    assert len(endpoint.received) == tried + 1
+    assert endpoint.received[-1].headers["webhook-id"] == "ord-1"

@@ -370,7 +370,18 @@ def _calls(ks: Keyspace) -> dict[str, lua.Call[Any]]:
         "dead_event": lua.dead_event(entry_id="1-0", reason="x", entry="{}"),
         "ack": lua.ack(ingress="notifier:events", entry_ids=["1-0"], keep=False),
         "rouse": lua.rouse(shards=[0]),
+        "forget_reports": lua.forget_reports(stale=[(b"a", b"{}"), (b"b", b"{}")]),
     }
+
+
+async def test_a_report_made_again_since_it_was_read_as_stale_is_kept(redis: Redis) -> None:
+    """The metrics leader removes the reports of stopped processes by what it read: one whose
+    process reported again meanwhile stays."""
+    await redis.hset(keys.PROCESSES, mapping={"gone": "old", "back": "old", "other": "x"})
+    await redis.hset(keys.PROCESSES, "back", "new")  # reported again after the read
+    stale = [(b"gone", b"old"), (b"back", b"old"), (b"never", b"old")]
+    assert await Scripts(redis).run(lua.forget_reports(stale=stale)) == 1
+    assert await redis.hgetall(keys.PROCESSES) == {b"back": b"new", b"other": b"x"}
 
 
 @pytest.mark.parametrize("name", sorted(_calls(Keyspace(3, cluster=True))))

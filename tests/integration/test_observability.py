@@ -3,24 +3,34 @@ numbers they give are what the endpoints received and what waits in Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from typing import Any
+
 import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from notifier import config
 from notifier.config import Settings
+from notifier.engine.router import Router
 from notifier.models import PartnerPatch
 from notifier.store import Store
+from notifier.telemetry import observer
 from tests.helpers import (
     KS,
+    TOKEN,
     Endpoint,
     EndpointFactory,
+    RedisServer,
     Spawn,
     eventually,
     free_port,
     publish,
     register,
+    running,
 )
 
 pytestmark = pytest.mark.slow
@@ -153,3 +163,115 @@ async def test_every_process_of_a_split_deployment_is_observable(
     # re-enabled, the kept messages go out
     await Store(redis, settings).update(ids["kept"], PartnerPatch(enabled=True))
     await kept.wait_for(7)
+
+
+async def test_the_api_counts_its_requests_by_route_template_method_and_status(
+    env: dict[str, str], spawn: Spawn
+) -> None:
+    """`notifier api` serves series of its own: every answer by its route's template (ids
+    never become labels), method and status, with a latency histogram by route."""
+    addr = f"127.0.0.1:{free_port()}"
+    spawn("api", extra={"NOTIFIER_API_ADDR": addr})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+
+        async def up() -> bool:
+            try:
+                async with http.get(f"http://{addr}/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(up, 20, "the api's /healthz")
+        asked = [
+            ("GET", "/v1/partners", auth, 200),
+            ("GET", "/v1/partners", auth, 200),
+            ("GET", "/v1/partners/ptn_one", auth, 404),
+            ("GET", "/v1/partners/ptn_two", auth, 404),
+            ("GET", "/v1/partners/ptn_one", {}, 401),
+            ("POST", "/v1/partners", auth, 400),
+            ("GET", "/no/such/path", auth, 404),
+            ("DELETE", "/healthz", auth, 405),
+        ]
+        for method, path, headers, status in asked:
+            async with http.request(method, f"http://{addr}{path}", headers=headers) as resp:
+                assert resp.status == status, (method, path)
+        samples = await scrape(http, addr)
+
+    def requests(route: str, method: str, status: str) -> float:
+        return value(
+            samples, "notifier_api_requests_total", route=route, method=method, status=status
+        )
+
+    assert requests("/v1/partners", "GET", "200") == 2
+    assert requests("/v1/partners/{id}", "GET", "404") == 2
+    assert requests("/v1/partners/{id}", "GET", "401") == 1
+    assert requests("/v1/partners", "POST", "400") == 1
+    assert requests("unmatched", "GET", "404") == 1
+    assert requests("unmatched", "DELETE", "405") == 1
+    assert requests("/healthz", "GET", "200") >= 1
+    assert not any("ptn_" in str(labels) for (_, labels) in samples)
+    duration = "notifier_api_request_duration_seconds"
+    assert value(samples, f"{duration}_count", route="/v1/partners/{id}", method="GET") == 3
+    assert value(samples, f"{duration}_bucket", route="/v1/partners", le="+Inf") == 3
+    assert 0 < value(samples, f"{duration}_sum", route="/v1/partners", method="GET") < 60
+
+
+async def test_healthz_is_503_while_redis_is_unreachable_or_a_loop_is_stuck(
+    redis_server: RedisServer,
+    redis: Redis,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`notifier run` answers /healthz on its metrics address and on the api's alike: 503
+    naming Redis while it is away (200 again once it is back), and 503 naming the loop that
+    stopped going round while the others still do."""
+    addrs = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    settings = config.load(
+        {**env, "NOTIFIER_METRICS_ADDR": addrs[0], "NOTIFIER_API_ADDR": addrs[1]}
+    )
+    monkeypatch.setattr(observer, "LOOP_STALE", 1.0)
+    stuck, release = asyncio.Event(), asyncio.Event()
+    original = Router.step
+
+    async def step(self: Router) -> int:
+        if stuck.is_set() and not self.ops:
+            await release.wait()  # the ingress lane stops going round; the ops lane does not
+        return await original(self)
+
+    monkeypatch.setattr(Router, "step", step)
+
+    async def answers() -> list[tuple[int, dict[str, Any]]]:
+        found = []
+        async with aiohttp.ClientSession() as http:
+            for addr in addrs:
+                try:
+                    async with http.get(f"http://{addr}/healthz") as resp:
+                        found.append((resp.status, await resp.json()))
+                except aiohttp.ClientError:
+                    found.append((0, {}))
+        return found
+
+    async def all_are(status: int, redis_state: str, router: str) -> bool:
+        return all(
+            code == status
+            and body["redis"].startswith(redis_state)
+            and body["loops"]["router"].startswith(router)
+            and body["loops"]["router:ops"] == body["loops"]["delivery"] == "ok"
+            for code, body in await answers()
+        )
+
+    try:
+        async with running(settings, serve_api=True):
+            await eventually(lambda: all_are(200, "ok", "ok"), 20, "both to be well")
+            await asyncio.to_thread(redis_server.stop, signal.SIGKILL)
+            await eventually(lambda: all_are(503, "unreachable", "ok"), 10, "503: redis")
+            await asyncio.to_thread(redis_server.start)
+            await eventually(lambda: all_are(200, "ok", "ok"), 10, "well again")
+            stuck.set()
+            await eventually(lambda: all_are(503, "ok", "stalled"), 10, "503: the router")
+            release.set()
+    finally:
+        release.set()
+        if redis_server.proc is None:
+            redis_server.start()

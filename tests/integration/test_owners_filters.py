@@ -5,6 +5,7 @@ owner's partners and refuses a bad filter or owner naming the problem."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,9 +15,12 @@ import aiohttp.test_utils
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notifier.admin import app as api
 from notifier.config import Settings
+from notifier.engine.router import Router
+from notifier.redis.lua import Call, Scripts
 from tests.helpers import (
     TOKEN,
     Endpoint,
@@ -139,3 +143,42 @@ async def test_filtered_events_are_counted_per_partner_on_metrics(
 
     await eventually(counted, 20, "notifier_filtered_total to count picky's 3")
     assert plain
+
+
+async def test_a_batch_read_again_after_a_failed_call_counts_its_filtered_once(
+    redis: Redis,
+    settings: Settings,
+    endpoint_factory: EndpointFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The router counts what a filter kept from a partner once the entry is acknowledged:
+    counted when planned, a batch whose route call failed and that was read again counted
+    its events twice."""
+    endpoint = await endpoint_factory()
+    picky, _ = await register(
+        redis, settings, "picky", endpoint.url, ["*"], filter={"data.country": "DE"}
+    )
+    await register(redis, settings, "plain", endpoint.url, ["*"])
+    original = Scripts.send
+    failed: list[str] = []
+
+    def failing_once(self: Scripts, call: Call[Any]) -> asyncio.Future[Any]:
+        if call.script != "route" or failed:
+            return original(self, call)
+        failed.append(call.script)
+        refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        refused.set_exception(RedisConnectionError("connection lost (test)"))
+        return refused
+
+    monkeypatch.setattr(Scripts, "send", failing_once)
+    for country in ("FR", "DE", "IT"):
+        await redis.xadd("notifier:events", {"type": "a", "data": f'{{"country": "{country}"}}'})
+    router = Router(redis, settings)
+    await router.ensure_group()
+    with pytest.raises(RedisConnectionError):
+        await router.step()
+    router._own_pending_done = False  # as _run_once does after a failed step
+    assert await router.step() == 3
+    assert failed == ["route"]
+    assert router.telemetry.metrics._filtered == {picky: 2}
+    assert router.telemetry.metrics.routed_total == 3

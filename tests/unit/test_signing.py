@@ -1,6 +1,7 @@
-"""ed25519 (`v1a`) signatures: a known-answer vector, derived once from a fixed seed (and
-checked then against Node's crypto, an implementation of its own) and kept here as literals,
-so a change of encoding, of what is signed or of the key format fails at once."""
+"""Signatures against known answers: the Standard Webhooks specification's own reference vector
+for `v1` (HMAC-SHA256), and for ed25519 (`v1a`) a vector derived once from a fixed seed (and
+checked then against Node's crypto, an implementation of its own), kept here as literals, so a
+change of encoding, of what is signed or of the key format fails at once."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ BODY = (
 SIGNATURE = (
     "v1a,E40re2QFzJd0WkpVRQ5NWXf69z0j/1XynGW5uV4ZoJHKJvojpowgVKr8DEUpzMHSqyKVzfRLEhU58llKF12xCA=="
 )
+
+
+def test_the_standard_webhooks_reference_vector() -> None:
+    """The example of the Standard Webhooks specification (and of its libraries' tests):
+    a partner verifying with any of them accepts what notifier signs."""
+    key = signing.secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    header = signing.signature_header(
+        [key], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+    )
+    assert header == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 
 def test_the_known_answer() -> None:

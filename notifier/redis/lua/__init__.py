@@ -17,7 +17,15 @@ from notifier.redis.lua.serve import (
     take,
     unlease,
 )
-from notifier.redis.lua.upkeep import Resent, hold, prune_consumers, resend, rouse, wake
+from notifier.redis.lua.upkeep import (
+    Resent,
+    forget_reports,
+    hold,
+    prune_consumers,
+    resend,
+    rouse,
+    wake,
+)
 
 __all__ = [
     "Call",
@@ -37,6 +45,7 @@ __all__ = [
     "ack",
     "dead_event",
     "forget",
+    "forget_reports",
     "hold",
     "lease",
     "prune_consumers",

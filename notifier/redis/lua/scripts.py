@@ -38,6 +38,7 @@ NAMES = (
     "ack",
     "dead_event",
     "forget",
+    "forget_reports",
     "hold",
     "lease",
     "prune_consumers",

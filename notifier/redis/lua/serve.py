@@ -177,17 +177,9 @@ def settle(
         len(dead),
         len(sent),
         *delivered,
+        *_settle_items(retries, dead, sent, index),
+        *records,
     ]
-    for r in retries:
-        args += [r.entry_id, r.due_ms, r.record]
-    for d in dead:
-        args += [d.entry_id, d.reason, d.message, d.record, d.at]
-    for slot, sent_ms in sent:
-        args += [slot, sent_ms]
-    args.append(len(index))
-    for item in index:
-        args += [item.message_id, item.entry_id, item.outcome, item.attempt]
-    args += records
     return Call(
         "settle",
         [
@@ -205,6 +197,28 @@ def settle(
         args,
         _settled,
     )
+
+
+def _settle_items(
+    retries: Sequence[Retry],
+    dead: Sequence[Dead],
+    sent: Sequence[tuple[str, int]],
+    index: Sequence[IndexUpdate],
+) -> list[Any]:
+    """The ARGV of `settle.lua` after its counts and delivered ids: each list's items flat, in
+    the order the script reads them (the index update's count first, as the others' counts
+    lead the ARGV)."""
+    args: list[Any] = []
+    for r in retries:
+        args += [r.entry_id, r.due_ms, r.record]
+    for d in dead:
+        args += [d.entry_id, d.reason, d.message, d.record, d.at]
+    for slot, sent_ms in sent:
+        args += [slot, sent_ms]
+    args.append(len(index))
+    for item in index:
+        args += [item.message_id, item.entry_id, item.outcome, item.attempt]
+    return args
 
 
 class Released(msgspec.Struct, frozen=True):

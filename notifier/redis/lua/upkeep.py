@@ -1,11 +1,12 @@
 """The builders of the scripts outside the delivery loop: waking partners (`wake.lua`,
-`rouse.lua`), sending a message again (`resend.lua`), the lock of one process (`hold.lua`) and
-pruning consumer groups (`prune_consumers.lua`)."""
+`rouse.lua`), sending a message again (`resend.lua`), the lock of one process (`hold.lua`),
+forgetting the reports of stopped processes (`forget_reports.lua`) and pruning consumer groups
+(`prune_consumers.lua`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -32,19 +33,27 @@ def rouse(*, shards: Sequence[int]) -> Call[int]:
 
 
 class Resent(msgspec.Struct, frozen=True):
-    entry_id: str  # the message's new entry in the partner stream
-    woke: bool
+    #: `resent`; `unknown`: neither the index nor the dead letter named has the message for
+    #: the partner (or its stream is gone); `taken`: that dead letter is gone, another replay
+    #: took it
+    state: Literal["resent", "unknown", "taken"]
+    entry_id: str = ""  # the message's new entry in the partner stream
+    woke: bool = False
 
 
-def _resent(reply: Any) -> Resent | None:
-    if int(reply[0]) != 1:
-        return None
-    return Resent(reply[1].decode(), bool(int(reply[2])))
+def _resent(reply: Any) -> Resent:
+    state = reply[0].decode()
+    if state != "resent":
+        return Resent(state)
+    return Resent(state, reply[1].decode(), bool(int(reply[2])))
 
 
-def resend(*, shard: Shard, partner_id: str, message_id: str, now_ms: int) -> Call[Resent | None]:
-    """Send a message to a partner again, same webhook-id, fresh schedule; None when the index
-    does not know the message for this partner."""
+def resend(
+    *, shard: Shard, partner_id: str, message_id: str, now_ms: int, dead_letter: str = ""
+) -> Call[Resent]:
+    """Send a message to a partner again, same webhook-id, fresh schedule. A replay names the
+    `dead_letter` (in the shard's dead letters) it takes: one replay of it at a time succeeds,
+    and it brings its own copy of the message when the index has none."""
     partner = shard.partner(partner_id)
     return Call(
         "resend",
@@ -58,7 +67,7 @@ def resend(*, shard: Shard, partner_id: str, message_id: str, now_ms: int) -> Ca
             shard.ready,
             shard.leases,
         ],
-        [keys.DELIVERY_GROUP, partner_id, now_ms, message_id],
+        [keys.DELIVERY_GROUP, partner_id, now_ms, message_id, dead_letter],
         _resent,
     )
 
@@ -66,6 +75,12 @@ def resend(*, shard: Shard, partner_id: str, message_id: str, now_ms: int) -> Ca
 def hold(*, lock: str, me: str, ttl_ms: int) -> Call[bool]:
     """Take `lock` when free or renew it when `me` holds it; replies whether `me` holds it."""
     return Call("hold", [lock], [me, ttl_ms], lambda reply: bool(int(reply)))
+
+
+def forget_reports(*, stale: Sequence[tuple[bytes, bytes]]) -> Call[int]:
+    """Remove the reports in `notifier:processes` read as stale, (name, report) pairs, each
+    unless its process has reported again since; replies how many."""
+    return Call("forget_reports", [keys.PROCESSES], [x for pair in stale for x in pair], as_int)
 
 
 def prune_consumers(
