@@ -104,3 +104,22 @@ async def read(redis: Redis, partner_id: str, now: float | None = None) -> list[
         Minute(at=minute, attempts=int(a or 0), failures=int(f or 0))
         for minute, (a, f) in zip(minutes, replies, strict=True)
     ]
+
+
+async def recent(redis: Redis, minutes: int, now: float | None = None) -> dict[str, Minute]:
+    """Every partner's attempts and failures over the last `minutes` minutes (the current,
+    partial one included), added up; `at` is the first minute's start."""
+    client: Any = redis
+    last = int(now if now is not None else time.time()) // 60 * 60
+    first = last - 60 * (minutes - 1)
+    async with client.pipeline(transaction=False) as pipe:
+        for minute in range(first, last + 1, 60):
+            pipe.hgetall(key(minute))
+        replies = await pipe.execute()
+    counts: dict[str, list[int]] = {}
+    for reply in replies:
+        for name, value in reply.items():
+            pid, _, kind = name.decode(errors="replace").rpartition("\t")
+            into = counts.setdefault(pid, [0, 0])
+            into[1 if kind == "f" else 0] += int(value)
+    return {pid: Minute(at=first, attempts=a, failures=f) for pid, (a, f) in counts.items()}
