@@ -44,6 +44,7 @@ from notifier.admin.wire import (
     error,
 )
 from notifier.config import Settings
+from notifier.console import app as console
 from notifier.dead_letters import DeadLetters
 from notifier.engine.sender import Sender
 from notifier.errors import ConfigError, Conflict, Invalid, ListenError, NotFound
@@ -89,9 +90,13 @@ Authorizer = Callable[[web.Request], bool]
 
 def _is_public(request: web.Request) -> bool:
     """Decided on the route the router matched, not on the path's text, so no spelling of a
-    path (escapes, dot segments, a missing route) can reach a handler without the token."""
+    path (escapes, dot segments, a missing route) can reach a handler without the token. The
+    console's routes need no bearer token: they have a session of their own."""
     resource = request.match_info.route.resource
-    return resource is not None and resource.canonical in PUBLIC_PATHS
+    if resource is None:
+        return False
+    canonical = resource.canonical
+    return canonical in PUBLIC_PATHS or (canonical + "/").startswith(console.PREFIX + "/")
 
 
 def _credential(request: web.Request) -> bytes | None:
@@ -247,6 +252,7 @@ def create_app(redis: Redis, settings: Settings, metrics: Metrics | None = None)
                 app.router.add_get(route.path, route.handler, expect_handler=expect)
             else:
                 app.router.add_route(route.method, route.path, route.handler, expect_handler=expect)
+    console.mount(app)
     # Last, always: it takes every path, so a route added after it would never be reached.
     app.router.add_route("*", CATCH_ALL, unmatched, expect_handler=expect)
     return app

@@ -233,6 +233,18 @@ async def read_reports(redis: Redis) -> dict[str, ProcessReport]:
     return found
 
 
+async def read_table(
+    redis: Redis, settings: config.Settings, readings: Readings
+) -> tuple[Totals, list[Row]]:
+    """The table as it stands now, `readings` taking the processes' latest reports."""
+    snapshot = await read_snapshot(redis, settings.keyspace(), settings.ingress_stream)
+    readings.add(await read_reports(redis))
+    known = {p.id for p in snapshot.partners}
+    active = {pid for _, latest in readings.pairs.values() for pid in latest.partners}
+    names, owners = await read_names(redis, settings.keyspace(), sorted(active - known))
+    return rows(snapshot, readings.pairs, names, owners)
+
+
 def render(totals: Totals, table: list[Row], by_owner: bool = False) -> Any:
     from rich.console import Group
     from rich.table import Table
@@ -289,12 +301,7 @@ async def watch(settings: config.Settings, args: argparse.Namespace) -> None:
             await asyncio.sleep(REPORT_EVERY + 0.5)
         with Live(auto_refresh=False, screen=not args.once) as live:
             while True:
-                snapshot = await read_snapshot(redis, settings.keyspace(), settings.ingress_stream)
-                readings.add(await read_reports(redis))
-                known = {p.id for p in snapshot.partners}
-                active = {pid for _, latest in readings.pairs.values() for pid in latest.partners}
-                names, owners = await read_names(redis, settings.keyspace(), sorted(active - known))
-                totals, table = rows(snapshot, readings.pairs, names, owners)
+                totals, table = await read_table(redis, settings, readings)
                 if args.by_owner:
                     table = by_owner(table)
                 live.update(render(totals, table, args.by_owner), refresh=True)

@@ -21,6 +21,12 @@ Deployment-wide, the same on one Redis and on a Cluster:
                                              processes (BLPOP), at most 64
     notifier:processes              hash     process name -> JSON of its recent counters
     notifier:metrics:leader         string   the process reporting shared gauges (TTL 30 s)
+    notifier:history:<minute>       hash     "<partner id>\\ta"/"\\tf" -> attempts/failures in
+                                             that minute, for the console's chart (TTL 65 min)
+    notifier:console:session:<sha256 of the session id>
+                                    string   a console session's CSRF token (TTL: its life)
+    notifier:console:notice:<sha256 of the session id>
+                                    string   JSON: what the session's next page says (TTL 5 min)
     notifier:janitor                string   lock of the hourly consumer pruning (TTL 1 h)
     notifier:layout                 string   JSON: the deployment's number of shards, and
                                              whether on a Cluster (`shards.py`)
@@ -84,6 +90,9 @@ WAKE = PREFIX + "wake"
 WAKE_KEPT = 64
 PROCESSES = PREFIX + "processes"
 METRICS_LEADER = PREFIX + "metrics:leader"
+HISTORY = PREFIX + "history:"
+CONSOLE_SESSION = PREFIX + "console:session:"
+CONSOLE_NOTICE = PREFIX + "console:notice:"
 JANITOR = PREFIX + "janitor"
 LAYOUT = PREFIX + "layout"
 PARTNER_CHANGES_KEPT = 10_000

@@ -6,8 +6,9 @@ per-partner counters to `notifier:processes`, which is how `notifier top` sees a
 deployment without knowing where each process listens. Every SNAPSHOT_EVERY it tries to hold
 `notifier:metrics:leader`; the holder reads the backlog snapshot (`backlog.py`, O(partners with
 work)) that its shared gauges report, and the others report none, so a scrape costs nothing
-and no backlog is counted twice. A leader that dies lets the lock run out, and another
-process takes over.
+and no backlog is counted twice. The leader also adds what the processes counted since its
+last look to the per-minute history the console charts (`history.py`). A leader that dies
+lets the lock run out, and another process takes over.
 
 `/healthz` answers 200 when Redis answers and every loop of the process went round recently
 (`connection.HEARTBEATS`), 503 naming what is wrong otherwise: a process to restart.
@@ -34,6 +35,7 @@ from notifier.redis.connection import HEARTBEATS, REDIS_ERRORS, keep_running, pa
 from notifier.redis.keys import Keyspace
 from notifier.redis.lua import Scripts
 from notifier.telemetry.backlog import read_snapshot
+from notifier.telemetry.history import History
 from notifier.telemetry.metrics import Metrics, prometheus_text
 from notifier.telemetry.reports import REPORT_EVERY, REPORT_STALE, ProcessReport
 
@@ -65,6 +67,7 @@ class Observer:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.scripts = Scripts(redis)
         self.leader = False
+        self.history = History(redis)
         self._next_snapshot = 0.0
         self._stop = asyncio.Event()
 
@@ -99,22 +102,28 @@ class Observer:
         )
         if not self.leader:
             self.metrics.snapshot = None
+            self.history.forget()
             return
         self.metrics.snapshot = await read_snapshot(self.redis, self.keyspace, self.ingress)
-        await self._forget_stale_reports()
+        await self.history.record(await self._fresh_reports())
 
-    async def _forget_stale_reports(self) -> None:
+    async def _fresh_reports(self) -> dict[str, ProcessReport]:
+        """Every process's report, by name, once the stale ones are removed."""
         client: Any = self.redis
-        stale = []
+        stale, fresh = [], {}
         for name, raw in (await client.hgetall(keys.PROCESSES)).items():
             try:
-                at = msgspec.json.decode(raw, type=ProcessReport).at
+                report = msgspec.json.decode(raw, type=ProcessReport)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                at = 0.0
-            if time.time() - at > REPORT_STALE:
+                report = None
+            if report is None or time.time() - report.at > REPORT_STALE:
                 stale.append((name, raw))
+            else:
+                fresh[name.decode(errors="replace")] = report
         if stale:
+            # only if each is still the report read: a process that reported meanwhile stays
             await self.scripts.run(lua.forget_reports(stale=stale))
+        return fresh
 
 
 async def health(redis: Redis) -> HealthOut:

@@ -1,0 +1,106 @@
+"""The console as an application of its own, mounted by the api process at /console.
+
+It uses the admin API's objects (store, messages, dead letters, the HTTP client of test
+pings) through the parent application, so every action runs the very operation its API route
+runs, and it keeps its own: the sessions and the overview's readings. Two middlewares stand
+in front of every page: `shown` turns whatever went wrong into an HTML page with a 4xx (a 5xx
+only when notifier or Redis failed), and `guard` lets through only a signed-in session, and
+on a POST only with that session's CSRF token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from redis import exceptions as rx
+from redis.asyncio import Redis
+
+from notifier import logs
+from notifier.admin.wire import REDIS, SETTINGS
+from notifier.config import Settings
+from notifier.console import actions, signin, views
+from notifier.console.overview import BOARD, Board
+from notifier.console.pages import page, secure_headers, see_other, static
+from notifier.console.sessions import COOKIE, SESSION, SESSIONS, Sessions, token_matches
+from notifier.errors import Conflict, Invalid, NotFound
+
+log = logs.get("console")
+
+PREFIX = "/console"
+#: The routes a browser without a session reaches: the sign-in page and the static files.
+OPEN = frozenset({"/console/login", "/console/static/{name}"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _problem(status: int, title: str, detail: str) -> web.Response:
+    return page("problem.html", status, title=title, detail=detail)
+
+
+@web.middleware
+async def shown(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _problem(exc.status, exc.reason, exc.text or exc.reason)
+    except NotFound as exc:
+        return _problem(404, "Not found", str(exc))
+    except Invalid as exc:
+        return _problem(400, "Not accepted", str(exc))
+    except Conflict as exc:
+        return _problem(409, "Changed meanwhile", str(exc))
+    except (rx.ConnectionError, rx.TimeoutError):
+        return _problem(503, "Redis is unreachable", "notifier cannot reach Redis; try again.")
+    except Exception:
+        log.exception("console page failed", path=request.path)
+        return _problem(500, "Internal error", "The console failed; the logs say why.")
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical in OPEN:
+        return await handler(request)
+    session = await request.app[SESSIONS].find(request.cookies.get(COOKIE))
+    if session is None:
+        return see_other("/console/login")
+    if request.method not in ("GET", "HEAD"):
+        form = await request.post()
+        given = form.get("csrf")
+        if not isinstance(given, str) or not token_matches(given, session.csrf):
+            return _problem(
+                403,
+                "Refused",
+                "This form is not from this session's console (its CSRF token is missing or "
+                "wrong): nothing was changed. Reload the page and try again.",
+            )
+    request[SESSION] = session
+    return await handler(request)
+
+
+async def unknown(request: web.Request) -> web.Response:
+    raise web.HTTPNotFound(text="No console page at this address.")
+
+
+def create(redis: Redis, settings: Settings) -> web.Application:
+    """The console application; `mount` adds it to the api's."""
+    console = web.Application(middlewares=[shown, guard])
+    console[SESSIONS] = Sessions(redis)
+    console[BOARD] = Board(redis, settings)
+    console.on_response_prepare.append(secure_headers)
+    console.router.add_get("/static/{name}", static)
+    for module in (signin, views, actions):
+        console.add_routes(module.routes)
+    console.router.add_route("*", "/{tail:.*}", unknown)
+    return console
+
+
+def mount(api: web.Application) -> None:
+    """Serve the console at /console on the api's address, with the api's Redis and objects."""
+    console = create(api[REDIS], api[SETTINGS])
+    # the last guard: a library that repeats a form field must not show the token either
+    logs.hide(api[SETTINGS].admin_token)
+    api.add_subapp(PREFIX, console)

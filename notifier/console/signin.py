@@ -1,0 +1,87 @@
+"""Signing in with the admin token, and out.
+
+The token travels once, in the body of the sign-in form's POST; it is compared in constant
+time and never stored, logged, echoed into the form or put in a URL. A wrong one sets no
+session and shows the form again.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from notifier import logs
+from notifier.admin.wire import SETTINGS
+from notifier.console.pages import page, see_other
+from notifier.console.sessions import (
+    COOKIE,
+    SESSIONS,
+    clear_cookie,
+    needs_secure_cookie,
+    session_of,
+    set_cookie,
+    token_matches,
+)
+
+log = logs.get("console")
+routes = web.RouteTableDef()
+
+NO_TOKEN = (
+    "This notifier has no NOTIFIER_ADMIN_TOKEN, and the console signs in with it: set one and "
+    "restart the api."
+)
+
+
+def _cookie_warning(request: web.Request) -> str | None:
+    """Plain http on an address other than loopback: the session cookie is Secure there, so
+    the browser will not send it back over http. Say so rather than loop on the form."""
+    if request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https":
+        return None
+    if not needs_secure_cookie(request):
+        return None
+    return (
+        "This console is served over plain http on an address other than loopback: the "
+        "browser keeps its session cookie for https only. Serve it through TLS (a proxy that "
+        "sets X-Forwarded-Proto: https), or open it on a loopback address."
+    )
+
+
+def _form(request: web.Request, status: int = 200, error: str | None = None) -> web.Response:
+    if error is None and not request.config_dict[SETTINGS].admin_token:
+        error = NO_TOKEN
+    return page("login.html", status, error=error, warning=_cookie_warning(request))
+
+
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.Response:
+    if await request.app[SESSIONS].find(request.cookies.get(COOKIE)) is not None:
+        return see_other("/console")
+    return _form(request)
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.Response:
+    expected = request.config_dict[SETTINGS].admin_token
+    form = await request.post()
+    given = form.get("token")
+    if not expected:
+        return _form(request, 403, NO_TOKEN)
+    if not isinstance(given, str) or not token_matches(given, expected):
+        log.warning("console sign-in refused", remote=request.remote)
+        return _form(request, 401, "That is not the admin token.")
+    sessions = request.app[SESSIONS]
+    earlier = await sessions.find(request.cookies.get(COOKIE))
+    if earlier is not None:
+        await sessions.end(earlier)
+    session = await sessions.start()
+    log.info("console sign-in", remote=request.remote)
+    response = see_other("/console")
+    set_cookie(response, request, session)
+    return response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    await request.app[SESSIONS].end(session_of(request))
+    response = see_other("/console/login")
+    clear_cookie(response, request)
+    return response
