@@ -146,8 +146,8 @@ async def recover(request: web.Request) -> web.Response:
         done = await request.config_dict[MESSAGES].recover(partner_id, since, until)
     except (ValueError, Invalid) as exc:
         return await _told(request, back, "error", f"Recover: {exc}")
-    more = "" if done["complete"] else " (it stopped at its cap: recover again for the rest)"
-    return await _told(request, back, "ok", f"Recover: {done['resent']} sent again{more}.")
+    more = "" if done.complete else " (it stopped at its cap: recover again for the rest)"
+    return await _told(request, back, "ok", f"Recover: {done.resent} sent again{more}.")
 
 
 @routes.post("/dead-letters/replay")
