@@ -1,4 +1,4 @@
-"""Operational events: what notifier tells operators about itself (contract section 6).
+"""Operational events: what notifier tells operators about itself (README: Operational events).
 
 When notifier disables or re-enables a partner, a partner's breaker opens or closes, a message
 is dead-lettered, or a rotated-out secret is about to expire, it appends an event to
