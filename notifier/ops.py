@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from notifier import logs
+from notifier import logs, rules
 from notifier.redis import keys
 from notifier.redis.connection import REDIS_ERRORS
 
@@ -49,7 +49,7 @@ _encode = msgspec.json.Encoder().encode
 
 def about_ops(event_type: str) -> bool:
     """Whether an event is one of notifier's own (no ops event is emitted about those)."""
-    return event_type.startswith("notifier.")
+    return event_type.startswith(rules.OWN_TYPES)
 
 
 async def emit(redis: Any, event_type: str, data: dict[str, Any]) -> None:
