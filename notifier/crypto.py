@@ -41,7 +41,5 @@ class SecretBox:
         """The HMAC keys of the partner's secrets that still sign at `now_ms`, newest first;
         ValueError when one cannot be opened."""
         return [
-            signing.secret_key(self.open(s.value))
-            for s in partner.secrets
-            if s.expires_ms is None or s.expires_ms > now_ms
+            signing.secret_key(self.open(s.value)) for s in partner.secrets if s.signs_at(now_ms)
         ]

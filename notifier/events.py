@@ -1,4 +1,4 @@
-"""Ingress entries: what a producer XADDs, checked against contract section 1.
+"""Ingress entries: what a producer XADDs, checked against the rules of README: Publishing.
 
 Validation is a pure function so it can be fuzzed; anything it refuses is dead-lettered by the
 router with the reason it returns, never dropped and never allowed to stop routing.

@@ -72,7 +72,7 @@ class RecoverIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class EventIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """An event published over HTTP: the fields of an ingress entry (contract section 1)."""
+    """An event published over HTTP: the fields of an ingress entry (README: Publishing)."""
 
     type: Annotated[str, msgspec.Meta(max_length=1000)]
     data: msgspec.Raw

@@ -1,4 +1,4 @@
-"""Operational events: what notifier tells operators about itself (contract section 6).
+"""Operational events: what notifier tells operators about itself (README: Operational events).
 
 When notifier disables or re-enables a partner, a partner's breaker opens or closes, a message
 is dead-lettered, or a rotated-out secret is about to expire, it appends an event to
@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from notifier import logs
+from notifier import logs, rules
 from notifier.redis import keys
 from notifier.redis.connection import REDIS_ERRORS
 
@@ -49,7 +49,7 @@ _encode = msgspec.json.Encoder().encode
 
 def about_ops(event_type: str) -> bool:
     """Whether an event is one of notifier's own (no ops event is emitted about those)."""
-    return event_type.startswith("notifier.")
+    return event_type.startswith(rules.OWN_TYPES)
 
 
 async def emit(redis: Any, event_type: str, data: dict[str, Any]) -> None:

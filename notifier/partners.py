@@ -73,6 +73,10 @@ class Secret(msgspec.Struct, frozen=True, omit_defaults=True):
     expires_ms: int | None = None
     public: str | None = None
 
+    def signs_at(self, now_ms: int) -> bool:
+        """Whether it still signs: it has no end yet (the newest), or its overlap runs on."""
+        return self.expires_ms is None or self.expires_ms > now_ms
+
 
 class Partner(msgspec.Struct, kw_only=True):
     id: str

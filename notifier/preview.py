@@ -13,7 +13,6 @@ it is now).
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import msgspec
@@ -21,7 +20,7 @@ import msgspec
 from notifier import catalog, events, filters, rules
 from notifier.engine.sender import render, request_headers
 from notifier.errors import Invalid, NotFound
-from notifier.models import Message, Partner, PartnerIn
+from notifier.models import Message, Partner, PartnerIn, now_ms
 from notifier.redis import keys
 from notifier.store import Store
 from notifier.subscriptions import EventView, Subscriptions
@@ -65,12 +64,12 @@ class PreviewOut(msgspec.Struct, kw_only=True):
 
 
 async def of_event(store: Store, partner: Partner, event: PreviewEvent) -> PreviewOut:
-    now_ms = int(time.time() * 1000)
+    now = now_ms()
     fields = {b"type": event.type.encode(errors="surrogateescape"), b"data": bytes(event.data)}
     for name, value in ((b"id", event.id), (b"owner", event.owner)):
         if value is not None:
             fields[name] = value.encode(errors="surrogateescape")
-    message = events.parse(f"{now_ms}-0", fields, store.settings.max_event_bytes)
+    message = events.parse(f"{now}-0", fields, store.settings.max_event_bytes)
     if isinstance(message, str):
         raise Invalid(f"event: {message}")
     return await _judged(store, partner, message, routed=False)

@@ -62,7 +62,7 @@ def _shown(text: str, room: int = 40) -> str:
 
 
 def event_type_problem(text: str, field: str = "type") -> str | None:
-    """Why `text` is not an event type (contract section 1), or None."""
+    """Why `text` is not an event type (at most 200 of `a-z0-9_.-`), or None."""
     if not text:
         return f"{field} is empty"
     if len(text) > MAX_TYPE_LENGTH:

@@ -102,6 +102,25 @@ def _value(reply: dict[Any, Any], name: str) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def _on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def _roles(route: bool, deliver: bool, serve_api: bool, workers: int) -> tuple[list[str], str]:
+    """The parts this process runs, and its role: what it reports to `notifier top` and which
+    metrics address it takes by default."""
+    roles = [
+        role for role, on in (("router", route), ("deliver", deliver), ("api", serve_api)) if on
+    ]
+    role = "run" if len(roles) == 3 else "+".join(roles)
+    if deliver and workers and not route:
+        role = "supervisor"
+    return roles, role
+
+
 async def run(
     settings: Settings,
     *,
@@ -114,18 +133,10 @@ async def run(
     """Run the parts asked for until `stop` (or SIGTERM/SIGINT). With `workers`, delivery
     runs in that many child processes under a supervisor instead of in this one."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    _on_signals(stop)
     if serve_api:
         api.check_token(settings)
-    roles = [
-        role for role, on in (("router", route), ("deliver", deliver), ("api", serve_api)) if on
-    ]
-    role = "run" if len(roles) == 3 else "+".join(roles)
-    if deliver and workers and not route:
-        role = "supervisor"
+    roles, role = _roles(route, deliver, serve_api, workers)
     redis = await open_redis(settings, "notifier-" + "+".join(roles))
     with contextlib.suppress(*TRANSIENT):  # Redis away at start-up: the loops wait for it
         await shards.check(redis, settings.keyspace())
@@ -145,22 +156,15 @@ async def run(
         if metrics_addr and metrics_addr != "none":
             metrics_runner = await observe.serve(redis, metrics_addr)
         async with Sender(settings, telemetry.tracer) as sender:
-            tasks = [asyncio.create_task(observer.run(stop))]
+            loops = [observer.run(stop)]
             if route:
-                tasks.append(asyncio.create_task(Router(redis, settings, telemetry).run(stop)))
-                tasks.append(
-                    asyncio.create_task(Router(redis, settings, telemetry, ops=True).run(stop))
-                )
+                loops.append(Router(redis, settings, telemetry).run(stop))
+                loops.append(Router(redis, settings, telemetry, ops=True).run(stop))
             if deliver and workers:
-                tasks.append(
-                    asyncio.create_task(
-                        supervisor.supervise(workers, stop, metrics_addr=metrics_addr)
-                    )
-                )
+                loops.append(supervisor.supervise(workers, stop, metrics_addr=metrics_addr))
             elif deliver:
-                tasks.append(
-                    asyncio.create_task(DeliveryPool(redis, settings, sender, telemetry).run(stop))
-                )
+                loops.append(DeliveryPool(redis, settings, sender, telemetry).run(stop))
+            tasks = [asyncio.create_task(loop) for loop in loops]
             if serve_api:
                 app = api.create_app(redis, settings, telemetry.metrics)
                 runner = await api.serve(app, settings)

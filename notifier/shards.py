@@ -16,6 +16,7 @@ import msgspec
 
 from notifier import logs
 from notifier.errors import ConfigError, Invalid
+from notifier.models import now_ms
 from notifier.redis import keys
 from notifier.redis.keys import Keyspace, Shard
 from notifier.telemetry.reports import REPORT_STALE
@@ -103,7 +104,7 @@ async def _move_partner(redis: Any, pid: str, old: Keyspace, new: Keyspace) -> b
         await redis.xadd(was.changes, {"id": pid})
     if due is not None:
         # due now: whoever starts first looks at it at once
-        await redis.zadd(now.ready, {pid: min(float(due), time.time() * 1000)})
+        await redis.zadd(now.ready, {pid: min(float(due), now_ms())})
     await redis.zrem(was.ready, pid)
     await redis.zrem(was.leases, pid)
     return True

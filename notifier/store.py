@@ -207,7 +207,7 @@ class Store:
         kept = [
             s if s.expires_ms is not None else msgspec.structs.replace(s, expires_ms=overlap_end)
             for s in partner.secrets
-            if s.expires_ms is None or s.expires_ms > now
+            if s.signs_at(now)
         ]
         return [newest, *kept]
 

@@ -153,15 +153,18 @@ class Endpoint:
         self.received.append(Received(request.path, dict(request.headers), body, time.monotonic()))
         return await self.responder(request, len(self.received))
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Endpoint:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> Endpoint:
+        """Listen on `host` (a free port by default); over HTTPS with `tls`."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port)
+        site = web.TCPSite(self.runner, host, port, ssl_context=tls)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://{host}:{bound}/hook"
+        self.url = f"{'https' if tls else 'http'}://{host}:{bound}/hook"
         return self
 
     async def stop(self) -> None:

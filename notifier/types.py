@@ -7,7 +7,7 @@ from typing import Literal
 
 #: Why something was dead-lettered, as the metrics count it: a message that failed its whole
 #: retry schedule, a body the partner's transform could not make, an ingress entry that breaks
-#: the contract or its type's schema, one that stopped routers again and again.
+#: the rules of an ingress entry or its type's schema, one that stopped routers again and again.
 DeadReason = Literal["exhausted", "transform", "malformed", "schema", "poison"]
 
 #: The state of one message's copy to one partner.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import secrets
@@ -208,8 +209,9 @@ class Story:
             await asyncio.sleep(1 / self.rate)  # the publishers' own pace
 
     async def wait(self, what: str, check: Any, timeout: float = 30.0) -> None:
+        """Poll `check` (a function, or a coroutine function) until it holds."""
         deadline = time.monotonic() + timeout
-        while not check():
+        while not ((await held) if inspect.isawaitable(held := check()) else held):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}")
             await asyncio.sleep(0.1)
@@ -222,18 +224,14 @@ class Story:
             40,
         )
 
-        async def dead() -> list[Any]:
-            page = await self.call(http, "GET", f"/v1/dead-letters?partner={analytics.id}")
-            return list(page["data"])
-
         letters: list[Any] = []
-        for _ in range(100):
-            letters = await dead()
-            if letters:
-                break
-            await asyncio.sleep(0.1)
-        if not letters:
-            raise RuntimeError("the stubborn order never reached the dead letters")
+
+        async def dead() -> bool:
+            page = await self.call(http, "GET", f"/v1/dead-letters?partner={analytics.id}")
+            letters[:] = page["data"]
+            return bool(letters)
+
+        await self.wait("the stubborn order to reach the dead letters", dead, 10)
         letter = letters[0]
         say(
             f"\n{self.stubborn} to analytics: {letter['reason']}: dead-lettered "
@@ -294,14 +292,9 @@ class Story:
         return all(len(p.delivered) >= self.expected[p.name] for p in self.partners.values())
 
 
-async def main(args: argparse.Namespace) -> int:
-    story = Story(args.events, args.rate)
-    redis_server = None
-    story.redis_url = os.environ.get("REDIS_URL", "")
-    if not story.redis_url:
-        redis_server = RedisServer(story.work / "redis")
-        redis_server.start()
-        story.redis_url = redis_server.url
+def start_notifier(story: Story, log: Any) -> subprocess.Popen[bytes]:
+    """`notifier run` on addresses of its own, for partners on loopback over http, with a
+    short retry schedule, logging to `log`."""
     api_port, metrics_port = free_port(), free_port()
     story.api = f"http://127.0.0.1:{api_port}"
     story.metrics = f"http://127.0.0.1:{metrics_port}"
@@ -317,28 +310,36 @@ async def main(args: argparse.Namespace) -> int:
         "NOTIFIER_LOG_LEVEL": "warning",
     }
     say(f"notifier demo: redis {story.redis_url}, admin API {story.api}")
+    command = [sys.executable, "-m", "notifier", "run"]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+
+
+async def main(args: argparse.Namespace) -> int:
+    story = Story(args.events, args.rate)
+    redis_server = None
+    story.redis_url = os.environ.get("REDIS_URL", "")
+    if not story.redis_url:
+        redis_server = RedisServer(story.work / "redis")
+        redis_server.start()
+        story.redis_url = redis_server.url
     log = (story.work / "notifier.log").open("wb")
-    notifier = subprocess.Popen(
-        [sys.executable, "-m", "notifier", "run"],
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
+    notifier = start_notifier(story, log)
     runners = await story.serve_partners()
     finished = False
     try:
         async with aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {story.token}"}
         ) as http:
-            for _ in range(200):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{story.api}/healthz") as resp:
-                        if resp.status == 200:
-                            break
+
+            async def up() -> bool:
                 if notifier.poll() is not None:
                     raise RuntimeError(f"notifier run exited; see {story.work / 'notifier.log'}")
-                await asyncio.sleep(0.05)
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{story.api}/healthz") as resp:
+                        return resp.status == 200
+                return False
+
+            await story.wait("notifier's admin API", up, 10)
             await story.register(http)
             await story.publish(http)
             await story.recover(http)

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,6 +41,7 @@ __all__ = [
     "eventually",
     "free_port",
     "idle",
+    "last_first_arrival",
     "publish",
     "readme_acl_rules",
     "register",
@@ -137,6 +138,20 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
         return True
 
     await eventually(settled, timeout, "notifier to finish its work")
+
+
+def last_first_arrival(endpoints: Sequence[Endpoint]) -> float:
+    """When (monotonic) the last message to reach `endpoints` first arrived: a recovery test
+    asserts how soon after the failure that was (copies sent again do not count)."""
+    latest = 0.0
+    for endpoint in endpoints:
+        seen: set[str] = set()
+        for received in endpoint.received:
+            webhook_id = received.headers["webhook-id"]
+            if webhook_id not in seen:
+                seen.add(webhook_id)
+                latest = max(latest, received.at)
+    return latest
 
 
 def stop_running(procs: list[subprocess.Popen[bytes]]) -> list[str]:

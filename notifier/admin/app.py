@@ -1,12 +1,12 @@
-"""The admin API (contract section 3): the application, its token and its error handling.
+"""The admin API (README: "The admin API"): the application, its token and its error handling.
 
-Every route but /healthz and /metrics needs the bearer token, compared as bytes in constant
-time. Bodies are capped and decoded with msgspec into Structs that forbid unknown fields, so a
-bad body is a 400 naming the field. Whatever a client sends, its mistake is a 4xx with a JSON
-`{"error": ...}` body: a 5xx means notifier or its Redis failed, and
+Every route but /healthz, /metrics and /openapi.json needs the bearer token, compared as bytes
+in constant time. Bodies are capped and decoded with msgspec into Structs that forbid unknown
+fields, so a bad body is a 400 naming the field. Whatever a client sends, its mistake is a 4xx
+with a JSON `{"error": ...}` body: a 5xx means notifier or its Redis failed, and
 tests/integration/test_api_hostile.py fuzzes every route against a real Redis to keep it so.
 Each resource is a module of its own with its routes (`partners`, `attempts`, `dead_letters`,
-`health`); this module puts them together.
+`health`); this module puts them together, and counts every request (`metered`).
 """
 
 from __future__ import annotations

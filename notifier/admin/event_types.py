@@ -1,5 +1,5 @@
-"""/v1/event-types: the catalog of event types, their schemas and examples (contract
-section 9). A type needs no entry to be published; an entry with a schema makes the router
+"""/v1/event-types: the catalog of event types, their schemas and examples (README: Event
+types). A type needs no entry to be published; an entry with a schema makes the router
 check every event of that type against it."""
 
 from __future__ import annotations

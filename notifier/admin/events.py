@@ -1,6 +1,7 @@
 """/v1/events: publish over HTTP, for a service that cannot reach Redis.
 
-The body is an ingress entry's fields (contract section 1) and is checked by the router's own
+The body is an ingress entry's fields (`type`, `data`, `id`, `owner`, `traceparent`) and is
+checked by the router's own
 function: what it refuses here with a 400 is exactly what the router would dead-letter.
 """
 

@@ -1,5 +1,5 @@
 """/v1/partners/{id}/preview and /v1/preview: what a partner (saved, or not yet) would receive
-for an event or a routed message, and why not; nothing is sent (contract section 9)."""
+for an event or a routed message, and why not; nothing is sent (README: the admin API)."""
 
 from __future__ import annotations
 

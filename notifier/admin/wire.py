@@ -28,7 +28,7 @@ from notifier.store import Store
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 #: ASCII digits only: str.isdigit() also takes superscripts, which int() refuses, and other
-#: scripts' digits, which int() reads; neither is a limit the contract knows.
+#: scripts' digits, which int() reads; neither is a limit the API documents.
 _DIGITS = re.compile(r"[0-9]{1,4}")
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
@@ -34,7 +34,15 @@ from notifier.telemetry.reports import (
 )
 
 #: How bad a state is, for ordering rows worst first.
-SEVERITY = {"breaker open": 4, "disabled": 3, "retrying": 2, "limited": 1, "ok": 0}
+#: A partner's state in the table, worst first.
+State = Literal["breaker open", "disabled", "retrying", "limited", "ok"]
+SEVERITY: dict[State, int] = {
+    "breaker open": 4,
+    "disabled": 3,
+    "retrying": 2,
+    "limited": 1,
+    "ok": 0,
+}
 _decode_report = msgspec.json.Decoder(ProcessReport).decode
 
 
@@ -47,7 +55,7 @@ class Row(msgspec.Struct, frozen=True):
     backlog: int
     oldest_s: float
     in_flight: int
-    state: str
+    state: State
     owner: str = ""
 
 
@@ -107,20 +115,7 @@ def rows(
     owners: Mapping[str, str] = {},
 ) -> tuple[Totals, list[Row]]:
     """The table: every partner with work or trouble, or with attempts lately, worst first."""
-    rates: dict[str, float] = {}
-    moved: dict[str, PartnerTotals] = {}
-    for earlier, latest in pairs.values():
-        seconds = latest.at - earlier.at if earlier else 0.0
-        for pid, counted in latest.partners.items():
-            change = _delta(counted, earlier.partners.get(pid) if earlier else counted)
-            into = moved.setdefault(pid, PartnerTotals())
-            into.attempts += change.attempts
-            into.failures += change.failures
-            into.rate_limited += change.rate_limited
-            into.in_flight += change.in_flight
-            into.latency = [a + b for a, b in zip(into.latency, change.latency, strict=True)]
-            if seconds > 0:
-                rates[pid] = rates.get(pid, 0.0) + change.attempts / seconds
+    moved, rates = _changes(pairs)
     backlogs = {p.id: p for p in snapshot.partners}
     table = []
     for pid in sorted(set(backlogs) | {p for p, t in moved.items() if t.attempts or t.in_flight}):
@@ -135,16 +130,6 @@ def rows(
             disabled=False,
         )
         change = moved.get(pid, PartnerTotals())
-        if backlog.breaker_open:
-            state = "breaker open"
-        elif backlog.disabled:
-            state = "disabled"
-        elif backlog.retrying:
-            state = "retrying"
-        elif change.rate_limited:
-            state = "limited"
-        else:
-            state = "ok"
         table.append(
             Row(
                 partner=pid,
@@ -155,7 +140,7 @@ def rows(
                 backlog=backlog.new + backlog.in_flight + backlog.retrying,
                 oldest_s=backlog.oldest_age_s,
                 in_flight=max(change.in_flight, backlog.in_flight),
-                state=state,
+                state=_state(backlog, change),
                 owner=backlog.owner or owners.get(pid, ""),
             )
         )
@@ -168,6 +153,40 @@ def rows(
         ingress_length=snapshot.ingress_length,
     )
     return totals, table
+
+
+def _changes(
+    pairs: Mapping[str, tuple[ProcessReport | None, ProcessReport]],
+) -> tuple[dict[str, PartnerTotals], dict[str, float]]:
+    """Per partner, what every process counted between its last two reports, and the
+    attempts a second that makes."""
+    rates: dict[str, float] = {}
+    moved: dict[str, PartnerTotals] = {}
+    for earlier, latest in pairs.values():
+        seconds = latest.at - earlier.at if earlier else 0.0
+        for pid, counted in latest.partners.items():
+            change = _delta(counted, earlier.partners.get(pid) if earlier else counted)
+            into = moved.setdefault(pid, PartnerTotals())
+            into.attempts += change.attempts
+            into.failures += change.failures
+            into.rate_limited += change.rate_limited
+            into.in_flight += change.in_flight
+            into.latency = [a + b for a, b in zip(into.latency, change.latency, strict=True)]
+            if seconds > 0:
+                rates[pid] = rates.get(pid, 0.0) + change.attempts / seconds
+    return moved, rates
+
+
+def _state(backlog: PartnerBacklog, change: PartnerTotals) -> State:
+    if backlog.breaker_open:
+        return "breaker open"
+    if backlog.disabled:
+        return "disabled"
+    if backlog.retrying:
+        return "retrying"
+    if change.rate_limited:
+        return "limited"
+    return "ok"
 
 
 def by_owner(table: list[Row]) -> list[Row]:

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from notifier import logs, ops
-from notifier.models import iso_ms
+from notifier.models import iso_ms, now_ms
 from notifier.redis import keys, lua
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class Housekeeping:
         self._next_secret_check = now + SECRET_CHECK_EVERY
         router = self.router
         subscriptions = await router.refresh_partners()
-        wall = int(time.time() * 1000)
+        wall = now_ms()
         for partner in subscriptions.partners():
             for secret in partner.secrets:
                 ends = secret.expires_ms

@@ -27,6 +27,7 @@ from notifier.engine import fanout
 from notifier.engine.fanout import EntryPlan
 from notifier.engine.housekeeping import Housekeeping
 from notifier.engine.partner_feed import PartnerFeed
+from notifier.models import now_ms
 from notifier.redis import keys, lua
 from notifier.redis.connection import TRANSIENT, consumer_name, keep_running, until_stopped
 from notifier.redis.lua import Scripts
@@ -198,14 +199,14 @@ class Router:
         dead-lettered with the reason, one whose call fails goes again on its own (and is
         dead-lettered if it fails again), and the rest go on."""
         subscriptions = await self.feed.refresh()
-        now_ms = int(time.time() * 1000)
+        now = now_ms()
         spans: list[Any] = []
         plans = [self._plan(raw_id, fields, subscriptions, spans) for raw_id, fields in entries]
         plans += dead or []
-        await self._send(plans, now_ms)
+        await self._send(plans, now)
         for plan in plans:
             if not plan.complete():
-                await self._alone(plan, now_ms)
+                await self._alone(plan, now)
         done = [plan for plan in plans if plan.complete()]
         if done:
             await self.scripts.send(

@@ -20,7 +20,7 @@ from opentelemetry.trace import Tracer
 from notifier import __version__, signing, transforms
 from notifier.config import Settings
 from notifier.engine import ssrf
-from notifier.models import Message, Outcome, Partner
+from notifier.models import Message, Outcome, Partner, now_ms
 from notifier.retry import parse_retry_after
 from notifier.rules import RESERVED_HEADERS
 from notifier.telemetry import traces
@@ -145,7 +145,7 @@ class Sender:
         self, partner: Partner, message: Message, keys: Sequence[signing.Key]
     ) -> Outcome:
         started = time.perf_counter()
-        sent_ms = int(time.time() * 1000)
+        sent_ms = now_ms()
         assert self._session is not None, "use Sender as an async context manager"
         try:
             body = render(partner, message)

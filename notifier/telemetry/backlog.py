@@ -64,56 +64,67 @@ async def read_snapshot(redis: Redis, keyspace: Keyspace, ingress: str) -> Snaps
         length, oldest, *found = await pipe.execute()
     scheduled = found[: 2 * len(keyspace.shards)]
     held = found[2 * len(keyspace.shards) :]
-    disabled = {d for members in held[0::2] for d in members}
+    disabled = {d.decode() for members in held[0::2] for d in members}
     registered = sum(int(n) for n in held[1::2])
     now = time.time()
-    ids = sorted({pid.decode() for pid in (*(p for z in scheduled for p in z), *disabled)})
-    partners: list[PartnerBacklog] = []
-    if ids:
-        async with client.pipeline(transaction=False) as pipe:
-            for pid in ids:
-                pk = keyspace.partner(pid)
-                pipe.hget(keyspace.shard_of(pid).partners, pid)
-                pipe.xlen(pk.stream)
-                pipe.zcard(pk.due)
-                pipe.zcard(pk.inflight)
-                pipe.xrange(pk.stream, count=1)
-                pipe.exists(pk.breaker)
-            replies = await pipe.execute(raise_on_error=False)
-        off_names = {d.decode() for d in disabled}
-        for n, pid in enumerate(ids):
-            record, length_, due, inflight, first, breaker = replies[6 * n : 6 * n + 6]
-            if isinstance(record, Exception):
-                record = None
-            if any(isinstance(r, Exception) for r in (length_, due, inflight, first, breaker)):
-                continue  # a broken key is the router's and janitor's business, not a scrape's
-            name, rate_limit, owner = pid, None, None
-            if record is not None:
-                try:
-                    partner = decode_partner(record)
-                    name, rate_limit, owner = partner.name, partner.rate_limit, partner.owner
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    pass
-            elif pid not in off_names:
-                continue  # removed meanwhile
-            partners.append(
-                PartnerBacklog(
-                    id=pid,
-                    name=name,
-                    new=max(0, int(length_) - int(due) - int(inflight)),
-                    in_flight=int(inflight),
-                    retrying=int(due),
-                    oldest_age_s=round(_age(_first_id(first), now), 3),
-                    breaker_open=bool(breaker),
-                    disabled=pid in off_names,
-                    rate_limit=rate_limit,
-                    owner=owner,
-                )
-            )
+    ids = sorted({pid.decode() for z in scheduled for pid in z} | disabled)
     return Snapshot(
         at=now,
         partners_registered=registered,
-        partners=partners,
+        partners=await _backlogs(client, keyspace, ids, disabled, now) if ids else [],
         ingress_length=int(length),
         ingress_lag_s=round(_age(_first_id(oldest), now), 3),
     )
+
+
+async def _backlogs(
+    client: Any, keyspace: Keyspace, ids: list[str], disabled: set[str], now: float
+) -> list[PartnerBacklog]:
+    """The backlog of each of these partners, read in one round trip."""
+    async with client.pipeline(transaction=False) as pipe:
+        for pid in ids:
+            pk = keyspace.partner(pid)
+            pipe.hget(keyspace.shard_of(pid).partners, pid)
+            pipe.xlen(pk.stream)
+            pipe.zcard(pk.due)
+            pipe.zcard(pk.inflight)
+            pipe.xrange(pk.stream, count=1)
+            pipe.exists(pk.breaker)
+        replies = await pipe.execute(raise_on_error=False)
+    partners: list[PartnerBacklog] = []
+    for n, pid in enumerate(ids):
+        record, length, due, inflight, first, breaker = replies[6 * n : 6 * n + 6]
+        if isinstance(record, Exception):
+            record = None
+        if any(isinstance(r, Exception) for r in (length, due, inflight, first, breaker)):
+            continue  # a broken key is the router's and janitor's business, not a scrape's
+        if record is None and pid not in disabled:
+            continue  # removed meanwhile
+        name, rate_limit, owner = _described(pid, record)
+        partners.append(
+            PartnerBacklog(
+                id=pid,
+                name=name,
+                new=max(0, int(length) - int(due) - int(inflight)),
+                in_flight=int(inflight),
+                retrying=int(due),
+                oldest_age_s=round(_age(_first_id(first), now), 3),
+                breaker_open=bool(breaker),
+                disabled=pid in disabled,
+                rate_limit=rate_limit,
+                owner=owner,
+            )
+        )
+    return partners
+
+
+def _described(pid: str, record: bytes | None) -> tuple[str, str | None, str | None]:
+    """A partner's name, rate limit and owner from its record (its id for a name when the
+    record is gone or unreadable)."""
+    if record is not None:
+        try:
+            partner = decode_partner(record)
+            return partner.name, partner.rate_limit, partner.owner
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+    return pid, None, None

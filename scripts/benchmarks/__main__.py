@@ -238,20 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - started
     if any(f.status == "FAILED" for f in results.figures):
         status = status or 1
-    header = [
-        f"notifier benchmarks, {date}, took {seconds // 60:.0f} min {seconds % 60:.0f} s"
-        f"{' (--quick)' if args.quick else ''}",
-        f"machine: {machine_line()}",
-        f"code: {code}"
-        + (
-            ""
-            if code_version() == code
-            else f" (WARNING: changed during the run, now {code_version()})"
-        ),
-        f"redis: the bench's own redis-server, appendonly "
-        f"{'no' if args.aof == 'no' else 'yes, appendfsync ' + args.aof}; CPU figures "
-        "are /proc's unless said; 'others' is the rest of the machine meanwhile",
-    ]
+    header = header_lines(args, date, seconds, code)
     if args.markdown:
         print("\n".join([*(h + "  " for h in header), "", *markdown_table(results)]))
     else:
@@ -268,6 +255,24 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(bench.tmp, ignore_errors=True)
     return status
+
+
+def header_lines(args: argparse.Namespace, date: str, seconds: float, code: str) -> list[str]:
+    """What the run was: when, how long, on what machine, of which code, with what Redis."""
+    return [
+        f"notifier benchmarks, {date}, took {seconds // 60:.0f} min {seconds % 60:.0f} s"
+        f"{' (--quick)' if args.quick else ''}",
+        f"machine: {machine_line()}",
+        f"code: {code}"
+        + (
+            ""
+            if code_version() == code
+            else f" (WARNING: changed during the run, now {code_version()})"
+        ),
+        f"redis: the bench's own redis-server, appendonly "
+        f"{'no' if args.aof == 'no' else 'yes, appendfsync ' + args.aof}; CPU figures "
+        "are /proc's unless said; 'others' is the rest of the machine meanwhile",
+    ]
 
 
 def as_json(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from notifier.dead_letters import DeadLetters
 from notifier.models import Message
 from notifier.redis import keys
 from notifier.redis.lua import Call, Scripts
+from notifier.store import Store
 from tests.helpers import (
     KS,
     TOKEN,
@@ -112,6 +114,37 @@ async def test_partner_lifecycle(client: tuple[aiohttp.ClientSession, str]) -> N
     async with http.get(f"{base}/v1/partners/{pid}", headers=AUTH) as resp:
         assert resp.status == 404
         assert "no partner" in (await resp.json())["error"]
+
+
+async def test_patch_with_null_clears_the_rate_limit_and_the_transform(
+    client: tuple[aiohttp.ClientSession, str], redis: Redis, settings: Settings
+) -> None:
+    """`null` clears a field, a field left out stays: the answer, the stored record and the
+    body the partner would receive (through delivery's own code) all say so."""
+    http, base = client
+    limited = {**PARTNER, "transform": {"omit": ["data.email"]}}
+    async with http.post(f"{base}/v1/partners", json=limited, headers=AUTH) as resp:
+        pid = (await resp.json())["id"]
+    event = {"event": {"type": "order.created", "data": {"id": 1, "email": "a@example.com"}}}
+
+    async def would_receive() -> Any:
+        url = f"{base}/v1/partners/{pid}/preview"
+        async with http.post(url, json=event, headers=AUTH) as resp:
+            assert resp.status == 200
+            return json.loads((await resp.json())["body"])["data"]
+
+    assert await would_receive() == {"id": 1}
+    cleared = {"rate_limit": None, "transform": None}
+    async with http.patch(f"{base}/v1/partners/{pid}", json=cleared, headers=AUTH) as resp:
+        assert resp.status == 200
+        answer = await resp.json()
+    assert answer["rate_limit"] is None and answer["transform"] is None
+    assert answer["headers"] == PARTNER["headers"]  # left out, kept
+    stored = await Store(redis, settings).get(pid)
+    assert stored.rate_limit is None and stored.transform is None
+    assert await would_receive() == {"id": 1, "email": "a@example.com"}
+    async with http.patch(f"{base}/v1/partners/{pid}", json={"name": "n"}, headers=AUTH) as resp:
+        assert (await resp.json())["rate_limit"] is None  # stays cleared
 
 
 @pytest.mark.parametrize(

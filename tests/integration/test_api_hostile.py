@@ -1,10 +1,10 @@
 """The admin API against hostile and mistaken clients, over real HTTP against a real Redis.
 
-Contract section 3: every /v1 route needs the bearer token (here: every route but /healthz and
-/metrics), and a client's mistake is a 4xx with a JSON `{"error": ...}` body, never a 5xx.
-Requests are written byte by byte on a raw socket because aiohttp's client refuses to send much
-of what a hostile client would (bytes that are not UTF-8 in a header, malformed percent
-escapes, a body on GET...). Explicit cases come first, then a fuzzer over every route.
+Every route needs the bearer token (but /healthz, /metrics and /openapi.json), and a client's
+mistake is a 4xx with a JSON `{"error": ...}` body, never a 5xx. Requests are written byte by
+byte on a raw socket because aiohttp's client refuses to send much of what a hostile client
+would (bytes that are not UTF-8 in a header, malformed percent escapes, a body on GET...).
+Explicit cases come first, then a fuzzer over every route.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Answer:
     body: bytes
 
     def error(self) -> str:
-        """The message of a contract-shaped error body; fails the test on any other shape."""
+        """The message of an `{"error": ...}` body; fails the test on any other shape."""
         assert self.headers.get("content-type", "").startswith("application/json"), self
         shown = msgspec.json.decode(self.body)
         assert isinstance(shown, dict) and list(shown) == ["error"], self
@@ -181,7 +181,7 @@ async def seeded(redis: Redis, settings: Settings) -> AsyncIterator[Seeded]:
     "limit",
     [
         "%C2%B2",  # "²" passes str.isdigit() but int() refuses it
-        "%D9%A1%D9%A2",  # Arabic-Indic "١٢": int() takes it, the contract's limit is ASCII
+        "%D9%A1%D9%A2",  # Arabic-Indic "١٢": int() takes it, the documented limit is ASCII
         "",
         "0",
         "1001",
@@ -345,7 +345,7 @@ UNDECODABLE = (b"br", b"zstd")
 )
 async def test_the_parser_refuses_in_4xx(seeded: Seeded, request_bytes: bytes) -> None:
     """What aiohttp's HTTP parser refuses before notifier sees the request. Its answer is a
-    plain-text 400, not the contract's JSON (no hook of aiohttp's reaches it), but a 4xx."""
+    plain-text 400, not the API's JSON (no hook of aiohttp's reaches it), but a 4xx."""
     reader, writer = await asyncio.open_connection(seeded.server.host, seeded.server.port)
     writer.write(request_bytes)
     await writer.drain()
@@ -499,7 +499,7 @@ def test_the_router_is_what_this_file_expects() -> None:
     listed = set(ROUTES)
     assert ("POST", "/v1/partners") in listed and ("GET", "/healthz") in listed
     assert len(RESOURCES) >= 8
-    assert sorted(api.PUBLIC_PATHS) == ["/healthz", "/metrics", "/openapi.json"]  # contract §3
+    assert sorted(api.PUBLIC_PATHS) == ["/healthz", "/metrics", "/openapi.json"]
 
 
 def test_the_catch_all_route_comes_last() -> None:
@@ -915,7 +915,7 @@ FUZZ = hsettings(
 @given(data=st.data())
 async def test_no_request_gets_a_5xx(seeded: Seeded, path: str, data: st.DataObject) -> None:
     """Whatever is sent to a route: never a 5xx, a 401 without the token (but on /healthz and
-    /metrics), errors in the contract's JSON, and neither token nor secret in any answer."""
+    /metrics), errors in the API's JSON, and neither token nor secret in any answer."""
     drawn = data.draw(requests(path))
     if not await seeded.redis.hexists(KS.shards[0].partners, seeded.partner_id):
         # an earlier example deleted it: without one, every example would stop at a 404

@@ -1,5 +1,6 @@
 """A partner failing every attempt for NOTIFIER_DISABLE_AFTER is disabled, its messages kept;
-one answering 410 Gone is disabled at its first answer."""
+one answering 410 Gone is disabled at its first answer; one failing half the time never is,
+and a success starts the clock again."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import time
 from aiohttp import web
 from redis.asyncio import Redis
 
-from notifier import config
+from notifier import config, ops
 from notifier.config import Settings
 from notifier.engine.served import BREAKER_AFTER
 from notifier.models import PartnerPatch
+from notifier.redis import keys
 from notifier.store import Store
-from tests.helpers import EndpointFactory, eventually, idle, publish, register, running
+from tests.helpers import EndpointFactory, entries, eventually, idle, publish, register, running
 
 DISABLE_AFTER = 2.0
 #: Longer than a few retry delays and breaker pauses: a partner still scheduled would be
@@ -131,3 +133,78 @@ async def test_gone_disables_at_the_first_answer(
         await idle(redis)
     assert sorted(b["data"]["n"] for b in endpoint.bodies()[1:]) == [0, 1, 2]
     assert await redis.xlen("notifier:dead") == 0
+
+
+async def test_a_partner_failing_half_the_time_never_trips_nor_is_disabled(
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
+) -> None:
+    """The breaker and auto-disable act when every attempt fails: a partner failing every
+    other request, for longer than both BREAKER_AFTER and NOTIFIER_DISABLE_AFTER, gets every
+    message and no operational event about its health."""
+    settings = config.load(
+        {
+            **env,
+            "NOTIFIER_DISABLE_AFTER": f"{DISABLE_AFTER:g}s",
+            "NOTIFIER_RETRY_SCHEDULE": ",".join(["100ms"] * 10),
+        }
+    )
+
+    async def every_other(request: web.Request, n: int) -> web.Response:
+        await asyncio.sleep(0.02)  # about 50 requests a second: the run outlasts both marks
+        return web.Response(status=503 if n % 2 else 200)
+
+    endpoint = await endpoint_factory(every_other)
+    # one request at a time, so failures and successes alternate batch by batch too
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["*"], max_in_flight=1)
+    store = Store(redis, settings)
+    async with running(settings):
+        for n in range(80):
+            await publish(redis, "order.created", {"n": n})
+        await idle(redis, 30)
+    arrivals = [r.at for r in endpoint.received]
+    assert arrivals[-1] - arrivals[0] > DISABLE_AFTER + BREAKER_AFTER
+    assert sorted({b["data"]["n"] for b in endpoint.bodies()}) == list(range(80))
+    assert (await store.get(pid)).enabled
+    assert await redis.xlen("notifier:dead") == 0
+    health = {ops.BREAKER_OPENED, ops.PARTNER_DISABLED}
+    told = [fields[b"type"].decode() for _, fields in await entries(redis, keys.OPS)]
+    assert not health & set(told), told
+
+
+async def test_a_success_restarts_the_disable_clock(
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
+) -> None:
+    """One success three quarters of the way to NOTIFIER_DISABLE_AFTER, then failures again:
+    the partner is disabled DISABLE_AFTER after that success, not after the first failure."""
+    settings = config.load(
+        {
+            **env,
+            "NOTIFIER_DISABLE_AFTER": f"{DISABLE_AFTER:g}s",
+            "NOTIFIER_RETRY_SCHEDULE": ",".join(["150ms"] * 40),
+        }
+    )
+    succeeded: list[float] = []
+    started: list[float] = []
+
+    async def one_success(request: web.Request, n: int) -> web.Response:
+        now = time.monotonic()
+        if not started:
+            started.append(now)
+        if not succeeded and now - started[0] >= DISABLE_AFTER * 0.75:
+            succeeded.append(now)
+            return web.Response(status=200)
+        return web.Response(status=503)
+
+    endpoint = await endpoint_factory(one_success)
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["*"], max_in_flight=1)
+    store = Store(redis, settings)
+    async with running(settings):
+        for n in range(5):
+            await publish(redis, "order.created", {"n": n})
+        seen = await disabled_at(store, pid)
+    assert succeeded, "the success never came"
+    assert seen - succeeded[0] >= DISABLE_AFTER - 0.05, (
+        f"disabled {seen - succeeded[0]:.3f}s after the success"
+    )
+    assert seen - succeeded[0] < DISABLE_AFTER + 1
+    assert (await store.get(pid)).disabled_reason == f"every attempt failed for {DISABLE_AFTER:g}s"

@@ -31,7 +31,7 @@ async def test_every_route_is_documented_and_nothing_else(redis: Redis, settings
     documented = {(m, p) for p, ops in document["paths"].items() for m in ops}
     assert served == documented
     assert document["openapi"] == "3.1.0"
-    # the contract's routes (section 3) are all there
+    # the README's routes are all there
     for path in (
         "/v1/partners",
         "/v1/messages/{id}",

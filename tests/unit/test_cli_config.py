@@ -9,7 +9,7 @@ import pytest
 from notifier import config
 
 
-def test_settings_defaults_follow_the_contract() -> None:
+def test_settings_defaults_are_the_documented_ones() -> None:
     s = config.load({})
     assert s.redis_url == "redis://127.0.0.1:6379/0"
     assert s.api_addr == "127.0.0.1:8080"

@@ -1,6 +1,6 @@
 """Content filters: what check() refuses, what each operator does, and, over arbitrary
 filters and events, that the compiled filter agrees with a plain evaluator written here from
-the contract's words (section 8)."""
+the README's words (docs/filters.md)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def matches(spec: dict[str, Any], event: dict[str, Any] = EVENT) -> bool:
     return compile_filter(spec)(event)
 
 
-# each operator, on the contract's examples
+# each operator, on the documented examples
 
 
 def test_literals_are_equality_and_every_key_must_hold() -> None:
@@ -149,7 +149,7 @@ def test_check_refuses_naming_the_path_or_operator(spec: Any, reason: str) -> No
     assert reason in str(caught.value)
 
 
-# against a reference evaluator written from the contract's words
+# against a reference evaluator written from the documented words
 
 OPS = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains"]
 
