@@ -277,6 +277,7 @@ class Story:
         if self.api:
             print(
                 f"\nlook at:\n  admin API   {self.api}  (token: NOTIFIER_ADMIN_TOKEN below)\n"
+                f"  console     {self.api}/console  (sign in with that token)\n"
                 f"  metrics     {self.metrics}/metrics    health {self.metrics}/healthz\n"
                 f"  a message   curl -H 'Authorization: Bearer $NOTIFIER_ADMIN_TOKEN' "
                 f"{self.api}/v1/messages/{self.stubborn or 'ord-1001-paid'}\n"

@@ -17,7 +17,7 @@ from multidict import MultiDictProxy
 
 from notifier import rules
 from notifier.admin.wire import DEAD_LETTERS, MESSAGES, SENDER, STORE
-from notifier.console.pages import page, part, see_other, urlencode
+from notifier.console.pages import form_of, page, part, see_other, urlencode
 from notifier.console.sessions import SESSIONS, Notice, session_of
 from notifier.errors import Invalid, NotFound
 from notifier.models import PartnerPatch
@@ -95,7 +95,7 @@ async def rotate(request: web.Request) -> web.Response:
     partner_id = request.match_info["id"]
     store = request.config_dict[STORE]
     partner = await store.get(partner_id)
-    form = await request.post()
+    form = await form_of(request)
     if field(form, "confirm") != "yes":
         return _confirm(
             request,
@@ -119,7 +119,7 @@ async def rotate(request: web.Request) -> web.Response:
 @routes.post("/partners/{id}/messages/{msg}/resend")
 async def resend(request: web.Request) -> web.Response:
     partner_id, message_id = request.match_info["id"], request.match_info["msg"]
-    form = await request.post()
+    form = await form_of(request)
     back = (
         "/console/messages/" + part(message_id)
         if field(form, "back") == "message"
@@ -137,7 +137,7 @@ async def resend(request: web.Request) -> web.Response:
 @routes.post("/partners/{id}/recover")
 async def recover(request: web.Request) -> web.Response:
     partner_id = request.match_info["id"]
-    form = await request.post()
+    form = await form_of(request)
     back = _partner_url(partner_id)
     try:
         since = rules.moment(field(form, "since").strip(), "since")
@@ -152,7 +152,7 @@ async def recover(request: web.Request) -> web.Response:
 
 @routes.post("/dead-letters/replay")
 async def replay(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await form_of(request)
     wanted = field(form, "id").strip()[:200]
     back = _dead_letters_url(field(form, "partner"))
     if not wanted:
@@ -165,7 +165,7 @@ async def replay(request: web.Request) -> web.Response:
 
 @routes.post("/dead-letters/replay-all")
 async def replay_all(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await form_of(request)
     partner = field(form, "partner").strip()[:200] or None
     dead_letters = request.config_dict[DEAD_LETTERS]
     if field(form, "confirm") != "yes":

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import _default_expect_handler
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
@@ -21,7 +22,7 @@ from notifier.admin.wire import REDIS, SETTINGS
 from notifier.config import Settings
 from notifier.console import actions, signin, views
 from notifier.console.overview import BOARD, Board
-from notifier.console.pages import page, secure_headers, see_other, static
+from notifier.console.pages import form_of, page, secure_headers, see_other, static
 from notifier.console.sessions import COOKIE, SESSION, SESSIONS, Sessions, token_matches
 from notifier.errors import Conflict, Invalid, NotFound
 
@@ -68,7 +69,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if session is None:
         return see_other("/console/login")
     if request.method not in ("GET", "HEAD"):
-        form = await request.post()
+        form = await form_of(request)
         given = form.get("csrf")
         if not isinstance(given, str) or not token_matches(given, session.csrf):
             return _problem(
@@ -85,16 +86,31 @@ async def unknown(request: web.Request) -> web.Response:
     raise web.HTTPNotFound(text="No console page at this address.")
 
 
+async def expect(request: web.Request) -> web.StreamResponse | None:
+    """aiohttp answers an Expect header before any middleware, in plain text, and fails on a
+    value that is not UTF-8: refuse any expectation but 100-continue with a page of ours."""
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        response = _problem(417, "Expectation failed", "Only Expect: 100-continue is taken.")
+        await secure_headers(request, response)
+        return response
+    await _default_expect_handler(request)  # writes the 100 Continue
+    return None
+
+
 def create(redis: Redis, settings: Settings) -> web.Application:
     """The console application; `mount` adds it to the api's."""
     console = web.Application(middlewares=[shown, guard])
     console[SESSIONS] = Sessions(redis)
     console[BOARD] = Board(redis, settings)
     console.on_response_prepare.append(secure_headers)
-    console.router.add_get("/static/{name}", static)
+    console.router.add_get("/static/{name}", static, expect_handler=expect)
     for module in (signin, views, actions):
-        console.add_routes(module.routes)
-    console.router.add_route("*", "/{tail:.*}", unknown)
+        for route in module.routes:
+            assert isinstance(route, web.RouteDef)
+            console.router.add_route(route.method, route.path, route.handler, expect_handler=expect)
+            if route.method == "GET":  # and HEAD, as add_get does
+                console.router.add_route("HEAD", route.path, route.handler, expect_handler=expect)
+    console.router.add_route("*", "/{tail:.*}", unknown, expect_handler=expect)
     return console
 
 

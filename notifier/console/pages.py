@@ -18,6 +18,7 @@ from urllib.parse import quote
 import jinja2
 import msgspec
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from notifier import __version__
 from notifier.partners import public_key
@@ -131,6 +132,15 @@ def page(template: str, status: int = 200, **context: Any) -> web.Response:
 def see_other(location: str) -> web.Response:
     """A 303 to a page of the console (never to elsewhere: `location` is ours)."""
     return web.Response(status=303, headers={"Location": location, "Cache-Control": NO_STORE})
+
+
+async def form_of(request: web.Request) -> MultiDictProxy[Any]:
+    """The POSTed form; one that cannot be read (a broken multipart body, bytes that are not
+    the charset it names, a body cut short) is the client's mistake: a 400."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError, web.RequestPayloadError) as exc:
+        raise web.HTTPBadRequest(text=f"the form could not be read: {exc}") from None
 
 
 async def secure_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from notifier import logs
 from notifier.admin.wire import SETTINGS
-from notifier.console.pages import page, see_other
+from notifier.console.pages import form_of, page, see_other
 from notifier.console.sessions import (
     COOKIE,
     SESSIONS,
@@ -61,7 +61,7 @@ async def login_form(request: web.Request) -> web.Response:
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
     expected = request.config_dict[SETTINGS].admin_token
-    form = await request.post()
+    form = await form_of(request)
     given = form.get("token")
     if not expected:
         return _form(request, 403, NO_TOKEN)

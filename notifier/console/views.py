@@ -8,6 +8,7 @@ script does, every few seconds), a page answers that part alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -120,11 +121,29 @@ async def dead_letters(request: web.Request) -> web.Response:
         partner, after=_query(request, "after"), limit=DEAD_LETTERS_SHOWN
     )
     redis: Any = request.config_dict[REDIS]
-    keyspace = request.config_dict[STORE].keyspace
-    stored = sum([await redis.xlen(stream) for stream in keyspace.dead_streams])
+    store = request.config_dict[STORE]
+    stored = sum([await redis.xlen(stream) for stream in store.keyspace.dead_streams])
+    named = {letter.partner for letter in letters.data if letter.partner}
     return await _page(
-        request, "dead_letters.html", letters=letters, partner=partner, stored=stored
+        request,
+        "dead_letters.html",
+        letters=letters,
+        partner=partner,
+        stored=stored,
+        names=await _names(request, named),
     )
+
+
+async def _names(request: web.Request, partner_ids: Iterable[str]) -> dict[str, str | None]:
+    """The names of these partners; None for one removed since."""
+    store = request.config_dict[STORE]
+    names: dict[str, str | None] = {}
+    for partner_id in partner_ids:
+        try:
+            names[partner_id] = (await store.get(partner_id)).name
+        except NotFound:
+            names[partner_id] = None
+    return names
 
 
 @routes.get("/messages")
@@ -138,11 +157,5 @@ async def find_message(request: web.Request) -> web.Response:
 @routes.get("/messages/{id}")
 async def message(request: web.Request) -> web.Response:
     view = await request.config_dict[MESSAGES].get(request.match_info["id"])
-    store = request.config_dict[STORE]
-    names: dict[str, str | None] = {}
-    for delivery in view.deliveries:
-        try:
-            names[delivery.partner] = (await store.get(delivery.partner)).name
-        except NotFound:  # removed since
-            names[delivery.partner] = None
+    names = await _names(request, (delivery.partner for delivery in view.deliveries))
     return await _page(request, "message.html", message=view, names=names)

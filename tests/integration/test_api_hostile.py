@@ -93,13 +93,14 @@ async def send(
     return Answer(int(status_line.split(" ")[1]), found, payload)
 
 
-def routes(app: web.Application) -> Iterator[tuple[str, str]]:
+def routes(app: web.Application, console: bool = False) -> Iterator[tuple[str, str]]:
     """(method, canonical path) of every route the app serves, HEAD included; a route for
     any method (the API's catch-all) is listed under a few concrete ones. The console's pages
-    are HTML with a session of their own: tests/integration/test_console.py fuzzes them."""
+    (HTML, with a session of their own) only with `console`, and then only them:
+    tests/integration/test_console_hostile.py fuzzes them."""
     for route in app.router.routes():
         assert route.resource is not None
-        if route.resource.canonical.startswith("/console"):
+        if route.resource.canonical.startswith("/console") != console:
             continue
         methods = ["GET", "POST", "PUT", "DELETE"] if route.method == "*" else [route.method]
         for method in methods:

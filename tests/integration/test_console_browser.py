@@ -169,6 +169,12 @@ async def test_a_failing_partner_shows_as_failing_and_its_hostile_text_never_run
     await expect(page.locator("pre.data")).to_contain_text(HOSTILE_NOTE)
     await shot(page, "message")
     await untouched(page)
+    await page.click("nav >> text=Dead letters")
+    await expect(page.locator("table.dead-letters a.partner-name").first).to_have_text(HOSTILE_NAME)
+    await expect(page.locator("table.dead-letters td.excerpt").first).to_contain_text(
+        HOSTILE_ANSWER
+    )
+    await untouched(page)
     assert dialogs == []
 
 
@@ -213,6 +219,7 @@ async def test_a_dead_letter_replayed_from_the_page_arrives_at_the_endpoint(
     page = await signed_in(browser, live.base)
     await page.click("nav >> text=Dead letters")
     await expect(page.locator("table.dead-letters button:has-text('Replay')")).to_have_count(3)
+    await expect(page.locator("table.dead-letters a.partner-name").first).to_have_text("flaky")
     await page.locator("table.dead-letters summary").first.click()  # inspect
     await expect(page.locator("table.dead-letters pre.data").first).to_be_visible()
     await shot(page, "dead-letters")

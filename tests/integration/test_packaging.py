@@ -34,8 +34,14 @@ async def test_the_installed_wheel_runs_notifier(
         timeout=120,
     )
     [wheel] = dist.glob("notifier-*.whl")
-    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".lua")}
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {name for name in names if name.endswith(".lua")}
     assert shipped == {f"notifier/lua/{path.name}" for path in (ROOT / "lua").glob("*.lua")}
+    # the console's templates and static files: nothing to build to serve it
+    console = ROOT / "notifier" / "console"
+    for folder in ("templates", "static"):
+        for path in (console / folder).iterdir():
+            assert f"notifier/console/{folder}/{path.name}" in names, path
     subprocess.run(
         [*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=120
     )
@@ -55,8 +61,14 @@ async def test_the_installed_wheel_runs_notifier(
     try:
         await publish(redis, "order.created", {"n": 1})
         await endpoint.wait_for(1, timeout=30)
-        async with aiohttp.ClientSession() as http, http.get(f"http://{api}/healthz") as resp:
-            assert resp.status == 200
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{api}/healthz") as resp:
+                assert resp.status == 200
+            async with http.get(f"http://{api}/console/login") as resp:
+                assert resp.status == 200 and 'name="token"' in await resp.text()
+            for name in ("console.js", "console.css"):
+                async with http.get(f"http://{api}/console/static/{name}") as resp:
+                    assert resp.status == 200 and (await resp.read())
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
