@@ -35,7 +35,7 @@ from notifier.telemetry.reports import (
 
 #: How bad a state is, for ordering rows worst first.
 #: A partner's state in the table, worst first.
-State = Literal["breaker open", "disabled", "retrying", "limited", "ok"]
+State = Literal["breaker open", "disabled", "retrying", "paced", "limited", "ok"]
 SEVERITY: dict[State, int] = {
     "breaker open": 4,
     "disabled": 3,

@@ -3,7 +3,7 @@ the durations it shows."""
 
 from __future__ import annotations
 
-from notifier.cli.top import Row
+from notifier.cli.top import Row, State
 from notifier.console.chart import HEIGHT, draw
 from notifier.console.overview import Recent, matching, merged
 from notifier.console.pages import ago, part, urlencode
@@ -15,7 +15,7 @@ def partner(pid: str, name: str, **extra: object) -> Partner:
     return Partner(id=pid, name=name, url=f"https://{name}.example.com/h", events=["*"], **extra)  # type: ignore[arg-type]
 
 
-def row(pid: str, state: str, error_rate: float = 0.0, backlog: int = 0) -> Row:
+def row(pid: str, state: State, error_rate: float = 0.0, backlog: int = 0) -> Row:
     return Row(pid, pid, 1.0, error_rate, None, backlog, 0.0, 0, state)
 
 
