@@ -33,13 +33,14 @@ from notifier.telemetry.reports import (
     ProcessReport,
 )
 
-#: How bad a state is, for ordering rows worst first.
 #: A partner's state in the table, worst first.
 State = Literal["breaker open", "disabled", "retrying", "paced", "limited", "ok"]
+#: How bad a state is, for ordering rows worst first.
 SEVERITY: dict[State, int] = {
-    "breaker open": 4,
-    "disabled": 3,
-    "retrying": 2,
+    "breaker open": 5,
+    "disabled": 4,
+    "retrying": 3,
+    "paced": 2,
     "limited": 1,
     "ok": 0,
 }
