@@ -34,9 +34,8 @@ def test_every_partner_is_listed_worst_first_with_recent_errors_and_open_breaker
         broken=frozenset({"p3"}),
     )
     shown = merged(partners, table, recent)
-    # a removed partner's row is dropped; a state the console does not know (such as `paced`
-    # before pacing lands in top's order) sorts with ok, by error rate then backlog
-    assert [r.name for r in shown] == ["broken", "off", "retrying", "erring", "idle", "paced"]
+    # a removed partner's row is dropped; the ok ones sort by error rate then backlog
+    assert [r.name for r in shown] == ["broken", "off", "retrying", "paced", "erring", "idle"]
     assert {r.name: r.state for r in shown} == {
         "broken": "breaker open",
         "off": "disabled",
