@@ -78,7 +78,9 @@ class Secret(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.expires_ms is None or self.expires_ms > now_ms
 
 
-class Partner(msgspec.Struct, kw_only=True):
+class PartnerFields(msgspec.Struct, kw_only=True):
+    """What a partner is, as stored and as shown (its keys apart)."""
+
     id: str
     name: str
     url: str
@@ -91,10 +93,15 @@ class Partner(msgspec.Struct, kw_only=True):
     ordered: bool = False
     disabled_reason: str | None = None
     created_at: str = ""
-    secrets: list[Secret] = []
     owner: str | None = None
     filter: dict[str, Any] | None = None
     signature: Signature = "v1"
+
+
+class Partner(PartnerFields, kw_only=True):
+    """The stored record: the fields and the signing keys (sealed)."""
+
+    secrets: list[Secret] = []
 
     def subscribes(self, event_type: str) -> bool:
         """Whether events of this type go to this partner; `*` is every type but notifier's
@@ -172,30 +179,15 @@ def _given(value: T | UnsetType) -> T | None:
 decode_partner = msgspec.json.Decoder(Partner).decode
 
 
-class PartnerOut(msgspec.Struct, kw_only=True):
+class PartnerOut(PartnerFields, kw_only=True):
     """A partner as the API shows it: never its secrets."""
 
-    id: str
-    name: str
-    url: str
-    events: list[str]
-    rate_limit: str | None = None
-    max_in_flight: int = 10
-    headers: dict[str, str] = {}
-    transform: Transform | None = None
-    enabled: bool = True
-    ordered: bool = False
-    disabled_reason: str | None = None
-    created_at: str = ""
-    owner: str | None = None
-    filter: dict[str, Any] | None = None
-    signature: Signature = "v1"
     #: v1a: `whpk_` + base64 of the ed25519 public key that verifies its requests
     public_key: str | None = None
 
 
 #: What PartnerOut shows of the record as it is.
-_SHOWN = tuple(name for name in PartnerOut.__struct_fields__ if name != "public_key")
+_SHOWN = PartnerFields.__struct_fields__
 
 
 class PartnerCreated(PartnerOut, kw_only=True):

@@ -10,6 +10,8 @@ every lease, so a change takes effect for the next delivery without a restart.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets as pysecrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -48,8 +50,10 @@ _attempts_decoder = msgspec.json.Decoder(list[Attempt])
 _encode = msgspec.json.Encoder().encode
 
 
-#: Tries at saving a change while other changes of the same partner keep landing first.
+#: Tries at saving a change while other changes of the same partner keep landing first, and
+#: the most a try waits before the next (a random part of it, doubling from a millisecond).
 SAVE_TRIES = 50
+SAVE_BACKOFF = 0.05
 
 
 class Store:
@@ -169,17 +173,18 @@ class Store:
 
         before, updated = await self._change(partner_id, change)
         new_secret = self._shown_secret(updated) if updated.signature != before.signature else None
-        if updated.enabled and not before.enabled:
-            await ops.emit(
-                self.redis, ops.PARTNER_ENABLED, {"partner": partner_id, "name": updated.name}
-            )
-        elif before.enabled and not updated.enabled:
-            await ops.emit(
-                self.redis,
-                ops.PARTNER_DISABLED,
-                {"partner": partner_id, "name": updated.name, "reason": updated.disabled_reason},
-            )
+        await self._announce(before, updated)
         return updated, new_secret
+
+    async def _announce(self, before: Partner, after: Partner) -> None:
+        """The operational event of a change that enabled or disabled the partner, once it is
+        saved."""
+        about = {"partner": after.id, "name": after.name}
+        if after.enabled and not before.enabled:
+            await ops.emit(self.redis, ops.PARTNER_ENABLED, about)
+        elif before.enabled and not after.enabled:
+            reason = after.disabled_reason
+            await ops.emit(self.redis, ops.PARTNER_DISABLED, {**about, "reason": reason})
 
     async def remove(self, partner_id: str) -> None:
         shard = self.keyspace.shard_of(partner_id)
@@ -219,15 +224,9 @@ class Store:
             return msgspec.structs.replace(partner, enabled=False, disabled_reason=reason)
 
         try:
-            before, updated = await self._change(partner_id, change)
+            await self._announce(*await self._change(partner_id, change))
         except NotFound:
             return
-        if before.enabled:
-            await ops.emit(
-                self.redis,
-                ops.PARTNER_DISABLED,
-                {"partner": partner_id, "name": updated.name, "reason": reason},
-            )
 
     async def _change(
         self, partner_id: str, change: Callable[[Partner], Partner]
@@ -235,12 +234,15 @@ class Store:
         """Apply `change` to the partner's record as it is in Redis, atomically: the record is
         saved only if it is still the one `change` saw, else read and changed again. Returns
         the record before and after."""
-        for _ in range(SAVE_TRIES):
+        for tried in range(SAVE_TRIES):
             raw = await self._record(partner_id)
             before = decode_partner(raw)
             updated = change(decode_partner(raw))
             if await self._save(updated, raw, enabling=updated.enabled and not before.enabled):
                 return before, updated
+            # Changes that keep colliding in step would collide again: a random pause spreads
+            # them, so each lands within a few tries however many are made at once.
+            await asyncio.sleep(random.uniform(0, min(SAVE_BACKOFF, 0.001 * 2**tried)))
         raise Conflict(f"partner {partner_id!r} changed too often meanwhile; try again")
 
     async def _save(self, partner: Partner, expected: bytes, enabling: bool = False) -> bool:

@@ -14,8 +14,7 @@ from notifier.admin.wire import (
     decode_optional,
     documented,
     json,
-    limit,
-    moment,
+    window,
 )
 from notifier.models import DeadLetter, Page, ReplayIn, ReplayOut
 
@@ -35,13 +34,7 @@ routes = web.RouteTableDef()
     ),
 )
 async def dead_letters(request: web.Request) -> web.Response:
-    page = await request.app[DEAD_LETTERS].page(
-        request.query.get("partner"),
-        after=request.query.get("after"),
-        limit=limit(request),
-        since_ms=moment(request, "since"),
-        until_ms=moment(request, "until"),
-    )
+    page = await request.app[DEAD_LETTERS].page(request.query.get("partner"), **window(request))
     return json(page)
 
 

@@ -14,9 +14,8 @@ from notifier.admin.wire import (
     decode,
     documented,
     json,
-    limit,
-    moment,
     parse_moment,
+    window,
 )
 from notifier.models import MessageView, Page, PartnerMessage, RecoverIn, RecoverOut, ResendOut
 from notifier.types import COPY_STATES
@@ -44,12 +43,7 @@ async def show_message(request: web.Request) -> web.Response:
 )
 async def partner_messages(request: web.Request) -> web.Response:
     page = await request.app[MESSAGES].of_partner(
-        request.match_info["id"],
-        status=request.query.get("status"),
-        after=request.query.get("after"),
-        limit=limit(request),
-        since_ms=moment(request, "since"),
-        until_ms=moment(request, "until"),
+        request.match_info["id"], status=request.query.get("status"), **window(request)
     )
     return json(page)
 

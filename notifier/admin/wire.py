@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -139,6 +139,25 @@ def parse_moment(raw: str, name: str) -> int:
         return rules.moment(raw, name)
     except ValueError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
+
+
+class Window(TypedDict):
+    """A page of a list in a time range, as the query gives it (`after`, `limit`, `since`,
+    `until`), for the list functions' keywords."""
+
+    after: str | None
+    limit: int
+    since_ms: int | None
+    until_ms: int | None
+
+
+def window(request: web.Request) -> Window:
+    return Window(
+        after=request.query.get("after"),
+        limit=limit(request),
+        since_ms=moment(request, "since"),
+        until_ms=moment(request, "until"),
+    )
 
 
 def limit(request: web.Request, default: int = 100, most: int = 1000) -> int:

@@ -20,7 +20,7 @@ from notifier import __version__, config, logs, rules
 from notifier.cli import event_types, messages, partners, preview, processes, records, shards
 from notifier.cli import settings as settings_command
 from notifier.cli import top as live
-from notifier.cli.output import UsageError
+from notifier.cli.commands import UsageError
 from notifier.errors import NotifierError
 from notifier.redis.connection import fatal, reason
 

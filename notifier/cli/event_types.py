@@ -11,8 +11,9 @@ from typing import Any
 import msgspec
 
 from notifier.catalog import EventTypeIn, EventTypes
-from notifier.cli.output import limit_arg, show, show_page
-from notifier.cli.store import with_store
+from notifier.cli.commands import command, family, paged
+from notifier.cli.output import show, show_page
+from notifier.cli.store import Work
 from notifier.errors import Invalid
 from notifier.store import Store
 
@@ -56,32 +57,25 @@ async def _remove(store: Store, args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    group = sub.add_parser(
+    actions = family(
+        sub,
         "event-types",
-        help="the catalog of event types and their schemas",
-        description="The catalog of event types (as /v1/event-types): a description, a JSON "
-        "Schema (2020-12) of data that the router checks every event of the type against, "
-        "an example. A type needs no entry to be published.",
-    )
-    actions = group.add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=type(group)
+        "the catalog of event types and their schemas",
+        "The catalog of event types (as /v1/event-types): a description, a JSON Schema "
+        "(2020-12) of data that the router checks every event of the type against, an "
+        "example. A type needs no entry to be published.",
     )
 
-    def command(name: str, text: str, handler: Any, with_type: bool = True) -> Any:
-        cmd = actions.add_parser(name, help=text, description=text)
-        if with_type:
-            cmd.add_argument("type", help="the event type, e.g. order.created")
-        cmd.add_argument("--json", action="store_true", help="print JSON (also when piped)")
-        cmd.set_defaults(handler=with_store(handler))
+    def typed(name: str, text: str, handler: Work) -> argparse.ArgumentParser:
+        cmd = command(actions, name, text, handler)
+        cmd.add_argument("type", help="the event type, e.g. order.created")
         return cmd
 
-    listing = command("list", "every event type, by name", _list, with_type=False)
-    listing.add_argument("--limit", type=limit_arg, default=100, help="1 to 1000 (default 100)")
-    listing.add_argument("--after", help="the cursor a previous page printed")
-    command("show", "one event type, with its schema and example", _show)
-    put = command("set", "create or replace an event type", _set)
+    paged(command(actions, "list", "every event type, by name", _list), 100)
+    typed("show", "one event type, with its schema and example", _show)
+    put = typed("set", "create or replace an event type", _set)
     put.add_argument("--description", required=True, help="what the event means (required)")
     put.add_argument("--schema", metavar="FILE", help="a JSON Schema (2020-12) of data (- stdin)")
     put.add_argument("--example", metavar="FILE", help="an example data object (- stdin)")
     put.add_argument("--deprecated", action="store_true", help="mark the type deprecated")
-    command("remove", "remove an event type: its events are no longer checked", _remove)
+    typed("remove", "remove an event type: its events are no longer checked", _remove)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from notifier.cli.output import limit_arg, moment_arg, show, show_page, wants_json
-from notifier.cli.store import with_store
+from notifier.cli.commands import command, family, moment, paged
+from notifier.cli.output import show, show_page, wants_json
 from notifier.messages import Messages
 from notifier.store import Store
 from notifier.types import COPY_STATES
@@ -48,51 +48,45 @@ async def _recover(store: Store, args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    json_flag = {"action": "store_true", "help": "print JSON (also when piped)"}
-    group = sub.add_parser(
+    actions = family(
+        sub,
         "messages",
-        help="look up, list and resend messages",
-        description="Look a message up by its webhook-id, list a partner's, send one again.",
+        "look up, list and resend messages",
+        "Look a message up by its webhook-id, list a partner's, send one again.",
     )
-    actions = group.add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=type(group)
-    )
-    show_cmd = actions.add_parser(
+    command(
+        actions,
         "show",
-        help="one message and its state for each partner",
+        "one message and its state for each partner",
+        _show,
         description="One message (its webhook-id): the event and, per partner, its state "
         "(pending, in_flight, retrying, delivered, dead) and attempts.",
-    )
-    show_cmd.add_argument("id", help="the message id (the webhook-id partners see)")
-    show_cmd.add_argument("--json", **json_flag)
-    show_cmd.set_defaults(handler=with_store(_show))
-
-    listing = actions.add_parser(
+    ).add_argument("id", help="the message id (the webhook-id partners see)")
+    listing = command(
+        actions,
         "list",
-        help="a partner's messages, newest first",
+        "a partner's messages, newest first",
+        _list,
         description="A partner's messages, newest first.",
     )
     listing.add_argument("partner", help="the partner's id")
     listing.add_argument("--status", choices=COPY_STATES, help="only those in this state")
-    listing.add_argument("--limit", type=limit_arg, default=50, help="1 to 1000 (default 50)")
-    listing.add_argument("--after", help="the cursor a previous page printed")
-    listing.add_argument("--json", **json_flag)
-    listing.set_defaults(handler=with_store(_list))
-
-    again = actions.add_parser(
+    paged(listing, 50)
+    again = command(
+        actions,
         "resend",
-        help="send a message to a partner again",
+        "send a message to a partner again",
+        _resend,
         description="Send a message to a partner again: the same webhook-id, a fresh retry "
         "schedule, whatever its state.",
     )
     again.add_argument("partner", help="the partner's id")
     again.add_argument("id", help="the message id")
-    again.add_argument("--json", **json_flag)
-    again.set_defaults(handler=with_store(_resend))
-
-    recover = sub.add_parser(
+    recover = command(
+        sub,
         "recover",
-        help="resend what failed for a partner in a time range",
+        "resend what failed for a partner in a time range",
+        _recover,
         description="Resend every message routed to a partner in [--since, --until] that is "
         "waiting for a retry or was dead-lettered (after an outage, say).",
     )
@@ -100,9 +94,7 @@ def add_commands(sub: Any) -> None:
     recover.add_argument(
         "--since",
         required=True,
-        type=moment_arg("--since"),
+        type=moment("--since"),
         help="ISO-8601, e.g. 2026-11-24T12:00:00Z",
     )
-    recover.add_argument("--until", type=moment_arg("--until"), help="ISO-8601 (default: now)")
-    recover.add_argument("--json", **json_flag)
-    recover.set_defaults(handler=with_store(_recover))
+    recover.add_argument("--until", type=moment("--until"), help="ISO-8601 (default: now)")

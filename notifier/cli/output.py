@@ -7,43 +7,15 @@ printed in both forms, since that is the only time they can be read.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from notifier import rules
-from notifier.errors import Invalid
-
 _encode = msgspec.json.Encoder().encode
 #: Columns holding ids that other commands take.
 IDS = frozenset({"id", "partner"})
-
-
-class UsageError(Invalid):
-    """A command given arguments that cannot go together, found after parsing: exit status 2
-    like argparse's own usage mistakes."""
-
-
-def limit_arg(text: str) -> int:
-    """`--limit`: a page of 1 to 1000 rows, as the API takes."""
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
-        raise argparse.ArgumentTypeError("must be a whole number from 1 to 1000")
-    return int(text)
-
-
-def moment_arg(name: str) -> Callable[[str], int]:
-    """An ISO-8601 time (or epoch milliseconds) option, in ms; a bad one is a usage mistake."""
-
-    def parse(text: str) -> int:
-        try:
-            return rules.moment(text, name)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse
 
 
 def wants_json(flag: bool) -> bool:

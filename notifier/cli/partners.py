@@ -8,8 +8,9 @@ from typing import Any
 
 import msgspec
 
+from notifier.cli import commands
+from notifier.cli.commands import family
 from notifier.cli.output import show
-from notifier.cli.store import with_store
 from notifier.errors import Invalid
 from notifier.models import (
     PartnerCreated,
@@ -199,26 +200,19 @@ def _definition(cmd: argparse.ArgumentParser, creating: bool) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    group = sub.add_parser(
+    actions = family(
+        sub,
         "partners",
-        help="register and manage partners",
-        description="Register and manage partners (as /v1/partners).",
-    )
-    actions = group.add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=type(group)
+        "register and manage partners",
+        "Register and manage partners (as /v1/partners).",
     )
 
     def command(
-        name: str,
-        text: str,
-        handler: Any,
-        with_id: bool = True,
+        name: str, text: str, handler: Any, with_id: bool = True
     ) -> argparse.ArgumentParser:
-        cmd: argparse.ArgumentParser = actions.add_parser(name, help=text, description=text)
+        cmd = commands.command(actions, name, text, handler)
         if with_id:
             cmd.add_argument("id", help="the partner's id (ptn_...)")
-        cmd.add_argument("--json", action="store_true", help="print JSON (also when piped)")
-        cmd.set_defaults(handler=with_store(handler))
         return cmd
 
     add = command("add", "register a partner; prints its secret, once", _add, with_id=False)

@@ -8,9 +8,9 @@ from typing import Any
 
 import msgspec
 
+from notifier.cli.commands import command
 from notifier.cli.event_types import read_json
 from notifier.cli.output import show
-from notifier.cli.store import with_store
 from notifier.errors import Invalid
 from notifier.store import Store
 
@@ -34,9 +34,11 @@ async def _preview(store: Store, args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    cmd = sub.add_parser(
+    cmd = command(
+        sub,
         "preview",
-        help="what a partner would receive for an event; nothing is sent",
+        "what a partner would receive for an event; nothing is sent",
+        _preview,
         description="Whether a partner would receive an event (or a routed message) and why "
         "not, the exact body and the signed headers. Nothing is sent.",
     )
@@ -46,5 +48,3 @@ def add_commands(sub: Any) -> None:
         help='a JSON file (- for stdin): an event {"type", "data", "id"?, "owner"?}, or '
         '{"message_id": ...} for a message routed already',
     )
-    cmd.add_argument("--json", action="store_true", help="print JSON (also when piped)")
-    cmd.set_defaults(handler=with_store(_preview))

@@ -7,8 +7,8 @@ import argparse
 from typing import Any
 
 from notifier import shards
+from notifier.cli.commands import command, family
 from notifier.cli.output import show
-from notifier.cli.store import with_store
 from notifier.store import Store
 
 
@@ -30,26 +30,26 @@ async def _move(store: Store, args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    json_flag = {"action": "store_true", "help": "print JSON (also when piped)"}
-    parser = sub.add_parser(
+    actions = family(
+        sub,
         "shards",
-        help="the deployment's number of shards, and changing it",
-        description="The number of shards partners are spread over (NOTIFIER_SHARDS).",
+        "the deployment's number of shards, and changing it",
+        "The number of shards partners are spread over (NOTIFIER_SHARDS).",
     )
-    actions = parser.add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=type(parser)
+    command(
+        actions,
+        "show",
+        "the recorded count and this setting",
+        _show,
+        description="Show the shard count.",
+        check_layout=False,
     )
-    showing = actions.add_parser(
-        "show", help="the recorded count and this setting", description="Show the shard count."
-    )
-    showing.add_argument("--json", **json_flag)
-    showing.set_defaults(handler=with_store(_show, check_layout=False))
-    moving = actions.add_parser(
+    command(
+        actions,
         "move",
-        help="move every partner to its shard of N shards (every process stopped)",
+        "move every partner to its shard of N shards (every process stopped)",
+        _move,
         description="Move every partner to its shard of N shards, then set NOTIFIER_SHARDS=N "
         "for every process. Run it only while no notifier process runs.",
-    )
-    moving.add_argument("--to", type=int, required=True, help="the new number of shards")
-    moving.add_argument("--json", **json_flag)
-    moving.set_defaults(handler=with_store(_move, check_layout=False))
+        check_layout=False,
+    ).add_argument("--to", type=int, required=True, help="the new number of shards")

@@ -34,36 +34,33 @@ _PACKAGE = Path(__file__).resolve().parents[2]  # notifier/
 # the wheel ships the scripts as notifier/lua/; a source checkout has them at the top
 _CANDIDATES = (_PACKAGE / "lua", _PACKAGE.parent / "lua")
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
-NAMES = (
-    "ack",
-    "dead_event",
-    "forget",
-    "forget_reports",
-    "hold",
-    "lease",
-    "prune_consumers",
-    "release",
-    "remove_partner",
-    "resend",
-    "rouse",
-    "route",
-    "save_partner",
-    "settle",
-    "take",
-    "unlease",
-    "wake",
-)
 
 R = TypeVar("R")
 
 
 @cache
-def source(name: str) -> str:
+def _folder() -> Path:
     for folder in _CANDIDATES:
-        path = folder / f"{name}.lua"
-        if path.is_file():
-            return _INCLUDE.sub(lambda m: source(m.group(1)), path.read_text())
-    raise FileNotFoundError(f"lua script {name}.lua not found in {_CANDIDATES}")
+        if (folder / "settle.lua").is_file():
+            return folder
+    raise FileNotFoundError(f"lua scripts not found in {_CANDIDATES}")
+
+
+@cache
+def source(name: str) -> str:
+    path = _folder() / f"{name}.lua"
+    if not path.is_file():
+        raise FileNotFoundError(f"lua script {name}.lua not found in {_folder()}")
+    return _INCLUDE.sub(lambda m: source(m.group(1)), path.read_text())
+
+
+@cache
+def names() -> tuple[str, ...]:
+    """Every script a builder calls: the files of `lua/`, less those only pasted into others
+    (`--@include`)."""
+    texts = {path.stem: path.read_text() for path in _folder().glob("*.lua")}
+    included = {name for text in texts.values() for name in _INCLUDE.findall(text)}
+    return tuple(sorted(set(texts) - included))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +78,7 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(source(name)) for name in NAMES
+            name: redis.register_script(source(name)) for name in names()
         }
         self._auto = AutoPipeline(redis)
 
