@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from notifier.cli import commands
+from notifier.cli.commands import command as declare
 from notifier.cli.commands import family
 from notifier.cli.output import show
 from notifier.errors import Invalid
@@ -208,7 +208,7 @@ def add_commands(sub: Any) -> None:
     def command(
         name: str, text: str, handler: Any, with_id: bool = True
     ) -> argparse.ArgumentParser:
-        cmd = commands.command(actions, name, text, handler)
+        cmd = declare(actions, name, text, handler)
         if with_id:
             cmd.add_argument("id", help="the partner's id (ptn_...)")
         return cmd
