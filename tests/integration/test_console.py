@@ -257,3 +257,30 @@ def test_the_cookie_is_secure_off_loopback_and_behind_https() -> None:
     assert sessions.needs_secure_cookie(request("10.1.2.3"))
     assert sessions.needs_secure_cookie(request("0.0.0.0"))
     assert sessions.needs_secure_cookie(request("127.0.0.1", {"X-Forwarded-Proto": "https"}))
+
+
+@pytest.mark.cluster
+async def test_every_page_and_action_works_on_one_redis_and_on_a_cluster(
+    backend: str, console: Console, redis: Redis
+) -> None:
+    """Sessions, notices, the history and the pages' reads are single-key commands or
+    pipelines that a Cluster client splits by slot."""
+    base, pid = console.base, console.partner_id
+    async with client() as http:
+        csrf = await sign_in(http, base)
+        [session_id] = [c.value for c in http.cookie_jar if c.key == "notifier_console"]
+        key = keys.CONSOLE_SESSION + hashlib.sha256(session_id.encode()).hexdigest()
+        assert await redis.exists(key)
+        for path in ("/console", f"/console/partners/{pid}", "/console/dead-letters"):
+            async with http.get(base + path) as resp:
+                assert resp.status == 200, (backend, path)
+                assert "seeded" in await resp.text()
+        async with http.post(f"{base}/console/partners/{pid}/disable", data={"csrf": csrf}) as r:
+            assert "seeded: disabled." in await r.text()  # the notice, read back once
+        async with http.get(f"{base}/console/partners/{pid}") as resp:
+            assert "seeded: disabled." not in await resp.text()
+        async with http.post(f"{base}/console/logout", data={"csrf": csrf}) as resp:
+            assert str(resp.url).endswith("/console/login")
+    assert not await redis.exists(
+        *[k async for k in redis.scan_iter("notifier:console:*")] or ["none"]
+    )
