@@ -23,7 +23,7 @@ from notifier.console import sessions
 from notifier.models import Message
 from notifier.redis import keys
 from tests.console import client, sign_in
-from tests.helpers import KS, TOKEN, register
+from tests.helpers import KS, TOKEN, eventually, publish, register, running
 
 
 @dataclass
@@ -284,3 +284,32 @@ async def test_every_page_and_action_works_on_one_redis_and_on_a_cluster(
     assert not await redis.exists(
         *[k async for k in redis.scan_iter("notifier:console:*")] or ["none"]
     )
+
+
+async def test_a_message_whose_id_holds_url_characters_is_found_and_resent(
+    console: Console, redis: Redis, settings: Settings
+) -> None:
+    odd = "ord/1?x=#y%z&"
+    async with running(settings, deliver=False):
+        await publish(redis, "order.created", {"n": 1}, event_id=odd)
+        await idle_router(redis)
+    async with client() as http:
+        csrf = await sign_in(http, console.base)
+        async with http.get(f"{console.base}/console/messages", params={"id": odd}) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        assert '<span class="id">ord/1?x=#y%z&amp;</span>' in page  # the id, escaped as text
+        [action] = re.findall(r'action="([^"]*/resend)"', page)
+        async with http.post(
+            console.base + action.replace("&amp;", "&"), data={"csrf": csrf, "back": "message"}
+        ) as resp:
+            page = await resp.text()
+        assert '<span class="id">ord/1?x=#y%z&amp;</span>' in page  # back on its page
+        assert "ord/1?x=#y%z&amp;: sent again (same webhook-id)." in page
+
+
+async def idle_router(redis: Redis) -> None:
+    async def routed() -> bool:
+        return not await redis.xlen("notifier:events")
+
+    await eventually(routed, 20, "the event to be routed")
