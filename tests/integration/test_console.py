@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from notifier.admin import app as api
 from notifier.config import Settings
-from notifier.console import sessions
+from notifier.console import sessions, signin
 from notifier.models import Message
 from notifier.redis import keys
 from tests.console import client, sign_in
@@ -313,3 +313,22 @@ async def idle_router(redis: Redis) -> None:
         return not await redis.xlen("notifier:events")
 
     await eventually(routed, 20, "the event to be routed")
+
+
+async def test_guessing_the_token_is_slowed_to_ten_tries_a_minute(
+    console: Console, redis: Redis
+) -> None:
+    async with client() as http:
+        for n in range(signin.MOST_WRONG):
+            async with http.post(
+                f"{console.base}/console/login", data={"token": f"guess-{n}"}
+            ) as resp:
+                assert resp.status == 401
+        # now even the right token waits: else the guessing would go on, only unanswered
+        async with http.post(
+            f"{console.base}/console/login", data={"token": TOKEN}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 429 and "Set-Cookie" not in resp.headers
+            assert 0 < int(resp.headers["Retry-After"]) <= signin.WINDOW_S
+            assert "Too many wrong tokens" in await resp.text()
+    assert not await redis.keys(keys.CONSOLE_SESSION + "*")
