@@ -102,6 +102,7 @@ def create(redis: Redis, settings: Settings) -> web.Application:
     console = web.Application(middlewares=[shown, guard])
     console[SESSIONS] = Sessions(redis)
     console[BOARD] = Board(redis, settings)
+    console[signin.GUESSES] = signin.Guesses()
     console.on_response_prepare.append(secure_headers)
     console.router.add_get("/static/{name}", static, expect_handler=expect)
     for module in (signin, views, actions):

@@ -79,7 +79,10 @@ class Sessions:
 
     async def notice(self, session: Session) -> Notice | None:
         """The notice for this page, taken: it is shown once."""
-        raw = await self.redis.getdel(keys.CONSOLE_NOTICE + _hashed(session.id))
+        key = keys.CONSOLE_NOTICE + _hashed(session.id)
+        # GET and DEL in one MULTI: the commands the README's ACL rule already grants
+        async with self.redis.pipeline(transaction=True) as pipe:
+            raw, _ = await pipe.get(key).delete(key).execute()
         if raw is None:
             return None
         try:

@@ -87,7 +87,7 @@ class History:
                 pipe.hincrby(minute, f"{pid}\ta", attempts)
                 if failures:
                     pipe.hincrby(minute, f"{pid}\tf", failures)
-            pipe.expire(minute, KEPT_S)
+            pipe.pexpire(minute, KEPT_S * 1000)
             await pipe.execute()
 
 

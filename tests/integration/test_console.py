@@ -19,11 +19,11 @@ from redis.asyncio import Redis
 
 from notifier.admin import app as api
 from notifier.config import Settings
-from notifier.console import sessions
+from notifier.console import sessions, signin
 from notifier.models import Message
 from notifier.redis import keys
 from tests.console import client, sign_in
-from tests.helpers import KS, TOKEN, register
+from tests.helpers import KS, TOKEN, eventually, publish, register, running
 
 
 @dataclass
@@ -257,3 +257,78 @@ def test_the_cookie_is_secure_off_loopback_and_behind_https() -> None:
     assert sessions.needs_secure_cookie(request("10.1.2.3"))
     assert sessions.needs_secure_cookie(request("0.0.0.0"))
     assert sessions.needs_secure_cookie(request("127.0.0.1", {"X-Forwarded-Proto": "https"}))
+
+
+@pytest.mark.cluster
+async def test_every_page_and_action_works_on_one_redis_and_on_a_cluster(
+    backend: str, console: Console, redis: Redis
+) -> None:
+    """Sessions, notices, the history and the pages' reads are single-key commands or
+    pipelines that a Cluster client splits by slot."""
+    base, pid = console.base, console.partner_id
+    async with client() as http:
+        csrf = await sign_in(http, base)
+        [session_id] = [c.value for c in http.cookie_jar if c.key == "notifier_console"]
+        key = keys.CONSOLE_SESSION + hashlib.sha256(session_id.encode()).hexdigest()
+        assert await redis.exists(key)
+        for path in ("/console", f"/console/partners/{pid}", "/console/dead-letters"):
+            async with http.get(base + path) as resp:
+                assert resp.status == 200, (backend, path)
+                assert "seeded" in await resp.text()
+        async with http.post(f"{base}/console/partners/{pid}/disable", data={"csrf": csrf}) as r:
+            assert "seeded: disabled." in await r.text()  # the notice, read back once
+        async with http.get(f"{base}/console/partners/{pid}") as resp:
+            assert "seeded: disabled." not in await resp.text()
+        async with http.post(f"{base}/console/logout", data={"csrf": csrf}) as resp:
+            assert str(resp.url).endswith("/console/login")
+    assert not await redis.exists(
+        *[k async for k in redis.scan_iter("notifier:console:*")] or ["none"]
+    )
+
+
+async def test_a_message_whose_id_holds_url_characters_is_found_and_resent(
+    console: Console, redis: Redis, settings: Settings
+) -> None:
+    odd = "ord/1?x=#y%z&"
+    async with running(settings, deliver=False):
+        await publish(redis, "order.created", {"n": 1}, event_id=odd)
+        await idle_router(redis)
+    async with client() as http:
+        csrf = await sign_in(http, console.base)
+        async with http.get(f"{console.base}/console/messages", params={"id": odd}) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        assert '<span class="id">ord/1?x=#y%z&amp;</span>' in page  # the id, escaped as text
+        [action] = re.findall(r'action="([^"]*/resend)"', page)
+        async with http.post(
+            console.base + action.replace("&amp;", "&"), data={"csrf": csrf, "back": "message"}
+        ) as resp:
+            page = await resp.text()
+        assert '<span class="id">ord/1?x=#y%z&amp;</span>' in page  # back on its page
+        assert "ord/1?x=#y%z&amp;: sent again (same webhook-id)." in page
+
+
+async def idle_router(redis: Redis) -> None:
+    async def routed() -> bool:
+        return not await redis.xlen("notifier:events")
+
+    await eventually(routed, 20, "the event to be routed")
+
+
+async def test_guessing_the_token_is_slowed_to_ten_tries_a_minute(
+    console: Console, redis: Redis
+) -> None:
+    async with client() as http:
+        for n in range(signin.MOST_WRONG):
+            async with http.post(
+                f"{console.base}/console/login", data={"token": f"guess-{n}"}
+            ) as resp:
+                assert resp.status == 401
+        # now even the right token waits: else the guessing would go on, only unanswered
+        async with http.post(
+            f"{console.base}/console/login", data={"token": TOKEN}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 429 and "Set-Cookie" not in resp.headers
+            assert 0 < int(resp.headers["Retry-After"]) <= signin.WINDOW_S
+            assert "Too many wrong tokens" in await resp.text()
+    assert not await redis.keys(keys.CONSOLE_SESSION + "*")

@@ -145,6 +145,8 @@ async def test_a_failing_partner_shows_as_failing_and_its_hostile_text_never_run
     page = await signed_in(browser, live.base)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    errors: list[str] = []  # the console's own pages break no rule of their CSP either
+    page.on("console", lambda message: errors.append(message.text))
     first = page.locator("#live tbody tr").first
     # worst first, shown failing once the leader has counted its failures
     await expect(first.locator(".state")).to_have_text("breaker open", timeout=LONG_WAIT_MS)
@@ -176,6 +178,7 @@ async def test_a_failing_partner_shows_as_failing_and_its_hostile_text_never_run
     )
     await untouched(page)
     assert dialogs == []
+    assert not [e for e in errors if "Content Security Policy" in e or "Refused" in e], errors
 
 
 async def test_the_overview_refreshes_itself(

@@ -18,6 +18,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from notifier.testing_tls import Certificates, make_certificates
+from tests.console import client as console_client
+from tests.console import sign_in
 from tests.helpers import (
     TOKEN,
     Endpoint,
@@ -214,6 +216,7 @@ async def test_notifier_runs_end_to_end_over_tls_as_the_readme_acl_user(
         status, listed = await api.call("GET", "/v1/partners")
         assert status == 200
         assert {p["name"] for p in listed["data"]} == {"shop", "payments", "paused"}
+        await the_console_works(f"http://{api_addr}", partners["shop"]["id"])
         for addr in metrics.values():
             for path in ("/healthz", "/metrics"):
                 async with http.get(f"http://{addr}{path}") as resp:
@@ -221,6 +224,22 @@ async def test_notifier_runs_end_to_end_over_tls_as_the_readme_acl_user(
                     assert password not in await resp.text()
     operators_see_it(env)
     await only_notifier_connected_and_nothing_was_refused(admin, procs, password)
+
+
+async def the_console_works(base: str, partner_id: str) -> None:
+    """The console's sessions, notices and reads, as the README's ACL user."""
+    async with console_client() as http:
+        csrf = await sign_in(http, base)
+        for path in ("/console", f"/console/partners/{partner_id}", "/console/dead-letters"):
+            async with http.get(base + path) as resp:
+                assert resp.status == 200, (path, await resp.text())
+        for action in ("disable", "enable"):
+            async with http.post(
+                f"{base}/console/partners/{partner_id}/{action}", data={"csrf": csrf}
+            ) as resp:
+                assert f"shop: {action}d." in await resp.text()
+        async with http.post(f"{base}/console/logout", data={"csrf": csrf}) as resp:
+            assert resp.status == 200 and str(resp.url).endswith("/console/login")
 
 
 async def test_an_untrusted_server_certificate_is_one_line_naming_notifier_redis_ca(

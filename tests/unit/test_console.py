@@ -7,6 +7,7 @@ from notifier.cli.top import Row, State
 from notifier.console.chart import HEIGHT, draw
 from notifier.console.overview import Recent, matching, merged
 from notifier.console.pages import ago, part, urlencode
+from notifier.console.signin import ADDRESSES_KEPT, MOST_WRONG, Guesses
 from notifier.models import Partner
 from notifier.telemetry.history import Minute
 
@@ -78,3 +79,16 @@ def test_durations_and_url_parts_read_as_an_operator_expects() -> None:
     assert part("a/b?c#d%") == "a%2Fb%3Fc%23d%25"
     assert part("bad\udcff") == "bad%FF"  # a byte that was not UTF-8 goes back as it came
     assert urlencode({"partner": "p 1", "after": "x&y"}) == "partner=p%201&after=x%26y"
+
+
+def test_wrong_tokens_are_counted_per_address_over_a_sliding_minute() -> None:
+    guesses = Guesses()
+    for n in range(MOST_WRONG):
+        assert guesses.wait_s("a", 100.0 + n) == 0
+        guesses.missed("a", 100.0 + n)
+    assert guesses.wait_s("a", 110.0) == 50.0  # the first of the ten leaves the window at 160
+    assert guesses.wait_s("b", 110.0) == 0  # another address is not held back
+    assert guesses.wait_s("a", 160.0) == 0
+    for n in range(ADDRESSES_KEPT + 5):  # a flood of addresses: memory stays bounded
+        guesses.missed(f"x{n}", 200.0)
+    assert len(guesses.wrong) == ADDRESSES_KEPT
