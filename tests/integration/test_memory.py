@@ -74,6 +74,7 @@ async def publish_many(redis: Redis, count: int, tag: str) -> None:
             await pipe.execute()
 
 
+@pytest.mark.timeout(300)  # 200,000 deliveries: about two minutes on a busy 2-core machine
 async def test_memory_returns_after_100k_deliveries_and_100k_retried_failures(
     redis: Redis, env: dict[str, str], settings: Settings, spawn: Spawn
 ) -> None:
