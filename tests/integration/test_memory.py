@@ -75,6 +75,7 @@ async def publish_many(redis: Redis, count: int, tag: str) -> None:
             await pipe.execute()
 
 
+@pytest.mark.timeout(300)  # 60,000 deliveries: slow on a busy 2-core machine
 async def test_memory_returns_after_30k_deliveries_and_30k_retried_failures(
     redis: Redis, env: dict[str, str], settings: Settings, spawn: Spawn
 ) -> None:

