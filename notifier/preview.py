@@ -63,6 +63,14 @@ class PreviewOut(msgspec.Struct, kw_only=True):
     headers: dict[str, str]
 
 
+async def answer(store: Store, partner: Partner, wanted: PreviewIn) -> PreviewOut:
+    """What `wanted` asks about: a routed message by its id, or an event."""
+    if wanted.message_id is not None:
+        return await of_message(store, partner, wanted.message_id)
+    assert wanted.event is not None  # a PreviewIn holds one of the two
+    return await of_event(store, partner, wanted.event)
+
+
 async def of_event(store: Store, partner: Partner, event: PreviewEvent) -> PreviewOut:
     now = now_ms()
     fields = {b"type": event.type.encode(errors="surrogateescape"), b"data": bytes(event.data)}

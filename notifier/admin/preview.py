@@ -23,10 +23,7 @@ async def preview_partner(request: web.Request) -> web.Response:
     body = await decode(request, PreviewIn)
     store = request.app[STORE]
     partner = await store.get(request.match_info["id"])
-    if body.message_id is not None:
-        return json(await preview.of_message(store, partner, body.message_id))
-    assert body.event is not None
-    return json(await preview.of_event(store, partner, body.event))
+    return json(await preview.answer(store, partner, body))
 
 
 @routes.post("/v1/preview")

@@ -25,12 +25,7 @@ async def _preview(store: Store, args: argparse.Namespace) -> None:
     # through JSON text, as the API reads it: the event's data is kept as it was written
     wanted = msgspec.json.decode(msgspec.json.encode(body), type=preview.PreviewIn)
     partner = await store.get(args.partner)
-    if wanted.message_id is not None:
-        shown = await preview.of_message(store, partner, wanted.message_id)
-    else:
-        assert wanted.event is not None
-        shown = await preview.of_event(store, partner, wanted.event)
-    show(shown, as_json=args.json)
+    show(await preview.answer(store, partner, wanted), as_json=args.json)
 
 
 def add_commands(sub: Any) -> None:

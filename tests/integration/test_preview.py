@@ -189,6 +189,9 @@ async def test_the_cli_previews_from_a_file(
     assert shown["body"].endswith('"data":{"n":2}}')
     event.write_text(json.dumps({"event": {"type": "a", "data": {"n": 1}}}))
     assert json.loads(cli(env, "preview", pid, str(event)).stdout)["delivered"] is True
+    event.write_text(json.dumps({"message_id": "nope"}))  # a routed message, by its id
+    done = cli(env, "preview", pid, str(event))
+    assert done.returncode == 1 and done.stderr.startswith("notifier: error: no message 'nope'")
     event.write_text("[1]")
     done = cli(env, "preview", pid, str(event))
     assert done.returncode == 1 and done.stderr.startswith("notifier: error: FILE: must hold")
