@@ -27,16 +27,14 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from notifier.transforms import ROOTS
+from notifier.transforms import MAX_PATH_LENGTH, ROOTS, list_index
 
 MAX_CONDITIONS = 200
 MAX_DEPTH = 16
 MAX_LIST = 1000
-MAX_PATH_LENGTH = 500
 
 _PATH = re.compile(r"[^.\[\]]+(?:\.[^.\[\]]+|\[(?:[0-9]+|\*)\])*")
 _STEP = re.compile(r"\.?([^.\[\]]+)|\[([0-9]+|\*)\]")
-_INDEX = re.compile(r"0|[1-9][0-9]*")
 
 OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains")
 LOGICAL = ("$and", "$or", "$not")
@@ -321,9 +319,7 @@ def _list_index(step: Step) -> int | None:
     """A step that selects a list item: `[0]`, or `.0` as transforms read it (`007` does not)."""
     if isinstance(step, int):
         return step
-    if isinstance(step, str) and _INDEX.fullmatch(step):
-        return int(step)
-    return None
+    return list_index(step) if isinstance(step, str) else None
 
 
 def explain(spec: Any, event: Event) -> str | None:

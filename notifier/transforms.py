@@ -61,6 +61,7 @@ from notifier import rules
 #: The top-level keys of the event a transform receives; a path starting elsewhere is a typo.
 ROOTS = ("type", "timestamp", "data")
 MAX_PATHS = 200
+#: The longest path, in a transform and in a filter alike.
 MAX_PATH_LENGTH = 500
 MAX_TEMPLATE_NODES = 1000
 MAX_TEMPLATE_DEPTH = 32
@@ -127,7 +128,7 @@ def _parse(text: str) -> Path:
 
 
 @lru_cache(maxsize=4096)
-def _index(step: str) -> int | None:
+def list_index(step: str) -> int | None:
     """The list index a step selects, if any: `0`, `1`, ...; `007` is an object key only."""
     return int(step) if _CANONICAL_INDEX.fullmatch(step) else None
 
@@ -272,7 +273,7 @@ def _get(node: Any, path: Path) -> Any:
     for step in path:
         if isinstance(node, dict):
             node = node.get(step, _MISSING)
-        elif isinstance(node, list) and (i := _index(step)) is not None and i < len(node):
+        elif isinstance(node, list) and (i := list_index(step)) is not None and i < len(node):
             node = node[i]
         else:
             return _MISSING
@@ -293,7 +294,7 @@ def _keep(node: Any, trie: Trie) -> Any:
         wanted = {
             i: sub
             for step, sub in trie.items()
-            if (i := _index(step)) is not None and i < len(node)
+            if (i := list_index(step)) is not None and i < len(node)
         }
         items = [
             node[i] if sub is None else _keep(node[i], sub) for i, sub in sorted(wanted.items())
@@ -318,7 +319,7 @@ def _drop(node: Any, trie: Trie) -> Any:
         wanted = {
             i: sub
             for step, sub in trie.items()
-            if (i := _index(step)) is not None and i < len(node)
+            if (i := list_index(step)) is not None and i < len(node)
         }
         if not wanted:
             return node
@@ -348,7 +349,7 @@ def _put(node: Any, path: Path, value: Any) -> Any:
         child = node.get(step, _MISSING)
         placed = _nest(rest, value) if child is _MISSING else _put(child, rest, value)
         return _MISSING if placed is _MISSING else {**node, step: placed}
-    if isinstance(node, list) and (i := _index(step)) is not None and i < len(node):
+    if isinstance(node, list) and (i := list_index(step)) is not None and i < len(node):
         placed = _put(node[i], rest, value)
         return _MISSING if placed is _MISSING else [*node[:i], placed, *node[i + 1 :]]
     return _MISSING

@@ -130,6 +130,7 @@ def _deep(n: int) -> dict[str, Any]:
         ({"data..x": 1}, "filter: path 'data..x' is not valid"),
         ({"data.x[a]": 1}, "filter: path 'data.x[a]' is not valid"),
         ({"": 1}, "filter: a path is empty"),
+        ({"data." + "x" * 496: 1}, "is longer than 500 characters"),
         ({"data.x": {"$gt": [1]}}, "filter: data.x: $gt takes a number or a string"),
         ({"data.x": {"$in": 1}}, "filter: data.x: $in takes a list of values"),
         ({"data.x": {"$exists": 1}}, "filter: data.x: $exists takes true or false"),
