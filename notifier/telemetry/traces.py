@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -42,15 +43,20 @@ def tracer_provider(otlp_endpoint: str) -> trace.TracerProvider:
 _propagator = TraceContextTextMapPropagator()
 
 
+def _continued(traceparent: str | None) -> Context | None:
+    """The context a W3C `traceparent` carries, for a span that continues its trace; None
+    starts a trace of its own."""
+    return _propagator.extract({"traceparent": traceparent}) if traceparent else None
+
+
 def route_span(
     tracer: trace.Tracer, message: Message, partners: int, producer: str | None = None
 ) -> trace.Span:
     """An event's fan-out to `partners` partners: the root of the event's trace, or, when the
     producer sent a W3C `traceparent`, a child of the producer's span, so its trace goes on."""
-    parent = _propagator.extract({"traceparent": producer}) if producer else None
     return tracer.start_span(
         "route",
-        context=parent,
+        context=_continued(producer),
         kind=trace.SpanKind.CONSUMER,
         attributes={
             "notifier.event.type": message.type,
@@ -71,12 +77,11 @@ def delivery_span(
     tracer: trace.Tracer, partner: Partner, message: Message, attempt: int
 ) -> trace.Span:
     """One HTTP attempt, a child of its event's `route` span when the message carries one."""
-    parent = _propagator.extract({"traceparent": message.trace}) if message.trace else None
     url = urlsplit(partner.url)
     host = url.netloc.rpartition("@")[2]
     return tracer.start_span(
         "deliver",
-        context=parent,
+        context=_continued(message.trace),
         kind=trace.SpanKind.CLIENT,
         attributes={
             "notifier.partner.id": partner.id,
