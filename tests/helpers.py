@@ -11,17 +11,20 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT, KeyT
 
 from notifier import service
 from notifier.config import Settings
-from notifier.models import PartnerIn, public_key
+from notifier.models import Attempt, Message, PartnerIn, public_key
+from notifier.redis import keys
 from notifier.redis.keys import Keyspace
 from notifier.store import Store
 from notifier.testing import Endpoint, Received, RedisServer, eventually, free_port
@@ -40,13 +43,16 @@ __all__ = [
     "entries",
     "eventually",
     "free_port",
+    "held_by",
     "idle",
     "last_first_arrival",
+    "pending_by_consumer",
     "publish",
     "readme_acl_rules",
     "register",
     "running",
     "stop_running",
+    "taken_again",
 ]
 
 # The `endpoint_factory` fixture: `await endpoint_factory(responder=ok)` starts an Endpoint.
@@ -138,6 +144,57 @@ async def idle(redis: Redis, timeout: float = 20.0) -> None:
         return True
 
     await eventually(settled, timeout, "notifier to finish its work")
+
+
+async def pending_by_consumer(redis: Redis, partner_ids: Sequence[str]) -> Counter[str]:
+    """How many messages each delivery consumer holds unsettled, over those partners."""
+    held: Counter[str] = Counter()
+    for pid in partner_ids:
+        try:
+            summary = await redis.xpending(KS.partner(pid).stream, keys.DELIVERY_GROUP)
+        except ResponseError:  # NOGROUP: no delivery process has read this stream yet
+            continue
+        for consumer in summary["consumers"]:
+            held[consumer["name"].decode()] += int(consumer["pending"])
+    return held
+
+
+async def held_by(redis: Redis, partner_ids: Sequence[str], consumer: str) -> set[str]:
+    """The ids of the messages one delivery consumer holds unsettled, over those partners."""
+    held: set[str] = set()
+    for pid in partner_ids:
+        stream = KS.partner(pid).stream
+        try:
+            rows = await redis.xpending_range(
+                stream, keys.DELIVERY_GROUP, "-", "+", 10_000, consumername=consumer
+            )
+        except ResponseError:  # NOGROUP: no delivery process has read this stream yet
+            continue
+        for row in rows:
+            entry_id = row["message_id"]
+            found = cast(list[StreamEntry], await redis.xrange(stream, entry_id, entry_id))
+            held.update(msgspec.json.decode(fields[b"m"], type=Message).id for _, fields in found)
+    return held
+
+
+async def taken_again(store: Store, partner_ids: Sequence[str]) -> set[str]:
+    """The messages some process took again once their visibility timeout ran out: those
+    attempted more than once though no attempt of theirs failed (their partners' attempt
+    logs, which keep about the last 1,000 each). What a dead process held is taken again;
+    anything else is a message a living process stranded."""
+    again: set[str] = set()
+    for pid in partner_ids:
+        attempts: list[Attempt] = []
+        after = None
+        while True:
+            page = await store.attempt_page(pid, after=after, limit=1000)
+            attempts.extend(page.data)
+            if page.next is None:
+                break
+            after = page.next
+        failed = {attempt.message_id for attempt in attempts if not attempt.ok}
+        again.update(a.message_id for a in attempts if a.attempt > 1 and a.message_id not in failed)
+    return again
 
 
 def last_first_arrival(endpoints: Sequence[Endpoint]) -> float:

@@ -16,13 +16,11 @@ import pytest
 import structlog
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from notifier import config
 from notifier.config import Settings
 from notifier.redis import keys
 from tests.helpers import (
-    KS,
     Endpoint,
     EndpointFactory,
     RedisServer,
@@ -30,6 +28,7 @@ from tests.helpers import (
     eventually,
     idle,
     last_first_arrival,
+    pending_by_consumer,
     register,
     running,
 )
@@ -64,19 +63,6 @@ def report(endpoints: list[Endpoint], what: str) -> int:
             print(f"{what}: partner {i}: {sum(extra.values())} duplicates: {sorted(extra)}")
     print(f"{what}: {total} duplicates in all")
     return total
-
-
-async def pending_by_consumer(redis: Redis, partner_ids: list[str]) -> Counter[str]:
-    """How many messages each delivery consumer holds unsettled, over all partners."""
-    held: Counter[str] = Counter()
-    for pid in partner_ids:
-        try:
-            summary = await redis.xpending(KS.partner(pid).stream, keys.DELIVERY_GROUP)
-        except ResponseError:  # NOGROUP: no delivery process has read this stream yet
-            continue
-        for consumer in summary["consumers"]:
-            held[consumer["name"].decode()] += int(consumer["pending"])
-    return held
 
 
 async def test_delivery_process_killed_mid_run_loses_nothing(
