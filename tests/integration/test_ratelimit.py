@@ -50,7 +50,7 @@ async def test_limit_holds_across_three_delivery_processes(
         spawn("deliver", extra={"NOTIFIER_CONSUMER": f"deliver-{n}"})
     await eventually(lambda: _clients(redis, "notifier-deliver", 3), 30, "3 delivery processes")
     async with running(settings, deliver=False):
-        await limited.wait_for(200, timeout=40)
+        await limited.wait_for(200, timeout=30)
         await idle(redis)
 
     assert len(limited.received) == 200
@@ -72,11 +72,14 @@ async def _clients(redis: Redis, name: str, count: int) -> bool:
 async def test_a_hanging_partner_holds_only_its_own_slots(
     redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
-    settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": "10s", "NOTIFIER_CLAIM_IDLE": "15s"})
+    # The hanging requests must outlast the wait for the healthy partner, and the claim idle
+    # (the suite's 60 s) must outlast the request timeout and every wait below.
+    hang_for = 30.0
+    settings = config.load({**env, "NOTIFIER_REQUEST_TIMEOUT": f"{hang_for:g}s"})
     release = asyncio.Event()
 
     async def hang(request: web.Request, n: int) -> web.StreamResponse:
-        await asyncio.wait_for(release.wait(), 10)
+        await asyncio.wait_for(release.wait(), hang_for)
         return web.Response(status=200)
 
     slow = await endpoint_factory(hang)
