@@ -67,8 +67,8 @@ async def test_partners_on_every_primary_get_each_event_once(
         await publish(redis, "order.created", {"n": n}, event_id=f"ord-{n}")
     for n in range(10):  # the same producer ids again: delivered once all the same
         await publish(redis, "order.created", {"n": n}, event_id=f"ord-{n}")
-    await endpoint.wait_for(40 * len(ids), 60)
-    await idle(redis, 30)
+    await endpoint.wait_for(40 * len(ids), 30)
+    await idle(redis, 20)
     by_partner: dict[str, Counter[str]] = {}
     for received in endpoint.received:
         by_partner.setdefault(received.path, Counter())[received.headers["webhook-id"]] += 1
@@ -90,7 +90,7 @@ async def test_a_rate_limit_holds_across_delivery_processes(
     procs = [spawn("router"), spawn("deliver"), spawn("deliver")]
     for n in range(40):
         await publish(redis, "order.created", {"n": n})
-    await endpoint.wait_for(40, 60)
+    await endpoint.wait_for(40, 30)
     stop_running(procs)
     assert busiest_window(endpoint.received) <= 10
     span = endpoint.received[-1].at - endpoint.received[0].at

@@ -73,8 +73,8 @@ async def test_a_type_with_1000_subscribers_is_routed_in_calls_of_a_chunk(
     try:
         async with running(settings):
             await publish(redis, "order.created", {"n": 1}, event_id="big-1")
-            await endpoint.wait_for(1000, timeout=60)
-            await idle(redis, 30)
+            await endpoint.wait_for(1000, timeout=30)
+            await idle(redis, 20)
         logged = await redis.slowlog_get(100_000)
     finally:
         await redis.config_set("slowlog-log-slower-than", 10000)
