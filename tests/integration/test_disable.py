@@ -20,6 +20,10 @@ from notifier.store import Store
 from tests.helpers import EndpointFactory, entries, eventually, idle, publish, register, running
 
 DISABLE_AFTER = 2.0
+#: How soon delivery must resume once a partner is enabled again: generous for a busy
+#: machine, far under the 60 s NOTIFIER_CLAIM_IDLE after which a lease or message left
+#: behind would come back.
+RESUMED_WITHIN = 10.0
 #: Longer than a few retry delays and breaker pauses: a partner still scheduled would be
 #: tried again within it. Absence cannot be polled for, so this is waited out.
 QUIET = 1.0
@@ -89,11 +93,15 @@ async def test_failing_partner_is_disabled_then_resumes(
         assert await redis.zscore("notifier:ready", pid) is None
 
         healthy["on"] = True
+        enabled_at = time.monotonic()
         await store.update(pid, PartnerPatch(enabled=True))
         await eventually(
             lambda: len([r for r in endpoint.received[tried:]]) >= 2, 20, "delivery to resume"
         )
         await idle(redis)
+    # enabling wakes the partner at once, not when a lease or visibility timeout ran out
+    resumed_in = endpoint.received[tried].at - enabled_at
+    assert resumed_in < RESUMED_WITHIN, f"delivery resumed {resumed_in:.2f}s after enabling"
     assert (await store.get(pid)).disabled_reason is None
     ok = [b["data"]["n"] for b in endpoint.bodies()[tried:]]
     assert sorted(ok) == [1, 2]
@@ -129,9 +137,12 @@ async def test_gone_disables_at_the_first_answer(
         assert await redis.xlen(f"notifier:{{{pid}}}:stream") == 3
 
         back["on"] = True
+        enabled_at = time.monotonic()
         await store.update(pid, PartnerPatch(enabled=True))
         await endpoint.wait_for(4)
         await idle(redis)
+    resumed_in = endpoint.received[1].at - enabled_at
+    assert resumed_in < RESUMED_WITHIN, f"delivery resumed {resumed_in:.2f}s after enabling"
     assert sorted(b["data"]["n"] for b in endpoint.bodies()[1:]) == [0, 1, 2]
     assert await redis.xlen("notifier:dead") == 0
 
