@@ -82,9 +82,9 @@ async def test_memory_returns_after_30k_deliveries_and_30k_retried_failures(
     # The message index keeps every message for NOTIFIER_MESSAGE_RETENTION on purpose (its own
     # test checks that it is trimmed and expires); what must return is everything else.
     env["NOTIFIER_MESSAGE_RETENTION"] = "0"
-    # Longer than every wait below together: a message stranded until its visibility timeout
-    # fails the test rather than passes late (a phase takes seconds; its wait allows minutes
-    # only for a slow machine).
+    # Longer than the test may run (its timeout, 300 s), though not than its waits together:
+    # a message stranded until its visibility timeout fails the test rather than passes late
+    # (a phase takes seconds; its wait allows minutes only for a slow machine).
     env["NOTIFIER_CLAIM_IDLE"] = "600s"
     endpoints = [Counting() for _ in range(PARTNERS)]
     runners = []
