@@ -137,7 +137,7 @@ async def test_a_primary_killed_mid_stream_fails_over(
                     [i for i, t in producer.acked.items() if t > killed]
                 )
             ),
-            60,
+            30,
             "every event published after the kill",
         )
         tally = Tally(producer.acked, endpoint.received, killed)
