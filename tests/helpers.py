@@ -74,8 +74,10 @@ BASE_ENV = {
     "NOTIFIER_ALLOW_HTTP": "1",
     "NOTIFIER_RETRY_SCHEDULE": "200ms,400ms,600ms",
     "NOTIFIER_REQUEST_TIMEOUT": "2s",
-    # Far longer than any wait in a test: a lease or message left to expire fails the test
-    # instead of passing late. Tests about that expiry set a short one themselves.
+    # Twice as long as any wait in a test (20 s unless it says, 30 s at most): a lease or
+    # message left to expire fails the test instead of passing late. A test about that expiry
+    # gives a short one to the process whose expiry it is about, the others keeping this one
+    # where they can, and asserts how soon what that process held came back.
     "NOTIFIER_CLAIM_IDLE": "60s",
     "NOTIFIER_LOG_LEVEL": "warning",
     # tests that look at /metrics choose a free port; the others serve none
