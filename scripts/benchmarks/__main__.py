@@ -39,11 +39,13 @@ from types import ModuleType
 from typing import Any
 
 from benchmarks import catalog, idle, isolation, latency, memory, routing, scaling, throughput
+from benchmarks.figures import (
+    Figure,
+    Results,
+)
 from benchmarks.toolkit import (
     QUICK,
     Bench,
-    Figure,
-    Results,
     Sizes,
     WaitTimeout,
     code_version,

@@ -9,16 +9,20 @@ each when due rather than in bursts: first at 200 events/s, then at 80 % of the 
 from __future__ import annotations
 
 from benchmarks import throughput
-from benchmarks.toolkit import (
-    Bench,
-    CpuMeter,
+from benchmarks.figures import (
     Figure,
     Goal,
     Results,
-    cpu_text,
-    expected,
     number,
     percentile,
+)
+from benchmarks.meters import (
+    CpuMeter,
+    cpu_text,
+)
+from benchmarks.toolkit import (
+    Bench,
+    expected,
     progress,
 )
 

@@ -22,17 +22,21 @@ import json
 import random
 import string
 
-from benchmarks.toolkit import (
-    DATA,
-    INGRESS,
+from benchmarks.figures import (
     MIB,
-    Bench,
     Figure,
     Goal,
     Results,
+)
+from benchmarks.meters import (
+    used_memory,
+)
+from benchmarks.toolkit import (
+    DATA,
+    INGRESS,
+    Bench,
     expected,
     progress,
-    used_memory,
 )
 from notifier.redis import keys
 from notifier.redis.keys import Keyspace

@@ -20,22 +20,28 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.toolkit import (
-    DATA,
+from benchmarks.endpoints import (
+    run_fast,
+)
+from benchmarks.figures import (
     MIB,
-    Bench,
-    BenchError,
-    CpuMeter,
     Figure,
     Goal,
     Results,
-    Run,
-    child_env,
-    cpu_text,
-    progress,
     put_median,
     put_ratio,
-    run_fast,
+)
+from benchmarks.meters import (
+    CpuMeter,
+    cpu_text,
+)
+from benchmarks.toolkit import (
+    DATA,
+    Bench,
+    BenchError,
+    Run,
+    child_env,
+    progress,
     throughput_run,
 )
 

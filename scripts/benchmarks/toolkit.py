@@ -1,17 +1,11 @@
-"""What every benchmark scenario shares: the processes, the endpoints, the readers, the figures.
+"""What every benchmark scenario shares: the bench's processes, partners, events and waits.
 
-- `Bench`: one run's redis-server (`notifier.testing.RedisServer`), the endpoint process, and
-  the notifier processes it spawns (`notifier router|deliver|run`, real subprocesses), with
-  ways to register partners, publish events and wait for deliveries to land.
-- The endpoint process (`python -m benchmarks.toolkit endpoints OUT`): one
-  `notifier.testing.Endpoint` per partner key, each on a port of its own, answering 200 at
-  once (`ok`), 500 (`fail`) or after HANG_SECONDS (`hang`); a small control app reports what
-  they received. A process of its own: receiving costs neither the bench nor notifier CPU.
-- Readers: CPU seconds and peak RSS of a process and its children (/proc), the machine's busy
-  time, Redis's INFO cpu, commandstats, stats and memory.
+- `Bench`: one run's redis-server (`notifier.testing.RedisServer`), the endpoint process
+  (`endpoints.py`), and the notifier processes it spawns (`notifier router|deliver|run`, real
+  subprocesses), with ways to register partners, publish events and wait for deliveries to land.
 - `throughput_run`: the measurement most scenarios make: warm up, publish, time the deliveries
-  at the endpoints, and read every process's CPU, RSS and Redis's work meanwhile.
-- Figures: `Figure` rows with a unit and maybe a goal, collected in `Results`.
+  at the endpoints, and read every process's CPU, RSS and Redis's work meanwhile (`meters.py`).
+- Figures: `figures.py`.
 
 The machine is shared with whatever else runs on it, so figures that are compared are taken
 side by side and repeated, and ratios are medians of the ratios of such pairs.
@@ -20,40 +14,45 @@ side by side and repeated, and ratios are medians of the ratios of such pairs.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import dataclasses
 import importlib.metadata
 import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
 from redis.asyncio import Redis
 
+from benchmarks.endpoints import Endpoints
+from benchmarks.meters import (
+    Cpu,
+    CpuMeter,
+    commands_between,
+    commandstats,
+    descendants,
+    peak_rss,
+    redis_cpu,
+    total_commands,
+)
 from notifier import config
 from notifier.models import PartnerIn
 from notifier.redis.keys import Keyspace
 from notifier.store import Store
-from notifier.testing import Endpoint, RedisServer, Responder, eventually, free_port, ok
+from notifier.testing import RedisServer, eventually, free_port
 
 KS = Keyspace()
 
 ROOT = Path(__file__).resolve().parents[2]
 INGRESS = "notifier:events"
-#: The `hang` endpoints answer after this long: the default NOTIFIER_REQUEST_TIMEOUT.
-HANG_SECONDS = 10.0
 PUBLISH_BATCH = 500
 #: A realistic order event, about 300 bytes of JSON; `sent_at` is time.time() at its XADD.
 DATA = (
@@ -62,7 +61,6 @@ DATA = (
     '"price": 39.99}, {"sku": "SKU-20918", "qty": 1, "price": 49.97}], '
     '"shipping": {"method": "express", "country": "DE"}, "sent_at": %.6f}'
 )
-MIB = 1024 * 1024
 
 
 class BenchError(RuntimeError):
@@ -74,146 +72,6 @@ class WaitTimeout(BenchError):
 
     def __init__(self, what: str, got: int, want: int, seconds: float) -> None:
         super().__init__(f"timed out after {seconds:g} s waiting for {what}: {got:,}/{want:,}")
-
-
-# --------------------------------------------------------------------------------------------
-# figures
-
-
-@dataclass(frozen=True)
-class Goal:
-    """What an issue asks of a figure: `op` is >=, <=, < or ~ (|value| below `bound`)."""
-
-    op: str
-    bound: float
-
-    def met(self, value: float) -> bool:
-        return {
-            ">=": value >= self.bound,
-            "<=": value <= self.bound,
-            "<": value < self.bound,
-            "~": abs(value) < self.bound,
-        }[self.op]
-
-    def __str__(self) -> str:
-        if self.op == "~":
-            return f"~0 (< {self.bound:g})"
-        return f"{self.op} {self.bound:g}"
-
-
-@dataclass
-class Figure:
-    """One row of the table. Scenario modules declare theirs up front (FIGURES), so a scenario
-    that fails still prints a row for each, saying so."""
-
-    key: str
-    section: int
-    label: str
-    unit: str
-    goal: Goal | None = None
-    value: float | None = None
-    #: ok, TIMEOUT, FAILED or not run
-    status: str = "not run"
-    detail: str = ""
-
-    @property
-    def met(self) -> bool | None:
-        if self.goal is None or self.value is None:
-            return None
-        return self.goal.met(self.value)
-
-    @property
-    def shown(self) -> str:
-        return number(self.value) if self.value is not None else self.status
-
-
-def number(value: float) -> str:
-    """About three significant figures, thousands separated: 25,310 / 312 / 25.3 / 0.61;
-    whole numbers whole."""
-    size = abs(value)
-    if size >= 100 or float(value).is_integer():
-        return f"{value:,.0f}"
-    if size >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-class Results:
-    """Every figure of the run, in the order declared, and the sections' headings."""
-
-    def __init__(self) -> None:
-        self.figures: list[Figure] = []
-        self.headings: dict[int, str] = {}
-
-    def declare(self, figures: Iterable[Figure]) -> None:
-        self.figures += [dataclasses.replace(f) for f in figures]
-
-    def get(self, key: str) -> Figure:
-        for figure in self.figures:
-            if figure.key == key:
-                return figure
-        raise KeyError(key)
-
-    def put(self, key: str, value: float, detail: str = "") -> None:
-        figure = self.get(key)
-        figure.value, figure.status, figure.detail = value, "ok", detail
-
-    def add_after(self, key: str, figure: Figure) -> None:
-        """A row only known once measured (Redis's top commands), after the row `key`."""
-        at = self.figures.index(self.get(key)) + 1
-        while at < len(self.figures) and self.figures[at].key.startswith(key + "."):
-            at += 1
-        figure.status = "ok"
-        self.figures.insert(at, figure)
-
-    def in_order(self) -> list[Figure]:
-        """By section (scenario 1 measures section 3 too), then as declared."""
-        return sorted(self.figures, key=lambda f: f.section)
-
-    def value(self, key: str) -> float | None:
-        with contextlib.suppress(KeyError):
-            return self.get(key).value
-        return None
-
-    def unmeasured(self, figures: Iterable[Figure], status: str, reason: str) -> None:
-        for spec in figures:
-            figure = self.get(spec.key)
-            if figure.status == "not run":
-                figure.status, figure.detail = status, reason
-
-
-def spread(values: Sequence[float], what: str = "runs") -> str:
-    """`median of 3 runs: 2,910-3,105`, or nothing for one value."""
-    if len(values) < 2:
-        return ""
-    return f"median of {len(values)} {what}: {number(min(values))}-{number(max(values))}"
-
-
-def put_median(
-    results: Results, key: str, values: Sequence[float], *notes: str, what: str = "runs"
-) -> None:
-    detail = "; ".join(n for n in (spread(values, what), *notes) if n)
-    results.put(key, statistics.median(values), detail)
-
-
-def put_ratio(
-    results: Results, key: str, tops: Sequence[float], bottoms: Sequence[float], *notes: str
-) -> None:
-    """The median of the ratios of runs taken side by side (same round)."""
-    ratios = [a / b for a, b in zip(tops, bottoms, strict=True) if b]
-    if ratios:
-        put_median(results, key, ratios, *notes, what="pairs")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("no values")
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,315 +120,6 @@ QUICK = Sizes(
     owned_registered=2_000,
     timeout=30.0,
 )
-
-
-# --------------------------------------------------------------------------------------------
-# /proc readers (Linux)
-
-
-def _stat(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, 0 when it is gone."""
-    stat = _stat(pid)
-    if len(stat) < 13:
-        return 0.0
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def descendants(pid: int) -> list[int]:
-    """The living children of a process, their children, and so on."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if len(stat) > 1:
-                parents.setdefault(int(stat[1]), []).append(int(entry.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
-
-
-def peak_rss(pid: int) -> int:
-    """The most resident memory a process has had (VmHWM), in bytes; 0 when unknown."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy so far, all cores (/proc/stat)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    # user nice system idle iowait irq softirq steal (guest is inside user already)
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Cpu:
-    """CPU seconds each watched process (with its children) used over `wall` seconds, and the
-    % of a core everything else on the machine used meanwhile."""
-
-    seconds: dict[str, float]
-    wall: float
-    others: float
-
-    def percent(self, name: str) -> float:
-        return self.seconds.get(name, 0.0) / self.wall * 100
-
-
-class CpuMeter:
-    """Watches named processes, each with the children it has when the meter starts (the
-    workers of `--processes N`), and this process as `bench`."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.trees = {name: [pid, *descendants(pid)] for name, pid in pids.items()}
-        self.trees["bench"] = [os.getpid()]
-        self.before = self._seconds()
-        self.machine = machine_busy_seconds()
-        self.started = time.monotonic()
-
-    def _seconds(self) -> dict[str, float]:
-        return {name: sum(cpu_seconds(pid) for pid in tree) for name, tree in self.trees.items()}
-
-    def read(self) -> Cpu:
-        wall = max(time.monotonic() - self.started, 1e-6)
-        seconds = {name: now - self.before[name] for name, now in self._seconds().items()}
-        machine = machine_busy_seconds() - self.machine
-        return Cpu(seconds, wall, max(0.0, machine - sum(seconds.values())) / wall * 100)
-
-
-# --------------------------------------------------------------------------------------------
-# Redis INFO readers
-
-
-async def redis_cpu(redis: Any) -> float:
-    """redis-server's CPU seconds so far (INFO cpu: user + sys, all its threads)."""
-    info = await redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-async def commandstats(redis: Any) -> dict[str, tuple[int, float]]:
-    """Command name -> (calls, usec) so far; commands run inside scripts count too."""
-    info = await redis.info("commandstats")
-    return {
-        name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
-        for name, v in info.items()
-    }
-
-
-def commands_between(
-    before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]]
-) -> dict[str, tuple[int, float]]:
-    zero = (0, 0.0)
-    return {
-        name: (calls - before.get(name, zero)[0], usec - before.get(name, zero)[1])
-        for name, (calls, usec) in after.items()
-        if calls > before.get(name, zero)[0]
-    }
-
-
-async def total_commands(redis: Any) -> int:
-    """Commands Redis has processed so far (INFO stats); each reading is one more."""
-    return int((await redis.info("stats"))["total_commands_processed"])
-
-
-async def used_memory(redis: Any) -> int:
-    return int((await redis.info("memory"))["used_memory"])
-
-
-# --------------------------------------------------------------------------------------------
-# the endpoint process
-
-
-async def _fail(request: Any, n: int) -> Any:
-    from aiohttp import web
-
-    return web.Response(status=500, text="outage")
-
-
-async def _hang(request: Any, n: int) -> Any:
-    from aiohttp import web
-
-    await asyncio.sleep(HANG_SECONDS)
-    return web.Response(status=200)
-
-
-RESPONDERS: dict[str, Responder] = {"ok": ok, "fail": _fail, "hang": _hang}
-
-
-def _sent_at(body: bytes) -> float | None:
-    """The publish time an event's data carries, from the body notifier POSTed."""
-    try:
-        sent = msgspec.json.decode(body)["data"]["sent_at"]
-    except (msgspec.DecodeError, KeyError, TypeError):
-        return None
-    return float(sent) if isinstance(sent, int | float) else None
-
-
-def smoothed_rate(times: list[float], since: float, until: float, span: float) -> float | None:
-    """Arrivals per second over [since, until], robust to bursts.
-
-    A rate-limited sender sends in bursts of up to its limit about once a window, so
-    count / seconds is off by up to a whole burst depending on where the edges fall (10% on
-    a 5 s look at 50/second). Here each edge is the cumulative count averaged over `span`
-    seconds (the limit's window), which takes out the phase of a periodic pattern; unlike
-    a fitted slope, a sender that stops sending still shows as a lower rate.
-    """
-    if until - since <= 2 * span:
-        return None
-    steps = 200
-
-    def level(start: float) -> float:
-        return statistics.fmean(
-            bisect.bisect_right(times, start + span * (k + 0.5) / steps) for k in range(steps)
-        )
-
-    return (level(until - span) - level(since)) / (until - span - since)
-
-
-async def serve_endpoints(out: Path) -> None:
-    """The endpoint process: Endpoints made on request by the bench, each on its own port,
-    and a control app (its port written to `out`) reporting what they received."""
-    from aiohttp import web
-
-    made: dict[str, tuple[str, Endpoint]] = {}
-    # Endpoint stamps arrivals with time.monotonic(); the bench compares them with time.time()
-    offset = time.time() - time.monotonic()
-
-    def arrivals(key: str) -> list[float]:
-        return [r.at + offset for r in made[key][1].received] if key in made else []
-
-    async def create(request: web.Request) -> web.Response:
-        wanted: dict[str, str] = await request.json()
-        for key, kind in wanted.items():
-            if key not in made:
-                made[key] = (kind, await Endpoint(RESPONDERS[kind]).start())
-            elif made[key][0] != kind:
-                raise web.HTTPBadRequest(text=f"endpoint {key} answers {made[key][0]}")
-        return web.json_response({key: made[key][1].url for key in wanted})
-
-    async def counts(request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                key: [len(e.received), e.received[-1].at + offset]
-                for key, (_, e) in made.items()
-                if e.received
-            }
-        )
-
-    async def window(request: web.Request) -> web.Response:
-        """Requests of `key` that arrived in [since, until], the most in any `span` s, and
-        their rate with the edges smoothed over `span` (see `smoothed_rate`)."""
-        query = request.query
-        times = arrivals(query["key"])
-        since, until = float(query["since"]), float(query["until"])
-        span = float(query.get("span", "1"))
-        inside = times[bisect.bisect_left(times, since) : bisect.bisect_right(times, until)]
-        best = low = 0
-        for high, at in enumerate(inside):
-            while at - inside[low] >= span:
-                low += 1
-            best = max(best, high - low + 1)
-        return web.json_response(
-            {
-                "count": len(inside),
-                "max_per_span": best,
-                "rate": smoothed_rate(times, since, until, span),
-            }
-        )
-
-    async def latencies(request: web.Request) -> web.Response:
-        """Seconds from each event's publish (its `sent_at`) to its arrival."""
-        found = []
-        for key in request.query["keys"].split(","):
-            for received in made[key][1].received if key in made else []:
-                sent = _sent_at(received.body)
-                if sent is not None:
-                    found.append(received.at + offset - sent)
-        return web.json_response(found)
-
-    async def reset(request: web.Request) -> web.Response:
-        for _, endpoint in made.values():
-            endpoint.received.clear()
-        return web.json_response({})
-
-    app = web.Application(client_max_size=16 * MIB)
-    app.router.add_post("/endpoints", create)
-    app.router.add_get("/counts", counts)
-    app.router.add_get("/window", window)
-    app.router.add_get("/latencies", latencies)
-    app.router.add_post("/reset", reset)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    partial = out.with_suffix(".partial")
-    partial.write_text(json.dumps({"control": port}))
-    partial.rename(out)  # atomic: the bench never reads half a file
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for _, endpoint in made.values():
-        await endpoint.stop()
-    await runner.cleanup()
-
-
-class Endpoints:
-    """The bench's side of the endpoint process."""
-
-    def __init__(self, control: str) -> None:
-        self.control = control
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-
-    async def make(self, kinds: dict[str, str]) -> dict[str, str]:
-        """Endpoints for these keys, answering as their kind (ok, fail, hang): their URLs."""
-        async with self.http.post(f"{self.control}/endpoints", json=kinds) as resp:
-            resp.raise_for_status()
-            urls: dict[str, str] = await resp.json()
-            return urls
-
-    async def counts(self) -> dict[str, tuple[int, float]]:
-        """Key -> (requests received, time.time() of the last one)."""
-        async with self.http.get(f"{self.control}/counts") as resp:
-            return {k: (int(v[0]), float(v[1])) for k, v in (await resp.json()).items()}
-
-    async def window(
-        self, key: str, since: float, until: float, span: float = 1.0
-    ) -> dict[str, Any]:
-        params = {"key": key, "since": repr(since), "until": repr(until), "span": repr(span)}
-        async with self.http.get(f"{self.control}/window", params=params) as resp:
-            result: dict[str, Any] = await resp.json()
-            return result
-
-    async def latencies(self, keys: Iterable[str]) -> list[float]:
-        async with self.http.get(
-            f"{self.control}/latencies", params={"keys": ",".join(keys)}
-        ) as resp:
-            found: list[float] = await resp.json()
-            return found
-
-    async def reset(self) -> None:
-        async with self.http.post(f"{self.control}/reset") as resp:
-            resp.raise_for_status()
-
-    async def close(self) -> None:
-        await self.http.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -630,7 +179,7 @@ class Bench:
         out = self.tmp / "endpoints.json"
         self.endpoint_proc = self.spawn(
             "endpoints",
-            [sys.executable, "-m", "benchmarks.toolkit", "endpoints", str(out)],
+            [sys.executable, "-m", "benchmarks.endpoints", str(out)],
             env=child_env(),
         )
         deadline = time.monotonic() + 30
@@ -992,12 +541,6 @@ async def throughput_run(
     return Run(events, last - started, cpu, rss, cpu_after - cpu_before, commands, extra)
 
 
-def cpu_text(cpu: Cpu, names: Iterable[str]) -> str:
-    """`deliver 98%, router 31%, redis 40%, others 3%` (% of one core)."""
-    parts = [f"{name} {cpu.percent(name):.0f}%" for name in names]
-    return ", ".join([*parts, f"others {cpu.others:.0f}%"])
-
-
 # --------------------------------------------------------------------------------------------
 # what was measured, where
 
@@ -1043,18 +586,3 @@ def machine_line() -> str:
 
 def progress(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def run_fast(coro: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run on uvloop when it is installed, as `notifier.cli` does."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["endpoints"] or len(sys.argv) != 3:
-        sys.exit("usage: python -m benchmarks.toolkit endpoints OUT_FILE")
-    run_fast(serve_endpoints(Path(sys.argv[2])))
