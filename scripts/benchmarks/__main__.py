@@ -7,6 +7,8 @@ XADDed to the ingress stream as any producer does, and deliveries are counted (a
 where they land: at the endpoints.
 
 Figures (README.md, "Benchmarks", says what each means):
+ 0. the path users run: rate limits, producer ids, AOF; throughput beside the bare client,
+    Redis's CPU and commands per delivery, the rate limit and the dedupe exact
  1. throughput: router + 1 deliver, notifier run, and a bare aiohttp client, side by side
  2. latency from XADD to the partner at 200 events/s and at 80 % of 1b's throughput
  3. Redis CPU and commands per delivery, during 1a
@@ -38,7 +40,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import catalog, idle, isolation, latency, memory, routing, scaling, throughput
+from benchmarks import (
+    catalog,
+    idle,
+    isolation,
+    latency,
+    memory,
+    realistic,
+    routing,
+    scaling,
+    throughput,
+)
 from benchmarks.figures import (
     Figure,
     Results,
@@ -53,8 +65,9 @@ from benchmarks.toolkit import (
     progress,
 )
 
-#: In the order they run: 2 uses 1b's throughput when 1 ran.
+#: In the order they run: 2 uses 0b's throughput when 0 ran.
 SCENARIOS: list[ModuleType] = [
+    realistic,
     throughput,
     latency,
     routing,
@@ -72,8 +85,8 @@ def figures_list(text: str) -> set[int]:
         chosen = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give figure numbers like 1,4") from None
-    if not chosen or not chosen <= set(range(1, 10)):
-        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 1 to 9")
+    if not chosen or not chosen <= set(range(0, 10)):
+        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 0 to 9")
     return chosen
 
 
@@ -178,7 +191,7 @@ def text_table(results: Results) -> list[str]:
         return "  ".join(out).rstrip()
 
     lines = [line(COLUMNS)]
-    section = 0
+    section = -1
     for figure, row in zip(figures, rows, strict=True):
         if figure.section != section:
             section = figure.section
@@ -189,7 +202,7 @@ def text_table(results: Results) -> list[str]:
 
 def markdown_table(results: Results) -> list[str]:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    section = 0
+    section = -1
     for f in results.in_order():
         if f.section != section:
             section = f.section
