@@ -2,7 +2,7 @@
 -- delivered and dead-lettered messages are acknowledged, deleted and forgotten together, failed
 -- ones get their next due time and history, so a crash never leaves a message half-settled
 -- (acknowledged but still due, dead-lettered but still pending, or lost). Rate-limit slots are
--- moved to when their requests were actually sent.
+-- moved to when their requests were actually sent (window.lua).
 -- Running the same batch twice (a process that lost Redis settles again what it may already
 -- have settled) changes nothing more: only a message still pending is retried or
 -- dead-lettered. A partner whose stream is gone (removed, or Redis lost its data) gets no key
@@ -16,7 +16,7 @@ local history = KEYS[4]        -- notifier:{id}:history
 local attempts = KEYS[5]       -- notifier:{id}:attempts
 local failing = KEYS[6]        -- notifier:{id}:failing
 local dead = KEYS[7]           -- the shard's dead letters
-local window = KEYS[8]         -- notifier:{id}:window
+local window = KEYS[8]         -- notifier:{id}:slices  the rate-limit window (window.lua)
 local breaker = KEYS[9]        -- notifier:{id}:breaker
 -- KEYS[10..]: the message index hashes (Shard.message_index) of the `index` entries below
 local group = ARGV[1]
@@ -31,7 +31,9 @@ local endpoint_failed = string.find(ARGV[6], 'e', 1, true) ~= nil  -- a failure 
 local n_done = tonumber(ARGV[7])   -- delivered ids
 local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
-local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
+local n_moved = tonumber(ARGV[10])  -- (id, ms taken, ms sent) of requests sent in a later
+                                    -- slice of the window than their take's
+local window_ms = tonumber(ARGV[11])  -- the rate limit's window (0: no limit)
 -- then n_index, and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
 -- attempt) for the message index (the delivery process sends only 'x': a copy that left the
 -- stream otherwise was delivered, which a look-up tells), then the attempt records, one per
@@ -40,6 +42,8 @@ local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent)
 if redis.call('EXISTS', stream) == 0 then
   return {0, 0}
 end
+
+--@include window
 
 -- A message's failed attempts are kept as one JSON array; this one is appended to it.
 local function with_earlier(id, record)
@@ -50,7 +54,26 @@ local function with_earlier(id, record)
   return '[' .. record .. ']'
 end
 
-local i = 11
+-- Window moves first, while every request of the batch is still in `inflight`: only requests
+-- settled now for the first time move, so a batch settled again moves nothing twice.
+local moved_at = 12 + n_done + 3 * n_retry + 5 * n_dead
+if n_moved > 0 and window_ms > 0 then
+  local ids = {}
+  for k = 0, n_moved - 1 do
+    ids[#ids + 1] = ARGV[moved_at + 3 * k]
+  end
+  local still = redis.call('ZMSCORE', inflight, unpack(ids))
+  local moves = {}
+  for k = 0, n_moved - 1 do
+    if still[k + 1] then
+      moves[#moves + 1] = ARGV[moved_at + 3 * k + 1]
+      moves[#moves + 1] = ARGV[moved_at + 3 * k + 2]
+    end
+  end
+  window_move(window, window_ms, moves)
+end
+
+local i = 12
 local finished = {}
 for _ = 1, n_done do
   finished[#finished + 1] = ARGV[i]
@@ -77,11 +100,7 @@ for _ = 1, n_dead do
   end
   i = i + 5
 end
-for _ = 1, n_sent do
-  -- XX: a slot already out of the window (or no limit at all) is not brought back
-  redis.call('ZADD', window, 'XX', ARGV[i + 1], ARGV[i])
-  i = i + 2
-end
+i = i + 3 * n_moved
 local n_index = tonumber(ARGV[i])
 local states = {d = 'delivered', r = 'retrying', x = 'dead'}
 for j = 0, n_index - 1 do

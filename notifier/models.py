@@ -96,7 +96,7 @@ class Taken(msgspec.Struct):
     entry_id: str  # its entry in the partner stream
     message: Message
     attempt: int  # 1-based: the delivery count Redis keeps for the entry
-    slot: str  # its member in the rate-limit window log
+    taken_ms: int  # when it was taken: its rate-limit slot's stamp until it is settled
 
 
 class Outcome(msgspec.Struct, kw_only=True):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -217,7 +216,6 @@ class ServedPartner:
             ordered=self.partner.ordered,
             lease_until=lease_until,
             visible_ms=pool.visible_ms,
-            token=uuid.uuid4().hex if self.limit else "",  # only a window log needs one
         )
         try:
             took = await pool.scripts.send(call)
@@ -284,7 +282,7 @@ class ServedPartner:
             self.keys,
             settled,
             self.pool.settings.retry_schedule,
-            rate_limited=bool(self.limit),
+            window_ms=self.window_ms if self.limit else 0,
             index=bool(self.pool.settings.message_retention),
             clear=self.clear,
         )

@@ -58,7 +58,8 @@ Cluster (in its shard's slot):
     stream      stream   the partner's messages; group `delivery`
     due         zset     message id -> ms its retry is due
     inflight    zset     message id being sent -> ms it is visible again
-    window      zset     sliding-window rate-limit log (one member a request)
+    slices      hash     the rate-limit window: requests per hundredth of it, their sum
+                         (lua/window.lua); only a rate-limited partner has one
     history     hash     message id -> msgspec JSON list of failed attempts
     attempts    stream   about the last ATTEMPTS_KEPT attempts, newest last
     failing     string   ms of the first failure of an unbroken failing run
@@ -136,8 +137,8 @@ class PartnerKeys:
         return self.base + "inflight"
 
     @property
-    def window(self) -> str:
-        return self.base + "window"
+    def slices(self) -> str:
+        return self.base + "slices"
 
     @property
     def history(self) -> str:
@@ -164,7 +165,7 @@ class PartnerKeys:
 
     def all(self) -> list[str]:
         """The keys removed with a partner (expiry markers expire by themselves)."""
-        names = ("stream", "due", "inflight", "window", "history", "attempts")
+        names = ("stream", "due", "inflight", "slices", "history", "attempts")
         return [self.base + n for n in (*names, "failing", "breaker", "messages")]
 
 

@@ -59,7 +59,6 @@ def take(shard: Shard, partner: str, now: int = 1000, limit: int = 0) -> lua.Cal
         ordered=False,
         lease_until=now + 60_000,
         visible_ms=60_000,
-        token="t",
     )
 
 
@@ -71,7 +70,8 @@ def settle(shard: Shard, partner: str, now: int, **outcomes: Any) -> lua.Call[lu
         delivered=outcomes.get("delivered", []),
         retries=outcomes.get("retries", []),
         dead=outcomes.get("dead", []),
-        sent=outcomes.get("sent", []),
+        moved=outcomes.get("moved", []),
+        window_ms=outcomes.get("window_ms", 0),
         records=outcomes.get("records", []),
     )
 
@@ -93,7 +93,8 @@ async def test_scripts_write_nothing_for_a_partner_whose_stream_is_gone(
             delivered=["1-0"],
             retries=[lua.Retry("2-0", 5000, b'{"a":1}')],
             dead=[lua.Dead("3-0", "gave up", message(3), b'{"a":1}', "now")],
-            sent=[("t:1", 1000)],
+            moved=[("1-0", 900, 1000)],
+            window_ms=1000,
             records=[b'{"a":1}', b'{"a":2}'],
         )
     )
@@ -153,7 +154,7 @@ async def test_an_unlimited_partner_keeps_no_window_log(redis: Redis, ks: Keyspa
         await redis.xadd(partner.stream, {"m": message(n)})
     took = await scripts.run(take(ks.shard_of("ptn_a"), "ptn_a"))
     assert len(took.messages) == 50
-    assert not await redis.exists(partner.window)
+    assert not await redis.exists(partner.slices)
 
 
 async def test_a_late_release_leaves_another_holders_lease_alone(
@@ -348,7 +349,8 @@ def _calls(ks: Keyspace) -> dict[str, lua.Call[Any]]:
             delivered=["1-0"],
             retries=[],
             dead=[lua.Dead("3-0", "x", message(1), b"{}", "now")],
-            sent=[],
+            moved=[("1-0", 1, 20)],
+            window_ms=1000,
             records=[b"{}"],
             index=index,
         ),

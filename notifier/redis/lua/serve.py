@@ -66,7 +66,6 @@ def take(
     ordered: bool,
     lease_until: int,
     visible_ms: int,
-    token: str,
 ) -> Call[TakeReply]:
     """Take up to `want` messages that may be sent now, with their rate-limit slots;
     `lease_until` renews the partner's lease (0 keeps the current one)."""
@@ -81,15 +80,15 @@ def take(
                     found[i].decode(),
                     _message_decoder.decode(found[i + 1]),
                     int(found[i + 2]),
-                    f"{token}:{n}",
+                    now_ms,
                 )
-                for n, i in enumerate(range(1, len(found), 3), 1)
+                for i in range(1, len(found), 3)
             ],
         )
 
     return Call(
         "take",
-        [partner.stream, partner.due, partner.inflight, partner.window, shard.ready, shard.leases],
+        [partner.stream, partner.due, partner.inflight, partner.slices, shard.ready, shard.leases],
         [
             keys.DELIVERY_GROUP,
             consumer,
@@ -101,7 +100,6 @@ def take(
             lease_until,
             partner.id,
             visible_ms,
-            token,
         ],
         read,
     )
@@ -147,7 +145,8 @@ def settle(
     delivered: Sequence[str],
     retries: Sequence[Retry],
     dead: Sequence[Dead],
-    sent: Sequence[tuple[str, int]],
+    moved: Sequence[tuple[str, int, int]],
+    window_ms: int,
     records: Sequence[bytes],
     index: Sequence[IndexUpdate] = (),
     retried: bool = True,
@@ -155,7 +154,9 @@ def settle(
     endpoint_failed: bool = True,
 ) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
-    one of these succeeded). `sent` moves rate-limit slots to when their requests left;
+    one of these succeeded). `moved` are (entry id, ms taken, ms sent) of requests sent in a
+    later slice of the rate limit's window (`window_ms`, 0 without a limit) than taken in,
+    whose slots move there;
     `index` brings the message index up to date (empty when it is off). `retried` says some
     message had failed before (its retry time and history are forgotten), `maybe_failing` that
     the partner's failing run or breaker may be recorded (a success clears them); each left
@@ -175,15 +176,16 @@ def settle(
         len(delivered),
         len(retries),
         len(dead),
-        len(sent),
+        len(moved),
+        window_ms,
         *delivered,
     ]
     for r in retries:
         args += [r.entry_id, r.due_ms, r.record]
     for d in dead:
         args += [d.entry_id, d.reason, d.message, d.record, d.at]
-    for slot, sent_ms in sent:
-        args += [slot, sent_ms]
+    for entry_id, taken_ms, sent_ms in moved:
+        args += [entry_id, taken_ms, sent_ms]
     args.append(len(index))
     for item in index:
         args += [item.message_id, item.entry_id, item.outcome, item.attempt]
@@ -198,7 +200,7 @@ def settle(
             partner.attempts,
             partner.failing,
             shard.dead,
-            partner.window,
+            partner.slices,
             partner.breaker,
             *(shard.message_index(item.message_id) for item in index),
         ],
