@@ -2,7 +2,7 @@
 -- delivered and dead-lettered messages are acknowledged, deleted and forgotten together, failed
 -- ones get their next due time and history, so a crash never leaves a message half-settled
 -- (acknowledged but still due, dead-lettered but still pending, or lost). Rate-limit slots are
--- moved to when their requests were actually sent (window.lua).
+-- moved to when their answers came (window.lua).
 -- Running the same batch twice (a process that lost Redis settles again what it may already
 -- have settled) changes nothing more: only a message still pending is retried or
 -- dead-lettered. A partner whose stream is gone (removed, or Redis lost its data) gets no key
@@ -31,8 +31,8 @@ local endpoint_failed = string.find(ARGV[6], 'e', 1, true) ~= nil  -- a failure 
 local n_done = tonumber(ARGV[7])   -- delivered ids
 local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
-local n_moved = tonumber(ARGV[10])  -- (id, ms taken, ms sent) of requests sent in a later
-                                    -- slice of the window than their take's
+local n_moved = tonumber(ARGV[10])  -- (id, ms taken, ms answered) of requests answered in a
+                                    -- later slice of the window than their take's
 local window_ms = tonumber(ARGV[11])  -- the rate limit's window (0: no limit)
 -- then n_index, and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
 -- attempt) for the message index (the delivery process sends only 'x': a copy that left the

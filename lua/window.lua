@@ -90,9 +90,10 @@ local function window_close(w, taken)
   redis.call('PEXPIRE', w.key, w.window_ms * 2)
 end
 
--- Settle's part: requests stamped at their take moved to the slice they were sent in, so that
--- a request that waited for the CPU counts from when the partner saw it. `moves` are
--- (taken ms, sent ms) of requests settled now for the first time (still in `inflight`).
+-- Settle's part: requests stamped at their take moved to the slice their answers came in, so
+-- that a request that waited (for the CPU, in the partner's queue) counts until the partner
+-- surely had it. `moves` are (ms taken, ms answered) of requests settled now for the first
+-- time (still in `inflight`).
 local function window_move(key, window_ms, moves)
   local width = slice_width(window_ms)
   local st = redis.call('HMGET', key, 'n', 'o', 'l', 'w')

@@ -12,9 +12,6 @@ from typing import NamedTuple
 
 from limits import parse
 
-#: Requests reach the partner a little after their slot is taken; widening the window by this
-#: much keeps the partner's own clock from ever seeing more than the limit.
-MARGIN_MS = 25
 #: Bounds that keep every number the Lua scripts compute exact (doubles hold 2^53) and every
 #: PEXPIRE in range; a limit beyond them is refused when the partner is saved.
 MAX_LIMIT = 1_000_000

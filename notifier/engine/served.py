@@ -25,7 +25,7 @@ from notifier.crypto import SecretBox
 from notifier.engine import settle
 from notifier.engine.sender import Sender
 from notifier.models import Outcome, Partner, Taken, decode_partner, iso_ms, now_ms
-from notifier.ratelimit import MARGIN_MS, parse_rate
+from notifier.ratelimit import parse_rate
 from notifier.redis import lua
 from notifier.redis.connection import REDIS_ERRORS
 from notifier.redis.keys import Keyspace
@@ -155,7 +155,7 @@ class ServedPartner:
             await self._disable(f"cannot be served: {exc}")
             return False
         if rate is not None:
-            self.limit, self.window_ms = rate.limit, rate.window_ms + MARGIN_MS
+            self.limit, self.window_ms = rate.limit, rate.window_ms
         self.max_in_flight = 1 if self.partner.ordered else self.partner.max_in_flight
         return True
 

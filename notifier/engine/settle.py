@@ -121,13 +121,14 @@ def batch(
             lua.Dead(d.taken.entry_id, d.reason, _encode(d.taken.message), d.record, at)
             for d in dead
         ],
-        # A slot is stamped when it is taken; moving it to when its request was sent keeps a
-        # request that waited for the CPU from landing within a window of the next ones. Most
-        # are sent in the slice they were taken in: those need no move.
+        # A slot is stamped when it is taken; moving it to when its answer came keeps a
+        # request that waited (for the CPU, or in the partner's queue) from landing within a
+        # window of the next ones by any clock of the partner's. Those answered in the slice
+        # they were taken in need no move.
         moved=[
-            (d.taken.entry_id, d.taken.taken_ms, d.outcome.sent_ms)
+            (d.taken.entry_id, d.taken.taken_ms, d.outcome.answered_ms)
             for d in decisions
-            if slice_of(d.outcome.sent_ms, window_ms) > slice_of(d.taken.taken_ms, window_ms)
+            if slice_of(d.outcome.answered_ms, window_ms) > slice_of(d.taken.taken_ms, window_ms)
         ]
         if window_ms
         else [],

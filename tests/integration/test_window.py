@@ -1,7 +1,7 @@
 """The rate-limit window of `lua/take.lua` (counters over slices, `lua/window.lua`) on its own,
 against a real Redis, driven by a simulated clock: never more than the limit in any window by
-when requests were sent, however late a request leaves after its take, and most of the limit
-used when it binds."""
+when the partner handled the requests, however late a request leaves after its take, and most
+of the limit used when it binds."""
 
 from __future__ import annotations
 
@@ -28,16 +28,15 @@ WINDOW_MS = 1000
 class Sent:
     entry_id: str
     taken_ms: int
-    sent_ms: int
-    settle_ms: int
+    answered_ms: int
 
 
 async def _simulate(
     redis: Redis, seconds: int, delay: dict[int, int], step_ms: int = 5
 ) -> list[int]:
-    """Take every `step_ms` of simulated time for `seconds`, each request sent `delay[n]` ms
-    after its take (0 when not given; n counts requests) and settled 1 ms after it was sent;
-    returns the send times."""
+    """Take every `step_ms` of simulated time for `seconds`, each request handled by the
+    partner `delay[n]` ms after its take (0 when not given; n counts requests), answered and
+    settled 1 ms later; returns when the partner handled them."""
     scripts = Scripts(redis)
     shard, partner = KS.shard_of(PARTNER), KS.partner(PARTNER)
     await redis.xgroup_create(partner.stream, keys.DELIVERY_GROUP, id="0", mkstream=True)
@@ -52,9 +51,9 @@ async def _simulate(
     open_: list[Sent] = []
     sent: list[int] = []
     for now in range(start, start + seconds * 1000, step_ms):
-        due = [s for s in open_ if s.settle_ms <= now]
+        due = [s for s in open_ if s.answered_ms <= now]
         if due:
-            open_ = [s for s in open_ if s.settle_ms > now]
+            open_ = [s for s in open_ if s.answered_ms > now]
             await scripts.run(_settle(shard, now, due))
         took = await scripts.run(
             lua.take(
@@ -73,7 +72,7 @@ async def _simulate(
         for taken in took.messages:
             late = delay.get(len(sent), 0)
             sent.append(now + late)
-            open_.append(Sent(taken.entry_id, taken.taken_ms, now + late, now + late + 1))
+            open_.append(Sent(taken.entry_id, taken.taken_ms, now + late + 1))
     return sorted(sent)
 
 
@@ -86,9 +85,9 @@ def _settle(shard: keys.Shard, now: int, done: list[Sent]) -> lua.Call[lua.Settl
         retries=[],
         dead=[],
         moved=[
-            (s.entry_id, s.taken_ms, s.sent_ms)
+            (s.entry_id, s.taken_ms, s.answered_ms)
             for s in done
-            if slice_of(s.sent_ms, WINDOW_MS) > slice_of(s.taken_ms, WINDOW_MS)
+            if slice_of(s.answered_ms, WINDOW_MS) > slice_of(s.taken_ms, WINDOW_MS)
         ],
         window_ms=WINDOW_MS,
         records=[b"{}" for _ in done],
@@ -116,9 +115,9 @@ async def test_a_request_in_flight_counts_until_it_is_settled(redis: Redis) -> N
 
 
 async def test_requests_sent_late_count_from_when_they_were_sent(redis: Redis) -> None:
-    """A request that waited (for the CPU, for a connection) after its take is sent in a later
-    slice, some after the window of their take has passed: still never more than the limit
-    by the partner's clock, whether it was settled before the next takes or not."""
+    """A request that waited (for the CPU, for a connection, in the partner's queue) after its
+    take is handled in a later slice, some after the window of their take has passed: still
+    never more than the limit by the partner's clock, settled before the next takes or not."""
     rng = random.Random(7)
     delay = {n: rng.choice((0, 0, 0, 40, 300, 900, 1500)) for n in range(2000)}
     sent = await _simulate(redis, seconds=8, delay=delay, step_ms=7)

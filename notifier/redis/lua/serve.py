@@ -154,9 +154,9 @@ def settle(
     endpoint_failed: bool = True,
 ) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
-    one of these succeeded). `moved` are (entry id, ms taken, ms sent) of requests sent in a
-    later slice of the rate limit's window (`window_ms`, 0 without a limit) than taken in,
-    whose slots move there;
+    one of these succeeded). `moved` are (entry id, ms taken, ms answered) of requests answered
+    in a later slice of the rate limit's window (`window_ms`, 0 without a limit) than taken
+    in, whose slots move there;
     `index` brings the message index up to date (empty when it is off). `retried` says some
     message had failed before (its retry time and history are forgotten), `maybe_failing` that
     the partner's failing run or breaker may be recorded (a success clears them); each left
@@ -184,8 +184,8 @@ def settle(
         args += [r.entry_id, r.due_ms, r.record]
     for d in dead:
         args += [d.entry_id, d.reason, d.message, d.record, d.at]
-    for entry_id, taken_ms, sent_ms in moved:
-        args += [entry_id, taken_ms, sent_ms]
+    for entry_id, taken_ms, answered_ms in moved:
+        args += [entry_id, taken_ms, answered_ms]
     args.append(len(index))
     for item in index:
         args += [item.message_id, item.entry_id, item.outcome, item.attempt]
