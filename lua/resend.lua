@@ -9,24 +9,31 @@ local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local inflight = KEYS[3]       -- notifier:{id}:inflight
 local history = KEYS[4]        -- notifier:{id}:history
-local index = KEYS[5]          -- the message's index hash (Shard.message_index)
-local dead = KEYS[6]           -- the shard's dead letters
-local ready = KEYS[7]          -- the shard's ready
-local leases = KEYS[8]         -- the shard's leases
+local dead = KEYS[5]           -- the shard's dead letters
+local ready = KEYS[6]          -- the shard's ready
+local leases = KEYS[7]         -- the shard's leases
 local group = ARGV[1]
 local partner = ARGV[2]
 local now = tonumber(ARGV[3])
 local message_id = ARGV[4]
-local field = message_id .. '\t' .. partner  -- the copy's field in `index`
+local home = ARGV[5]               -- the prefix of the shard's records (index.lua)
+local gen_ms = tonumber(ARGV[6])   -- a generation of producer ids, ms
+local retention = tonumber(ARGV[7])
 
 --@include wake_partners
+--@include index
 
-local event = redis.call('HGET', index, message_id)
-local known = redis.call('HGET', index, field)
-if not event or not known or redis.call('EXISTS', stream) == 0 then
+local bucket = index_locate(home, message_id, now, gen_ms, now - retention)
+local value = bucket and redis.call('HGET', bucket, message_id)
+if not value or redis.call('EXISTS', stream) == 0 then
   return {-1}
 end
--- a pending copy's field is its entry id; any other state is a JSON object (see fan_out.lua)
+local copies, event = index_split(value)
+local known = index_copy(copies, partner)
+if not known then
+  return {-1}
+end
+-- a pending copy's state is its entry id; any other state is a JSON object (see fan_out.lua)
 local state = {e = known}
 if string.sub(known, 1, 1) == '{' then
   state = cjson.decode(known)
@@ -41,5 +48,5 @@ if state.x then
   redis.call('XDEL', dead, state.x)
 end
 local added = redis.call('XADD', stream, '*', 'm', event)
-redis.call('HSET', index, field, added)
+redis.call('HSET', bucket, message_id, index_with(copies, partner, added) .. '\n' .. event)
 return {1, added, wake_partners(ready, leases, {partner}, now)}

@@ -18,7 +18,6 @@ local failing = KEYS[6]        -- notifier:{id}:failing
 local dead = KEYS[7]           -- the shard's dead letters
 local window = KEYS[8]         -- notifier:{id}:slices  the rate-limit window (window.lua)
 local breaker = KEYS[9]        -- notifier:{id}:breaker
--- KEYS[10..]: the message index hashes (Shard.message_index) of the `index` entries below
 local group = ARGV[1]
 local kept = tonumber(ARGV[2]) -- attempts kept per partner (about: see the XADD below)
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -34,7 +33,8 @@ local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) 
 local n_moved = tonumber(ARGV[10])  -- (id, ms taken, ms answered) of requests answered in a
                                     -- later slice of the window than their take's
 local window_ms = tonumber(ARGV[11])  -- the rate limit's window (0: no limit)
--- then n_index, and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
+-- then n_index, the home's prefix, the generation of producer ids and the retention in ms
+-- (index.lua), and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
 -- attempt) for the message index (the delivery process sends only 'x': a copy that left the
 -- stream otherwise was delivered, which a look-up tells), then the attempt records, one per
 -- argument, to the end
@@ -44,6 +44,7 @@ if redis.call('EXISTS', stream) == 0 then
 end
 
 --@include window
+--@include index
 
 -- A message's failed attempts are kept as one JSON array; this one is appended to it.
 local function with_earlier(id, record)
@@ -102,20 +103,26 @@ for _ = 1, n_dead do
 end
 i = i + 3 * n_moved
 local n_index = tonumber(ARGV[i])
+local home, gen_ms, retention = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
 local states = {d = 'delivered', r = 'retrying', x = 'dead'}
 for j = 0, n_index - 1 do
-  local key = KEYS[10 + j]
-  local at = i + 1 + 4 * j
+  local at = i + 4 + 4 * j
   local message_id, entry, outcome = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   -- a message past its retention is not brought back; a dead letter made by an earlier run
   -- of this batch is not recorded twice
-  if redis.call('HEXISTS', key, message_id) == 1 and (outcome ~= 'x' or dead_ids[entry]) then
-    redis.call('HSET', key, message_id .. '\t' .. partner,
-               cjson.encode({s = states[outcome], e = entry, t = tonumber(now),
-                             n = tonumber(ARGV[at + 3]), x = dead_ids[entry]}))
+  if outcome ~= 'x' or dead_ids[entry] then
+    local t = tonumber(now)
+    local bucket = index_locate(home, message_id, t, gen_ms, t - retention)
+    local value = bucket and redis.call('HGET', bucket, message_id)
+    if value then
+      local copies, event = index_split(value)
+      local state = cjson.encode({s = states[outcome], e = entry, t = t,
+                                  n = tonumber(ARGV[at + 3]), x = dead_ids[entry]})
+      redis.call('HSET', bucket, message_id, index_with(copies, partner, state) .. '\n' .. event)
+    end
   end
 end
-i = i + 1 + 4 * n_index
+i = i + 4 + 4 * n_index
 if #finished > 0 then
   redis.call('XACK', stream, group, unpack(finished))
   redis.call('XDEL', stream, unpack(finished))

@@ -135,7 +135,13 @@ class DeadLetters:
             shard = self.keyspace.shard_of(target)
             # through the index when it knows the message (it keeps its state there too)
             resent = await self.scripts.run(
-                lua.resend(shard=shard, partner_id=target, message_id=message.id, now_ms=now_ms())
+                lua.resend(
+                    shard=shard,
+                    partner_id=target,
+                    message_id=message.id,
+                    now_ms=now_ms(),
+                    retention_ms=self.messages.retention_ms,
+                )
             )
             if resent is None:
                 await self.redis.xadd(shard.partner(target).stream, {"m": fields[b"message"]})

@@ -1,19 +1,20 @@
 """Messages as first-class objects: look one up by its `webhook-id`, list a partner's, send one
 again, recover what failed in a time range.
 
-The message index (written by `lua/fan_out.lua` and `lua/settle.lua`, kept for
-NOTIFIER_MESSAGE_RETENTION) holds each message's event and, per partner it went to, the entry
-of its copy in the partner's stream and the last settled state, as fields of a hash that
-`Shard.message_index` names (shared by the messages of a tenth of a second when notifier gave
-the id; one per shard on a Cluster, so a look-up asks each). Live states come from where the
-entry is now: in `inflight` it is being sent, in `due` it waits for a retry, otherwise it waits
-its turn. Listing a partner's messages reads its list (`messages`, a stream) newest first, a
-page's look-ups in one round trip.
+The message index (`lua/index.lua`, written by `lua/route.lua`, `lua/settle.lua` and
+`lua/resend.lua`, kept for NOTIFIER_MESSAGE_RETENTION) holds each message as one field of the
+hash of its ingress entry's tenth of a second: its event and, per partner it went to, the
+entry of its copy in the partner's stream or its last settled state. A message notifier named
+(`msg_<entry id>`) says which hash; a producer's id is found through the generations of
+`ids:<n>`. One index per shard on a Cluster, so a look-up asks each. Live states come from
+where the entry is now: in `inflight` it is being sent, in `due` it waits for a retry,
+otherwise it waits its turn. Listing a partner's messages reads its list (`messages`, a
+stream) newest first, a page's look-ups in a few round trips whatever its size.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -48,11 +49,12 @@ RECOVER_MOST = 10_000
 RECOVER_BATCH = 200
 
 message_decoder = msgspec.json.Decoder(Message).decode
-_GLOB = re.compile(rb"([*?\[\]\\])")  # what HSCAN MATCH reads as a pattern
+#: Generations of producer ids read per round trip when looking ids up, newest first.
+GENERATIONS_AT_ONCE = 8
 
 
 class CopyRecord(msgspec.Struct):
-    """A partner's field in a message's index entry (see lua/fan_out.lua, lua/settle.lua)."""
+    """A partner's copy in a message's index entry (see lua/index.lua, lua/settle.lua)."""
 
     s: CopyState  # pending | retrying | delivered | dead
     t: int  # ms of the last change
@@ -65,12 +67,25 @@ _copy_json = msgspec.json.Decoder(CopyRecord).decode
 
 
 def _copy(value: bytes) -> CopyRecord:
-    """A partner's field: a JSON object, or for a copy still pending just its entry id (which
+    """A partner's copy: a JSON object, or for a copy still pending just its entry id (which
     starts with the ms it was routed), the cheapest thing for lua/fan_out.lua to write."""
     if value.startswith(b"{"):
         return _copy_json(value)
     entry = value.decode()
     return CopyRecord(s="pending", t=int(entry.partition("-")[0]), e=entry)
+
+
+def read_entry(value: bytes) -> tuple[dict[str, CopyRecord], bytes]:
+    """A message's index field: its copies by partner, and its event (lua/index.lua). A field
+    written before copies were kept in it (an upgrade) is the event alone, JSON."""
+    header, newline, event = value.partition(b"\n")
+    if not newline or value.startswith(b"{"):
+        return {}, value
+    copies = {}
+    for copy in filter(None, header.split(b"\t")):
+        partner, _, state = copy.partition(b" ")
+        copies[partner.decode()] = _copy(state)
+    return copies, event
 
 
 class Messages:
@@ -79,36 +94,24 @@ class Messages:
         self.settings = settings
         self.keyspace = settings.keyspace()
         self.scripts = Scripts(redis)
+        self.retention_ms = int(settings.message_retention * 1000)
 
     async def get(self, message_id: str) -> MessageView:
         event: Message | None = None
         copies: dict[str, CopyRecord] = {}
         for home in self.keyspace.homes:
-            index = home.message_index(message_id)
-            raw = await self.redis.hget(index, message_id)
-            if raw is not None:
+            found = await self.entries(home, [message_id])
+            if message_id in found:
+                mine, raw = found[message_id]
                 event = event or message_decoder(raw)
-                copies.update(await self.copies(home, message_id))
+                copies.update(mine)
         if event is None:
             raise NotFound(
                 f"no message {message_id[:200]!r} (messages are kept for "
                 "NOTIFIER_MESSAGE_RETENTION after they were routed)"
             )
         deliveries = await self._live(list(copies.items()))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pid in copies:
-                pipe.xrevrange(self.keyspace.partner(pid).attempts, count=keys.ATTEMPTS_KEPT)
-            logs = await pipe.execute()
-        for delivery, log in zip(deliveries, logs, strict=True):
-            found = (a for _, entry in log for a in attempts_of(entry))
-            delivery.history = sorted(
-                (a for a in found if a.message_id == message_id), key=lambda a: a.attempt
-            )
-            if delivery.history:
-                last = delivery.history[-1]
-                delivery.attempts = max(delivery.attempts, last.attempt)
-                if delivery.state == "delivered":
-                    delivery.updated_at = last.at
+        await self._histories(message_id, copies, deliveries)
         return MessageView(
             id=event.id,
             type=event.type,
@@ -117,16 +120,83 @@ class Messages:
             deliveries=sorted(deliveries, key=lambda d: d.partner),
         )
 
+    async def _histories(
+        self, message_id: str, copies: dict[str, CopyRecord], deliveries: list[Delivery]
+    ) -> None:
+        """Each copy's attempts still in its partner's attempt log: the log from when the copy
+        was routed on (a batch an entry), in one round trip; only the entries that name the
+        message are decoded."""
+        needle = b'{"message_id":' + msgspec.json.encode(message_id) + b","
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid, copy in copies.items():
+                since = copy.e.partition("-")[0] if copy.e else str(copy.t)
+                log = self.keyspace.partner(pid).attempts
+                pipe.xrange(log, min=since, count=keys.ATTEMPTS_KEPT)
+            logs = await pipe.execute()
+        for delivery, log in zip(deliveries, logs, strict=True):
+            found = (
+                a for _, entry in log if needle in entry.get(b"b", b"") for a in attempts_of(entry)
+            )
+            delivery.history = sorted(
+                (a for a in found if a.message_id == message_id), key=lambda a: a.attempt
+            )
+            if delivery.history:
+                last = delivery.history[-1]
+                delivery.attempts = max(delivery.attempts, last.attempt)
+                if delivery.state == "delivered":
+                    delivery.updated_at = last.at
+
+    async def entries(
+        self, home: Shard, message_ids: Sequence[str]
+    ) -> dict[str, tuple[dict[str, CopyRecord], bytes]]:
+        """The index entries of messages in one home (those it knows): copies and event."""
+        where = await self.buckets(home, message_ids)
+        found = list(where.items())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message_id, bucket in found:
+                pipe.hget(bucket, message_id)
+            values = await pipe.execute()
+        return {
+            message_id: read_entry(value)
+            for (message_id, _), value in zip(found, values, strict=True)
+            if value is not None
+        }
+
+    async def buckets(self, home: Shard, message_ids: Sequence[str]) -> dict[str, str]:
+        """Which hash of one home's index holds each message (those it may hold): said by the
+        id when notifier named it, else by the generations of producer ids, newest first, a
+        few per round trip, back to the retention."""
+        where: dict[str, str] = {}
+        unknown = []
+        for message_id in dict.fromkeys(message_ids):
+            entry = keys.named_entry(message_id)
+            if entry is not None:
+                where[message_id] = home.bucket(entry)
+            else:
+                unknown.append(message_id)
+        if not unknown or not self.retention_ms:
+            return where
+        span = keys.ids_generation_ms(self.retention_ms)
+        now = now_ms()
+        gens = list(range(now // span, (now - self.retention_ms) // span - 1, -1))
+        for start in range(0, len(gens), GENERATIONS_AT_ONCE):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for gen in gens[start : start + GENERATIONS_AT_ONCE]:
+                    pipe.hmget(home.generation(gen), unknown)
+                replies = await pipe.execute()
+            for reply in replies:
+                for message_id, entry in zip(unknown, reply, strict=True):
+                    if entry is not None and message_id not in where:
+                        where[message_id] = home.bucket(entry.decode())
+            unknown = [m for m in unknown if m not in where]
+            if not unknown:
+                break
+        return where
+
     async def copies(self, home: Shard, message_id: str) -> dict[str, CopyRecord]:
         """The message's copies in one home's index, by partner."""
-        prefix = keys.index_field(message_id, "").encode()  # how every copy's field starts
-        match = _GLOB.sub(rb"\\\1", prefix) + b"*"
-        index = home.message_index(message_id)
-        return {
-            field[len(prefix) :].decode(): _copy(value)
-            async for field, value in self.redis.hscan_iter(index, match=match, count=1000)
-            if field.startswith(prefix)
-        }
+        found = await self.entries(home, [message_id])
+        return found[message_id][0] if message_id in found else {}
 
     async def _live(self, copies: list[tuple[str, CopyRecord]]) -> list[Delivery]:
         """Each copy as it stands now, for all of them in one round trip."""
@@ -217,22 +287,18 @@ class Messages:
     async def _summaries(
         self, partner_id: str, rows: list[tuple[bytes, dict[bytes, bytes]]]
     ) -> list[tuple[str, PartnerMessage | None]]:
-        """A page of a partner's list as messages (None: past its retention), read with one
-        round trip for the index and one for the live states."""
+        """A page of a partner's list as messages (None: past its retention), read with a
+        round trip for where they are (more for producers' ids), one for the index and one
+        for the live states."""
         home = self.keyspace.shard_of(partner_id)
         ids = [fields.get(b"m", b"").decode() for _, fields in rows]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for message_id in ids:
-                pipe.hmget(
-                    home.message_index(message_id),
-                    [message_id, keys.index_field(message_id, partner_id)],
-                )
-            found = await pipe.execute()
-        known = [
-            (n, message_decoder(event), _copy(field))
-            for n, (event, field) in enumerate(found)
-            if event is not None and field is not None
-        ]
+        found = await self.entries(home, ids)
+        known = []
+        for n, message_id in enumerate(ids):
+            entry = found.get(message_id)
+            copy = entry[0].get(partner_id) if entry else None
+            if entry is not None and copy is not None:
+                known.append((n, message_decoder(entry[1]), copy))
         deliveries = await self._live([(partner_id, copy) for _, _, copy in known])
         items: dict[int, PartnerMessage] = {
             n: PartnerMessage(
@@ -266,7 +332,13 @@ class Messages:
         now = now_ms()
         calls = [
             self.scripts.send(
-                lua.resend(shard=shard, partner_id=partner_id, message_id=mid, now_ms=now)
+                lua.resend(
+                    shard=shard,
+                    partner_id=partner_id,
+                    message_id=mid,
+                    now_ms=now,
+                    retention_ms=self.retention_ms,
+                )
             )
             for mid in message_ids
         ]

@@ -283,7 +283,7 @@ class ServedPartner:
             settled,
             self.pool.settings.retry_schedule,
             window_ms=self.window_ms if self.limit else 0,
-            index=bool(self.pool.settings.message_retention),
+            retention_ms=int(self.pool.settings.message_retention * 1000),
             clear=self.clear,
         )
         self.unsettled.append(done)

@@ -101,12 +101,13 @@ def batch(
     schedule: Sequence[float],
     *,
     window_ms: int,
-    index: bool,
+    retention_ms: int,
     clear: bool,
 ) -> Batch:
     """The decisions of a batch of outcomes, and the `lua/settle.lua` call that records them.
-    `window_ms`: the partner's rate-limit window (0: no limit). `clear`: the partner's failing
-    run and breaker are known not to be set."""
+    `window_ms`: the partner's rate-limit window (0: no limit); `retention_ms`: the message
+    index's (0: none). `clear`: the partner's failing run and breaker are known not to be
+    set."""
     at, now = utc_now(), time.time()
     decisions = [decide(taken, outcome, schedule, now, at) for taken, outcome in settled]
     dead = [d for d in decisions if d.verdict == "dead"]
@@ -139,8 +140,9 @@ def batch(
             lua.IndexUpdate(d.taken.message.id, d.taken.entry_id, "x", d.taken.attempt)
             for d in dead
         ]
-        if index
+        if retention_ms
         else (),
+        retention_ms=retention_ms,
         retried=any(d.taken.attempt > 1 for d in decisions),
         maybe_failing=not clear or bool(retries or dead),
         endpoint_failed=any(

@@ -6,7 +6,7 @@ filled to its cap (keys.ATTEMPTS_KEPT) by deliveries, so that later growth is th
 (b) The same once a delivery process has delivered them all and stopped: what stays behind
 per message once the message index has been trimmed, which should be about nothing (the
 attempt logs, capped by count, are left out: their size follows batch sizes).
-(d) What the message index (keys.py: `notifier:messages:<tenth>`, `notifier:message:<id>`,
+(d) What the message index (keys.py: `notifier:messages:<tenth>`, `notifier:ids:<n>`,
 `notifier:{id}:messages`) holds
 per delivered message until NOTIFIER_MESSAGE_RETENTION trims it: measured by removing those
 keys, as the trimming would, after (b)'s first reading.
@@ -133,7 +133,7 @@ async def attempt_logs(bench: Bench, partners: dict[str, str]) -> int:
 async def drop_index(bench: Bench) -> None:
     """Remove the message index, as NOTIFIER_MESSAGE_RETENTION's trimming would."""
     for pattern in (
-        keys.PREFIX + "message:*",
+        keys.PREFIX + "ids:*",
         keys.PREFIX + "messages:*",
         keys.PREFIX + "{*}:messages",
     ):

@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from notifier.models import Message
 from notifier.redis import keys, lua
 from notifier.redis.keys import Keyspace, Shard
-from notifier.redis.lua import Scripts
+from notifier.redis.lua import Scripts, source
 
 PARTNER = "ptn_gone"
 
@@ -239,6 +239,24 @@ async def test_the_message_index_remembers_what_was_routed(redis: Redis, ks: Key
     assert not await redis.keys("*seen*")
 
 
+async def test_a_producer_id_is_kept_where_it_was_first_routed(redis: Redis, ks: Keyspace) -> None:
+    """The index keeps a producer's message in the hash of its first entry's tenth of a
+    second: the same id published again seconds later (another tenth), in the same call or a
+    later one, finds it there and goes nowhere twice."""
+    scripts = Scripts(redis)
+    shard = ks.shards[0]
+
+    def call(*entries: str) -> lua.Call[lua.Routed]:
+        parts = [part(3, [("ptn_a", True)], entry=e, ttl=0) for e in entries]
+        return lua.route(shard=shard, now_ms=9000, parts=parts, retention_ms=60_000)
+
+    assert (await scripts.run(call("1000-0", "2500-0"))).parts == [1, "already"]
+    assert (await scripts.run(call("4000-0"))).parts == ["already"]
+    assert await redis.xlen(shard.partner("ptn_a").stream) == 1
+    assert await redis.hexists(shard.bucket("1000-0"), "m3")
+    assert not await redis.exists(shard.bucket("2500-0"), shard.bucket("4000-0"))
+
+
 async def test_a_chunk_whose_earlier_chunk_is_missing_is_a_gap(redis: Redis, ks: Keyspace) -> None:
     """Calls of one pipeline run even when an earlier one failed: a chunk 1 that finds no
     chunk 0 writes nothing and says so, to go again once chunk 0 is in."""
@@ -271,7 +289,7 @@ async def test_a_producer_id_published_twice_is_routed_once(redis: Redis, ks: Ke
     for pid, _ in partners:
         assert await redis.xlen(shard.partner(pid).stream) == 2
     assert 86_000 < await redis.ttl(shard.seen("m1")) <= keys.DEDUPE_TTL
-    assert await redis.hexists(shard.message_index("m1"), "m1")
+    assert await redis.hexists(shard.bucket("7-0"), "m1")
 
 
 async def test_a_batch_wakes_each_partner_by_the_wake_rule_once(redis: Redis, ks: Keyspace) -> None:
@@ -358,7 +376,9 @@ def _calls(ks: Keyspace) -> dict[str, lua.Call[Any]]:
             shard=shard, partner=partner, now_ms=1, blocked_until=0, active=True, held_until=1
         ),
         "wake": lua.wake(shard=shard, now_ms=1, partner_ids=mine),
-        "resend": lua.resend(shard=shard, partner_id="ptn_a", message_id="m1", now_ms=1),
+        "resend": lua.resend(
+            shard=shard, partner_id="ptn_a", message_id="m1", now_ms=1, retention_ms=1
+        ),
         "save_partner": lua.save_partner(
             shard=shard,
             partner_id="ptn_a",
@@ -390,3 +410,15 @@ def test_shards_spread_over_the_slot_ranges_of_the_primaries() -> None:
     assert [slot * 16 // 16384 for slot in slots] == list(range(16))
     primaries = [sum(1 for slot in slots if slot * 3 // 16384 == p) for p in range(3)]
     assert sorted(primaries) == [5, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "entry", ["0-0", "5-1", "99-0", "100-0", "0001-2", "1764000000123-5", "999999999999999-1"]
+)
+async def test_the_index_names_its_hashes_as_the_key_map_does(redis: Redis, entry: str) -> None:
+    """lua/index.lua makes the names of the index's hashes from a prefix; the API reads them
+    by the key map's: both must name the same hash."""
+    shard = Keyspace().shards[0]
+    check = source("index") + "\nreturn {index_bucket(ARGV[1], ARGV[2]), index_named(ARGV[3])}"
+    reply = await redis.eval(check, 0, shard.home, entry, f"msg_{entry}")
+    assert [v.decode() for v in reply] == [shard.bucket(entry), keys.named_entry(f"msg_{entry}")]

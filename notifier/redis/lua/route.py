@@ -46,9 +46,16 @@ def route(*, shard: Shard, now_ms: int, parts: Sequence[Part], retention_ms: int
     """Append each part's message to its partners' streams, each at most once; with
     `retention_ms`, the message index keeps it that long."""
     route_keys = [shard.ready, shard.leases, shard.dead]
-    args: list[Any] = [now_ms, keys.DEAD_KEPT, retention_ms]
+    args: list[Any] = [
+        now_ms,
+        keys.DEAD_KEPT,
+        retention_ms,
+        shard.home,
+        keys.ids_generation_ms(retention_ms),
+        keys.DEDUPE_TTL * 1000,
+    ]
     for part in parts:
-        route_keys += [shard.seen(part.message_id), shard.message_index(part.message_id)]
+        route_keys.append(shard.seen(part.message_id))
         for partner_id, _ in part.partners:
             partner = shard.partner(partner_id)
             route_keys += [partner.stream, partner.messages]

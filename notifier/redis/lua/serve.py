@@ -149,6 +149,7 @@ def settle(
     window_ms: int,
     records: Sequence[bytes],
     index: Sequence[IndexUpdate] = (),
+    retention_ms: int = 0,
     retried: bool = True,
     maybe_failing: bool = True,
     endpoint_failed: bool = True,
@@ -156,8 +157,8 @@ def settle(
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
     one of these succeeded). `moved` are (entry id, ms taken, ms answered) of requests answered
     in a later slice of the rate limit's window (`window_ms`, 0 without a limit) than taken
-    in, whose slots move there;
-    `index` brings the message index up to date (empty when it is off). `retried` says some
+    in, whose slots move there; `index` brings the message index up to date (empty when it
+    is off; it keeps messages for `retention_ms`). `retried` says some
     message had failed before (its retry time and history are forgotten), `maybe_failing` that
     the partner's failing run or breaker may be recorded (a success clears them); each left
     out saves the commands that would find nothing. `endpoint_failed` is false when every
@@ -186,7 +187,7 @@ def settle(
         args += [d.entry_id, d.reason, d.message, d.record, d.at]
     for entry_id, taken_ms, answered_ms in moved:
         args += [entry_id, taken_ms, answered_ms]
-    args.append(len(index))
+    args += [len(index), shard.home, keys.ids_generation_ms(retention_ms), retention_ms]
     for item in index:
         args += [item.message_id, item.entry_id, item.outcome, item.attempt]
     args += records
@@ -202,7 +203,6 @@ def settle(
             shard.dead,
             partner.slices,
             partner.breaker,
-            *(shard.message_index(item.message_id) for item in index),
         ],
         args,
         _settled,

@@ -42,9 +42,11 @@ def _resent(reply: Any) -> Resent | None:
     return Resent(reply[1].decode(), bool(int(reply[2])))
 
 
-def resend(*, shard: Shard, partner_id: str, message_id: str, now_ms: int) -> Call[Resent | None]:
+def resend(
+    *, shard: Shard, partner_id: str, message_id: str, now_ms: int, retention_ms: int
+) -> Call[Resent | None]:
     """Send a message to a partner again, same webhook-id, fresh schedule; None when the index
-    does not know the message for this partner."""
+    (kept for `retention_ms`) does not know the message for this partner."""
     partner = shard.partner(partner_id)
     return Call(
         "resend",
@@ -53,12 +55,19 @@ def resend(*, shard: Shard, partner_id: str, message_id: str, now_ms: int) -> Ca
             partner.due,
             partner.inflight,
             partner.history,
-            shard.message_index(message_id),
             shard.dead,
             shard.ready,
             shard.leases,
         ],
-        [keys.DELIVERY_GROUP, partner_id, now_ms, message_id],
+        [
+            keys.DELIVERY_GROUP,
+            partner_id,
+            now_ms,
+            message_id,
+            shard.home,
+            keys.ids_generation_ms(retention_ms),
+            retention_ms,
+        ],
         _resent,
     )
 
