@@ -27,7 +27,8 @@ local retention = tonumber(ARGV[3])   -- ms the message index keeps it; 0: no in
 local home = ARGV[4]                  -- the prefix of the shard's records (index.lua)
 local gen_ms = tonumber(ARGV[5])      -- a generation of producer ids, ms
 local dedupe_ms = tonumber(ARGV[6])   -- how far back a producer's id is looked for
--- ARGV[7..]: per part: entry id, message id, marker ttl (s; 0: the index remembers), chunk
+local grace_ms = tonumber(ARGV[7])    -- how long a generation outlives its look-ups
+-- ARGV[8..]: per part: entry id, message id, marker ttl (s; 0: the index remembers), chunk
 -- (0-based), payload, wake, n partners, then the n partner ids
 
 --@include wake_partners
@@ -52,7 +53,7 @@ local function by_marker(marker, entry_id, chunk)
 end
 
 local parts = {}
-local key_at, a = 4, 7
+local key_at, a = 4, 8
 while a <= #ARGV do
   local n = tonumber(ARGV[a + 6])
   parts[#parts + 1] = {entry = ARGV[a], id = ARGV[a + 1], ttl = tonumber(ARGV[a + 2]),
@@ -197,9 +198,10 @@ for _, bucket in ipairs(order) do
   redis.call('PEXPIRE', bucket, retention)
 end
 if #named_now > 0 then
-  -- kept until the retention of the generation's last message
+  -- kept until the retention of the generation's last message (the janitor unlinks it then;
+  -- its TTL is the fallback)
   local ids = index_generation(home, gen)
   redis.call('HSET', ids, unpack(named_now))
-  redis.call('PEXPIRE', ids, (gen + 1) * gen_ms + retention - now)
+  redis.call('PEXPIRE', ids, (gen + 1) * gen_ms + retention - now + grace_ms)
 end
 return out

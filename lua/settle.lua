@@ -71,7 +71,7 @@ if n_moved > 0 and window_ms > 0 then
       moves[#moves + 1] = ARGV[moved_at + 3 * k + 2]
     end
   end
-  window_move(window, window_ms, moves)
+  window_move(window, window_ms, tonumber(now), moves)
 end
 
 local i = 12

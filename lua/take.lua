@@ -8,19 +8,18 @@
 -- and -1 when the partner's stream is gone (partner removed, or Redis lost its data): then
 -- nothing is written, so no key of a partner that no longer exists is brought back.
 --
--- The rate limit is a sliding window of counters, one per slice of it (a hundredth of the
--- window), in the hash `window`: field <slice> -> requests stamped in it, `n` their sum from
--- slice `o` on, `l` the latest slice written, `w` the slice width, `p`/`c` the tenth of the
--- window being filled and its count. A take costs the same few commands whatever the limit
--- and however many requests it grants (a log would add a member per request).
+-- The rate limit is a sliding window of counters, one per fiftieth of it, and their sum, in
+-- the hash `window` (window.lua): a take costs the same few commands whatever the limit and
+-- however many requests it grants (a log would add a member per request).
 -- Exact: never more than `limit` requests in any window of `window_ms` by any clock of the
 -- partner's. The oldest slice, partly out of the window, counts whole; a request is stamped at
 -- its take and, once settled, moved to when its answer came (settle.lua), by which time the
 -- partner had it; one still in flight whose take slice left the window counts until it is
 -- settled, as it may reach the partner any time until then. The whole oldest slice costs at
--- most a hundredth of the window, so a partner held to its limit gets about 99 % of it, less
--- what its answers take (a partner answering in 100 ms: about 90 % of a per-second limit). Within the window requests are spread over tenths (at most
--- ceil(limit / 10) a tenth), so a partner sees a steady flow rather than one burst a window.
+-- most a fiftieth of the window, so a partner held to its limit gets about 98 % of it, less
+-- what its answers take (answering in 100 ms: about 90 % of a per-second limit). Within the
+-- window requests are spread over tenths (at most ceil(limit / 10) a tenth), so a partner
+-- sees a steady flow rather than one burst a window.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due       retries: id -> ms due
 local inflight = KEYS[3]       -- notifier:{id}:inflight  taken: id -> ms visible again

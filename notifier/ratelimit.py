@@ -19,7 +19,7 @@ MAX_WINDOW_MS = 86_400_000
 MAX_TEXT = 40
 #: Slices of a window (lua/window.lua's SLICES): the oldest, partly out of the window, counts
 #: whole, so a partner held to its limit gets SLICES / (SLICES + 1) of it.
-SLICES = 100
+SLICES = 50
 
 
 def slice_of(ms: int, window_ms: int) -> int:

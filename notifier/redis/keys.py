@@ -53,8 +53,9 @@ Shared records, under shard 0's prefix on one Redis and each shard's own on a Cl
     <s>ids:<generation>             hash     a producer's message id -> the ingress entry it
                                              was first routed from, by route time in
                                              generations (`ids_generation_ms`): how such a
-                                             message is found, and how its id is deduped (TTL:
-                                             the retention of the generation's last message)
+                                             message is found, and how its id is deduped
+                                             (UNLINKed by the janitor once past the retention;
+                                             TTL two hours later)
 
 A partner's keys: `notifier:{<partner id>}:<name>` on one Redis, `<s><partner id>:<name>` on a
 Cluster (in its shard's slot):
@@ -62,8 +63,8 @@ Cluster (in its shard's slot):
     stream      stream   the partner's messages; group `delivery`
     due         zset     message id -> ms its retry is due
     inflight    zset     message id being sent -> ms it is visible again
-    slices      hash     the rate-limit window: requests per hundredth of it, their sum
-                         (lua/window.lua); only a rate-limited partner has one
+    slices      string   the rate-limit window: requests per fiftieth of it and their sum,
+                         packed (lua/window.lua); only a rate-limited partner has one
     history     hash     message id -> msgspec JSON list of failed attempts
     attempts    stream   about the last ATTEMPTS_KEPT attempts, newest last
     failing     string   ms of the first failure of an unbroken failing run
@@ -108,9 +109,12 @@ MAX_SHARDS = 1024
 #: that expires frees a tenth of a second's worth at once.
 INDEX_BUCKET_MS = 100
 #: Producers' ids are mapped to their ingress entries in generations of up to this long: a
-#: route call looks its producer ids up in the generations of the last DEDUPE_TTL (five), a
-#: look-up in those of the retention.
-IDS_GENERATION_MS = 6 * 3600 * 1000
+#: route call looks its producer ids up in the generations of the last DEDUPE_TTL (three, an
+#: HMGET each for all of them), a look-up in those of the retention.
+IDS_GENERATION_MS = 12 * 3600 * 1000
+#: A generation outlives the look-ups that read it by this much, for a router's hourly
+#: janitor to UNLINK it first: a big hash freed by its TTL would stall Redis while freed.
+IDS_GRACE_MS = 2 * 3600 * 1000
 _NAMED = re.compile(r"msg_([0-9]{1,15}-[0-9]{1,20})")
 
 

@@ -400,3 +400,28 @@ async def test_the_message_index_is_bounded_by_its_retention(
 
 async def _gone(redis: Redis, *index_keys: str) -> bool:
     return not await redis.exists(*index_keys)
+
+
+async def test_the_janitor_unlinks_generations_of_producer_ids_past_the_retention(
+    redis: Redis, settings: Settings
+) -> None:
+    """The map of producers' ids is a hash per generation: once past the retention (no look-up
+    reads it), the hourly janitor UNLINKs it, freed in the background, before its TTL would
+    free it while Redis waits."""
+    from notifier.engine.housekeeping import Housekeeping
+    from notifier.engine.router import Router
+
+    router = Router(redis, settings)
+    span = keys.ids_generation_ms(router.retention_ms)
+    oldest = (int(time.time() * 1000) - router.retention_ms) // span
+    home = router.keyspace.homes[0]
+    for gen in (oldest - 2, oldest - 1, oldest, oldest + 1):
+        await redis.hset(home.generation(gen), "ord-1", "1-0")
+    await redis.delete(keys.JANITOR)
+    await Housekeeping(router).run()
+    assert [await redis.exists(home.generation(g)) for g in range(oldest - 2, oldest + 2)] == [
+        0,
+        0,
+        1,
+        1,
+    ]

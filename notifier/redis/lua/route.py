@@ -53,6 +53,7 @@ def route(*, shard: Shard, now_ms: int, parts: Sequence[Part], retention_ms: int
         shard.home,
         keys.ids_generation_ms(retention_ms),
         keys.DEDUPE_TTL * 1000,
+        keys.IDS_GRACE_MS,
     ]
     for part in parts:
         route_keys.append(shard.seen(part.message_id))
