@@ -10,7 +10,7 @@ Figures (README.md, "Benchmarks", says what each means):
  0. the path users run: rate limits, producer ids, AOF; throughput beside the bare client,
     Redis's CPU and commands per delivery, the rate limit and the dedupe exact
  1. throughput: router + 1 deliver, notifier run, and a bare aiohttp client, side by side
- 2. latency from XADD to the partner at 200 events/s and at 80 % of 1b's throughput
+ 2. latency from XADD to the partner at 200 events/s and at 70 % of 0b's throughput, on 0's path
  3. Redis CPU and commands per delivery, during 1a
  4. routing with 10,000 partners registered and 10 receiving, vs 10 registered
  5. an idle notifier run with 10,000 partners: its CPU, Redis commands/s

@@ -361,10 +361,10 @@ class Bench:
                 await pipe.execute()
 
     async def publish_paced(
-        self, types: Sequence[str], rate: float, seconds: float, first: int = 0
+        self, types: Sequence[str], rate: float, seconds: float, first: int = 0, ids: bool = False
     ) -> int:
-        """Publish at `rate` events/s for `seconds`, each XADDed when due (not in bursts);
-        returns how many."""
+        """Publish at `rate` events/s for `seconds`, each XADDed when due (not in bursts), with
+        `ids` a producer id each; returns how many."""
         redis = self.client()
         started = time.monotonic()
         sent = 0
@@ -373,10 +373,8 @@ class Bench:
             if due > 0:
                 async with redis.pipeline(transaction=False) as pipe:
                     for i in range(first + sent, first + sent + due):
-                        pipe.xadd(
-                            INGRESS,
-                            {"type": types[i % len(types)], "data": DATA % (i, time.time())},
-                        )
+                        fields = {"type": types[i % len(types)], "data": DATA % (i, time.time())}
+                        pipe.xadd(INGRESS, {**fields, "id": f"paced-{i}"} if ids else fields)
                     await pipe.execute()
                 sent += due
             await asyncio.sleep(max(0.0, (sent + 1) / rate - (time.monotonic() - started)))
