@@ -20,6 +20,7 @@ Figures (README.md, "Benchmarks", says what each means):
  8. Redis memory per backlogged message, after delivery, per copy of a 100 KiB fan-out
  9. choosing what partners receive: schema checks (three validators), a filter, a per-type
     transform, per event; routing with 10,000 partners, each its owner and a filter
+10. reads: a page of 1,000 of a partner's messages, recovering 10,000, a message by its id
 
 A scenario that times out or fails prints TIMEOUT or FAILED for its figures, and the run goes
 on. Exit status 1 when a figure FAILED (a process died, the harness broke), else 0.
@@ -46,6 +47,7 @@ from benchmarks import (
     isolation,
     latency,
     memory,
+    reads,
     realistic,
     routing,
     scaling,
@@ -76,6 +78,7 @@ SCENARIOS: list[ModuleType] = [
     isolation,
     memory,
     catalog,
+    reads,
 ]
 COLUMNS = ("figure", "value", "unit", "goal", "met", "detail")
 
@@ -85,8 +88,8 @@ def figures_list(text: str) -> set[int]:
         chosen = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give figure numbers like 1,4") from None
-    if not chosen or not chosen <= set(range(0, 10)):
-        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 0 to 9")
+    if not chosen or not chosen <= set(range(0, 11)):
+        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 0 to 10")
     return chosen
 
 

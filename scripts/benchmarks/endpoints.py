@@ -41,7 +41,20 @@ async def _hang(request: Any, n: int) -> Any:
     return web.Response(status=200)
 
 
-RESPONDERS: dict[str, Responder] = {"ok": ok, "fail": _fail, "hang": _hang}
+async def _mostly_fail(request: Any, n: int) -> Any:
+    """500, but 200 for every tenth request: a partner that keeps failing without tripping
+    its breaker (a success closes it)."""
+    from aiohttp import web
+
+    return web.Response(status=200) if n % 10 == 0 else web.Response(status=500)
+
+
+RESPONDERS: dict[str, Responder] = {
+    "ok": ok,
+    "fail": _fail,
+    "hang": _hang,
+    "mostly_fail": _mostly_fail,
+}
 
 
 def _sent_at(body: bytes) -> float | None:

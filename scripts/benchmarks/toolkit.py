@@ -252,12 +252,15 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def notifier(self, role: str, *args: str, db: int = 0) -> Proc:
-        """`notifier <role> <args>` on database `db`, stopped by the next `fresh`."""
+    def notifier(
+        self, role: str, *args: str, db: int = 0, env: dict[str, str] | None = None
+    ) -> Proc:
+        """`notifier <role> <args>` on database `db` (or in `env`), stopped by the next
+        `fresh`."""
         proc = self.spawn(
             " ".join((role, *args)),
             [sys.executable, "-m", "notifier", role, *args],
-            env=self.env(db),
+            env=env or self.env(db),
         )
         self.notifiers.append(proc)
         return proc
