@@ -1,10 +1,11 @@
--- resend.lua: send one message to one partner again, with the same webhook-id and a fresh
+-- resend.lua: send messages to one partner again, each with the same webhook-id and a fresh
 -- retry schedule, whatever its state: a copy still waiting (pending or for a retry) is
 -- replaced, a dead letter of it is removed, and a new entry goes to the end of the partner's
--- stream. Done in one step, so the message is never both waiting twice and never lost. A copy
--- in flight is left to finish: its request is under way.
--- Returns {1, new entry id, 1 when the caller should rouse a delivery process else 0}, or
--- {-1} when the index does not know the message for this partner.
+-- stream. Done in one step per message, so a message is never both waiting twice and never
+-- lost. A copy in flight is left to finish: its request is under way. Many messages share a
+-- call (a recover sends its batches so), and the partner is woken once for them all.
+-- Returns {1 when the caller should rouse a delivery process else 0, then per message its new
+-- entry id, or -1 when the index does not know it for this partner}.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local inflight = KEYS[3]       -- notifier:{id}:inflight
@@ -15,38 +16,58 @@ local leases = KEYS[7]         -- the shard's leases
 local group = ARGV[1]
 local partner = ARGV[2]
 local now = tonumber(ARGV[3])
-local message_id = ARGV[4]
-local home = ARGV[5]               -- the prefix of the shard's records (index.lua)
-local gen_ms = tonumber(ARGV[6])   -- a generation of producer ids, ms
-local retention = tonumber(ARGV[7])
+local home = ARGV[4]               -- the prefix of the shard's records (index.lua)
+local gen_ms = tonumber(ARGV[5])   -- a generation of producer ids, ms
+local retention = tonumber(ARGV[6])
+-- ARGV[7..]: the message ids, at most a recover batch's worth
 
 --@include wake_partners
 --@include index
 
-local bucket = index_locate(home, message_id, now, gen_ms, now - retention)
-local value = bucket and redis.call('HGET', bucket, message_id)
-if not value or redis.call('EXISTS', stream) == 0 then
-  return {-1}
+-- One message sent again: its new entry id, or -1.
+local function resend(message_id)
+  local bucket = index_locate(home, message_id, now, gen_ms, now - retention)
+  local value = bucket and redis.call('HGET', bucket, message_id)
+  if not value then
+    return -1
+  end
+  local copies, event = index_split(value)
+  local known = index_copy(copies, partner)
+  if not known then
+    return -1
+  end
+  -- a pending copy's state is its entry id; any other a JSON object (see fan_out.lua)
+  local state = {e = known}
+  if string.sub(known, 1, 1) == '{' then
+    state = cjson.decode(known)
+  end
+  if state.e and not redis.call('ZSCORE', inflight, state.e) then
+    redis.call('XACK', stream, group, state.e)
+    redis.call('XDEL', stream, state.e)
+    redis.call('ZREM', due, state.e)
+    redis.call('HDEL', history, state.e)
+  end
+  if state.x then
+    redis.call('XDEL', dead, state.x)
+  end
+  local added = redis.call('XADD', stream, '*', 'm', event)
+  redis.call('HSET', bucket, message_id, index_with(copies, partner, added) .. '\n' .. event)
+  return added
 end
-local copies, event = index_split(value)
-local known = index_copy(copies, partner)
-if not known then
-  return {-1}
+
+if redis.call('EXISTS', stream) == 0 then
+  local out = {0}
+  for _ = 7, #ARGV do
+    out[#out + 1] = -1
+  end
+  return out
 end
--- a pending copy's state is its entry id; any other state is a JSON object (see fan_out.lua)
-local state = {e = known}
-if string.sub(known, 1, 1) == '{' then
-  state = cjson.decode(known)
+local out, any = {0}, false
+for i = 7, #ARGV do
+  out[#out + 1] = resend(ARGV[i])
+  any = any or out[#out] ~= -1
 end
-if state.e and not redis.call('ZSCORE', inflight, state.e) then
-  redis.call('XACK', stream, group, state.e)
-  redis.call('XDEL', stream, state.e)
-  redis.call('ZREM', due, state.e)
-  redis.call('HDEL', history, state.e)
+if any then
+  out[1] = wake_partners(ready, leases, {partner}, now)
 end
-if state.x then
-  redis.call('XDEL', dead, state.x)
-end
-local added = redis.call('XADD', stream, '*', 'm', event)
-redis.call('HSET', bucket, message_id, index_with(copies, partner, added) .. '\n' .. event)
-return {1, added, wake_partners(ready, leases, {partner}, now)}
+return out

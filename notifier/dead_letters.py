@@ -138,12 +138,12 @@ class DeadLetters:
                 lua.resend(
                     shard=shard,
                     partner_id=target,
-                    message_id=message.id,
+                    message_ids=[message.id],
                     now_ms=now_ms(),
                     retention_ms=self.messages.retention_ms,
                 )
             )
-            if resent is None:
+            if resent.entries[0] is None:
                 await self.redis.xadd(shard.partner(target).stream, {"m": fields[b"message"]})
                 woke = await self.scripts.run(
                     lua.wake(shard=shard, now_ms=now_ms(), partner_ids=[target])

@@ -44,7 +44,7 @@ from notifier.types import COPY_STATES, CopyState
 #: Most index entries one list request reads looking for `limit` matches of a status filter:
 #: a page may come back short, with a `next` to go on from.
 SCAN_MOST = 5000
-#: Most messages one recover resends, and how many it resends per round trip.
+#: Most messages one recover resends, and how many one script call resends.
 RECOVER_MOST = 10_000
 RECOVER_BATCH = 200
 
@@ -179,9 +179,14 @@ class Messages:
         span = keys.ids_generation_ms(self.retention_ms)
         now = now_ms()
         gens = list(range(now // span, (now - self.retention_ms) // span - 1, -1))
-        for start in range(0, len(gens), GENERATIONS_AT_ONCE):
+        # the newest two first (most look-ups are of recent messages), then eight at a time
+        batches = [gens[:2]] + [
+            gens[start : start + GENERATIONS_AT_ONCE]
+            for start in range(2, len(gens), GENERATIONS_AT_ONCE)
+        ]
+        for batch in batches:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for gen in gens[start : start + GENERATIONS_AT_ONCE]:
+                for gen in batch:
                     pipe.hmget(home.generation(gen), unknown)
                 replies = await pipe.execute()
             for reply in replies:
@@ -199,30 +204,47 @@ class Messages:
         return found[message_id][0] if message_id in found else {}
 
     async def _live(self, copies: list[tuple[str, CopyRecord]]) -> list[Delivery]:
-        """Each copy as it stands now, for all of them in one round trip."""
-        waiting = [
-            (n, pid, f.e or "0-0")
-            for n, (pid, f) in enumerate(copies)
-            if f.s in ("pending", "retrying")
-        ]
+        """Each copy as it stands now: two ZMSCOREs per partner (in flight? waiting for a
+        retry?) in one round trip, then whether the rest are still in their streams in one
+        more; a page of 1,000 is a few commands and the XRANGEs of the copies in neither."""
+        waiting: dict[str, list[tuple[int, str]]] = {}
+        for n, (pid, f) in enumerate(copies):
+            if f.s in ("pending", "retrying"):
+                waiting.setdefault(pid, []).append((n, f.e or "0-0"))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for _, pid, entry in waiting:
+            for pid, items in waiting.items():
                 partner = self.keyspace.partner(pid)
-                pipe.zscore(partner.inflight, entry)
-                pipe.zscore(partner.due, entry)
-                pipe.xrange(partner.stream, min=entry, max=entry, count=1)
-            found = await pipe.execute(raise_on_error=False)
-        live = {n: found[3 * i : 3 * i + 3] for i, (n, _, _) in enumerate(waiting)}
+                pipe.zmscore(partner.inflight, [entry for _, entry in items])
+                pipe.zmscore(partner.due, [entry for _, entry in items])
+            scores = await pipe.execute(raise_on_error=False)
+        live: dict[int, tuple[float | None, float | None, bool]] = {}
+        unknown: list[tuple[int, str, str]] = []
+        for i, (pid, items) in enumerate(waiting.items()):
+            flying, due = scores[2 * i], scores[2 * i + 1]
+            for k, (n, entry) in enumerate(items):
+                in_flight = flying[k] if isinstance(flying, list) else None
+                next_due = due[k] if isinstance(due, list) else None
+                live[n] = (in_flight, next_due, True)
+                if in_flight is None and next_due is None:
+                    unknown.append((n, pid, entry))
+        if unknown:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, pid, entry in unknown:
+                    stream = self.keyspace.partner(pid).stream
+                    pipe.xrange(stream, min=entry, max=entry, count=1)
+                held = await pipe.execute(raise_on_error=False)
+            for (n, _, _), entry_found in zip(unknown, held, strict=True):
+                live[n] = (None, None, bool(entry_found) and isinstance(entry_found, list))
         deliveries = []
         for n, (pid, f) in enumerate(copies):
             state, next_at = f.s, None
             if n in live:
-                in_flight, due, entry = live[n]
-                if isinstance(in_flight, float):
+                in_flight, due, in_stream = live[n]
+                if in_flight is not None:
                     state = "in_flight"
-                elif isinstance(due, float):
+                elif due is not None:
                     state, next_at = "retrying", iso_ms(due)
-                elif entry:
+                elif in_stream:
                     state = "pending"
                 else:
                     # it left the stream without being dead-lettered: it was delivered (settle
@@ -265,7 +287,10 @@ class Messages:
         listed = self.keyspace.partner(partner_id).messages
         while len(found) < limit and scanned < SCAN_MOST:
             try:
-                rows = await self.redis.xrevrange(listed, max=top, min=bottom, count=200)
+                # a page at once (at least 200, more read past rows a status filter skips)
+                rows = await self.redis.xrevrange(
+                    listed, max=top, min=bottom, count=min(max(limit, 200), 1000)
+                )
             except ResponseError:
                 raise Invalid(
                     "after: not a cursor this API gave (use the `next` of a page)"
@@ -318,47 +343,44 @@ class Messages:
     async def resend(self, partner_id: str, message_id: str) -> ResendOut:
         """Send it again: same webhook-id, a fresh retry schedule, whatever its state."""
         await self.partner(partner_id)
-        [resent] = await self._resend(partner_id, [message_id])
-        if resent is None:
+        [entry_id] = await self._resend(partner_id, [message_id])
+        if entry_id is None:
             raise NotFound(
                 f"no message {message_id[:200]!r} for partner {partner_id!r} (messages are "
                 "kept for NOTIFIER_MESSAGE_RETENTION after they were routed)"
             )
-        return ResendOut(id=message_id, partner=partner_id, entry_id=resent.entry_id)
+        return ResendOut(id=message_id, partner=partner_id, entry_id=entry_id)
 
-    async def _resend(self, partner_id: str, message_ids: list[str]) -> list[lua.Resent | None]:
-        """Resend messages of one partner, all in one round trip."""
+    async def _resend(self, partner_id: str, message_ids: list[str]) -> list[str | None]:
+        """Resend messages of one partner (at most RECOVER_BATCH) in one script call: their
+        new entry ids (None: not known for this partner)."""
         shard = self.keyspace.shard_of(partner_id)
-        now = now_ms()
-        calls = [
-            self.scripts.send(
-                lua.resend(
-                    shard=shard,
-                    partner_id=partner_id,
-                    message_id=mid,
-                    now_ms=now,
-                    retention_ms=self.retention_ms,
-                )
+        resent = await self.scripts.run(
+            lua.resend(
+                shard=shard,
+                partner_id=partner_id,
+                message_ids=message_ids,
+                now_ms=now_ms(),
+                retention_ms=self.retention_ms,
             )
-            for mid in message_ids
-        ]
-        replies = [await call for call in calls]
-        if any(r is not None and r.woke for r in replies):
+        )
+        if resent.woke:
             await self.scripts.run(lua.rouse(shards=[shard.number]))
-        return replies
+        return resent.entries
 
     async def recover(
         self, partner_id: str, since_ms: int, until_ms: int | None = None
     ) -> dict[str, Any]:
         """Resend every message routed to the partner in [since, until] that failed: waiting
-        for a retry, or dead-lettered; RECOVER_BATCH a round trip, RECOVER_MOST at most."""
+        for a retry, or dead-lettered; read a page of 1,000 at a time, resent RECOVER_BATCH a
+        script call (a few milliseconds of Redis each), RECOVER_MOST at most."""
         if until_ms is not None and until_ms < since_ms:
             raise Invalid("until: must not be before since")
         resent: list[str] = []
         after: str | None = None
         while len(resent) < RECOVER_MOST:
             page = await self.of_partner(
-                partner_id, after=after, limit=500, since_ms=since_ms, until_ms=until_ms
+                partner_id, after=after, limit=1000, since_ms=since_ms, until_ms=until_ms
             )
             failed = [item.id for item in page.data if item.state in ("retrying", "dead")]
             failed = failed[: RECOVER_MOST - len(resent)]

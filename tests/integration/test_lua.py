@@ -19,6 +19,7 @@ from notifier.models import Message
 from notifier.redis import keys, lua
 from notifier.redis.keys import Keyspace, Shard
 from notifier.redis.lua import Scripts, source
+from tests.helpers import entries
 
 PARTNER = "ptn_gone"
 
@@ -377,7 +378,7 @@ def _calls(ks: Keyspace) -> dict[str, lua.Call[Any]]:
         ),
         "wake": lua.wake(shard=shard, now_ms=1, partner_ids=mine),
         "resend": lua.resend(
-            shard=shard, partner_id="ptn_a", message_id="m1", now_ms=1, retention_ms=1
+            shard=shard, partner_id="ptn_a", message_ids=["m1"], now_ms=1, retention_ms=1
         ),
         "save_partner": lua.save_partner(
             shard=shard,
@@ -422,3 +423,37 @@ async def test_the_index_names_its_hashes_as_the_key_map_does(redis: Redis, entr
     check = source("index") + "\nreturn {index_bucket(ARGV[1], ARGV[2]), index_named(ARGV[3])}"
     reply = await redis.eval(check, 0, shard.home, entry, f"msg_{entry}")
     assert [v.decode() for v in reply] == [shard.bucket(entry), keys.named_entry(f"msg_{entry}")]
+
+
+async def test_a_batch_of_resends_sends_each_known_message_once_more(
+    redis: Redis, ks: Keyspace
+) -> None:
+    """A recover resends its messages in batches, one script call each: every message the
+    index knows for the partner gets a new entry (its waiting copy replaced), one it does not
+    know is said so, and the partner is woken once."""
+    scripts = Scripts(redis)
+    shard = ks.shard_of("ptn_a")
+    partner = shard.partner("ptn_a")
+    await scripts.run(
+        lua.route(
+            shard=shard,
+            now_ms=1000,
+            parts=[part(n, [("ptn_a", True)], ttl=0) for n in range(3)],
+            retention_ms=60_000,
+        )
+    )
+    await redis.zrem(shard.ready, "ptn_a")
+    first = [e for e, _ in await entries(redis, partner.stream)]
+    resent = await scripts.run(
+        lua.resend(
+            shard=shard,
+            partner_id="ptn_a",
+            message_ids=["m0", "nope", "m2"],
+            now_ms=2000,
+            retention_ms=60_000,
+        )
+    )
+    assert resent.woke and resent.entries[1] is None
+    kept = [e for e, _ in await entries(redis, partner.stream)]
+    assert kept == [first[1], *(e.encode() for e in resent.entries if e)]
+    assert await redis.zscore(shard.ready, "ptn_a") == 2000

@@ -32,21 +32,27 @@ def rouse(*, shards: Sequence[int]) -> Call[int]:
 
 
 class Resent(msgspec.Struct, frozen=True):
-    entry_id: str  # the message's new entry in the partner stream
-    woke: bool
+    woke: bool  # a delivery process is to be roused
+    #: Per message, its new entry in the partner stream; None when the index does not know
+    #: it for this partner.
+    entries: list[str | None]
 
 
-def _resent(reply: Any) -> Resent | None:
-    if int(reply[0]) != 1:
-        return None
-    return Resent(reply[1].decode(), bool(int(reply[2])))
+def _resent(reply: Any) -> Resent:
+    entries = [None if isinstance(e, int) and e == -1 else e.decode() for e in reply[1:]]
+    return Resent(bool(int(reply[0])), entries)
 
 
 def resend(
-    *, shard: Shard, partner_id: str, message_id: str, now_ms: int, retention_ms: int
-) -> Call[Resent | None]:
-    """Send a message to a partner again, same webhook-id, fresh schedule; None when the index
-    (kept for `retention_ms`) does not know the message for this partner."""
+    *,
+    shard: Shard,
+    partner_id: str,
+    message_ids: Sequence[str],
+    now_ms: int,
+    retention_ms: int,
+) -> Call[Resent]:
+    """Send messages to a partner again, same webhook-id, fresh schedule, each as the index
+    (kept for `retention_ms`) knows it for this partner."""
     partner = shard.partner(partner_id)
     return Call(
         "resend",
@@ -63,10 +69,10 @@ def resend(
             keys.DELIVERY_GROUP,
             partner_id,
             now_ms,
-            message_id,
             shard.home,
             keys.ids_generation_ms(retention_ms),
             retention_ms,
+            *message_ids,
         ],
         _resent,
     )
