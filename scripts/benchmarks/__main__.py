@@ -21,6 +21,8 @@ Figures (README.md, "Benchmarks", says what each means):
  9. choosing what partners receive: schema checks (three validators), a filter, a per-type
     transform, per event; routing with 10,000 partners, each its owner and a filter
 10. reads: a page of 1,000 of a partner's messages, recovering 10,000, a message by its id
+11. the path of 0 on a Redis Cluster of three primaries: CPU per delivery per primary and in
+    all, and what the cluster serves before its busiest primary is full
 
 A scenario that times out or fails prints TIMEOUT or FAILED for its figures, and the run goes
 on. Exit status 1 when a figure FAILED (a process died, the harness broke), else 0.
@@ -43,6 +45,7 @@ from typing import Any
 
 from benchmarks import (
     catalog,
+    cluster,
     idle,
     isolation,
     latency,
@@ -79,6 +82,7 @@ SCENARIOS: list[ModuleType] = [
     memory,
     catalog,
     reads,
+    cluster,
 ]
 COLUMNS = ("figure", "value", "unit", "goal", "met", "detail")
 
@@ -88,8 +92,8 @@ def figures_list(text: str) -> set[int]:
         chosen = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give figure numbers like 1,4") from None
-    if not chosen or not chosen <= set(range(0, 11)):
-        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 0 to 10")
+    if not chosen or not chosen <= set(range(0, 12)):
+        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 0 to 11")
     return chosen
 
 
