@@ -29,7 +29,9 @@ local gen_ms = tonumber(ARGV[5])      -- a generation of producer ids, ms
 local dedupe_ms = tonumber(ARGV[6])   -- how far back a producer's id is looked for
 local grace_ms = tonumber(ARGV[7])    -- how long a generation outlives its look-ups
 -- ARGV[8..]: per part: entry id, message id, marker ttl (s; 0: the index remembers), chunk
--- (0-based), payload, wake, n partners, then the n partner ids
+-- (0-based), payload, wake, n partners, its index hash (the message id's when notifier named
+-- it, else the entry's: the caller works it out, which Redis would pay for), '1' when
+-- notifier named it, then the n partner ids
 
 --@include wake_partners
 --@include index
@@ -58,21 +60,23 @@ while a <= #ARGV do
   local n = tonumber(ARGV[a + 6])
   parts[#parts + 1] = {entry = ARGV[a], id = ARGV[a + 1], ttl = tonumber(ARGV[a + 2]),
                        chunk = tonumber(ARGV[a + 3]), payload = ARGV[a + 4], wake = ARGV[a + 5],
-                       n = n, partners_at = a + 7, marker = KEYS[key_at], keys_at = key_at + 1}
+                       n = n, bucket = ARGV[a + 7], named = ARGV[a + 8] == '1',
+                       partners_at = a + 9, marker = KEYS[key_at], keys_at = key_at + 1}
   key_at = key_at + 1 + 2 * n
-  a = a + 7 + n
+  a = a + 9 + n
 end
 
 -- Where each message is in the index, and what it holds there already: producer ids through
 -- their generations (with the index remembering), newest first; then each hash's fields.
 local first_entry = {}   -- producer id -> the entry it was first routed from
+local first_bucket = {}  -- producer id -> its hash
 local fresh = {}         -- producer ids no generation knows yet
 local held = {}          -- bucket .. '\n' .. id -> {copies, event, bucket, id}
 local gen = math.floor(now / gen_ms)
 if retention > 0 then
   local unknown = {}
   for _, p in ipairs(parts) do
-    if p.ttl == 0 and not index_named(p.id) and not unknown[p.id] then
+    if p.ttl == 0 and not p.named and not unknown[p.id] then
       unknown[p.id] = true
       unknown[#unknown + 1] = p.id
     end
@@ -84,6 +88,7 @@ if retention > 0 then
     for i, id in ipairs(unknown) do
       if found[i] then
         first_entry[id] = found[i]
+        first_bucket[id] = index_bucket(home, found[i])
       else
         left[#left + 1] = id
       end
@@ -92,14 +97,14 @@ if retention > 0 then
   end
   local buckets = {}
   for _, p in ipairs(parts) do
-    local named = index_named(p.id)
-    if not named and not first_entry[p.id] then
-      -- new here: the first of its entries in this call is where it goes, and the
-      -- generation learns it if it goes anywhere
-      first_entry[p.id] = p.entry
-      fresh[p.id] = true
+    if not p.named then
+      if not first_entry[p.id] then
+        -- new here: the first of its entries in this call is where it goes, and the
+        -- generation learns it if it goes anywhere
+        first_entry[p.id], first_bucket[p.id], fresh[p.id] = p.entry, p.bucket, true
+      end
+      p.bucket = first_bucket[p.id]
     end
-    p.bucket = index_bucket(home, named or first_entry[p.id])
     local ids = buckets[p.bucket]
     if not ids then
       ids = {}
@@ -143,7 +148,7 @@ end
 local out = {0}
 local waking, changed, named_now = {}, {}, {}
 for _, p in ipairs(parts) do
-  local record = p.bucket and held[p.bucket .. '\n' .. p.id]
+  local record = retention > 0 and held[p.bucket .. '\n' .. p.id]
   local had, skip = nil, nil
   if p.ttl == 0 then
     had, skip = by_index(p, record)

@@ -56,6 +56,7 @@ def route(*, shard: Shard, now_ms: int, parts: Sequence[Part], retention_ms: int
         keys.IDS_GRACE_MS,
     ]
     for part in parts:
+        named = keys.named_entry(part.message_id)
         route_keys.append(shard.seen(part.message_id))
         for partner_id, _ in part.partners:
             partner = shard.partner(partner_id)
@@ -68,6 +69,8 @@ def route(*, shard: Shard, now_ms: int, parts: Sequence[Part], retention_ms: int
             part.payload,
             "".join("1" if enabled else "0" for _, enabled in part.partners),
             len(part.partners),
+            shard.bucket(named or part.entry_id),
+            "1" if named else "0",
             *(pid for pid, _ in part.partners),
         ]
     return Call(
