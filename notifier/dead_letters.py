@@ -180,7 +180,7 @@ class DeadLetters:
         """The dead-letter entries of a message's copies (for replay by message id)."""
         letters = []
         for home in self.keyspace.homes:
-            copies = await self.messages.copies(home, message_id)
+            copies = await self.messages.index.copies(home, message_id)
             letters += [f.x for f in copies.values() if f.s == "dead" and f.x]
         return letters
 

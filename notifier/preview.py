@@ -21,7 +21,7 @@ import msgspec
 from notifier import catalog, events, filters, rules
 from notifier.engine.sender import render, request_headers
 from notifier.errors import Invalid, NotFound
-from notifier.messages import Messages
+from notifier.message_index import IndexReader
 from notifier.models import Message, Partner, PartnerIn
 from notifier.store import Store
 from notifier.subscriptions import EventView, Subscriptions
@@ -78,7 +78,8 @@ async def of_event(store: Store, partner: Partner, event: PreviewEvent) -> Previ
 
 async def of_message(store: Store, partner: Partner, message_id: str) -> PreviewOut:
     home = store.keyspace.shard_of(partner.id)
-    found = await Messages(store.redis, store.settings).entries(home, [message_id])
+    retention_ms = int(store.settings.message_retention * 1000)
+    found = await IndexReader(store.redis, retention_ms).entries(home, [message_id])
     if message_id not in found:
         raise NotFound(
             f"no message {message_id[:200]!r} (messages are kept for "

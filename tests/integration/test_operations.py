@@ -383,7 +383,7 @@ async def test_the_message_index_is_bounded_by_its_retention(
         # every message is in the hash of its ingress entry's tenth of a second; one a
         # producer named is found through the generation of its id
         home = settings.keyspace().shard_of(pid)
-        where = await Messages(redis, settings).buckets(home, ["old", named])
+        where = await Messages(redis, settings).index.buckets(home, ["old", named])
         assert set(where) == {"old", named}
         assert all(key.startswith(f"{home.home}messages:") for key in where.values())
         for message_id in ("old", named):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notifier.messages import CopyRecord, read_entry
+from notifier.message_index import CopyRecord, read_entry
 
 EVENT = b'{"id":"m1","type":"t","timestamp":"2026-01-01T00:00:00Z","data":{"a":"x\\ny"}}'
 
