@@ -20,15 +20,27 @@ local function slice_width(window_ms)
   return math.max(1, math.floor(window_ms / SLICES))
 end
 
--- The window as a table (`ring` its counters by position), or a fresh one from `first`.
+-- The window as a table (`ring` its counters by position), or a fresh one from `first`. One
+-- counted in another width (the partner's limit changed) starts afresh with its requests
+-- that may still be in the new window all stamped now: that may hold the partner back up to
+-- a window longer than needed, never let it past the new limit.
 local function window_read(text, width, first, cur)
+  local carried = 0
   if text and #text == HEAD_BYTES + 4 * RING then
     local n, o, l, w, p, c = struct.unpack(HEAD, text)
     if w == width and l >= first then
       return {n = n, o = o, l = l, p = p, c = c, text = text, changed = {}}
     end
+    if w ~= width and (l + 1) * w > first * width then
+      carried = n
+    end
   end
-  return {n = 0, o = first, l = cur, p = -1, c = 0, changed = {}, fresh = true, dirty = true}
+  local fresh = {n = carried, o = first, l = cur, p = -1, c = 0, changed = {}, fresh = true,
+                 dirty = true}
+  if carried > 0 then
+    fresh.changed[cur % RING] = carried
+  end
+  return fresh
 end
 
 -- Slice i's counter.

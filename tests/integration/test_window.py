@@ -123,3 +123,40 @@ async def test_requests_sent_late_count_from_when_they_were_sent(redis: Redis) -
     sent = await _simulate(redis, seconds=8, delay=delay, step_ms=7)
     assert most_in_any_window(sent) <= LIMIT
     assert len(sent) >= 0.6 * 8 * LIMIT, len(sent)  # in flight longer, counted longer
+
+
+async def test_a_lowered_limit_holds_from_the_moment_it_is_saved(redis: Redis) -> None:
+    """A partner that sent 20 in the last second, its limit lowered from 100 to 10 a second:
+    the window is counted in other slices then, and the next take sends nothing until the
+    requests already sent have left the new window."""
+    scripts = Scripts(redis)
+    shard, partner = KS.shard_of(PARTNER), KS.partner(PARTNER)
+    await redis.xgroup_create(partner.stream, keys.DELIVERY_GROUP, id="0", mkstream=True)
+    body = msgspec.json.encode(
+        Message(id="m", type="t", timestamp="2026-01-01T00:00:00Z", data=msgspec.Raw(b"{}"))
+    )
+    for _ in range(30):
+        await redis.xadd(partner.stream, {"m": body})
+
+    def take(now: int, limit: int, window_ms: int) -> lua.Call[lua.TakeReply]:
+        return lua.take(
+            shard=shard,
+            partner=partner,
+            consumer="c",
+            now_ms=now,
+            want=10,
+            limit=limit,
+            window_ms=window_ms,
+            ordered=False,
+            lease_until=0,
+            visible_ms=60_000,
+        )
+
+    start = 1_000_000_000
+    sent = 0
+    for step in range(2):  # 10 a tenth of the window
+        reply = await scripts.run(take(start + 100 * step, 100, 1000))
+        sent += len(reply.messages)
+    assert sent == 20
+    lowered = await scripts.run(take(start + 300, 10, 2000))  # 10 per 2 s, another width
+    assert lowered.messages == [] and lowered.blocked_until > start + 300
