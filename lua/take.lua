@@ -9,7 +9,7 @@
 -- nothing is written, so no key of a partner that no longer exists is brought back.
 --
 -- The rate limit is a sliding window of counters, one per fiftieth of it, and their sum, in
--- the hash `window` (window.lua): a take costs the same few commands whatever the limit and
+-- one string (window.lua): a take costs the same three commands whatever the limit and
 -- however many requests it grants (a log would add a member per request).
 -- Exact: never more than `limit` requests in any window of `window_ms` by any clock of the
 -- partner's. The oldest slice, partly out of the window, counts whole; a request is stamped at
@@ -23,7 +23,7 @@
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due       retries: id -> ms due
 local inflight = KEYS[3]       -- notifier:{id}:inflight  taken: id -> ms visible again
-local window = KEYS[4]         -- notifier:{id}:window     the counters above
+local window = KEYS[4]         -- notifier:{id}:slices     the counters above
 local ready = KEYS[5]          -- the shard's ready
 local leases = KEYS[6]         -- the shard's leases
 local group = ARGV[1]
