@@ -2,7 +2,7 @@
 -- delivered and dead-lettered messages are acknowledged, deleted and forgotten together, failed
 -- ones get their next due time and history, so a crash never leaves a message half-settled
 -- (acknowledged but still due, dead-lettered but still pending, or lost). Rate-limit slots are
--- moved to when their requests were actually sent.
+-- moved to when their answers came (window.lua).
 -- Running the same batch twice (a process that lost Redis settles again what it may already
 -- have settled) changes nothing more: only a message still pending is retried or
 -- dead-lettered. A partner whose stream is gone (removed, or Redis lost its data) gets no key
@@ -16,9 +16,8 @@ local history = KEYS[4]        -- notifier:{id}:history
 local attempts = KEYS[5]       -- notifier:{id}:attempts
 local failing = KEYS[6]        -- notifier:{id}:failing
 local dead = KEYS[7]           -- the shard's dead letters
-local window = KEYS[8]         -- notifier:{id}:window
+local window = KEYS[8]         -- notifier:{id}:slices  the rate-limit window (window.lua)
 local breaker = KEYS[9]        -- notifier:{id}:breaker
--- KEYS[10..]: the message index hashes (Shard.message_index) of the `index` entries below
 local group = ARGV[1]
 local kept = tonumber(ARGV[2]) -- attempts kept per partner (about: see the XADD below)
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -31,8 +30,11 @@ local endpoint_failed = string.find(ARGV[6], 'e', 1, true) ~= nil  -- a failure 
 local n_done = tonumber(ARGV[7])   -- delivered ids
 local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
-local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
--- then n_index, and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
+local n_moved = tonumber(ARGV[10])  -- (id, ms taken, ms answered) of requests answered in a
+                                    -- later slice of the window than their take's
+local window_ms = tonumber(ARGV[11])  -- the rate limit's window (0: no limit)
+-- then n_index, the home's prefix, the generation of producer ids and the retention in ms
+-- (index.lua), and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
 -- attempt) for the message index (the delivery process sends only 'x': a copy that left the
 -- stream otherwise was delivered, which a look-up tells), then the attempt records, one per
 -- argument, to the end
@@ -40,6 +42,9 @@ local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent)
 if redis.call('EXISTS', stream) == 0 then
   return {0, 0}
 end
+
+--@include window
+--@include index
 
 -- A message's failed attempts are kept as one JSON array; this one is appended to it.
 local function with_earlier(id, record)
@@ -50,7 +55,26 @@ local function with_earlier(id, record)
   return '[' .. record .. ']'
 end
 
-local i = 11
+-- Window moves first, while every request of the batch is still in `inflight`: only requests
+-- settled now for the first time move, so a batch settled again moves nothing twice.
+local moved_at = 12 + n_done + 3 * n_retry + 5 * n_dead
+if n_moved > 0 and window_ms > 0 then
+  local ids = {}
+  for k = 0, n_moved - 1 do
+    ids[#ids + 1] = ARGV[moved_at + 3 * k]
+  end
+  local still = redis.call('ZMSCORE', inflight, unpack(ids))
+  local moves = {}
+  for k = 0, n_moved - 1 do
+    if still[k + 1] then
+      moves[#moves + 1] = ARGV[moved_at + 3 * k + 1]
+      moves[#moves + 1] = ARGV[moved_at + 3 * k + 2]
+    end
+  end
+  window_move(window, window_ms, tonumber(now), moves)
+end
+
+local i = 12
 local finished = {}
 for _ = 1, n_done do
   finished[#finished + 1] = ARGV[i]
@@ -77,26 +101,28 @@ for _ = 1, n_dead do
   end
   i = i + 5
 end
-for _ = 1, n_sent do
-  -- XX: a slot already out of the window (or no limit at all) is not brought back
-  redis.call('ZADD', window, 'XX', ARGV[i + 1], ARGV[i])
-  i = i + 2
-end
+i = i + 3 * n_moved
 local n_index = tonumber(ARGV[i])
+local home, gen_ms, retention = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
 local states = {d = 'delivered', r = 'retrying', x = 'dead'}
 for j = 0, n_index - 1 do
-  local key = KEYS[10 + j]
-  local at = i + 1 + 4 * j
+  local at = i + 4 + 4 * j
   local message_id, entry, outcome = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   -- a message past its retention is not brought back; a dead letter made by an earlier run
   -- of this batch is not recorded twice
-  if redis.call('HEXISTS', key, message_id) == 1 and (outcome ~= 'x' or dead_ids[entry]) then
-    redis.call('HSET', key, message_id .. '\t' .. partner,
-               cjson.encode({s = states[outcome], e = entry, t = tonumber(now),
-                             n = tonumber(ARGV[at + 3]), x = dead_ids[entry]}))
+  if outcome ~= 'x' or dead_ids[entry] then
+    local t = tonumber(now)
+    local bucket = index_locate(home, message_id, t, gen_ms, t - retention)
+    local value = bucket and redis.call('HGET', bucket, message_id)
+    if value then
+      local copies, event = index_split(value)
+      local state = cjson.encode({s = states[outcome], e = entry, t = t,
+                                  n = tonumber(ARGV[at + 3]), x = dead_ids[entry]})
+      redis.call('HSET', bucket, message_id, index_with(copies, partner, state) .. '\n' .. event)
+    end
   end
 end
-i = i + 1 + 4 * n_index
+i = i + 4 + 4 * n_index
 if #finished > 0 then
   redis.call('XACK', stream, group, unpack(finished))
   redis.call('XDEL', stream, unpack(finished))

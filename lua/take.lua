@@ -3,16 +3,27 @@
 -- and then held; due retries, then messages whose sender died (their visibility timeout in
 -- `inflight` passed), come before new messages. Every message taken is in `inflight` until it
 -- is settled: its score is when it becomes visible to other processes again.
--- Within the window, requests are spread over ten slices (at most ceil(limit / 10) a slice), so
--- a partner sees a steady flow rather than the whole window's worth in one burst.
 -- Returns {blocked_until_ms, id1, payload1, attempt1, id2, ...}; blocked_until is 0 unless the
 -- partner has work it may not send yet (rate limit full, or the head of an ordered partner),
 -- and -1 when the partner's stream is gone (partner removed, or Redis lost its data): then
 -- nothing is written, so no key of a partner that no longer exists is brought back.
+--
+-- The rate limit is a sliding window of counters, one per fiftieth of it, and their sum, in
+-- one string (window.lua): a take costs the same three commands whatever the limit and
+-- however many requests it grants (a log would add a member per request).
+-- Exact: never more than `limit` requests in any window of `window_ms` by any clock of the
+-- partner's. The oldest slice, partly out of the window, counts whole; a request is stamped at
+-- its take and, once settled, moved to when its answer came (settle.lua), by which time the
+-- partner had it; one still in flight whose take slice left the window counts until it is
+-- settled, as it may reach the partner any time until then. The whole oldest slice costs at
+-- most a fiftieth of the window, so a partner held to its limit gets about 98 % of it, less
+-- what its answers take (answering in 100 ms: about 90 % of a per-second limit). Within the
+-- window requests are spread over tenths (at most ceil(limit / 10) a tenth), so a partner
+-- sees a steady flow rather than one burst a window.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due       retries: id -> ms due
 local inflight = KEYS[3]       -- notifier:{id}:inflight  taken: id -> ms visible again
-local window = KEYS[4]         -- notifier:{id}:window
+local window = KEYS[4]         -- notifier:{id}:slices     the counters above
 local ready = KEYS[5]          -- the shard's ready
 local leases = KEYS[6]         -- the shard's leases
 local group = ARGV[1]
@@ -25,7 +36,6 @@ local ordered = ARGV[7] == '1'
 local lease_until = tonumber(ARGV[8])  -- renews the lease; 0: keep the current one
 local partner = ARGV[9]
 local visible_ms = tonumber(ARGV[10])  -- NOTIFIER_CLAIM_IDLE: when an unsettled send is retried
-local token = ARGV[11]                  -- unique per call, makes window members unique
 
 if redis.call('EXISTS', stream) == 0 then
   return {-1}
@@ -35,23 +45,17 @@ if lease_until > 0 then
   redis.call('ZADD', leases, lease_until, partner)
 end
 
+--@include window
+
 local blocked = 0
+local slots = nil
 if limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', window, '-inf', now - window_ms)
-  local used = redis.call('ZCARD', window)
-  if used >= limit then
-    local oldest = redis.call('ZRANGE', window, 0, 0, 'WITHSCORES')
-    return {tonumber(oldest[2]) + window_ms + 1}
+  slots = window_open(window, inflight, now, limit, window_ms, visible_ms)
+  if slots.blocked_until then
+    window_close(slots, 0)
+    return {slots.blocked_until}
   end
-  local slice = math.floor(window_ms / 10)
-  local per_slice = math.ceil(limit / 10)
-  local in_slice = redis.call('ZCOUNT', window, '(' .. (now - slice), '+inf')
-  if in_slice >= per_slice then
-    local first = redis.call('ZRANGEBYSCORE', window, '(' .. (now - slice), '+inf',
-                             'WITHSCORES', 'LIMIT', 0, 1)
-    return {tonumber(first[2]) + slice + 1}
-  end
-  want = math.min(want, limit - used, per_slice - in_slice)
+  want = math.min(want, slots.free)
 end
 
 local out = {blocked}
@@ -128,17 +132,8 @@ elseif taken < want and not (ordered and taken > 0) then
 end
 flush_sent()
 
-if limit > 0 then
-  -- Only a limited partner keeps a log: without a limit nothing reads it, and it would grow by
-  -- a member per delivery for ever.
-  if taken > 0 then
-    local slots = {}
-    for i = 1, taken do
-      slots[#slots + 1] = now
-      slots[#slots + 1] = token .. ':' .. i
-    end
-    redis.call('ZADD', window, unpack(slots))
-  end
-  redis.call('PEXPIRE', window, window_ms * 2)
+if slots then
+  -- only a limited partner keeps a window: without a limit nothing reads it
+  window_close(slots, taken)
 end
 return out

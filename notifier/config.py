@@ -222,9 +222,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Env(
             "NOTIFIER_MESSAGE_RETENTION",
             parse_duration,
-            "how long a message can be looked up, listed, resent and recovered (Redis keeps "
-            "about 300 bytes per message plus its event's data, `scripts/bench` 8d); `0` keeps "
-            "no index",
+            "how long a message can be looked up, listed, resent and recovered (Redis keeps its "
+            "event once and about 110-220 bytes per message and partner, `scripts/bench` "
+            "8d-8f); `0` keeps no index",
             "`7d`",
         ),
     ] = 7 * 86400.0

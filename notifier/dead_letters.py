@@ -141,12 +141,13 @@ class DeadLetters:
                 lua.resend(
                     shard=shard,
                     partner_id=target,
-                    message_id=message.id,
+                    message_ids=[message.id],
                     now_ms=now_ms(),
+                    retention_ms=self.messages.retention_ms,
                     dead_letter=entry_id.decode(),
                 )
             )
-            if resent.state != "resent":
+            if resent.taken or resent.entries[0] is None:
                 continue
             if resent.woke:
                 await self.scripts.run(lua.rouse(shards=[shard.number]))
@@ -176,7 +177,7 @@ class DeadLetters:
         """The dead-letter entries of a message's copies (for replay by message id)."""
         letters = []
         for home in self.keyspace.homes:
-            copies = await self.messages.copies(home, message_id)
+            copies = await self.messages.index.copies(home, message_id)
             letters += [f.x for f in copies.values() if f.s == "dead" and f.x]
         return letters
 

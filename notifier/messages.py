@@ -1,19 +1,15 @@
 """Messages as first-class objects: look one up by its `webhook-id`, list a partner's, send one
 again, recover what failed in a time range.
 
-The message index (written by `lua/fan_out.lua` and `lua/settle.lua`, kept for
-NOTIFIER_MESSAGE_RETENTION) holds each message's event and, per partner it went to, the entry
-of its copy in the partner's stream and the last settled state, as fields of a hash that
-`Shard.message_index` names (shared by the messages of a tenth of a second when notifier gave
-the id; one per shard on a Cluster, so a look-up asks each). Live states come from where the
-entry is now: in `inflight` it is being sent, in `due` it waits for a retry, otherwise it waits
-its turn. Listing a partner's messages reads its list (`messages`, a stream) newest first, a
-page's look-ups in one round trip.
+What the message index holds of each message is read by `message_index.py` (one index per
+shard on a Cluster, so a look-up asks each). Live states come from where the entry is now:
+in `inflight` it is being sent, in `due` it waits for a retry, otherwise it waits its turn.
+Listing a partner's messages reads its list (`messages`, a
+stream) newest first, a page's look-ups in a few round trips whatever its size.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
@@ -23,6 +19,7 @@ from redis.exceptions import ResponseError
 from notifier import cursors
 from notifier.config import Settings
 from notifier.errors import Invalid, NotFound
+from notifier.message_index import CopyRecord, IndexReader
 from notifier.models import (
     Delivery,
     Message,
@@ -36,42 +33,18 @@ from notifier.models import (
     now_ms,
 )
 from notifier.redis import keys, lua
-from notifier.redis.keys import Shard
 from notifier.redis.lua import Scripts
 from notifier.store import attempts_of
-from notifier.types import COPY_STATES, CopyState
+from notifier.types import COPY_STATES
 
 #: Most index entries one list request reads looking for `limit` matches of a status filter:
 #: a page may come back short, with a `next` to go on from.
 SCAN_MOST = 5000
-#: Most messages one recover resends, and how many it resends per round trip.
+#: Most messages one recover resends, and how many one script call resends.
 RECOVER_MOST = 10_000
 RECOVER_BATCH = 200
 
 message_decoder = msgspec.json.Decoder(Message).decode
-_GLOB = re.compile(rb"([*?\[\]\\])")  # what HSCAN MATCH reads as a pattern
-
-
-class CopyRecord(msgspec.Struct):
-    """A partner's field in a message's index entry (see lua/fan_out.lua, lua/settle.lua)."""
-
-    s: CopyState  # pending | retrying | delivered | dead
-    t: int  # ms of the last change
-    e: str | None = None  # the entry in the partner stream
-    n: int = 0  # attempts made
-    x: str | None = None  # the dead letter
-
-
-_copy_json = msgspec.json.Decoder(CopyRecord).decode
-
-
-def _copy(value: bytes) -> CopyRecord:
-    """A partner's field: a JSON object, or for a copy still pending just its entry id (which
-    starts with the ms it was routed), the cheapest thing for lua/fan_out.lua to write."""
-    if value.startswith(b"{"):
-        return _copy_json(value)
-    entry = value.decode()
-    return CopyRecord(s="pending", t=int(entry.partition("-")[0]), e=entry)
 
 
 class Messages:
@@ -80,36 +53,25 @@ class Messages:
         self.settings = settings
         self.keyspace = settings.keyspace()
         self.scripts = Scripts(redis)
+        self.retention_ms = int(settings.message_retention * 1000)
+        self.index = IndexReader(redis, self.retention_ms)
 
     async def get(self, message_id: str) -> MessageView:
         event: Message | None = None
         copies: dict[str, CopyRecord] = {}
         for home in self.keyspace.homes:
-            index = home.message_index(message_id)
-            raw = await self.redis.hget(index, message_id)
-            if raw is not None:
+            found = await self.index.entries(home, [message_id])
+            if message_id in found:
+                mine, raw = found[message_id]
                 event = event or message_decoder(raw)
-                copies.update(await self.copies(home, message_id))
+                copies.update(mine)
         if event is None:
             raise NotFound(
                 f"no message {message_id[:200]!r} (messages are kept for "
                 "NOTIFIER_MESSAGE_RETENTION after they were routed)"
             )
         deliveries = await self._live(list(copies.items()))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pid in copies:
-                pipe.xrevrange(self.keyspace.partner(pid).attempts, count=keys.ATTEMPTS_KEPT)
-            logs = await pipe.execute()
-        for delivery, log in zip(deliveries, logs, strict=True):
-            found = (a for _, entry in log for a in attempts_of(entry))
-            delivery.history = sorted(
-                (a for a in found if a.message_id == message_id), key=lambda a: a.attempt
-            )
-            if delivery.history:
-                last = delivery.history[-1]
-                delivery.attempts = max(delivery.attempts, last.attempt)
-                if delivery.state == "delivered":
-                    delivery.updated_at = last.at
+        await self._histories(message_id, copies, deliveries)
         return MessageView(
             id=event.id,
             type=event.type,
@@ -118,42 +80,74 @@ class Messages:
             deliveries=sorted(deliveries, key=lambda d: d.partner),
         )
 
-    async def copies(self, home: Shard, message_id: str) -> dict[str, CopyRecord]:
-        """The message's copies in one home's index, by partner."""
-        prefix = keys.index_field(message_id, "").encode()  # how every copy's field starts
-        match = _GLOB.sub(rb"\\\1", prefix) + b"*"
-        index = home.message_index(message_id)
-        return {
-            field[len(prefix) :].decode(): _copy(value)
-            async for field, value in self.redis.hscan_iter(index, match=match, count=1000)
-            if field.startswith(prefix)
-        }
+    async def _histories(
+        self, message_id: str, copies: dict[str, CopyRecord], deliveries: list[Delivery]
+    ) -> None:
+        """Each copy's attempts still in its partner's attempt log: the log from when the copy
+        was routed on (a batch an entry), in one round trip; only the entries that name the
+        message are decoded."""
+        needle = b'{"message_id":' + msgspec.json.encode(message_id) + b","
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid, copy in copies.items():
+                since = copy.e.partition("-")[0] if copy.e else str(copy.t)
+                log = self.keyspace.partner(pid).attempts
+                pipe.xrange(log, min=since, count=keys.ATTEMPTS_KEPT)
+            logs = await pipe.execute()
+        for delivery, log in zip(deliveries, logs, strict=True):
+            found = (
+                a for _, entry in log if needle in entry.get(b"b", b"") for a in attempts_of(entry)
+            )
+            delivery.history = sorted(
+                (a for a in found if a.message_id == message_id), key=lambda a: a.attempt
+            )
+            if delivery.history:
+                last = delivery.history[-1]
+                delivery.attempts = max(delivery.attempts, last.attempt)
+                if delivery.state == "delivered":
+                    delivery.updated_at = last.at
 
     async def _live(self, copies: list[tuple[str, CopyRecord]]) -> list[Delivery]:
-        """Each copy as it stands now, for all of them in one round trip."""
-        waiting = [
-            (n, pid, f.e or "0-0")
-            for n, (pid, f) in enumerate(copies)
-            if f.s in ("pending", "retrying")
-        ]
+        """Each copy as it stands now: two ZMSCOREs per partner (in flight? waiting for a
+        retry?) in one round trip, then whether the rest are still in their streams in one
+        more; a page of 1,000 is a few commands and the XRANGEs of the copies in neither."""
+        waiting: dict[str, list[tuple[int, str]]] = {}
+        for n, (pid, f) in enumerate(copies):
+            if f.s in ("pending", "retrying"):
+                waiting.setdefault(pid, []).append((n, f.e or "0-0"))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for _, pid, entry in waiting:
+            for pid, items in waiting.items():
                 partner = self.keyspace.partner(pid)
-                pipe.zscore(partner.inflight, entry)
-                pipe.zscore(partner.due, entry)
-                pipe.xrange(partner.stream, min=entry, max=entry, count=1)
-            found = await pipe.execute(raise_on_error=False)
-        live = {n: found[3 * i : 3 * i + 3] for i, (n, _, _) in enumerate(waiting)}
+                pipe.zmscore(partner.inflight, [entry for _, entry in items])
+                pipe.zmscore(partner.due, [entry for _, entry in items])
+            scores = await pipe.execute(raise_on_error=False)
+        live: dict[int, tuple[float | None, float | None, bool]] = {}
+        unknown: list[tuple[int, str, str]] = []
+        for i, (pid, items) in enumerate(waiting.items()):
+            flying, due = scores[2 * i], scores[2 * i + 1]
+            for k, (n, entry) in enumerate(items):
+                in_flight = flying[k] if isinstance(flying, list) else None
+                next_due = due[k] if isinstance(due, list) else None
+                live[n] = (in_flight, next_due, True)
+                if in_flight is None and next_due is None:
+                    unknown.append((n, pid, entry))
+        if unknown:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, pid, entry in unknown:
+                    stream = self.keyspace.partner(pid).stream
+                    pipe.xrange(stream, min=entry, max=entry, count=1)
+                held = await pipe.execute(raise_on_error=False)
+            for (n, _, _), entry_found in zip(unknown, held, strict=True):
+                live[n] = (None, None, bool(entry_found) and isinstance(entry_found, list))
         deliveries = []
         for n, (pid, f) in enumerate(copies):
             state, next_at = f.s, None
             if n in live:
-                in_flight, due, entry = live[n]
-                if isinstance(in_flight, float):
+                in_flight, due, in_stream = live[n]
+                if in_flight is not None:
                     state = "in_flight"
-                elif isinstance(due, float):
+                elif due is not None:
                     state, next_at = "retrying", iso_ms(due)
-                elif entry:
+                elif in_stream:
                     state = "pending"
                 else:
                     # it left the stream without being dead-lettered: it was delivered (settle
@@ -196,7 +190,10 @@ class Messages:
         listed = self.keyspace.partner(partner_id).messages
         while len(found) < limit and scanned < SCAN_MOST:
             try:
-                rows = await self.redis.xrevrange(listed, max=top, min=bottom, count=200)
+                # a page at once (at least 200, more read past rows a status filter skips)
+                rows = await self.redis.xrevrange(
+                    listed, max=top, min=bottom, count=min(max(limit, 200), 1000)
+                )
             except ResponseError:
                 raise Invalid(
                     "after: not a cursor this API gave (use the `next` of a page)"
@@ -218,22 +215,18 @@ class Messages:
     async def _summaries(
         self, partner_id: str, rows: list[tuple[bytes, dict[bytes, bytes]]]
     ) -> list[tuple[str, PartnerMessage | None]]:
-        """A page of a partner's list as messages (None: past its retention), read with one
-        round trip for the index and one for the live states."""
+        """A page of a partner's list as messages (None: past its retention), read with a
+        round trip for where they are (more for producers' ids), one for the index and one
+        for the live states."""
         home = self.keyspace.shard_of(partner_id)
         ids = [fields.get(b"m", b"").decode() for _, fields in rows]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for message_id in ids:
-                pipe.hmget(
-                    home.message_index(message_id),
-                    [message_id, keys.index_field(message_id, partner_id)],
-                )
-            found = await pipe.execute()
-        known = [
-            (n, message_decoder(event), _copy(field))
-            for n, (event, field) in enumerate(found)
-            if event is not None and field is not None
-        ]
+        found = await self.index.entries(home, ids)
+        known = []
+        for n, message_id in enumerate(ids):
+            entry = found.get(message_id)
+            copy = entry[0].get(partner_id) if entry else None
+            if entry is not None and copy is not None:
+                known.append((n, message_decoder(entry[1]), copy))
         deliveries = await self._live([(partner_id, copy) for _, _, copy in known])
         items: dict[int, PartnerMessage] = {
             n: PartnerMessage(
@@ -253,41 +246,44 @@ class Messages:
     async def resend(self, partner_id: str, message_id: str) -> ResendOut:
         """Send it again: same webhook-id, a fresh retry schedule, whatever its state."""
         await self.partner(partner_id)
-        [resent] = await self._resend(partner_id, [message_id])
-        if resent.state != "resent":
+        [entry_id] = await self._resend(partner_id, [message_id])
+        if entry_id is None:
             raise NotFound(
                 f"no message {message_id[:200]!r} for partner {partner_id!r} (messages are "
                 "kept for NOTIFIER_MESSAGE_RETENTION after they were routed)"
             )
-        return ResendOut(id=message_id, partner=partner_id, entry_id=resent.entry_id)
+        return ResendOut(id=message_id, partner=partner_id, entry_id=entry_id)
 
-    async def _resend(self, partner_id: str, message_ids: list[str]) -> list[lua.Resent]:
-        """Resend messages of one partner, all in one round trip."""
+    async def _resend(self, partner_id: str, message_ids: list[str]) -> list[str | None]:
+        """Resend messages of one partner (at most RECOVER_BATCH) in one script call: their
+        new entry ids (None: not known for this partner)."""
         shard = self.keyspace.shard_of(partner_id)
-        now = now_ms()
-        calls = [
-            self.scripts.send(
-                lua.resend(shard=shard, partner_id=partner_id, message_id=mid, now_ms=now)
+        resent = await self.scripts.run(
+            lua.resend(
+                shard=shard,
+                partner_id=partner_id,
+                message_ids=message_ids,
+                now_ms=now_ms(),
+                retention_ms=self.retention_ms,
             )
-            for mid in message_ids
-        ]
-        replies = [await call for call in calls]
-        if any(r.woke for r in replies):
+        )
+        if resent.woke:
             await self.scripts.run(lua.rouse(shards=[shard.number]))
-        return replies
+        return resent.entries
 
     async def recover(
         self, partner_id: str, since_ms: int, until_ms: int | None = None
     ) -> RecoverOut:
         """Resend every message routed to the partner in [since, until] that failed: waiting
-        for a retry, or dead-lettered; RECOVER_BATCH a round trip, RECOVER_MOST at most."""
+        for a retry, or dead-lettered; read a page of 1,000 at a time, resent RECOVER_BATCH a
+        script call (a few milliseconds of Redis each), RECOVER_MOST at most."""
         if until_ms is not None and until_ms < since_ms:
             raise Invalid("until: must not be before since")
         resent: list[str] = []
         after: str | None = None
         while len(resent) < RECOVER_MOST:
             page = await self.of_partner(
-                partner_id, after=after, limit=500, since_ms=since_ms, until_ms=until_ms
+                partner_id, after=after, limit=1000, since_ms=since_ms, until_ms=until_ms
             )
             failed = [item.id for item in page.data if item.state in ("retrying", "dead")]
             failed = failed[: RECOVER_MOST - len(resent)]

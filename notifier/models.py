@@ -6,6 +6,7 @@ body is a 400 naming the field, not a silently ignored setting.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Generic, TypeVar
 
@@ -98,7 +99,7 @@ class Taken(msgspec.Struct):
     entry_id: str  # its entry in the partner stream
     message: Message
     attempt: int  # 1-based: the delivery count Redis keeps for the entry
-    slot: str  # its member in the rate-limit window log
+    taken_ms: int  # when it was taken: its rate-limit slot's stamp until it is settled
 
 
 class Outcome(msgspec.Struct, kw_only=True):
@@ -113,7 +114,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     latency_ms: float = 0.0
     error: str | None = None
     retry_after: float | None = None
-    sent_ms: int = 0  # wall clock when the request was started, for the rate-limit log
+    sent_ms: int = 0  # wall clock when the request was started
     excerpt: str | None = None  # the start of the answer's body
     trace_id: str | None = None  # of the attempt's span, when tracing, for its log lines
     span_id: str | None = None
@@ -121,6 +122,12 @@ class Outcome(msgspec.Struct, kw_only=True):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+    @property
+    def answered_ms(self) -> int:
+        """Wall clock when its answer (or failure) came: the partner had the request by then,
+        whatever its own clock said, so the rate-limit window counts it from here."""
+        return self.sent_ms + math.ceil(self.latency_ms)
 
 
 class Attempt(msgspec.Struct, kw_only=True):

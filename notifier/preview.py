@@ -20,8 +20,8 @@ import msgspec
 from notifier import catalog, events, filters, rules
 from notifier.engine.sender import render, request_headers
 from notifier.errors import Invalid, NotFound
+from notifier.message_index import IndexReader
 from notifier.models import Message, Partner, PartnerIn, now_ms
-from notifier.redis import keys
 from notifier.store import Store
 from notifier.subscriptions import EventView, Subscriptions
 from notifier.transforms import TransformError
@@ -84,17 +84,17 @@ async def of_event(store: Store, partner: Partner, event: PreviewEvent) -> Previ
 
 
 async def of_message(store: Store, partner: Partner, message_id: str) -> PreviewOut:
-    index = store.keyspace.shard_of(partner.id).message_index(message_id)
-    raw, copy = await store.redis.hmget(
-        index, [message_id, keys.index_field(message_id, partner.id)]
-    )
-    if raw is None:
+    home = store.keyspace.shard_of(partner.id)
+    retention_ms = int(store.settings.message_retention * 1000)
+    found = await IndexReader(store.redis, retention_ms).entries(home, [message_id])
+    if message_id not in found:
         raise NotFound(
             f"no message {message_id[:200]!r} (messages are kept for "
             "NOTIFIER_MESSAGE_RETENTION after they were routed)"
         )
+    copies, raw = found[message_id]
     message = msgspec.json.decode(raw, type=Message)
-    return await _judged(store, partner, message, routed=copy is not None)
+    return await _judged(store, partner, message, routed=partner.id in copies)
 
 
 def unsaved(store: Store, body: PartnerIn) -> Partner:

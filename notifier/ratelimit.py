@@ -1,6 +1,6 @@
 """Per-partner rate limits: parse `50/second` with `limits`, enforce it in `lua/take.lua`.
 
-The window is a sliding log in Redis (one sorted-set member per request) kept by the same
+The window lives in Redis as counters over slices of it (`lua/window.lua`), kept by the same
 script that hands out messages, so the slot and the message are taken in one atomic step across
 every delivery process. `limits`' own moving window cannot share that step, so we use the
 package for what it does well here: reading the rate.
@@ -12,14 +12,19 @@ from typing import NamedTuple
 
 from limits import parse
 
-#: Requests reach the partner a little after their slot is taken; widening the window by this
-#: much keeps the partner's own clock from ever seeing more than the limit.
-MARGIN_MS = 25
 #: Bounds that keep every number the Lua scripts compute exact (doubles hold 2^53) and every
 #: PEXPIRE in range; a limit beyond them is refused when the partner is saved.
 MAX_LIMIT = 1_000_000
 MAX_WINDOW_MS = 86_400_000
 MAX_TEXT = 40
+#: Slices of a window (lua/window.lua's SLICES): the oldest, partly out of the window, counts
+#: whole, so a partner held to its limit gets SLICES / (SLICES + 1) of it.
+SLICES = 50
+
+
+def slice_of(ms: int, window_ms: int) -> int:
+    """The slice of the window a time falls in, as lua/window.lua counts it."""
+    return ms // max(1, window_ms // SLICES)
 
 
 class Rate(NamedTuple):

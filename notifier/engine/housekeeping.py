@@ -1,5 +1,6 @@
 """What one lane of a router process does besides routing: remove the consumers stopped
-processes left in the consumer groups, and announce rotated-out secrets about to expire."""
+processes left in the consumer groups and the generations of producer ids past the retention,
+and announce rotated-out secrets about to expire."""
 
 from __future__ import annotations
 
@@ -61,6 +62,19 @@ class Housekeeping:
                 removed += await call
         if removed:
             log.info("removed consumers of stopped processes", count=removed)
+        await self._old_generations()
+
+    async def _old_generations(self) -> None:
+        """UNLINK the generations of producer ids that no look-up reads any more (past the
+        retention): freed in the background, where their TTL, two hours later, would free
+        hashes of up to a day's ids while Redis waits."""
+        router = self.router
+        if not router.retention_ms:
+            return
+        span = keys.ids_generation_ms(router.retention_ms)
+        oldest = (int(time.time() * 1000) - router.retention_ms) // span  # the oldest read
+        for home in router.keyspace.homes:  # a home's keys share a slot on a Cluster
+            await router.redis.unlink(*(home.generation(g) for g in range(oldest - 3, oldest)))
 
     async def _secrets_expiring(self) -> None:
         """Every few minutes: announce each rotated-out secret that ends within the hour, once

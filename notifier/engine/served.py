@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from notifier.crypto import SecretBox
 from notifier.engine import settle
 from notifier.engine.sender import Sender
 from notifier.models import Outcome, Partner, Taken, decode_partner, iso_ms, now_ms
-from notifier.ratelimit import MARGIN_MS, parse_rate
+from notifier.ratelimit import parse_rate
 from notifier.redis import lua
 from notifier.redis.connection import REDIS_ERRORS
 from notifier.redis.keys import Keyspace
@@ -156,7 +155,7 @@ class ServedPartner:
             await self._disable(f"cannot be served: {exc}")
             return False
         if rate is not None:
-            self.limit, self.window_ms = rate.limit, rate.window_ms + MARGIN_MS
+            self.limit, self.window_ms = rate.limit, rate.window_ms
         self.max_in_flight = 1 if self.partner.ordered else self.partner.max_in_flight
         return True
 
@@ -217,7 +216,6 @@ class ServedPartner:
             ordered=self.partner.ordered,
             lease_until=lease_until,
             visible_ms=pool.visible_ms,
-            token=uuid.uuid4().hex if self.limit else "",  # only a window log needs one
         )
         try:
             took = await pool.scripts.send(call)
@@ -284,8 +282,8 @@ class ServedPartner:
             self.keys,
             settled,
             self.pool.settings.retry_schedule,
-            rate_limited=bool(self.limit),
-            index=bool(self.pool.settings.message_retention),
+            window_ms=self.window_ms if self.limit else 0,
+            retention_ms=int(self.pool.settings.message_retention * 1000),
             clear=self.clear,
         )
         self.unsettled.append(done)

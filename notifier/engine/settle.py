@@ -17,6 +17,7 @@ import msgspec
 
 from notifier import logs, ops, retry
 from notifier.models import Attempt, Outcome, Taken, utc_now
+from notifier.ratelimit import slice_of
 from notifier.redis import lua
 from notifier.redis.keys import PartnerKeys, Shard
 from notifier.telemetry.metrics import Metrics
@@ -99,12 +100,14 @@ def batch(
     settled: Sequence[tuple[Taken, Outcome]],
     schedule: Sequence[float],
     *,
-    rate_limited: bool,
-    index: bool,
+    window_ms: int,
+    retention_ms: int,
     clear: bool,
 ) -> Batch:
     """The decisions of a batch of outcomes, and the `lua/settle.lua` call that records them.
-    `clear`: the partner's failing run and breaker are known not to be set."""
+    `window_ms`: the partner's rate-limit window (0: no limit); `retention_ms`: the message
+    index's (0: none). `clear`: the partner's failing run and breaker are known not to be
+    set."""
     at, now = utc_now(), time.time()
     decisions = [decide(taken, outcome, schedule, now, at) for taken, outcome in settled]
     dead = [d for d in decisions if d.verdict == "dead"]
@@ -119,17 +122,27 @@ def batch(
             lua.Dead(d.taken.entry_id, d.reason, _encode(d.taken.message), d.record, at)
             for d in dead
         ],
-        # A slot is stamped when it is taken; moving it to when its request was sent keeps a
-        # request that waited for the CPU from landing within a window of the next ones.
-        sent=[(d.taken.slot, d.outcome.sent_ms) for d in decisions] if rate_limited else [],
+        # A slot is stamped when it is taken; moving it to when its answer came keeps a
+        # request that waited (for the CPU, or in the partner's queue) from landing within a
+        # window of the next ones by any clock of the partner's. Those answered in the slice
+        # they were taken in need no move.
+        moved=[
+            (d.taken.entry_id, d.taken.taken_ms, d.outcome.answered_ms)
+            for d in decisions
+            if slice_of(d.outcome.answered_ms, window_ms) > slice_of(d.taken.taken_ms, window_ms)
+        ]
+        if window_ms
+        else [],
+        window_ms=window_ms,
         records=[d.record for d in decisions],
         # a delivered or retrying copy needs no write: a look-up reads where it is
         index=[
             lua.IndexUpdate(d.taken.message.id, d.taken.entry_id, "x", d.taken.attempt)
             for d in dead
         ]
-        if index
+        if retention_ms
         else (),
+        retention_ms=retention_ms,
         retried=any(d.taken.attempt > 1 for d in decisions),
         maybe_failing=not clear or bool(retries or dead),
         endpoint_failed=any(

@@ -52,11 +52,16 @@ Shared records, under shard 0's prefix on one Redis and each shard's own on a Cl
     <s>disabled                     set      ids of disabled partners
     <s>dead                         stream   a Cluster shard's dead letters (on one Redis they
                                              are all in notifier:dead)
-    <s>messages:<tenth>             hash     the message index of the messages notifier named
-                                             (`msg_<entry id>`) of that tenth of a second:
-                                             <message id> -> the message, <message id>\\t<partner
-                                             id> -> its copy's state (TTL: the retention)
-    <s>message:<message id>         hash     the same, for one message a producer named
+    <s>messages:<tenth>             hash     the message index: each message, in the hash of
+                                             its ingress entry's tenth of a second: <message
+                                             id> -> "<copies>\n<event>", a copy being "<partner
+                                             id> <state>" (lua/index.lua) (TTL: the retention)
+    <s>ids:<generation>             hash     a producer's message id -> the ingress entry it
+                                             was first routed from, by route time in
+                                             generations (`ids_generation_ms`): how such a
+                                             message is found, and how its id is deduped
+                                             (UNLINKed by the janitor once past the retention;
+                                             TTL two hours later)
 
 A partner's keys: `notifier:{<partner id>}:<name>` on one Redis, `<s><partner id>:<name>` on a
 Cluster (in its shard's slot):
@@ -64,7 +69,8 @@ Cluster (in its shard's slot):
     stream      stream   the partner's messages; group `delivery`
     due         zset     message id -> ms its retry is due
     inflight    zset     message id being sent -> ms it is visible again
-    window      zset     sliding-window rate-limit log (one member a request)
+    slices      string   the rate-limit window: requests per fiftieth of it and their sum,
+                         packed (lua/window.lua); only a rate-limited partner has one
     history     hash     message id -> msgspec JSON list of failed attempts
     attempts    stream   about the last ATTEMPTS_KEPT attempts, newest last
     failing     string   ms of the first failure of an unbroken failing run
@@ -107,22 +113,37 @@ DEAD_MARKER_TTL = 3_600
 #: The most shards a deployment may have: a slot each at most.
 MAX_SHARDS = 1024
 
-#: The message index keeps the messages notifier named in one hash per tenth of a second, so
-#: a message costs two hash fields rather than a key and a TTL of its own, and a hash that
-#: expires frees a tenth of a second's worth at once.
+#: The message index keeps messages in one hash per tenth of a second of their ingress
+#: entries, so a message costs a hash field rather than a key and a TTL of its own, and a hash
+#: that expires frees a tenth of a second's worth at once.
 INDEX_BUCKET_MS = 100
-_NAMED = re.compile(r"msg_([0-9]{1,15})-[0-9]{1,20}")
+#: Producers' ids are mapped to their ingress entries in generations of up to this long: a
+#: route call looks its producer ids up in the generations of the last DEDUPE_TTL (three, an
+#: HMGET each for all of them), a look-up in those of the retention.
+IDS_GENERATION_MS = 12 * 3600 * 1000
+#: A generation outlives the look-ups that read it by this much, for a router's hourly
+#: janitor to UNLINK it first: a big hash freed by its TTL would stall Redis while freed.
+IDS_GRACE_MS = 2 * 3600 * 1000
+_NAMED = re.compile(r"msg_([0-9]{1,15}-[0-9]{1,20})")
+
+
+def named_entry(message_id: str) -> str | None:
+    """The ingress entry id of a message id notifier gave (`msg_<entry id>`), else None."""
+    named = _NAMED.fullmatch(message_id)
+    return named.group(1) if named else None
+
+
+def ids_generation_ms(retention_ms: int) -> int:
+    """How long a generation of producer ids is: a quarter of the retention (so the map
+    outlives the messages it finds by a quarter at most), from 1 s to IDS_GENERATION_MS.
+    Changing the retention below 24 h renumbers the generations: ids mapped before are not
+    found (their messages are, by their partners' lists)."""
+    return max(1000, min(IDS_GENERATION_MS, retention_ms // 4))
 
 
 def dead_marker(entry_id: str) -> str:
     """The marker of a dead-lettered ingress entry, in `notifier:dead`'s slot."""
     return f"{PREFIX}{{{DEAD}}}:seen:{entry_id}"
-
-
-def index_field(message_id: str, partner_id: str) -> str:
-    """The field of a message's copy to one partner in its index hash (a message id is
-    printable text, so it never holds the tab)."""
-    return f"{message_id}\t{partner_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +166,8 @@ class PartnerKeys:
         return self.base + "inflight"
 
     @property
-    def window(self) -> str:
-        return self.base + "window"
+    def slices(self) -> str:
+        return self.base + "slices"
 
     @property
     def history(self) -> str:
@@ -173,7 +194,7 @@ class PartnerKeys:
 
     def all(self) -> list[str]:
         """The keys removed with a partner (expiry markers expire by themselves)."""
-        names = ("stream", "due", "inflight", "window", "history", "attempts")
+        names = ("stream", "due", "inflight", "slices", "history", "attempts")
         return [self.base + n for n in (*names, "failing", "breaker", "messages")]
 
 
@@ -213,13 +234,13 @@ class Shard:
     def seen(self, message_id: str) -> str:
         return f"{self.prefix}seen:{message_id}"
 
-    def message_index(self, message_id: str) -> str:
-        """The hash that holds a message in this shard's index: its tenth of a second's, for
-        the ids notifier gives (`msg_<ingress entry id>`, which say when), else its own."""
-        named = _NAMED.fullmatch(message_id)
-        if named:
-            return f"{self.home}messages:{int(named.group(1)) // INDEX_BUCKET_MS}"
-        return f"{self.home}message:{message_id}"
+    def bucket(self, entry_id: str) -> str:
+        """The message index hash of the messages of an ingress entry's tenth of a second."""
+        return f"{self.home}messages:{int(entry_id.partition('-')[0]) // INDEX_BUCKET_MS}"
+
+    def generation(self, number: int) -> str:
+        """A generation of the map of producers' ids (route time // ids_generation_ms)."""
+        return f"{self.home}ids:{number}"
 
     def partner(self, partner_id: str) -> PartnerKeys:
         if self.cluster:

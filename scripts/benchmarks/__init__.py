@@ -1,5 +1,6 @@
-"""notifier's benchmarks: one module per scenario, sharing one toolkit (`toolkit.py`, which
-gathers `bench.py`, `endpoints.py`, `readers.py`, `figures.py` and `sizes.py`).
+"""notifier's benchmarks: one module per scenario, around what they share: `toolkit.py`
+(the bench's processes, partners, events and waits), `endpoints.py` (the partner endpoints'
+process), `meters.py` (CPU, memory, Redis's accounts) and `figures.py` (the table's rows).
 
 Run them with `scripts/bench` (or `PYTHONPATH=scripts python -m benchmarks`); `--help` lists
 the options. Everything runs for real on this machine: a redis-server of the bench's own, the

@@ -7,8 +7,10 @@ XADDed to the ingress stream as any producer does, and deliveries are counted (a
 where they land: at the endpoints.
 
 Figures (README.md, "Benchmarks", says what each means):
+ 0. the path users run: rate limits, producer ids, AOF; throughput beside the bare client,
+    Redis's CPU and commands per delivery, the rate limit and the dedupe exact
  1. throughput: router + 1 deliver, notifier run, and a bare aiohttp client, side by side
- 2. latency from XADD to the partner at 200 events/s and at 80 % of 1b's throughput
+ 2. latency from XADD to the partner at 200 events/s and at 70 % of 0b's throughput, on 0's path
  3. Redis CPU and commands per delivery, during 1a
  4. routing with 10,000 partners registered and 10 receiving, vs 10 registered
  5. an idle notifier run with 10,000 partners: its CPU, Redis commands/s
@@ -18,6 +20,9 @@ Figures (README.md, "Benchmarks", says what each means):
  8. Redis memory per backlogged message, after delivery, per copy of a 100 KiB fan-out
  9. choosing what partners receive: schema checks (three validators), a filter, a per-type
     transform, per event; routing with 10,000 partners, each its owner and a filter
+10. reads: a page of 1,000 of a partner's messages, recovering 10,000, a message by its id
+11. the path of 0 on a Redis Cluster of three primaries: CPU per delivery per primary and in
+    all, and what the cluster serves before its busiest primary is full
 
 A scenario that times out or fails prints TIMEOUT or FAILED for its figures, and the run goes
 on. Exit status 1 when a figure FAILED (a process died, the harness broke), else 0.
@@ -38,12 +43,26 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import catalog, idle, isolation, latency, memory, routing, scaling, throughput
+from benchmarks import (
+    catalog,
+    cluster,
+    idle,
+    isolation,
+    latency,
+    memory,
+    reads,
+    realistic,
+    routing,
+    scaling,
+    throughput,
+)
+from benchmarks.figures import (
+    Figure,
+    Results,
+)
 from benchmarks.toolkit import (
     QUICK,
     Bench,
-    Figure,
-    Results,
     Sizes,
     WaitTimeout,
     code_version,
@@ -51,8 +70,9 @@ from benchmarks.toolkit import (
     progress,
 )
 
-#: In the order they run: 2 uses 1b's throughput when 1 ran.
+#: In the order they run: 2 uses 0b's throughput when 0 ran.
 SCENARIOS: list[ModuleType] = [
+    realistic,
     throughput,
     latency,
     routing,
@@ -61,6 +81,8 @@ SCENARIOS: list[ModuleType] = [
     isolation,
     memory,
     catalog,
+    reads,
+    cluster,
 ]
 COLUMNS = ("figure", "value", "unit", "goal", "met", "detail")
 
@@ -70,8 +92,8 @@ def figures_list(text: str) -> set[int]:
         chosen = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give figure numbers like 1,4") from None
-    if not chosen or not chosen <= set(range(1, 10)):
-        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 1 to 9")
+    if not chosen or not chosen <= set(range(0, 12)):
+        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 0 to 11")
     return chosen
 
 
@@ -176,7 +198,7 @@ def text_table(results: Results) -> list[str]:
         return "  ".join(out).rstrip()
 
     lines = [line(COLUMNS)]
-    section = 0
+    section = -1
     for figure, row in zip(figures, rows, strict=True):
         if figure.section != section:
             section = figure.section
@@ -187,7 +209,7 @@ def text_table(results: Results) -> list[str]:
 
 def markdown_table(results: Results) -> list[str]:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    section = 0
+    section = -1
     for f in results.in_order():
         if f.section != section:
             section = f.section

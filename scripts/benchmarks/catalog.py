@@ -23,18 +23,22 @@ from typing import Any
 
 import msgspec
 
-from benchmarks.toolkit import (
-    DATA,
-    Bench,
+from benchmarks.figures import (
     Figure,
     Goal,
     Results,
-    Run,
-    cpu_text,
     number,
-    progress,
     put_median,
     put_ratio,
+)
+from benchmarks.meters import (
+    cpu_text,
+)
+from benchmarks.toolkit import (
+    DATA,
+    Bench,
+    Run,
+    progress,
     throughput_run,
 )
 from notifier import catalog, filters, transforms

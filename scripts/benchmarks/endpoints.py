@@ -1,8 +1,9 @@
-"""The endpoint process (`python -m benchmarks.endpoints OUT`): one
-`notifier.testing.Endpoint` per partner key, each on a port of its own, answering 200 at once
-(`ok`), 500 (`fail`) or after HANG_SECONDS (`hang`); a small control app reports what they
-received. A process of its own: receiving costs neither the bench nor notifier CPU.
-`Endpoints` is the bench's side of it."""
+"""The partner endpoints of a run, in a process of their own (`python -m benchmarks.endpoints
+OUT`): one `notifier.testing.Endpoint` per partner key, each on a port of its own, answering
+200 at once (`ok`), 500 (`fail`) or after HANG_SECONDS (`hang`); a small control app reports
+what they received. Receiving costs neither the bench nor notifier CPU. `Endpoints` is the
+bench's side of it.
+"""
 
 from __future__ import annotations
 
@@ -19,22 +20,41 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from aiohttp import web
 
-from benchmarks.sizes import HANG_SECONDS, MIB
+from benchmarks.figures import MIB
 from notifier.testing import Endpoint, Responder, free_port, ok
+
+#: The `hang` endpoints answer after this long: the default NOTIFIER_REQUEST_TIMEOUT.
+HANG_SECONDS = 10.0
 
 
 async def _fail(request: Any, n: int) -> Any:
+    from aiohttp import web
+
     return web.Response(status=500, text="outage")
 
 
 async def _hang(request: Any, n: int) -> Any:
+    from aiohttp import web
+
     await asyncio.sleep(HANG_SECONDS)
     return web.Response(status=200)
 
 
-RESPONDERS: dict[str, Responder] = {"ok": ok, "fail": _fail, "hang": _hang}
+async def _mostly_fail(request: Any, n: int) -> Any:
+    """500, but 200 for every tenth request: a partner that keeps failing without tripping
+    its breaker (a success closes it)."""
+    from aiohttp import web
+
+    return web.Response(status=200) if n % 10 == 0 else web.Response(status=500)
+
+
+RESPONDERS: dict[str, Responder] = {
+    "ok": ok,
+    "fail": _fail,
+    "hang": _hang,
+    "mostly_fail": _mostly_fail,
+}
 
 
 def _sent_at(body: bytes) -> float | None:
@@ -67,42 +87,41 @@ def smoothed_rate(times: list[float], since: float, until: float, span: float) -
     return (level(until - span) - level(since)) / (until - span - since)
 
 
-class EndpointServer:
-    """The endpoints made on request by the bench, and the control app's answers about what
-    they received."""
+async def serve_endpoints(out: Path) -> None:
+    """The endpoint process: Endpoints made on request by the bench, each on its own port,
+    and a control app (its port written to `out`) reporting what they received."""
+    from aiohttp import web
 
-    def __init__(self) -> None:
-        self.made: dict[str, tuple[str, Endpoint]] = {}
-        # Endpoint stamps arrivals with time.monotonic(); the bench compares them with
-        # time.time()
-        self.offset = time.time() - time.monotonic()
+    made: dict[str, tuple[str, Endpoint]] = {}
+    # Endpoint stamps arrivals with time.monotonic(); the bench compares them with time.time()
+    offset = time.time() - time.monotonic()
 
-    def arrivals(self, key: str) -> list[float]:
-        return [r.at + self.offset for r in self.made[key][1].received] if key in self.made else []
+    def arrivals(key: str) -> list[float]:
+        return [r.at + offset for r in made[key][1].received] if key in made else []
 
-    async def create(self, request: web.Request) -> web.Response:
+    async def create(request: web.Request) -> web.Response:
         wanted: dict[str, str] = await request.json()
         for key, kind in wanted.items():
-            if key not in self.made:
-                self.made[key] = (kind, await Endpoint(RESPONDERS[kind]).start())
-            elif self.made[key][0] != kind:
-                raise web.HTTPBadRequest(text=f"endpoint {key} answers {self.made[key][0]}")
-        return web.json_response({key: self.made[key][1].url for key in wanted})
+            if key not in made:
+                made[key] = (kind, await Endpoint(RESPONDERS[kind]).start())
+            elif made[key][0] != kind:
+                raise web.HTTPBadRequest(text=f"endpoint {key} answers {made[key][0]}")
+        return web.json_response({key: made[key][1].url for key in wanted})
 
-    async def counts(self, request: web.Request) -> web.Response:
+    async def counts(request: web.Request) -> web.Response:
         return web.json_response(
             {
-                key: [len(e.received), e.received[-1].at + self.offset]
-                for key, (_, e) in self.made.items()
+                key: [len(e.received), e.received[-1].at + offset]
+                for key, (_, e) in made.items()
                 if e.received
             }
         )
 
-    async def window(self, request: web.Request) -> web.Response:
+    async def window(request: web.Request) -> web.Response:
         """Requests of `key` that arrived in [since, until], the most in any `span` s, and
         their rate with the edges smoothed over `span` (see `smoothed_rate`)."""
         query = request.query
-        times = self.arrivals(query["key"])
+        times = arrivals(query["key"])
         since, until = float(query["since"]), float(query["until"])
         span = float(query.get("span", "1"))
         inside = times[bisect.bisect_left(times, since) : bisect.bisect_right(times, until)]
@@ -119,32 +138,27 @@ class EndpointServer:
             }
         )
 
-    async def latencies(self, request: web.Request) -> web.Response:
+    async def latencies(request: web.Request) -> web.Response:
         """Seconds from each event's publish (its `sent_at`) to its arrival."""
         found = []
         for key in request.query["keys"].split(","):
-            for received in self.made[key][1].received if key in self.made else []:
+            for received in made[key][1].received if key in made else []:
                 sent = _sent_at(received.body)
                 if sent is not None:
-                    found.append(received.at + self.offset - sent)
+                    found.append(received.at + offset - sent)
         return web.json_response(found)
 
-    async def reset(self, request: web.Request) -> web.Response:
-        for _, endpoint in self.made.values():
+    async def reset(request: web.Request) -> web.Response:
+        for _, endpoint in made.values():
             endpoint.received.clear()
         return web.json_response({})
 
-
-async def serve_endpoints(out: Path) -> None:
-    """The endpoint process: Endpoints made on request by the bench, each on its own port,
-    and a control app (its port written to `out`) reporting what they received."""
-    server = EndpointServer()
     app = web.Application(client_max_size=16 * MIB)
-    app.router.add_post("/endpoints", server.create)
-    app.router.add_get("/counts", server.counts)
-    app.router.add_get("/window", server.window)
-    app.router.add_get("/latencies", server.latencies)
-    app.router.add_post("/reset", server.reset)
+    app.router.add_post("/endpoints", create)
+    app.router.add_get("/counts", counts)
+    app.router.add_get("/window", window)
+    app.router.add_get("/latencies", latencies)
+    app.router.add_post("/reset", reset)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -157,7 +171,7 @@ async def serve_endpoints(out: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    for _, endpoint in server.made.values():
+    for _, endpoint in made.values():
         await endpoint.stop()
     await runner.cleanup()
 

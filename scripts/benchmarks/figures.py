@@ -1,6 +1,6 @@
-"""The figures of a run: `Figure` rows with a unit and maybe a `Goal`, collected in
-`Results`, and the statistics that make them (medians of runs, ratios of runs taken side by
-side, percentiles)."""
+"""The figures of a run: rows with a unit and maybe a goal (`Figure`), collected in `Results`,
+and the arithmetic that turns repeated runs into one figure (medians, ratios of side-by-side
+pairs, percentiles)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import dataclasses
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import os
 
-from benchmarks.toolkit import (
-    Bench,
-    CpuMeter,
+from benchmarks.figures import (
     Figure,
     Goal,
     Results,
+)
+from benchmarks.meters import (
+    CpuMeter,
     commands_between,
     commandstats,
+)
+from benchmarks.toolkit import (
+    Bench,
     progress,
 )
 from notifier.redis import keys

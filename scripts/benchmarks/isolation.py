@@ -15,17 +15,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.toolkit import (
+from benchmarks.endpoints import (
     HANG_SECONDS,
-    Bench,
-    CpuMeter,
+)
+from benchmarks.figures import (
     Figure,
     Goal,
     Results,
-    cpu_text,
-    progress,
     put_median,
     put_ratio,
+)
+from benchmarks.meters import (
+    CpuMeter,
+    cpu_text,
+)
+from benchmarks.toolkit import (
+    Bench,
+    progress,
 )
 from notifier.ratelimit import parse_rate
 

@@ -6,7 +6,7 @@ filled to its cap (keys.ATTEMPTS_KEPT) by deliveries, so that later growth is th
 (b) The same once a delivery process has delivered them all and stopped: what stays behind
 per message once the message index has been trimmed, which should be about nothing (the
 attempt logs, capped by count, are left out: their size follows batch sizes).
-(d) What the message index (keys.py: `notifier:messages:<tenth>`, `notifier:message:<id>`,
+(d) What the message index (keys.py: `notifier:messages:<tenth>`, `notifier:ids:<n>`,
 `notifier:{id}:messages`) holds
 per delivered message until NOTIFIER_MESSAGE_RETENTION trims it: measured by removing those
 keys, as the trimming would, after (b)'s first reading.
@@ -22,17 +22,22 @@ import json
 import random
 import string
 
-from benchmarks.toolkit import (
-    DATA,
-    INGRESS,
+from benchmarks import path
+from benchmarks.figures import (
     MIB,
-    Bench,
     Figure,
     Goal,
     Results,
+)
+from benchmarks.meters import (
+    used_memory,
+)
+from benchmarks.toolkit import (
+    DATA,
+    INGRESS,
+    Bench,
     expected,
     progress,
-    used_memory,
 )
 from notifier.redis import keys
 from notifier.redis.keys import Keyspace
@@ -45,7 +50,11 @@ FIGURES = [
     Figure("8b", 8, "8b Redis memory per message once delivered", "bytes", Goal("~", 10)),
     Figure("8c", 8, "8c Redis memory per partner copy of a 100 KiB event", "bytes"),
     Figure("8d", 8, "8d message index per delivered message, until retention", "bytes"),
+    Figure("8e", 8, "8e index beyond the event, per message: producer ids", "bytes"),
+    Figure("8f", 8, "8f index beyond the event, per message and partner: ids, 3 partners", "bytes"),
 ]
+#: Events of 8e and 8f.
+INDEXED = 20_000
 
 
 async def run(bench: Bench, results: Results) -> None:
@@ -57,6 +66,8 @@ async def run(bench: Bench, results: Results) -> None:
     )
     await backlog(bench, results)
     await fan_out(bench, results)
+    for key, fan in (("8e", 1), ("8f", 3)):
+        await index_cost(bench, results, key, fan)
 
 
 async def backlog(bench: Bench, results: Results) -> None:
@@ -129,7 +140,7 @@ async def attempt_logs(bench: Bench, partners: dict[str, str]) -> int:
 async def drop_index(bench: Bench) -> None:
     """Remove the message index, as NOTIFIER_MESSAGE_RETENTION's trimming would."""
     for pattern in (
-        keys.PREFIX + "message:*",
+        keys.PREFIX + "ids:*",
         keys.PREFIX + "messages:*",
         keys.PREFIX + "{*}:messages",
     ):
@@ -187,3 +198,40 @@ async def fan_out(bench: Bench, results: Results) -> None:
         grown / s.big_partners,
         f"the event's data is {len(data):,} bytes: {grown / len(data):.1f} copies' worth in all",
     )
+
+
+async def index_cost(bench: Bench, results: Results, key: str, fan: int) -> None:
+    """What the message index keeps per message beyond its event, on the path of scenario 0
+    (a producer id on every event), each event to `fan` partners: delivered, then measured
+    by removing the index as its retention would."""
+    events = INDEXED if bench.sizes.memory_events >= 100_000 else 2_000
+    progress(f"{key} the index of {events:,} events with producer ids to {fan} partner(s)")
+    await bench.fresh()
+    names = [f"f{i}" for i in range(fan)]
+    urls = await bench.endpoints.make(dict.fromkeys(names, "ok"))
+    ids = {n: await bench.register(n, urls[n], ["evt.fan"]) for n in names}
+    bench.notifier("router")
+    deliver = bench.notifier("deliver")
+    await path.publish(bench, ["evt.fan"], range(events), f"{key}-{fan}")
+    await bench.wait_delivered(dict.fromkeys(names, events), "the indexed deliveries")
+    await empty(bench, ids)
+    bench.stop(deliver)
+    event = await one_event(bench)
+    held = await used_memory(bench.redis)
+    await drop_index(bench)
+    index = (held - await used_memory(bench.redis)) / events
+    beyond = (index - event) / fan
+    results.put(
+        key,
+        beyond,
+        f"{index:,.0f} bytes a message in all, its event {event} bytes (kept once); "
+        f"{events:,} events to {fan} partner(s); goal of issue 21: <= 120 a copy",
+    )
+
+
+async def one_event(bench: Bench) -> int:
+    """The size of one event as the index keeps it (its encoded message)."""
+    async for bucket in bench.redis.scan_iter(match=keys.PREFIX + "messages:*", count=100):
+        async for _, value in bench.redis.hscan_iter(bucket, count=10):
+            return len(value.partition(b"\n")[2])
+    return 0

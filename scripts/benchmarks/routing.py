@@ -8,16 +8,20 @@ and the ratio is the median of the rounds' ratios.
 
 from __future__ import annotations
 
-from benchmarks.toolkit import (
-    Bench,
+from benchmarks.figures import (
     Figure,
     Goal,
     Results,
-    Run,
-    cpu_text,
-    progress,
     put_median,
     put_ratio,
+)
+from benchmarks.meters import (
+    cpu_text,
+)
+from benchmarks.toolkit import (
+    Bench,
+    Run,
+    progress,
     throughput_run,
 )
 

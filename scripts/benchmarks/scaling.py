@@ -8,17 +8,21 @@ costs; on a machine with spare cores it shows what it adds.
 
 from __future__ import annotations
 
-from benchmarks.throughput import measure
-from benchmarks.toolkit import (
+from benchmarks.figures import (
     MIB,
-    Bench,
     Figure,
     Results,
-    Run,
-    cpu_text,
-    progress,
     put_median,
     put_ratio,
+)
+from benchmarks.meters import (
+    cpu_text,
+)
+from benchmarks.throughput import measure
+from benchmarks.toolkit import (
+    Bench,
+    Run,
+    progress,
 )
 
 SECTIONS = (6,)

@@ -20,22 +20,28 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.toolkit import (
-    DATA,
+from benchmarks.endpoints import (
+    run_fast,
+)
+from benchmarks.figures import (
     MIB,
-    Bench,
-    BenchError,
-    CpuMeter,
     Figure,
     Goal,
     Results,
-    Run,
-    child_env,
-    cpu_text,
-    progress,
     put_median,
     put_ratio,
-    run_fast,
+)
+from benchmarks.meters import (
+    CpuMeter,
+    cpu_text,
+)
+from benchmarks.toolkit import (
+    DATA,
+    Bench,
+    BenchError,
+    Run,
+    child_env,
+    progress,
     throughput_run,
 )
 
@@ -192,11 +198,22 @@ def duplicates(runs: list[Run]) -> str:
 
 
 def report_redis(results: Results, runs: list[Run]) -> None:
-    deliveries = sum(r.deliveries for r in runs)
+    put_redis(results, "3a", "3b", [(r.redis_cpu, r.commands, r.deliveries) for r in runs])
+
+
+def put_redis(
+    results: Results,
+    cpu_key: str,
+    calls_key: str,
+    samples: list[tuple[float, dict[str, tuple[int, float]], int]],
+) -> None:
+    """Redis's CPU per delivery (`cpu_key`), commands per delivery (`calls_key`) and, after
+    it, the TOP commands by time, from (Redis CPU seconds, commandstats, deliveries) of runs."""
+    deliveries = sum(n for _, _, n in samples)
     calls: dict[str, int] = {}
     usec: dict[str, float] = {}
-    for r in runs:
-        for name, (n, us) in r.commands.items():
+    for _, commands, _ in samples:
+        for name, (n, us) in commands.items():
             if name not in OWN:
                 calls[name] = calls.get(name, 0) + n
                 usec[name] = usec.get(name, 0.0) + us
@@ -204,25 +221,25 @@ def report_redis(results: Results, runs: list[Run]) -> None:
     producer = usec["xadd"] / calls["xadd"] if calls.get("xadd") else 0.0
     put_median(
         results,
-        "3a",
-        [r.redis_cpu / r.deliveries * 1e6 for r in runs],
+        cpu_key,
+        [cpu / n * 1e6 for cpu, _, n in samples],
         f"includes the producer's XADD, about {producer:.1f} us",
     )
     scripts = calls.get("evalsha", 0) + calls.get("eval", 0)
     results.put(
-        "3b",
+        calls_key,
         sum(calls.values()) / deliveries,
         f"of which {scripts / deliveries:.2f} script calls; commands inside scripts count too",
     )
-    for figure in [f for f in results.figures if f.key.startswith("3b.")]:
+    for figure in [f for f in results.figures if f.key.startswith(calls_key + ".")]:
         results.figures.remove(figure)
     for name in sorted(usec, key=lambda n: -usec[n])[:TOP]:
         note = " (whole scripts, incl. the commands they run)" if name == "evalsha" else ""
         results.add_after(
-            "3b",
+            calls_key,
             Figure(
-                f"3b.{name}",
-                3,
+                f"{calls_key}.{name}",
+                results.get(calls_key).section,
                 f"  {name.upper()}",
                 "us/delivery",
                 value=usec[name] / deliveries,

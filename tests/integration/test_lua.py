@@ -18,7 +18,8 @@ from redis.crc import key_slot
 from notifier.models import Message
 from notifier.redis import keys, lua
 from notifier.redis.keys import Keyspace, Shard
-from notifier.redis.lua import Scripts
+from notifier.redis.lua import Scripts, source
+from tests.helpers import entries
 
 PARTNER = "ptn_gone"
 
@@ -59,7 +60,6 @@ def take(shard: Shard, partner: str, now: int = 1000, limit: int = 0) -> lua.Cal
         ordered=False,
         lease_until=now + 60_000,
         visible_ms=60_000,
-        token="t",
     )
 
 
@@ -71,7 +71,8 @@ def settle(shard: Shard, partner: str, now: int, **outcomes: Any) -> lua.Call[lu
         delivered=outcomes.get("delivered", []),
         retries=outcomes.get("retries", []),
         dead=outcomes.get("dead", []),
-        sent=outcomes.get("sent", []),
+        moved=outcomes.get("moved", []),
+        window_ms=outcomes.get("window_ms", 0),
         records=outcomes.get("records", []),
     )
 
@@ -93,7 +94,8 @@ async def test_scripts_write_nothing_for_a_partner_whose_stream_is_gone(
             delivered=["1-0"],
             retries=[lua.Retry("2-0", 5000, b'{"a":1}')],
             dead=[lua.Dead("3-0", "gave up", message(3), b'{"a":1}', "now")],
-            sent=[("t:1", 1000)],
+            moved=[("1-0", 900, 1000)],
+            window_ms=1000,
             records=[b'{"a":1}', b'{"a":2}'],
         )
     )
@@ -153,7 +155,7 @@ async def test_an_unlimited_partner_keeps_no_window_log(redis: Redis, ks: Keyspa
         await redis.xadd(partner.stream, {"m": message(n)})
     took = await scripts.run(take(ks.shard_of("ptn_a"), "ptn_a"))
     assert len(took.messages) == 50
-    assert not await redis.exists(partner.window)
+    assert not await redis.exists(partner.slices)
 
 
 async def test_a_late_release_leaves_another_holders_lease_alone(
@@ -238,6 +240,24 @@ async def test_the_message_index_remembers_what_was_routed(redis: Redis, ks: Key
     assert not await redis.keys("*seen*")
 
 
+async def test_a_producer_id_is_kept_where_it_was_first_routed(redis: Redis, ks: Keyspace) -> None:
+    """The index keeps a producer's message in the hash of its first entry's tenth of a
+    second: the same id published again seconds later (another tenth), in the same call or a
+    later one, finds it there and goes nowhere twice."""
+    scripts = Scripts(redis)
+    shard = ks.shards[0]
+
+    def call(*entries: str) -> lua.Call[lua.Routed]:
+        parts = [part(3, [("ptn_a", True)], entry=e, ttl=0) for e in entries]
+        return lua.route(shard=shard, now_ms=9000, parts=parts, retention_ms=60_000)
+
+    assert (await scripts.run(call("1000-0", "2500-0"))).parts == [1, "already"]
+    assert (await scripts.run(call("4000-0"))).parts == ["already"]
+    assert await redis.xlen(shard.partner("ptn_a").stream) == 1
+    assert await redis.hexists(shard.bucket("1000-0"), "m3")
+    assert not await redis.exists(shard.bucket("2500-0"), shard.bucket("4000-0"))
+
+
 async def test_a_chunk_whose_earlier_chunk_is_missing_is_a_gap(redis: Redis, ks: Keyspace) -> None:
     """Calls of one pipeline run even when an earlier one failed: a chunk 1 that finds no
     chunk 0 writes nothing and says so, to go again once chunk 0 is in."""
@@ -270,7 +290,7 @@ async def test_a_producer_id_published_twice_is_routed_once(redis: Redis, ks: Ke
     for pid, _ in partners:
         assert await redis.xlen(shard.partner(pid).stream) == 2
     assert 86_000 < await redis.ttl(shard.seen("m1")) <= keys.DEDUPE_TTL
-    assert await redis.hexists(shard.message_index("m1"), "m1")
+    assert await redis.hexists(shard.bucket("7-0"), "m1")
 
 
 async def test_a_batch_wakes_each_partner_by_the_wake_rule_once(redis: Redis, ks: Keyspace) -> None:
@@ -348,7 +368,8 @@ def _calls(ks: Keyspace) -> dict[str, lua.Call[Any]]:
             delivered=["1-0"],
             retries=[],
             dead=[lua.Dead("3-0", "x", message(1), b"{}", "now")],
-            sent=[],
+            moved=[("1-0", 1, 20)],
+            window_ms=1000,
             records=[b"{}"],
             index=index,
         ),
@@ -356,7 +377,9 @@ def _calls(ks: Keyspace) -> dict[str, lua.Call[Any]]:
             shard=shard, partner=partner, now_ms=1, blocked_until=0, active=True, held_until=1
         ),
         "wake": lua.wake(shard=shard, now_ms=1, partner_ids=mine),
-        "resend": lua.resend(shard=shard, partner_id="ptn_a", message_id="m1", now_ms=1),
+        "resend": lua.resend(
+            shard=shard, partner_id="ptn_a", message_ids=["m1"], now_ms=1, retention_ms=1
+        ),
         "save_partner": lua.save_partner(
             shard=shard,
             partner_id="ptn_a",
@@ -399,3 +422,49 @@ def test_shards_spread_over_the_slot_ranges_of_the_primaries() -> None:
     assert [slot * 16 // 16384 for slot in slots] == list(range(16))
     primaries = [sum(1 for slot in slots if slot * 3 // 16384 == p) for p in range(3)]
     assert sorted(primaries) == [5, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "entry", ["0-0", "5-1", "99-0", "100-0", "0001-2", "1764000000123-5", "999999999999999-1"]
+)
+async def test_the_index_names_its_hashes_as_the_key_map_does(redis: Redis, entry: str) -> None:
+    """lua/index.lua makes the names of the index's hashes from a prefix; the API reads them
+    by the key map's: both must name the same hash."""
+    shard = Keyspace().shards[0]
+    check = source("index") + "\nreturn {index_bucket(ARGV[1], ARGV[2]), index_named(ARGV[3])}"
+    reply = await redis.eval(check, 0, shard.home, entry, f"msg_{entry}")
+    assert [v.decode() for v in reply] == [shard.bucket(entry), keys.named_entry(f"msg_{entry}")]
+
+
+async def test_a_batch_of_resends_sends_each_known_message_once_more(
+    redis: Redis, ks: Keyspace
+) -> None:
+    """A recover resends its messages in batches, one script call each: every message the
+    index knows for the partner gets a new entry (its waiting copy replaced), one it does not
+    know is said so, and the partner is woken once."""
+    scripts = Scripts(redis)
+    shard = ks.shard_of("ptn_a")
+    partner = shard.partner("ptn_a")
+    await scripts.run(
+        lua.route(
+            shard=shard,
+            now_ms=1000,
+            parts=[part(n, [("ptn_a", True)], ttl=0) for n in range(3)],
+            retention_ms=60_000,
+        )
+    )
+    await redis.zrem(shard.ready, "ptn_a")
+    first = [e for e, _ in await entries(redis, partner.stream)]
+    resent = await scripts.run(
+        lua.resend(
+            shard=shard,
+            partner_id="ptn_a",
+            message_ids=["m0", "nope", "m2"],
+            now_ms=2000,
+            retention_ms=60_000,
+        )
+    )
+    assert resent.woke and resent.entries[1] is None
+    kept = [e for e, _ in await entries(redis, partner.stream)]
+    assert kept == [first[1], *(e.encode() for e in resent.entries if e)]
+    assert await redis.zscore(shard.ready, "ptn_a") == 2000

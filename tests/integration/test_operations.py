@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 
 from notifier.admin import app as api
 from notifier.config import Settings
-from notifier.redis.keys import Shard
+from notifier.messages import Messages
+from notifier.redis import keys
 from tests.helpers import (
     TOKEN,
     Endpoint,
@@ -122,7 +123,8 @@ async def test_messages_notifier_named_share_an_index_hash_and_keep_apart(
     ids = {json.loads(r.body)["data"]["n"]: r.headers["webhook-id"] for r in good.received}
     assert ids[10] == "ord*[10]?"
     home = settings.keyspace().shard_of(good_id)
-    assert len({home.message_index(ids[n]) for n in range(10)}) < 10  # some share one
+    named = [keys.named_entry(ids[n]) for n in range(10)]
+    assert len({home.bucket(entry or "") for entry in named}) < 10  # some share one
     for n in range(11):
         shown = await admin.call("GET", f"/v1/messages/{quote(ids[n], safe='')}")
         assert shown["data"] == {"n": n}
@@ -378,15 +380,16 @@ async def test_the_message_index_is_bounded_by_its_retention(
         await publish(redis, "order.created", {"n": 1})  # notifier names this one
         await endpoint.wait_for(2)
         [named] = {r.headers["webhook-id"] for r in endpoint.received} - {"old"}
-        # a message the producer named has a hash of its own; those notifier named share
-        # one per tenth of a second
+        # every message is in the hash of its ingress entry's tenth of a second; one a
+        # producer named is found through the generation of its id
         home = settings.keyspace().shard_of(pid)
-        assert home.message_index("old") == f"{home.home}message:old"
-        assert home.message_index(named).startswith(f"{home.home}messages:")
+        where = await Messages(redis, settings).index.buckets(home, ["old", named])
+        assert set(where) == {"old", named}
+        assert all(key.startswith(f"{home.home}messages:") for key in where.values())
         for message_id in ("old", named):
-            ttl = await redis.pttl(home.message_index(message_id))
+            ttl = await redis.pttl(where[message_id])
             assert 0 < ttl <= 2000
-        await eventually(lambda: _gone(redis, home, "old", named), 5, "the old messages to expire")
+        await eventually(lambda: _gone(redis, *where.values()), 5, "the old messages to expire")
         await publish(redis, "order.created", {"n": 2}, event_id="new")
         await endpoint.wait_for(3)
         await idle(redis)
@@ -395,5 +398,30 @@ async def test_the_message_index_is_bounded_by_its_retention(
     assert [fields[b"m"] for _, fields in listed] == [b"new"]
 
 
-async def _gone(redis: Redis, home: Shard, *message_ids: str) -> bool:
-    return not await redis.exists(*(home.message_index(m) for m in message_ids))
+async def _gone(redis: Redis, *index_keys: str) -> bool:
+    return not await redis.exists(*index_keys)
+
+
+async def test_the_janitor_unlinks_generations_of_producer_ids_past_the_retention(
+    redis: Redis, settings: Settings
+) -> None:
+    """The map of producers' ids is a hash per generation: once past the retention (no look-up
+    reads it), the hourly janitor UNLINKs it, freed in the background, before its TTL would
+    free it while Redis waits."""
+    from notifier.engine.housekeeping import Housekeeping
+    from notifier.engine.router import Router
+
+    router = Router(redis, settings)
+    span = keys.ids_generation_ms(router.retention_ms)
+    oldest = (int(time.time() * 1000) - router.retention_ms) // span
+    home = router.keyspace.homes[0]
+    for gen in (oldest - 2, oldest - 1, oldest, oldest + 1):
+        await redis.hset(home.generation(gen), "ord-1", "1-0")
+    await redis.delete(keys.JANITOR)
+    await Housekeeping(router).run()
+    assert [await redis.exists(home.generation(g)) for g in range(oldest - 2, oldest + 2)] == [
+        0,
+        0,
+        1,
+        1,
+    ]

@@ -46,9 +46,18 @@ def route(*, shard: Shard, now_ms: int, parts: Sequence[Part], retention_ms: int
     """Append each part's message to its partners' streams, each at most once; with
     `retention_ms`, the message index keeps it that long."""
     route_keys = [shard.ready, shard.leases, shard.dead]
-    args: list[Any] = [now_ms, keys.DEAD_KEPT, retention_ms]
+    args: list[Any] = [
+        now_ms,
+        keys.DEAD_KEPT,
+        retention_ms,
+        shard.home,
+        keys.ids_generation_ms(retention_ms),
+        keys.DEDUPE_TTL * 1000,
+        keys.IDS_GRACE_MS,
+    ]
     for part in parts:
-        route_keys += [shard.seen(part.message_id), shard.message_index(part.message_id)]
+        named = keys.named_entry(part.message_id)
+        route_keys.append(shard.seen(part.message_id))
         for partner_id, _ in part.partners:
             partner = shard.partner(partner_id)
             route_keys += [partner.stream, partner.messages]
@@ -60,6 +69,8 @@ def route(*, shard: Shard, now_ms: int, parts: Sequence[Part], retention_ms: int
             part.payload,
             "".join("1" if enabled else "0" for _, enabled in part.partners),
             len(part.partners),
+            shard.bucket(named or part.entry_id),
+            "1" if named else "0",
             *(pid for pid, _ in part.partners),
         ]
     return Call(

@@ -66,7 +66,6 @@ def take(
     ordered: bool,
     lease_until: int,
     visible_ms: int,
-    token: str,
 ) -> Call[TakeReply]:
     """Take up to `want` messages that may be sent now, with their rate-limit slots;
     `lease_until` renews the partner's lease (0 keeps the current one)."""
@@ -81,15 +80,15 @@ def take(
                     found[i].decode(),
                     _message_decoder.decode(found[i + 1]),
                     int(found[i + 2]),
-                    f"{token}:{n}",
+                    now_ms,
                 )
-                for n, i in enumerate(range(1, len(found), 3), 1)
+                for i in range(1, len(found), 3)
             ],
         )
 
     return Call(
         "take",
-        [partner.stream, partner.due, partner.inflight, partner.window, shard.ready, shard.leases],
+        [partner.stream, partner.due, partner.inflight, partner.slices, shard.ready, shard.leases],
         [
             keys.DELIVERY_GROUP,
             consumer,
@@ -101,7 +100,6 @@ def take(
             lease_until,
             partner.id,
             visible_ms,
-            token,
         ],
         read,
     )
@@ -147,16 +145,20 @@ def settle(
     delivered: Sequence[str],
     retries: Sequence[Retry],
     dead: Sequence[Dead],
-    sent: Sequence[tuple[str, int]],
+    moved: Sequence[tuple[str, int, int]],
+    window_ms: int,
     records: Sequence[bytes],
     index: Sequence[IndexUpdate] = (),
+    retention_ms: int = 0,
     retried: bool = True,
     maybe_failing: bool = True,
     endpoint_failed: bool = True,
 ) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
-    one of these succeeded). `sent` moves rate-limit slots to when their requests left;
-    `index` brings the message index up to date (empty when it is off). `retried` says some
+    one of these succeeded). `moved` are (entry id, ms taken, ms answered) of requests answered
+    in a later slice of the rate limit's window (`window_ms`, 0 without a limit) than taken
+    in, whose slots move there; `index` brings the message index up to date (empty when it
+    is off; it keeps messages for `retention_ms`). `retried` says some
     message had failed before (its retry time and history are forgotten), `maybe_failing` that
     the partner's failing run or breaker may be recorded (a success clears them); each left
     out saves the commands that would find nothing. `endpoint_failed` is false when every
@@ -175,9 +177,14 @@ def settle(
         len(delivered),
         len(retries),
         len(dead),
-        len(sent),
+        len(moved),
+        window_ms,
         *delivered,
-        *_settle_items(retries, dead, sent, index),
+        *_settle_items(retries, dead, moved, index),
+        shard.home,
+        keys.ids_generation_ms(retention_ms),
+        retention_ms,
+        *_index_items(index),
         *records,
     ]
     return Call(
@@ -190,9 +197,8 @@ def settle(
             partner.attempts,
             partner.failing,
             shard.dead,
-            partner.window,
+            partner.slices,
             partner.breaker,
-            *(shard.message_index(item.message_id) for item in index),
         ],
         args,
         _settled,
@@ -202,20 +208,26 @@ def settle(
 def _settle_items(
     retries: Sequence[Retry],
     dead: Sequence[Dead],
-    sent: Sequence[tuple[str, int]],
+    moved: Sequence[tuple[str, int, int]],
     index: Sequence[IndexUpdate],
 ) -> list[Any]:
     """The ARGV of `settle.lua` after its counts and delivered ids: each list's items flat, in
-    the order the script reads them (the index update's count first, as the others' counts
+    the order the script reads them (the index update's count last, as the others' counts
     lead the ARGV)."""
     args: list[Any] = []
     for r in retries:
         args += [r.entry_id, r.due_ms, r.record]
     for d in dead:
         args += [d.entry_id, d.reason, d.message, d.record, d.at]
-    for slot, sent_ms in sent:
-        args += [slot, sent_ms]
+    for entry_id, taken_ms, answered_ms in moved:
+        args += [entry_id, taken_ms, answered_ms]
     args.append(len(index))
+    return args
+
+
+def _index_items(index: Sequence[IndexUpdate]) -> list[Any]:
+    """The message index's updates, flat, as `settle.lua` reads them after where they go."""
+    args: list[Any] = []
     for item in index:
         args += [item.message_id, item.entry_id, item.outcome, item.attempt]
     return args

@@ -6,7 +6,7 @@ forgetting the reports of stopped processes (`forget_reports.lua`) and pruning c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -33,27 +33,34 @@ def rouse(*, shards: Sequence[int]) -> Call[int]:
 
 
 class Resent(msgspec.Struct, frozen=True):
-    #: `resent`; `unknown`: neither the index nor the dead letter named has the message for
-    #: the partner (or its stream is gone); `taken`: that dead letter is gone, another replay
-    #: took it
-    state: Literal["resent", "unknown", "taken"]
-    entry_id: str = ""  # the message's new entry in the partner stream
-    woke: bool = False
+    woke: bool  # a delivery process is to be roused
+    #: Per message, its new entry in the partner stream; None when neither the index (nor the
+    #: dead letter a replay named) has it for this partner.
+    entries: list[str | None]
+    #: a replay's dead letter is gone: another replay took it
+    taken: bool = False
 
 
 def _resent(reply: Any) -> Resent:
-    state = reply[0].decode()
-    if state != "resent":
-        return Resent(state)
-    return Resent(state, reply[1].decode(), bool(int(reply[2])))
+    if len(reply) == 2 and isinstance(reply[1], int) and reply[1] == -2:
+        return Resent(False, [None], taken=True)
+    entries = [None if isinstance(e, int) else e.decode() for e in reply[1:]]
+    return Resent(bool(int(reply[0])), entries)
 
 
 def resend(
-    *, shard: Shard, partner_id: str, message_id: str, now_ms: int, dead_letter: str = ""
+    *,
+    shard: Shard,
+    partner_id: str,
+    message_ids: Sequence[str],
+    now_ms: int,
+    retention_ms: int,
+    dead_letter: str = "",
 ) -> Call[Resent]:
-    """Send a message to a partner again, same webhook-id, fresh schedule. A replay names the
-    `dead_letter` (in the shard's dead letters) it takes: one replay of it at a time succeeds,
-    and it brings its own copy of the message when the index has none."""
+    """Send messages to a partner again, same webhook-id, fresh schedule, each as the index
+    (kept for `retention_ms`) knows it for this partner. A replay names the `dead_letter` (in
+    the shard's dead letters) it takes, with its one message: one replay of it at a time
+    succeeds, and it brings its own copy of the message when the index has none."""
     partner = shard.partner(partner_id)
     return Call(
         "resend",
@@ -62,12 +69,20 @@ def resend(
             partner.due,
             partner.inflight,
             partner.history,
-            shard.message_index(message_id),
             shard.dead,
             shard.ready,
             shard.leases,
         ],
-        [keys.DELIVERY_GROUP, partner_id, now_ms, message_id, dead_letter],
+        [
+            keys.DELIVERY_GROUP,
+            partner_id,
+            now_ms,
+            shard.home,
+            keys.ids_generation_ms(retention_ms),
+            retention_ms,
+            dead_letter,
+            *message_ids,
+        ],
         _resent,
     )
 

@@ -1,21 +1,16 @@
-"""Readers of what a run costs: CPU seconds and peak RSS of a process and its children
-(/proc, Linux), the machine's busy time, Redis's INFO cpu, commandstats, stats and memory; and
-what was measured where (the commit, the machine)."""
+"""Readers of what a run costs: CPU seconds and peak RSS of a process and its children and the
+machine's busy time (/proc, Linux), and Redis's own accounts (INFO cpu, commandstats, stats,
+memory)."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
-import platform
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from benchmarks.sizes import ROOT
 
 
 def _stat(pid: int) -> list[str]:
@@ -103,6 +98,12 @@ class CpuMeter:
         return Cpu(seconds, wall, max(0.0, machine - sum(seconds.values())) / wall * 100)
 
 
+def cpu_text(cpu: Cpu, names: Iterable[str]) -> str:
+    """`deliver 98%, router 31%, redis 40%, others 3%` (% of one core)."""
+    parts = [f"{name} {cpu.percent(name):.0f}%" for name in names]
+    return ", ".join([*parts, f"others {cpu.others:.0f}%"])
+
+
 async def redis_cpu(redis: Any) -> float:
     """redis-server's CPU seconds so far (INFO cpu: user + sys, all its threads)."""
     info = await redis.info("cpu")
@@ -136,48 +137,3 @@ async def total_commands(redis: Any) -> int:
 
 async def used_memory(redis: Any) -> int:
     return int((await redis.info("memory"))["used_memory"])
-
-
-def cpu_text(cpu: Cpu, names: Iterable[str]) -> str:
-    """`deliver 98%, router 31%, redis 40%, others 3%` (% of one core)."""
-    parts = [f"{name} {cpu.percent(name):.0f}%" for name in names]
-    return ", ".join([*parts, f"others {cpu.others:.0f}%"])
-
-
-def code_version() -> str:
-    """The commit measured, and whether notifier's code differs from it."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        head = git("log", "-1", "--format=%h %s")
-        dirty = git("status", "--porcelain", "--", "notifier", "lua", "pyproject.toml")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    return head[:72].rstrip() + (" + uncommitted changes in notifier/lua" if dirty else "")
-
-
-def machine_line() -> str:
-    redis_version = "?"
-    with contextlib.suppress(Exception):
-        out = subprocess.run(
-            ["redis-server", "--version"], capture_output=True, text=True, timeout=5
-        ).stdout
-        redis_version = out.split("v=", 1)[1].split()[0]
-    try:
-        loop = f"uvloop {importlib.metadata.version('uvloop')}"
-    except importlib.metadata.PackageNotFoundError:
-        loop = "asyncio loop"
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = ", " + line.split(":", 1)[1].strip()
-                break
-    return (
-        f"nproc={os.cpu_count()}{model}, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}, redis-server {redis_version}, {loop}"
-    )
