@@ -13,6 +13,7 @@ local index = KEYS[5]          -- the message's index hash (Shard.message_index)
 local dead = KEYS[6]           -- the shard's dead letters
 local ready = KEYS[7]          -- the shard's ready
 local leases = KEYS[8]         -- the shard's leases
+local spared = KEYS[9]         -- notifier:{id}:spared
 local group = ARGV[1]
 local partner = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -36,6 +37,7 @@ if state.e and not redis.call('ZSCORE', inflight, state.e) then
   redis.call('XDEL', stream, state.e)
   redis.call('ZREM', due, state.e)
   redis.call('HDEL', history, state.e)
+  redis.call('HDEL', spared, state.e)
 end
 if state.x then
   redis.call('XDEL', dead, state.x)

@@ -7,8 +7,11 @@
 -- have settled) changes nothing more: only a message still pending is retried or
 -- dead-lettered. A partner whose stream is gone (removed, or Redis lost its data) gets no key
 -- written back.
+-- While pacing is on, the batch also tells the partner's pace (below) what it came to.
 -- Returns {the ms since which every attempt failed (0 when one of this batch succeeded, or when
--- the stream is gone), 1 when a success closed an open breaker}.
+-- the stream is gone), 1 when a success closed an open breaker, what became of the pace (0
+-- nothing, 1 pacing started, 2 shrunk, 3 grown, 4 ended), its rate in requests per 1000 s, its
+-- concurrency, the ms its pause ends (0: none)}.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local inflight = KEYS[3]       -- notifier:{id}:inflight
@@ -18,7 +21,9 @@ local failing = KEYS[6]        -- notifier:{id}:failing
 local dead = KEYS[7]           -- the shard's dead letters
 local window = KEYS[8]         -- notifier:{id}:window
 local breaker = KEYS[9]        -- notifier:{id}:breaker
--- KEYS[10..]: the message index hashes (Shard.message_index) of the `index` entries below
+local pace = KEYS[10]          -- notifier:{id}:pace
+local spared = KEYS[11]        -- notifier:{id}:spared
+-- KEYS[12..]: the message index hashes (Shard.message_index) of the `index` entries below
 local group = ARGV[1]
 local kept = tonumber(ARGV[2]) -- attempts kept per partner (about: see the XADD below)
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -29,17 +34,20 @@ local retried = string.find(ARGV[6], 'r', 1, true) ~= nil     -- one had failed 
 local maybe_failing = string.find(ARGV[6], 'f', 1, true) ~= nil  -- failing/breaker may be set
 local endpoint_failed = string.find(ARGV[6], 'e', 1, true) ~= nil  -- a failure at the endpoint
 local n_done = tonumber(ARGV[7])   -- delivered ids
-local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
+local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record, '1' when pacing absorbed it)
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
 local n_sent = tonumber(ARGV[10])  -- (rate-limit slot, ms its request was sent) pairs
+local told = ARGV[11]              -- what the pace is told: '' nothing, else see `repace`
 -- then n_index, and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
 -- attempt) for the message index (the delivery process sends only 'x': a copy that left the
 -- stream otherwise was delivered, which a look-up tells), then the attempt records, one per
 -- argument, to the end
 
 if redis.call('EXISTS', stream) == 0 then
-  return {0, 0}
+  return {0, 0, 0, 0, 0, 0}
 end
+
+--@include pace
 
 -- A message's failed attempts are kept as one JSON array; this one is appended to it.
 local function with_earlier(id, record)
@@ -50,7 +58,7 @@ local function with_earlier(id, record)
   return '[' .. record .. ']'
 end
 
-local i = 11
+local i = 12
 local finished = {}
 for _ = 1, n_done do
   finished[#finished + 1] = ARGV[i]
@@ -61,8 +69,11 @@ for _ = 1, n_retry do
   if redis.call('ZREM', inflight, ARGV[i]) == 1 then
     redis.call('ZADD', due, ARGV[i + 1], ARGV[i])
     redis.call('HSET', history, ARGV[i], with_earlier(ARGV[i], ARGV[i + 2]))
+    if ARGV[i + 3] == '1' then
+      redis.call('HSET', spared, ARGV[i], (tonumber(redis.call('HGET', spared, ARGV[i])) or 0) + 1)
+    end
   end
-  i = i + 3
+  i = i + 4
 end
 local dead_ids = {}
 for _ = 1, n_dead do
@@ -85,7 +96,7 @@ end
 local n_index = tonumber(ARGV[i])
 local states = {d = 'delivered', r = 'retrying', x = 'dead'}
 for j = 0, n_index - 1 do
-  local key = KEYS[10 + j]
+  local key = KEYS[12 + j]
   local at = i + 1 + 4 * j
   local message_id, entry, outcome = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   -- a message past its retention is not brought back; a dead letter made by an earlier run
@@ -104,6 +115,7 @@ if #finished > 0 then
   if retried then  -- a message on its first try has no retry time nor history to forget
     redis.call('ZREM', due, unpack(finished))
     redis.call('HDEL', history, unpack(finished))
+    redis.call('HDEL', spared, unpack(finished))
   end
 end
 -- The batch's attempts as one entry (a JSON array). The log keeps about `kept` attempts, not
@@ -115,16 +127,21 @@ if i <= #ARGV then
   redis.call('XADD', attempts, 'MAXLEN', '~', math.max(1, math.ceil(kept / batch)), '*',
              'b', '[' .. table.concat(ARGV, ',', i, #ARGV) .. ']')
 end
+local paced = {0, 0, 0, 0}
+if told ~= '' then
+  paced = repace(told, any_ok, n_done + n_retry + n_dead)
+end
 if any_ok then
   if not maybe_failing then
-    return {0, 0}
+    return {0, 0, unpack(paced)}
   end
   redis.call('DEL', failing)
-  return {0, redis.call('DEL', breaker)}
+  return {0, redis.call('DEL', breaker), unpack(paced)}
 end
 if not endpoint_failed then
-  -- only failures of notifier's own making (a transform): they start no failing run
-  return {0, 0}
+  -- only failures of notifier's own making (a transform), or answers pacing absorbed: they
+  -- start no failing run
+  return {0, 0, unpack(paced)}
 end
 redis.call('SET', failing, now, 'NX')
-return {tonumber(redis.call('GET', failing)), 0}
+return {tonumber(redis.call('GET', failing)), 0, unpack(paced)}

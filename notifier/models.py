@@ -97,6 +97,7 @@ class Taken(msgspec.Struct):
     message: Message
     attempt: int  # 1-based: the delivery count Redis keeps for the entry
     slot: str  # its member in the rate-limit window log
+    spared: int = 0  # its earlier attempts pacing absorbed: they took no step of the schedule
 
 
 class Outcome(msgspec.Struct, kw_only=True):

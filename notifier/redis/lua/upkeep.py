@@ -57,6 +57,7 @@ def resend(*, shard: Shard, partner_id: str, message_id: str, now_ms: int) -> Ca
             shard.dead,
             shard.ready,
             shard.leases,
+            partner.spared,
         ],
         [keys.DELIVERY_GROUP, partner_id, now_ms, message_id],
         _resent,

@@ -1,0 +1,94 @@
+-- pace.lua (included by settle.lua): a partner's pace, told what a settled batch came to.
+-- A partner that answers 429, 502, 503, 504 or times out ("throttles") is paced: `take.lua`
+-- holds it to an effective rate r (requests/s) and concurrency c below its own limits. Kept in
+-- the partner's `pace` hash, shared by every delivery process, changed only here, in the settle
+-- of the batch that brought the news (no round trip of its own).
+-- - A throttle of a request sent after the last shrink shrinks r and c by BETA (the answers to
+--   requests already out when it shrank say nothing new): r from what the partner accepted
+--   over the last second when known (it is what the partner can take), c from what was in use.
+-- - Each success grows r by STEP of the rate it last shrank from, and c by C_STEP, per second,
+--   the step doubled for every whole second without a throttle (up to BOOST_MAX times): back
+--   near the old rate soon, probing past it sooner the longer the partner keeps up.
+-- - A Retry-After on 429 or 503 pauses the partner until then: `take.lua` holds everything.
+-- - Pacing ends once r and c are back at the partner's own limits (without a rate limit, at
+--   twice the rate it last shrank from), or a minute after the last batch or pause.
+-- Fields: r, c; s when pacing started, y why (the last throttle), d when r last shrank, g when
+-- it last grew, m the rate it last shrank from, p the end of a pause, o the last success.
+local BETA = 0.75
+local STEP = 0.05
+local C_STEP = 1
+local BOOST_MAX = 16
+local MIN_RATE = 0.1
+local PACE_TTL_MS = 60000
+
+-- `told`: "<max_in_flight> <rate limit per s, 0: none> <throttles> <ms the latest throttled
+-- request was sent> <ms a pause asked for ends, 0: none> <accepted per s over the last second,
+-- 0: unknown> <a rougher guess of it> <ms of the last success the caller saw, 0: none> <why>"
+-- Returns {0 nothing, 1 started, 2 shrunk, 3 grown, 4 ended; r per 1000 s; floor(c); pause end}.
+local function repace(told, any_ok, batch)
+  local a = {}
+  for word in string.gmatch(told, '%S+') do
+    a[#a + 1] = word
+  end
+  local most, ceiling, throttles = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
+  local latest, pause, accepted = tonumber(a[4]), tonumber(a[5]), tonumber(a[6])
+  local rough, seen_ok, why = tonumber(a[7]), tonumber(a[8]), a[9]
+  local t = tonumber(now)
+  local p = redis.call('HMGET', pace, 'r', 'c', 'd', 'g', 'm', 'p', 'o')
+  local r, c = tonumber(p[1]), tonumber(p[2])
+  local d, g, m = tonumber(p[3]), tonumber(p[4]), tonumber(p[5])
+  local paused, last_ok = tonumber(p[6] or 0), tonumber(p[7] or 0)
+  if not r and throttles == 0 then
+    return {0, 0, 0, 0}  -- not paced, and nothing to pace it for
+  end
+  local top = ceiling > 0 and ceiling or math.huge
+  local change = 0
+  if throttles > 0 and (not r or latest > d) then
+    local in_use = redis.call('ZCARD', inflight) + batch
+    local from = accepted
+    if not r then
+      change = 1
+      if from <= 0 then from = rough end
+      if from <= 0 then from = 1 end
+      c = most
+      redis.call('HSET', pace, 's', t)
+    else
+      change = 2
+      if from <= 0 or from > r then from = r end
+    end
+    m = math.min(from, top)
+    r = math.max(MIN_RATE, m * BETA)
+    c = math.max(1, math.min(c, in_use) * BETA)
+    d, g = t, t
+  elseif throttles == 0 and any_ok then
+    local dt = math.min(t - g, 1000)
+    if dt > 0 then
+      local boost = math.min(BOOST_MAX, 2 ^ math.floor(math.max(0, t - d) / 1000))
+      r = r + STEP * m * boost * dt / 1000
+      c = c + C_STEP * boost * dt / 1000
+      g = t
+      change = 3
+    end
+    if c >= most and r >= (ceiling > 0 and ceiling or 2 * m) then
+      redis.call('DEL', pace)
+      return {4, math.floor(r * 1000), math.floor(c), 0}
+    end
+    r, c = math.min(r, top), math.min(c, most)
+  end
+  if throttles > 0 and pause > paused then
+    paused = pause
+    -- the step starts again from its least once the pause is over
+    d = math.max(d, pause)
+  end
+  if any_ok then
+    last_ok = t
+  elseif seen_ok > last_ok then
+    last_ok = seen_ok
+  end
+  redis.call('HSET', pace, 'r', r, 'c', c, 'd', d, 'g', g, 'm', m, 'p', paused, 'o', last_ok)
+  if throttles > 0 then
+    redis.call('HSET', pace, 'y', why)
+  end
+  redis.call('PEXPIRE', pace, math.max(0, paused - t) + PACE_TTL_MS)
+  return {change, math.floor(r * 1000), math.floor(c), paused > t and paused or 0}
+end
