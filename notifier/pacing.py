@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
-from notifier.models import Outcome, iso_ms
+from notifier.models import Outcome, iso_ms, now_ms
+from notifier.partners import Pacing
 from notifier.redis.keys import Keyspace
+
+__all__ = ["Pacing"]
 
 #: The answers that ask a sender to slow down (with timeouts): RFC 6585, and the gateway
 #: answers of an overloaded upstream.
@@ -35,22 +36,6 @@ MAX_SPARED = 20
 WINDOW_MS = 1000
 #: The pace's fields the API shows: rate, concurrency, since, why, paused until.
 SHOWN_FIELDS = ("r", "c", "s", "y", "p")
-
-
-class Pacing(msgspec.Struct, kw_only=True):
-    """How notifier paces a partner that said it was overloaded: below its own limits."""
-
-    #: requests per second notifier sends it at most now
-    rate: float
-    #: requests open at once at most now
-    concurrency: int
-    #: since when it has been paced (ISO-8601 UTC)
-    since: str
-    #: the answer that last slowed it down: `HTTP 429`, `HTTP 502`, `HTTP 503`, `HTTP 504`
-    #: or `timeout`
-    reason: str
-    #: a Retry-After it sent pauses it until then (ISO-8601 UTC); null when not paused
-    paused_until: str | None = None
 
 
 def throttles(outcome: Outcome) -> bool:
@@ -76,7 +61,7 @@ def resume_ms(outcome: Outcome) -> int:
     return int(outcome.sent_ms + outcome.latency_ms + outcome.retry_after * 1000)
 
 
-def shown(fields: Sequence[Any], now_ms: int) -> Pacing | None:
+def shown(fields: Sequence[Any], at_ms: int) -> Pacing | None:
     """The API's view of a pace read as HMGET of SHOWN_FIELDS; None when not paced."""
     rate, concurrency, since, why, paused = fields
     if rate is None or concurrency is None:
@@ -86,14 +71,15 @@ def shown(fields: Sequence[Any], now_ms: int) -> Pacing | None:
         return Pacing(
             rate=round(float(rate), 2),
             concurrency=max(1, int(float(concurrency))),
-            since=iso_ms(int(float(since or now_ms))),
+            since=iso_ms(int(float(since or at_ms))),
             reason=reason((why or b"").decode(errors="replace")),
-            paused_until=iso_ms(paused_ms) if paused_ms > now_ms else None,
+            paused_until=iso_ms(paused_ms) if paused_ms > at_ms else None,
         )
-    except (ValueError, OverflowError):  # a pace written by hand: not one notifier keeps
+    except (ValueError, OverflowError, OSError):  # written by hand: not a pace notifier keeps
         return None
 
 
-async def read(redis: Any, keyspace: Keyspace, partner_id: str, now_ms: int) -> Pacing | None:
+async def read(redis: Any, keyspace: Keyspace, partner_id: str) -> Pacing | None:
     """A partner's pacing now, None when it is not paced."""
-    return shown(await redis.hmget(keyspace.partner(partner_id).pace, SHOWN_FIELDS), now_ms)
+    fields = await redis.hmget(keyspace.partner(partner_id).pace, SHOWN_FIELDS)
+    return shown(fields, now_ms())

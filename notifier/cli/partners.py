@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from notifier import pacing
 from notifier.cli.output import show
 from notifier.cli.store import with_store
 from notifier.errors import Invalid
@@ -127,7 +128,9 @@ async def _list(store: Store, args: argparse.Namespace) -> None:
 
 
 async def _show(store: Store, args: argparse.Namespace) -> None:
-    show(public(await store.get(args.id)), as_json=args.json)
+    partner = await store.get(args.id)
+    paced = await pacing.read(store.redis, store.keyspace, partner.id)
+    show({**public(partner), "pacing": paced}, as_json=args.json)
 
 
 async def _remove(store: Store, args: argparse.Namespace) -> None:

@@ -34,7 +34,7 @@ from notifier.telemetry.reports import (
 )
 
 #: How bad a state is, for ordering rows worst first.
-SEVERITY = {"breaker open": 4, "disabled": 3, "retrying": 2, "limited": 1, "ok": 0}
+SEVERITY = {"breaker open": 5, "disabled": 4, "retrying": 3, "paced": 2, "limited": 1, "ok": 0}
 _decode_report = msgspec.json.Decoder(ProcessReport).decode
 
 
@@ -139,6 +139,9 @@ def rows(
             state = "breaker open"
         elif backlog.disabled:
             state = "disabled"
+        elif backlog.pacing is not None:
+            # before retrying: the throttles a pace absorbs wait in `due` for a moment
+            state = "paced"
         elif backlog.retrying:
             state = "retrying"
         elif change.rate_limited:
@@ -259,6 +262,7 @@ def render(totals: Totals, table: list[Row], by_owner: bool = False) -> Any:
         "breaker open": "bold red",
         "disabled": "red",
         "retrying": "yellow",
+        "paced": "magenta",
         "limited": "cyan",
         "ok": "green",
     }
@@ -310,7 +314,8 @@ def add_commands(sub: Any) -> None:
         "top",
         help="watch every partner with work or trouble, live",
         description="A live table, one row per partner with work or trouble, worst first: "
-        "deliveries/s, error rate, p95 latency, backlog, oldest message, in flight, state. "
+        "deliveries/s, error rate, p95 latency, backlog, oldest message, in flight, state "
+        "(breaker open, disabled, retrying, paced, limited, ok). "
         "It reads what every process publishes, so it shows a split deployment whole. "
         "Ctrl-C quits.",
     )

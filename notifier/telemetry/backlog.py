@@ -15,7 +15,9 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from notifier import pacing
 from notifier.models import decode_partner
+from notifier.partners import Pacing
 from notifier.redis.keys import Keyspace
 
 
@@ -30,6 +32,7 @@ class PartnerBacklog(msgspec.Struct, frozen=True):
     disabled: bool
     rate_limit: str | None = None
     owner: str | None = None
+    pacing: Pacing | None = None  # while notifier paces it (it said it was overloaded)
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -79,10 +82,11 @@ async def read_snapshot(redis: Redis, keyspace: Keyspace, ingress: str) -> Snaps
                 pipe.zcard(pk.inflight)
                 pipe.xrange(pk.stream, count=1)
                 pipe.exists(pk.breaker)
+                pipe.hmget(pk.pace, pacing.SHOWN_FIELDS)
             replies = await pipe.execute(raise_on_error=False)
         off_names = {d.decode() for d in disabled}
         for n, pid in enumerate(ids):
-            record, length_, due, inflight, first, breaker = replies[6 * n : 6 * n + 6]
+            record, length_, due, inflight, first, breaker, pace = replies[7 * n : 7 * n + 7]
             if isinstance(record, Exception):
                 record = None
             if any(isinstance(r, Exception) for r in (length_, due, inflight, first, breaker)):
@@ -108,6 +112,9 @@ async def read_snapshot(redis: Redis, keyspace: Keyspace, ingress: str) -> Snaps
                     disabled=pid in off_names,
                     rate_limit=rate_limit,
                     owner=owner,
+                    pacing=None
+                    if isinstance(pace, Exception)
+                    else pacing.shown(pace, int(now * 1000)),
                 )
             )
     return Snapshot(
