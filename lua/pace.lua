@@ -17,7 +17,7 @@
 local BETA = 0.75
 local STEP = 0.05
 local C_STEP = 1
-local BOOST_MAX = 16
+local BOOST_MAX = 64
 local MIN_RATE = 0.1
 local PACE_TTL_MS = 60000
 
