@@ -3,15 +3,21 @@
 -- holds it to an effective rate r (requests/s) and concurrency c below its own limits. Kept in
 -- the partner's `pace` hash, shared by every delivery process, changed only here, in the settle
 -- of the batch that brought the news (no round trip of its own).
--- - A throttle of a request sent after the last shrink shrinks r and c by BETA (the answers to
---   requests already out when it shrank say nothing new): r from what the partner accepted
---   over the last second when known (it is what the partner can take), c from what was in use.
--- - Each success grows r by STEP of the rate it last shrank from, and c by C_STEP, per second,
---   the step doubled for every whole second without a throttle (up to BOOST_MAX times): back
---   near the old rate soon, probing past it sooner the longer the partner keeps up.
+-- - The first throttle starts the pace at BETA of what the partner accepted over the last
+--   second (what it can take a second, as far as anyone knows), c at BETA of what was in use.
+--   When it accepted nothing yet, its rate is not known: r is 0 (no rate is paced, only c)
+--   until a shrink finds what it accepts.
+-- - After that, a throttle of a request sent SHRINK_GAP_MS or more after the last shrink
+--   shrinks r and c by BETA (c from what was in use): a partner that counts requests over a
+--   second refuses for a second what it counted before the shrink, which says nothing new.
+-- - Each success grows r by STEP of the rate it last shrank from (or of r, when higher), and c
+--   by C_STEP, per second, the step doubled for every whole second without a throttle (up to
+--   BOOST_MAX times): back near the old rate soon, probing past it sooner the longer the
+--   partner keeps up.
 -- - A Retry-After on 429 or 503 pauses the partner until then: `take.lua` holds everything.
 -- - Pacing ends once r and c are back at the partner's own limits (without a rate limit, at
---   twice the rate it last shrank from), or a minute after the last batch or pause.
+--   twice the rate it last shrank from, or with no rate paced), or a minute after the last
+--   batch or pause.
 -- Fields: r, c; s when pacing started, y why (the last throttle), d when r last shrank, g when
 -- it last grew, m the rate it last shrank from, p the end of a pause, o the last success.
 local BETA = 0.75
@@ -19,11 +25,12 @@ local STEP = 0.05
 local C_STEP = 1
 local BOOST_MAX = 64
 local MIN_RATE = 0.1
+local SHRINK_GAP_MS = 1000
 local PACE_TTL_MS = 60000
 
 -- `told`: "<max_in_flight> <rate limit per s, 0: none> <throttles> <ms the latest throttled
--- request was sent> <ms a pause asked for ends, 0: none> <accepted per s over the last second,
--- 0: unknown> <a rougher guess of it> <ms of the last success the caller saw, 0: none> <why>"
+-- request was sent> <ms a pause asked for ends, 0: none> <requests accepted over the last
+-- second> <ms of the last success the caller saw, 0: none> <why>"
 -- Returns {0 nothing, 1 started, 2 shrunk, 3 grown, 4 ended; r per 1000 s; floor(c); pause end}.
 local function repace(told, any_ok, batch)
   local a = {}
@@ -32,7 +39,7 @@ local function repace(told, any_ok, batch)
   end
   local most, ceiling, throttles = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
   local latest, pause, accepted = tonumber(a[4]), tonumber(a[5]), tonumber(a[6])
-  local rough, seen_ok, why = tonumber(a[7]), tonumber(a[8]), a[9]
+  local seen_ok, why = tonumber(a[7]), a[8]
   local t = tonumber(now)
   local p = redis.call('HMGET', pace, 'r', 'c', 'd', 'g', 'm', 'p', 'o')
   local r, c = tonumber(p[1]), tonumber(p[2])
@@ -43,33 +50,35 @@ local function repace(told, any_ok, batch)
   end
   local top = ceiling > 0 and ceiling or math.huge
   local change = 0
-  if throttles > 0 and (not r or latest > d) then
+  if throttles > 0 and (not r or latest >= d + SHRINK_GAP_MS) then
     local in_use = redis.call('ZCARD', inflight) + batch
-    local from = accepted
+    local from = r
     if not r then
       change = 1
-      if from <= 0 then from = rough end
-      if from <= 0 then from = 1 end
       c = most
       redis.call('HSET', pace, 's', t)
     else
       change = 2
-      if from <= 0 or from > r then from = r end
+    end
+    if not r or r == 0 then
+      from = accepted
     end
     m = math.min(from, top)
-    r = math.max(MIN_RATE, m * BETA)
+    r = m > 0 and math.max(MIN_RATE, m * BETA) or 0
     c = math.max(1, math.min(c, in_use) * BETA)
     d, g = t, t
   elseif throttles == 0 and any_ok then
     local dt = math.min(t - g, 1000)
     if dt > 0 then
       local boost = math.min(BOOST_MAX, 2 ^ math.floor(math.max(0, t - d) / 1000))
-      r = r + STEP * m * boost * dt / 1000
+      if r > 0 then
+        r = r + STEP * math.max(m, r) * boost * dt / 1000
+      end
       c = c + C_STEP * boost * dt / 1000
       g = t
       change = 3
     end
-    if c >= most and r >= (ceiling > 0 and ceiling or 2 * m) then
+    if c >= most and (r == 0 or r >= (ceiling > 0 and ceiling or 2 * m)) then
       redis.call('DEL', pace)
       return {4, math.floor(r * 1000), math.floor(c), 0}
     end

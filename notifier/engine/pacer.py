@@ -3,8 +3,8 @@ open, whether a throttle is absorbed, and what each settle tells the pace.
 
 The pace itself is in Redis, shared by every process; a served partner learns it from each
 take and settle reply. It also counts what the partner accepted over the last second, which is
-where a new or shrinking pace starts from: the rate a partner accepts when it starts refusing
-is the best guess of what it can take.
+where a new pace starts from: what a partner accepted over the second before it starts
+refusing is the best guess of what it can take a second.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from notifier.redis import lua
 
 #: What the partner accepted is counted in buckets of this many seconds, over one second.
 BUCKET = 0.1
-#: A guess of what it accepted from less history than this is a rough one.
-LEAST_HISTORY = 0.25
 
 
 class Pacer:
@@ -34,8 +32,7 @@ class Pacer:
         self.paced = 0
         #: the partner's last success this process knows of (its own, or its pace's)
         self.last_ok_ms = 0
-        self.started = time.monotonic()
-        #: (bucket number, successes, requests) over the last second
+        #: (bucket number, successes) over the last second
         self.buckets: deque[list[int]] = deque()
 
     def cap(self) -> int:
@@ -60,9 +57,8 @@ class Pacer:
         bucket = int(time.monotonic() / BUCKET)
         if self.buckets and self.buckets[-1][0] == bucket:
             self.buckets[-1][1] += ok
-            self.buckets[-1][2] += len(outcomes)
         else:
-            self.buckets.append([bucket, ok, len(outcomes)])
+            self.buckets.append([bucket, ok])
         while self.buckets[0][0] <= bucket - 1 / BUCKET:
             self.buckets.popleft()
 
@@ -85,17 +81,13 @@ class Pacer:
         if not throttled and not self.paced:
             return None
         latest = max(throttled, key=lambda o: o.sent_ms, default=None)
-        elapsed = time.monotonic() - self.started
-        ok = sum(b[1] for b in self.buckets)
-        sent = sum(b[2] for b in self.buckets)
         return lua.Told(
             max_in_flight=self.max_in_flight,
             ceiling=self.ceiling,
             throttles=len(throttled),
             latest_sent_ms=latest.sent_ms if latest else 0,
             pause_until_ms=max((pacing.resume_ms(o) for o in throttled), default=0),
-            accepted=float(ok) if elapsed >= 1.0 else 0.0,
-            rough=(ok or sent) / max(min(elapsed, 1.0), LEAST_HISTORY),
+            accepted=sum(b[1] for b in self.buckets),
             seen_ok_ms=self.last_ok_ms,
             why=pacing.why(latest) if latest else "",
         )

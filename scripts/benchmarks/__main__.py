@@ -18,6 +18,8 @@ Figures (README.md, "Benchmarks", says what each means):
  8. Redis memory per backlogged message, after delivery, per copy of a 100 KiB fan-out
  9. choosing what partners receive: schema checks (three validators), a filter, a per-type
     transform, per event; routing with 10,000 partners, each its owner and a filter
+10. pacing: a partner over its capacity (429, 503, timeouts above 50 requests/s) fed 500
+    events/s, paced and unpaced, with a healthy partner beside it
 
 A scenario that times out or fails prints TIMEOUT or FAILED for its figures, and the run goes
 on. Exit status 1 when a figure FAILED (a process died, the harness broke), else 0.
@@ -38,7 +40,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import catalog, idle, isolation, latency, memory, routing, scaling, throughput
+from benchmarks import (
+    catalog,
+    idle,
+    isolation,
+    latency,
+    memory,
+    pacing,
+    routing,
+    scaling,
+    throughput,
+)
 from benchmarks.toolkit import (
     QUICK,
     Bench,
@@ -61,6 +73,7 @@ SCENARIOS: list[ModuleType] = [
     isolation,
     memory,
     catalog,
+    pacing,
 ]
 COLUMNS = ("figure", "value", "unit", "goal", "met", "detail")
 
@@ -70,8 +83,8 @@ def figures_list(text: str) -> set[int]:
         chosen = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give figure numbers like 1,4") from None
-    if not chosen or not chosen <= set(range(1, 10)):
-        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 1 to 9")
+    if not chosen or not chosen <= set(range(1, 11)):
+        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 1 to 10")
     return chosen
 
 

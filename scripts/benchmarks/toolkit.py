@@ -244,6 +244,7 @@ class Sizes:
     big_bytes: int = 100 * 1024
     big_partners: int = 100
     owned_registered: int = 10_000
+    pacing_seconds: float = 20.0
     timeout: float = 60.0
 
 
@@ -260,6 +261,7 @@ QUICK = Sizes(
     window=3.0,
     memory_events=5_000,
     owned_registered=2_000,
+    pacing_seconds=6.0,
     timeout=30.0,
 )
 

@@ -33,8 +33,7 @@ def told(**given: Any) -> lua.Told:
         "throttles": 0,
         "latest_sent_ms": 0,
         "pause_until_ms": 0,
-        "accepted": 0.0,
-        "rough": 0.0,
+        "accepted": 0,
         "seen_ok_ms": 0,
         "why": "429",
     }
@@ -90,7 +89,7 @@ async def test_a_throttle_starts_a_pace_below_what_the_partner_accepted(
     scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
     await backlog(redis, partner, 20)
     assert len((await scripts.run(take(shard, NOW))).messages) == 20  # not paced: all of them
-    start = told(throttles=1, latest_sent_ms=NOW, accepted=40.0, rough=300.0, seen_ok_ms=NOW - 5)
+    start = told(throttles=1, latest_sent_ms=NOW, accepted=40, seen_ok_ms=NOW - 5)
     reply = await scripts.run(settle(shard, NOW + 10, start, retries=[lua.Retry("1-0", 0, b"{}")]))
     assert (reply.pace, reply.paced_rate) == ("started", 30.0)  # 0.75 of what it accepted
     # 19 still out and the one settled were in use: 0.75 of that, under max_in_flight
@@ -99,6 +98,29 @@ async def test_a_throttle_starts_a_pace_below_what_the_partner_accepted(
     assert (pace["r"], pace["s"], pace["d"], pace["o"]) == (30.0, NOW + 10, NOW + 10, NOW - 5)
     assert await redis.hget(partner.pace, "y") == b"429"
     assert 0 < await redis.pttl(partner.pace) <= 60_000
+
+
+async def test_a_partner_that_accepted_nothing_yet_is_paced_by_concurrency_alone(
+    redis: Redis, ks: Keyspace
+) -> None:
+    """Its rate is not known: no rate is paced (r is 0) until a shrink finds what it accepts,
+    and pacing ends once its concurrency is back."""
+    scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
+    await backlog(redis, partner, 30)
+    await scripts.run(take(shard, NOW, pacing=False))  # 30 out
+    start = await scripts.run(settle(shard, NOW, told(throttles=3, latest_sent_ms=NOW)))
+    assert (start.pace, start.paced_rate, start.paced) == ("started", 0.0, 7)
+    for n in range(20):
+        await redis.xadd(partner.stream, {"m": message(n)}, id=f"{n + 100}-0")
+    await redis.delete(partner.inflight)  # (as if the 30 were answered)
+    took = await scripts.run(take(shard, NOW + 1))
+    assert len(took.messages) == 7  # its concurrency, in one slice: no rate holds it
+    later = told(throttles=1, latest_sent_ms=NOW + 1000, accepted=20)
+    shrunk = await scripts.run(settle(shard, NOW + 1100, later))
+    assert (shrunk.pace, shrunk.paced_rate) == ("shrunk", 15.0)
+    await redis.hset(partner.pace, mapping={"r": 0, "c": 9.9})
+    ended = await scripts.run(settle(shard, NOW + 3000, told(), delivered=["99-1"]))
+    assert ended.pace == "ended"
 
 
 async def test_a_paced_take_is_held_to_the_pace(redis: Redis, ks: Keyspace) -> None:
@@ -124,19 +146,20 @@ async def test_a_paced_take_is_held_to_the_pace(redis: Redis, ks: Keyspace) -> N
 
 
 async def test_old_news_does_not_shrink_the_pace_twice(redis: Redis, ks: Keyspace) -> None:
-    """Throttles of requests sent before the last shrink say nothing new; one sent after it
-    shrinks the pace again, from what the partner accepted when that is lower."""
+    """Throttles of requests sent before the last shrink, or within a second after it (the
+    partner may still count what came before), say nothing new; a later one shrinks it again."""
     scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
     await backlog(redis, partner, 1)
-    start = told(throttles=1, latest_sent_ms=NOW, rough=100.0)
+    start = told(throttles=1, latest_sent_ms=NOW, accepted=100)
     assert (await scripts.run(settle(shard, NOW, start))).paced_rate == 75.0
-    stale = await scripts.run(settle(shard, NOW + 50, told(throttles=3, latest_sent_ms=NOW - 1)))
-    assert (stale.pace, stale.paced_rate) == ("none", 75.0)
-    fresh = told(throttles=1, latest_sent_ms=NOW + 60, accepted=40.0, why="timeout")
-    again = await scripts.run(settle(shard, NOW + 100, fresh))
-    assert (again.pace, again.paced_rate, again.paced) == ("shrunk", 30.0, 1)
+    for sent in (NOW - 1, NOW + 999):
+        stale = await scripts.run(settle(shard, NOW + 1200, told(throttles=3, latest_sent_ms=sent)))
+        assert (stale.pace, stale.paced_rate) == ("none", 75.0)
+    fresh = told(throttles=1, latest_sent_ms=NOW + 1000, accepted=40, why="timeout")
+    again = await scripts.run(settle(shard, NOW + 1200, fresh))
+    assert (again.pace, again.paced_rate, again.paced) == ("shrunk", 56.25, 1)  # from 75
     assert await redis.hget(partner.pace, "y") == b"timeout"
-    assert (await pace_of(redis, partner))["m"] == 40.0  # the rate it shrank from
+    assert (await pace_of(redis, partner))["m"] == 75.0  # the rate it shrank from
 
 
 async def test_successes_grow_the_pace_back_until_it_ends(redis: Redis, ks: Keyspace) -> None:
@@ -146,7 +169,7 @@ async def test_successes_grow_the_pace_back_until_it_ends(redis: Redis, ks: Keys
     scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
     await backlog(redis, partner, 1)
     limits = {"ceiling": 50.0, "max_in_flight": 4}
-    start = told(throttles=1, latest_sent_ms=NOW, accepted=40.0, **limits)
+    start = told(throttles=1, latest_sent_ms=NOW, accepted=40, **limits)
     assert (await scripts.run(settle(shard, NOW, start))).paced_rate == 30.0
     ok = told(**limits)
     half = await scripts.run(settle(shard, NOW + 500, ok, delivered=["99-1"]))
@@ -162,7 +185,7 @@ async def test_successes_grow_the_pace_back_until_it_ends(redis: Redis, ks: Keys
     assert now - NOW < 10_000
     assert not await redis.exists(partner.pace)
     # without a rate limit, it ends at twice the rate it last shrank from
-    start = told(throttles=1, latest_sent_ms=now, accepted=40.0)
+    start = told(throttles=1, latest_sent_ms=now, accepted=40)
     await scripts.run(settle(shard, now, start))
     while (await scripts.run(settle(shard, now, told(), delivered=["99-3"]))).pace != "ended":
         assert float(await redis.hget(partner.pace, "r") or 0) <= 80.0
@@ -172,7 +195,7 @@ async def test_successes_grow_the_pace_back_until_it_ends(redis: Redis, ks: Keys
 async def test_a_retry_after_pauses_the_whole_partner(redis: Redis, ks: Keyspace) -> None:
     scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
     await backlog(redis, partner, 5)
-    pause = told(throttles=1, latest_sent_ms=NOW, pause_until_ms=NOW + 3000, rough=10.0)
+    pause = told(throttles=1, latest_sent_ms=NOW, pause_until_ms=NOW + 3000, accepted=10)
     reply = await scripts.run(settle(shard, NOW, pause))
     assert reply.paused_until_ms == NOW + 3000
     held = await scripts.run(take(shard, NOW + 2999))

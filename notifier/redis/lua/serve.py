@@ -162,15 +162,14 @@ class Told(msgspec.Struct, frozen=True):
     throttles: int  # answers of the batch that ask to slow down (429, 502-504, timeouts)
     latest_sent_ms: int  # when the latest of those requests was sent
     pause_until_ms: int  # when a Retry-After of one of them ends; 0: none asked
-    accepted: float  # successes/s over the last second; 0: not known
-    rough: float  # a rougher guess of the same, for want of it
+    accepted: int  # successes over the last second (as far as the caller saw)
     seen_ok_ms: int  # the last success the caller saw; 0: none
     why: str  # the latest throttle, one word: 429, 503, timeout...
 
     def encoded(self) -> str:
         return (
             f"{self.max_in_flight} {self.ceiling:.6g} {self.throttles} {self.latest_sent_ms} "
-            f"{self.pause_until_ms} {self.accepted:.6g} {self.rough:.6g} {self.seen_ok_ms} "
+            f"{self.pause_until_ms} {self.accepted} {self.seen_ok_ms} "
             f"{self.why or '-'}"
         )
 
