@@ -3,24 +3,26 @@
 -- holds it to an effective rate r (requests/s) and concurrency c below its own limits. Kept in
 -- the partner's `pace` hash, shared by every delivery process, changed only here, in the settle
 -- of the batch that brought the news (no round trip of its own).
--- - The first throttle starts the pace at BETA of what the partner accepted over the last
---   second (what it can take a second, as far as anyone knows), c at BETA of what was in use.
+-- - The first throttle starts the pace at BETA of the most the partner accepted in one second
+--   lately (what it can take a second, as far as anyone knows), c at BETA of what was in use.
 --   When it accepted nothing yet, its rate is not known: r is 0 (no rate is paced, only c)
 --   until a shrink finds what it accepts.
 -- - After that, a throttle of a request sent SHRINK_GAP_MS or more after the last shrink
 --   shrinks r and c by BETA (c from what was in use): a partner that counts requests over a
 --   second refuses for a second what it counted before the shrink, which says nothing new.
--- - Each success grows r by STEP of the rate it last shrank from (or of r, when higher), and c
---   by C_STEP, per second, the step doubled for every whole second without a throttle (up to
---   BOOST_MAX times): back near the old rate soon, probing past it sooner the longer the
---   partner keeps up.
+-- - Each success grows r by STEP of the rate it last shrank from per second, up to that rate
+--   (additive: the sawtooth stays near where the partner refused), then by a step doubled for
+--   every whole second it keeps up past it (up to BOOST_MAX times: a partner whose capacity
+--   came back is found within seconds); c grows by C_STEP a second, doubled every second
+--   since the last shrink. BETA, STEP and the doubling were measured (README, Pacing).
 -- - A Retry-After on 429 or 503 pauses the partner until then: `take.lua` holds everything.
 -- - Pacing ends once r and c are back at the partner's own limits (without a rate limit, at
 --   twice the rate it last shrank from, or with no rate paced), or a minute after the last
 --   batch or pause.
 -- Fields: r, c; s when pacing started, y why (the last throttle), d when r last shrank, g when
--- it last grew, m the rate it last shrank from, p the end of a pause, o the last success.
-local BETA = 0.75
+-- it last grew, m the rate it last shrank from, x when r grew past m, p the end of a pause, o
+-- the last success.
+local BETA = 0.8
 local STEP = 0.05
 local C_STEP = 1
 local BOOST_MAX = 64
@@ -29,8 +31,8 @@ local SHRINK_GAP_MS = 1000
 local PACE_TTL_MS = 60000
 
 -- `told`: "<max_in_flight> <rate limit per s, 0: none> <throttles> <ms the latest throttled
--- request was sent> <ms a pause asked for ends, 0: none> <requests accepted over the last
--- second> <ms of the last success the caller saw, 0: none> <why>"
+-- request was sent> <ms a pause asked for ends, 0: none> <the most requests accepted in one
+-- second lately> <ms of the last success the caller saw, 0: none> <why>"
 -- Returns {0 nothing, 1 started, 2 shrunk, 3 grown, 4 ended; r per 1000 s; floor(c); pause end}.
 local function repace(told, any_ok, batch)
   local a = {}
@@ -41,10 +43,10 @@ local function repace(told, any_ok, batch)
   local latest, pause, accepted = tonumber(a[4]), tonumber(a[5]), tonumber(a[6])
   local seen_ok, why = tonumber(a[7]), a[8]
   local t = tonumber(now)
-  local p = redis.call('HMGET', pace, 'r', 'c', 'd', 'g', 'm', 'p', 'o')
+  local p = redis.call('HMGET', pace, 'r', 'c', 'd', 'g', 'm', 'p', 'o', 'x')
   local r, c = tonumber(p[1]), tonumber(p[2])
   local d, g, m = tonumber(p[3]), tonumber(p[4]), tonumber(p[5])
-  local paused, last_ok = tonumber(p[6] or 0), tonumber(p[7] or 0)
+  local paused, last_ok, x = tonumber(p[6] or 0), tonumber(p[7] or 0), tonumber(p[8] or 0)
   if not r and throttles == 0 then
     return {0, 0, 0, 0}  -- not paced, and nothing to pace it for
   end
@@ -66,15 +68,22 @@ local function repace(told, any_ok, batch)
     m = math.min(from, top)
     r = m > 0 and math.max(MIN_RATE, m * BETA) or 0
     c = math.max(1, math.min(c, in_use) * BETA)
-    d, g = t, t
+    d, g, x = t, t, 0
   elseif throttles == 0 and any_ok then
     local dt = math.min(t - g, 1000)
     if dt > 0 then
-      local boost = math.min(BOOST_MAX, 2 ^ math.floor(math.max(0, t - d) / 1000))
       if r > 0 then
-        r = r + STEP * math.max(m, r) * boost * dt / 1000
+        local boost = 1
+        if r >= m then
+          if x == 0 then
+            x = t
+          end
+          boost = math.min(BOOST_MAX, 2 ^ math.floor((t - x) / 1000))
+        end
+        r = r + STEP * m * boost * dt / 1000
       end
-      c = c + C_STEP * boost * dt / 1000
+      local c_boost = math.min(BOOST_MAX, 2 ^ math.floor(math.max(0, t - d) / 1000))
+      c = c + C_STEP * c_boost * dt / 1000
       g = t
       change = 3
     end
@@ -86,7 +95,7 @@ local function repace(told, any_ok, batch)
   end
   if throttles > 0 and pause > paused then
     paused = pause
-    -- the step starts again from its least once the pause is over
+    -- c's growth, and the second before a throttle may shrink it again, start at its end
     d = math.max(d, pause)
   end
   if any_ok then
@@ -94,7 +103,8 @@ local function repace(told, any_ok, batch)
   elseif seen_ok > last_ok then
     last_ok = seen_ok
   end
-  redis.call('HSET', pace, 'r', r, 'c', c, 'd', d, 'g', g, 'm', m, 'p', paused, 'o', last_ok)
+  redis.call('HSET', pace, 'r', r, 'c', c, 'd', d, 'g', g, 'm', m, 'p', paused, 'o', last_ok,
+             'x', x)
   if throttles > 0 then
     redis.call('HSET', pace, 'y', why)
   end

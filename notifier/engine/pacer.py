@@ -2,9 +2,10 @@
 open, whether a throttle is absorbed, and what each settle tells the pace.
 
 The pace itself is in Redis, shared by every process; a served partner learns it from each
-take and settle reply. It also counts what the partner accepted over the last second, which is
-where a new pace starts from: what a partner accepted over the second before it starts
-refusing is the best guess of what it can take a second.
+take and settle reply. The process also counts what each partner accepted in each of the last
+few seconds, across its serves: where a new pace starts from. The most a partner accepted in
+one second lately is the best guess of what it can take a second; the last second alone is
+not, when the news is a timeout that took seconds to come.
 """
 
 from __future__ import annotations
@@ -18,12 +19,51 @@ from notifier.models import Outcome, Taken, now_ms
 from notifier.ratelimit import Rate
 from notifier.redis import lua
 
-#: What the partner accepted is counted in buckets of this many seconds, over one second.
-BUCKET = 0.1
+#: Seconds of what a partner accepted that a process keeps.
+HISTORY = 5
+#: Partners whose history a process keeps; past that it starts again (a bound, not a cache
+#: policy: a process serves a few hundred partners at once).
+KEPT = 10_000
+
+
+class Accepted:
+    """What one partner accepted in each of the last HISTORY seconds (wall clock), in this
+    process."""
+
+    def __init__(self) -> None:
+        self.seconds: deque[list[int]] = deque()  # [second, requests accepted in it]
+
+    def add(self, count: int, now: float) -> None:
+        second = int(now)
+        if self.seconds and self.seconds[-1][0] == second:
+            self.seconds[-1][1] += count
+        else:
+            self.seconds.append([second, count])
+        while self.seconds[0][0] <= second - HISTORY:
+            self.seconds.popleft()
+
+    def most(self, now: float) -> int:
+        """The most accepted in one second lately."""
+        return max((n for second, n in self.seconds if second > now - HISTORY), default=0)
+
+
+_accepted: dict[str, Accepted] = {}
+
+
+def accepted_by(partner_id: str) -> Accepted:
+    """The history of a partner in this process, kept across its serves."""
+    found = _accepted.get(partner_id)
+    if found is None:
+        if len(_accepted) >= KEPT:
+            _accepted.clear()
+        found = _accepted[partner_id] = Accepted()
+    return found
 
 
 class Pacer:
-    def __init__(self, enabled: bool, max_in_flight: int, rate: Rate | None) -> None:
+    def __init__(
+        self, partner_id: str, enabled: bool, max_in_flight: int, rate: Rate | None
+    ) -> None:
         self.enabled = enabled
         self.max_in_flight = max_in_flight
         #: the partner's own rate limit in requests/s, 0 when it has none
@@ -32,8 +72,7 @@ class Pacer:
         self.paced = 0
         #: the partner's last success this process knows of (its own, or its pace's)
         self.last_ok_ms = 0
-        #: (bucket number, successes) over the last second
-        self.buckets: deque[list[int]] = deque()
+        self.accepted = accepted_by(partner_id)
 
     def cap(self) -> int:
         """How many requests the partner may have open now."""
@@ -54,13 +93,7 @@ class Pacer:
         ok = sum(1 for o in outcomes if o.ok)
         if ok:
             self.last_ok_ms = now_ms()
-        bucket = int(time.monotonic() / BUCKET)
-        if self.buckets and self.buckets[-1][0] == bucket:
-            self.buckets[-1][1] += ok
-        else:
-            self.buckets.append([bucket, ok])
-        while self.buckets[0][0] <= bucket - 1 / BUCKET:
-            self.buckets.popleft()
+            self.accepted.add(ok, time.time())
 
     def absorbs(self, taken: Taken, outcome: Outcome, now: int) -> bool:
         """Whether pacing absorbs this answer: a throttle from a partner that accepted a
@@ -87,7 +120,7 @@ class Pacer:
             throttles=len(throttled),
             latest_sent_ms=latest.sent_ms if latest else 0,
             pause_until_ms=max((pacing.resume_ms(o) for o in throttled), default=0),
-            accepted=sum(b[1] for b in self.buckets),
+            accepted=self.accepted.most(time.time()),
             seen_ok_ms=self.last_ok_ms,
             why=pacing.why(latest) if latest else "",
         )

@@ -92,7 +92,7 @@ class ServedPartner:
         #: the rate limit's window, or the window a pace is kept over without one
         self.window_ms = pacing.WINDOW_MS + MARGIN_MS
         #: how many requests it may have open (`max_in_flight`, or fewer while paced)
-        self.pacer = Pacer(False, 1, None)
+        self.pacer = Pacer(partner_id, False, 1, None)
         #: The latest lease end this process set: a later one is another process's lease.
         self.held_until = lease_until
         #: 0, or the ms before which the partner may not send (rate limit, ordered head,
@@ -161,7 +161,7 @@ class ServedPartner:
         if rate is not None:
             self.limit, self.window_ms = rate.limit, rate.window_ms + MARGIN_MS
         most = 1 if self.partner.ordered else self.partner.max_in_flight
-        self.pacer = Pacer(self.pool.settings.pacing, most, rate)
+        self.pacer = Pacer(self.partner_id, self.pool.settings.pacing, most, rate)
         return True
 
     async def _serve(self) -> None:

@@ -53,7 +53,7 @@ def served(pool: FakePool, **partner: Any) -> ServedPartner:
     )
     one = ServedPartner(pool, "ptn_x", record, 0)  # type: ignore[arg-type]
     one.partner = msgspec.json.decode(record, type=Partner)
-    one.pacer = Pacer(False, 10, None)
+    one.pacer = Pacer("ptn_x", False, 10, None)
     return one
 
 

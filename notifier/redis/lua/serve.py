@@ -162,7 +162,7 @@ class Told(msgspec.Struct, frozen=True):
     throttles: int  # answers of the batch that ask to slow down (429, 502-504, timeouts)
     latest_sent_ms: int  # when the latest of those requests was sent
     pause_until_ms: int  # when a Retry-After of one of them ends; 0: none asked
-    accepted: int  # successes over the last second (as far as the caller saw)
+    accepted: int  # the most successes in one second lately (as far as the caller saw)
     seen_ok_ms: int  # the last success the caller saw; 0: none
     why: str  # the latest throttle, one word: 429, 503, timeout...
 
