@@ -5,8 +5,11 @@
 -- of the batch that brought the news (no round trip of its own).
 -- - The first throttle starts the pace at BETA of the most the partner accepted in one second
 --   lately (what it can take a second, as far as anyone knows), c at BETA of what was in use.
---   When it accepted nothing yet, its rate is not known: r is 0 (no rate is paced, only c)
---   until a shrink finds what it accepts.
+--   With nothing accepted yet, r starts at a request a second per request in use. The count
+--   may be low (a process that heard of the partner a moment ago counted part of a second),
+--   so until its first shrink a new pace probes: its step doubles every second from the
+--   start. A rate is always paced: throttles pacing absorbs are sent again as soon as the
+--   pace allows, and with no rate, instant refusals would be sent again by the thousand.
 -- - After that, a throttle of a request sent SHRINK_GAP_MS or more after the last shrink
 --   shrinks r and c by BETA (c from what was in use): a partner that counts requests over a
 --   second refuses for a second what it counted before the shrink, which says nothing new.
@@ -17,8 +20,7 @@
 --   since the last shrink. BETA, STEP and the doubling were measured (README, Pacing).
 -- - A Retry-After on 429 or 503 pauses the partner until then: `take.lua` holds everything.
 -- - Pacing ends once r and c are back at the partner's own limits (without a rate limit, at
---   twice the rate it last shrank from, or with no rate paced), or a minute after the last
---   batch or pause.
+--   twice the rate it last shrank from), or a minute after the last batch or pause.
 -- Fields: r, c; s when pacing started, y why (the last throttle), d when r last shrank, g when
 -- it last grew, m the rate it last shrank from, x when r grew past m, p the end of a pause, o
 -- the last success.
@@ -62,32 +64,33 @@ local function repace(told, any_ok, batch)
     else
       change = 2
     end
-    if not r or r == 0 then
-      from = accepted
+    if not r then
+      from = accepted > 0 and accepted or math.max(1, math.min(most, in_use))
     end
     m = math.min(from, top)
-    r = m > 0 and math.max(MIN_RATE, m * BETA) or 0
+    r = math.max(MIN_RATE, m * BETA)
     c = math.max(1, math.min(c, in_use) * BETA)
     d, g, x = t, t, 0
+    if change == 1 then
+      x = t
+    end
   elseif throttles == 0 and any_ok then
     local dt = math.min(t - g, 1000)
     if dt > 0 then
-      if r > 0 then
-        local boost = 1
-        if r >= m then
-          if x == 0 then
-            x = t
-          end
-          boost = math.min(BOOST_MAX, 2 ^ math.floor((t - x) / 1000))
-        end
-        r = r + STEP * m * boost * dt / 1000
+      local boost = 1
+      if x == 0 and r >= m then
+        x = t
       end
+      if x > 0 then
+        boost = math.min(BOOST_MAX, 2 ^ math.floor((t - x) / 1000))
+      end
+      r = r + STEP * m * boost * dt / 1000
       local c_boost = math.min(BOOST_MAX, 2 ^ math.floor(math.max(0, t - d) / 1000))
       c = c + C_STEP * c_boost * dt / 1000
       g = t
       change = 3
     end
-    if c >= most and (r == 0 or r >= (ceiling > 0 and ceiling or 2 * m)) then
+    if c >= most and r >= (ceiling > 0 and ceiling or 2 * m) then
       redis.call('DEL', pace)
       return {4, math.floor(r * 1000), math.floor(c), 0}
     end

@@ -62,13 +62,12 @@ if pacing then
     if want <= 0 then
       return {now + PACE_RECHECK_MS, paced, last_ok}
     end
-    -- (a rate of 0 is not known yet: only the concurrency is paced)
     local paced_limit, paced_window = math.floor(rate * window_ms / 1000), window_ms
-    if rate > 0 and paced_limit < 1 then
+    if paced_limit < 1 then
       -- under one request a window: one request per 1/rate
       paced_limit, paced_window = 1, math.ceil(1000 / rate)
     end
-    if rate > 0 and (limit == 0 or paced_limit < limit) then
+    if limit == 0 or paced_limit < limit then
       limit, window_ms = paced_limit, paced_window
     end
   end

@@ -43,7 +43,8 @@ class Accepted:
             self.seconds.popleft()
 
     def most(self, now: float) -> int:
-        """The most accepted in one second lately."""
+        """The most accepted in one second lately (low when few seconds were counted yet: a
+        new pace probes upward)."""
         return max((n for second, n in self.seconds if second > now - HISTORY), default=0)
 
 

@@ -7,10 +7,11 @@ HEALTHY_RATE beside it, through a router and two delivery processes. Each kind r
 NOTIFIER_PACING=1 and again with 0, side by side, with a short retry schedule (SCHEDULE) so
 that what runs out of it does so within the run.
 
-From the partner's own answers, in one-second buckets from its first request: it has *settled*
-at the end of the last second in which half its requests or more were refused (never, when
-that is the run's last second). After that: the share of its capacity it was given (accepted
-requests / CAPACITY a second) and the share of requests refused. Dead letters are counted at
+From the partner's own answers, in one-second buckets from its first request: paced, it has
+*settled* at the end of the last second in which half its requests or more were refused
+(never, when that is the run's last second). After that (unpaced: over the whole run): the
+share of its capacity it was given (accepted requests / CAPACITY a second) and the share of
+requests refused. Dead letters are counted at
 the end of the run; the healthy partner's latency is from each event's publish to its arrival.
 """
 
@@ -168,13 +169,14 @@ def settled(answers: list[tuple[float, int, float | None]], ended: float) -> flo
 
 def report(results: Results, key: str, found: dict[str, Any], on: bool) -> None:
     answers, ended = found["answers"], found["ended"]
-    at = settled(answers, ended)
+    # unpaced is the comparison: today's sender, over the whole run
+    at = settled(answers, ended) if on else None
     since = at if at is not None else found["started"]
     after = [a for a in answers if since <= a[0] <= ended]
     accepted = sum(1 for a in after if a[1] == 200)
     used = accepted / (CAPACITY * max(ended - since, 1e-3)) * 100
     refused = (len(after) - accepted) / max(1, len(after)) * 100
-    whole = "" if at is not None else "never settled: over the whole run; "
+    whole = "" if at is not None or not on else "never settled: over the whole run; "
     detail = (
         f"{whole}{accepted:,} accepted, {len(after) - accepted:,} refused of {len(after):,} "
         f"requests over {ended - since:.1f} s; {len(answers):,} requests in all"

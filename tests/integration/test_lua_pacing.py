@@ -100,27 +100,26 @@ async def test_a_throttle_starts_a_pace_below_what_the_partner_accepted(
     assert 0 < await redis.pttl(partner.pace) <= 60_000
 
 
-async def test_a_partner_that_accepted_nothing_yet_is_paced_by_concurrency_alone(
+async def test_a_new_pace_of_a_partner_that_accepted_nothing_probes_up_from_little(
     redis: Redis, ks: Keyspace
 ) -> None:
-    """Its rate is not known: no rate is paced (r is 0) until a shrink finds what it accepts,
-    and pacing ends once its concurrency is back."""
+    """With nothing accepted, a pace starts at a request a second per request in use (up to
+    max_in_flight), and until its first shrink its step doubles every second."""
     scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
     await backlog(redis, partner, 30)
     await scripts.run(take(shard, NOW, pacing=False))  # 30 out
     start = await scripts.run(settle(shard, NOW, told(throttles=3, latest_sent_ms=NOW)))
-    assert (start.pace, start.paced_rate, start.paced) == ("started", 0.0, 8)
+    assert (start.pace, start.paced_rate, start.paced) == ("started", 8.0, 8)
     for n in range(20):
         await redis.xadd(partner.stream, {"m": message(n)}, id=f"{n + 100}-0")
     await redis.delete(partner.inflight)  # (as if the 30 were answered)
     took = await scripts.run(take(shard, NOW + 1))
-    assert len(took.messages) == 8  # its concurrency, in one slice: no rate holds it
-    later = told(throttles=1, latest_sent_ms=NOW + 1000, accepted=20)
-    shrunk = await scripts.run(settle(shard, NOW + 1100, later))
-    assert (shrunk.pace, shrunk.paced_rate) == ("shrunk", 16.0)
-    await redis.hset(partner.pace, mapping={"r": 0, "c": 9.9})
-    ended = await scripts.run(settle(shard, NOW + 3000, told(), delivered=["99-1"]))
-    assert ended.pace == "ended"
+    assert len(took.messages) == 1  # 8 a second: one a slice
+    rates = []
+    for at in (1000, 2000, 3000):
+        grown = await scripts.run(settle(shard, NOW + at, told(), delivered=["99-1"]))
+        rates.append(grown.paced_rate)
+    assert rates == [9.0, 11.0, 15.0]  # a twentieth of 10 a second, doubled every second
 
 
 async def test_a_paced_take_is_held_to_the_pace(redis: Redis, ks: Keyspace) -> None:
@@ -164,8 +163,9 @@ async def test_old_news_does_not_shrink_the_pace_twice(redis: Redis, ks: Keyspac
 
 async def test_successes_grow_the_pace_back_until_it_ends(redis: Redis, ks: Keyspace) -> None:
     """Growth: a twentieth of the rate it shrank from per second up to that rate, then a step
-    doubled for each whole second past it; a request of concurrency a second, doubled each
-    second without a throttle; at the partner's own limits the pace is gone."""
+    doubled for each whole second past it (a new pace probes so from its start); a request of
+    concurrency a second, doubled each second without a throttle; at the partner's own
+    limits the pace is gone."""
     scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
     await backlog(redis, partner, 1)
     limits = {"ceiling": 50.0, "max_in_flight": 4}
@@ -175,17 +175,19 @@ async def test_successes_grow_the_pace_back_until_it_ends(redis: Redis, ks: Keys
     half = await scripts.run(settle(shard, NOW + 500, ok, delivered=["99-1"]))
     assert (half.pace, half.paced_rate) == ("grown", 33.0)  # 40 * 0.05 * 0.5 s
     later = await scripts.run(settle(shard, NOW + 1500, ok, delivered=["99-2"]))
-    assert later.paced_rate == 35.0  # a whole second more, the same step
-    rates = []
+    assert later.paced_rate == 37.0  # a whole second more: a new pace's step doubles
     pace = await pace_of(redis, partner)
     assert pace["c"] == 1 + 0.5 + 2 and pace["o"] == NOW + 1500
-    now = NOW + 1500
+    shrink = told(throttles=1, latest_sent_ms=NOW + 1500, **limits)
+    assert (await scripts.run(settle(shard, NOW + 1600, shrink))).paced_rate == 29.6  # 37 * 0.8
+    now, rates = NOW + 1600, []
     while (reply := await scripts.run(settle(shard, now, ok, delivered=["99-3"]))).pace != "ended":
         assert reply.paced_rate <= 50.0 and reply.paced <= 4
         rates.append(reply.paced_rate)
         now += 1000
-    # 2 a second up to 40, where it last shrank; then 2, 4, 8...
-    assert rates == [35.0, 37.0, 39.0, 41.0, 43.0, 47.0] and now == NOW + 7500
+    # 1.85 a second (a twentieth of 37) up to 37, where it last shrank; then 1.85, 3.7, 7.4...
+    steps = [29.6, 31.45, 33.3, 35.15, 37.0, 38.85, 42.55, 49.95]
+    assert rates == pytest.approx(steps, abs=0.002) and now == NOW + 9600
     assert not await redis.exists(partner.pace)
     # without a rate limit, it ends at twice the rate it last shrank from
     start = told(throttles=1, latest_sent_ms=now, accepted=40)
