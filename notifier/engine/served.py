@@ -222,8 +222,8 @@ class ServedPartner:
             lease_until=lease_until,
             visible_ms=pool.visible_ms,
             # only a window log needs one: a rate limit's, or a pace's
-            token=uuid.uuid4().hex if self.limit or self.pacer.enabled else "",
-            pacing=self.pacer.enabled,
+            token=uuid.uuid4().hex if self.limit or self.pacer.reads() else "",
+            pacing=self.pacer.reads(),
         )
         try:
             took = await pool.scripts.send(call)

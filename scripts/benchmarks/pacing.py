@@ -2,7 +2,7 @@
 
 The partner takes CAPACITY requests a second and answers 429 above that (then 503; then it
 holds them past the request timeout), has no rate limit configured, and is fed RATE events a
-second for --pacing-seconds (20 s; quick: 6 s) by a producer, with a healthy partner fed
+second for 20 s (quick: 4 s) by a producer, with a healthy partner fed
 HEALTHY_RATE beside it, through a router and two delivery processes. Each kind runs with
 NOTIFIER_PACING=1 and again with 0, side by side, with a short retry schedule (SCHEDULE) so
 that what runs out of it does so within the run.

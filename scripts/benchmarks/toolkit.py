@@ -261,7 +261,7 @@ QUICK = Sizes(
     window=3.0,
     memory_events=5_000,
     owned_registered=2_000,
-    pacing_seconds=6.0,
+    pacing_seconds=4.0,
     timeout=30.0,
 )
 

@@ -139,9 +139,9 @@ async def test_a_paced_take_is_held_to_the_pace(redis: Redis, ks: Keyspace) -> N
     await redis.hset(partner.pace, "c", 50)
     limited = await scripts.run(take(shard, NOW + 5000, limit=2))
     assert len(limited.messages) == 1  # ceil(2 / 10) a slice
-    # and with pacing off, the pace is not read at all
+    # and with pacing off, the pace is not read at all, and the reply says nothing of it
     off = await scripts.run(take(shard, NOW + 10_000, pacing=False))
-    assert len(off.messages) == 50 and off.paced == 0
+    assert len(off.messages) == 50 and off.paced is None
 
 
 async def test_old_news_does_not_shrink_the_pace_twice(redis: Redis, ks: Keyspace) -> None:

@@ -96,8 +96,9 @@ def take(
                 )
                 for n, i in enumerate(range(3, len(found), 4), 1)
             ],
-            int(found[1]),
-            int(found[2]),
+            # a take that did not read the pace says nothing of it
+            int(found[1]) if pacing else None,
+            int(found[2]) if pacing else None,
         )
 
     return Call(
