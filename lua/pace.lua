@@ -49,6 +49,12 @@ local function repace(told, any_ok, batch)
   local r, c = tonumber(p[1]), tonumber(p[2])
   local d, g, m = tonumber(p[3]), tonumber(p[4]), tonumber(p[5])
   local paused, last_ok, x = tonumber(p[6] or 0), tonumber(p[7] or 0), tonumber(p[8] or 0)
+  if p[1] and not (r and r > 0 and c and d and g and m and paused and last_ok and x) then
+    -- not a pace this script wrote (edited by hand?): start again rather than fail every batch
+    redis.call('DEL', pace)
+    r = nil
+    paused, last_ok, x = 0, 0, 0
+  end
   if not r and throttles == 0 then
     return {0, 0, 0, 0}  -- not paced, and nothing to pace it for
   end

@@ -50,10 +50,12 @@ end
 local paced, last_ok = 0, 0
 if pacing then
   local p = redis.call('HMGET', pace, 'r', 'c', 'p', 'o')
-  if p[1] then
-    local rate = tonumber(p[1])
-    paced, last_ok = math.max(1, math.floor(tonumber(p[2]))), tonumber(p[4] or 0)
-    local paused = tonumber(p[3] or 0)
+  local rate = tonumber(p[1])
+  -- (a pace that is not one settle.lua wrote is no pace: settle.lua deletes it)
+  if rate and rate > 0 and tonumber(p[2]) then
+    paced = math.max(1, math.min(1000, math.floor(tonumber(p[2]))))
+    last_ok = tonumber(p[4]) or 0
+    local paused = tonumber(p[3]) or 0
     if paused > now then
       return {paused, paced, last_ok}
     end

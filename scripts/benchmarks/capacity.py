@@ -9,9 +9,6 @@ publish (the `sent_at` its data carries) to its arrival.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -20,8 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from benchmarks.toolkit import _sent_at, run_fast
-from notifier.testing import Capacity, Endpoint, free_port
+from benchmarks.toolkit import _sent_at, run_fast, serve_control
+from notifier.testing import Capacity, Endpoint
 
 
 async def serve(out: Path) -> None:
@@ -56,20 +53,9 @@ async def serve(out: Path) -> None:
     app.router.add_post("/endpoints", create)
     app.router.add_get("/answers", answers)
     app.router.add_post("/reset", reset)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    partial = out.with_suffix(".partial")
-    partial.write_text(json.dumps({"control": port}))
-    partial.rename(out)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await serve_control(app, out)
     for endpoint, _ in made.values():
         await endpoint.stop()
-    await runner.cleanup()
 
 
 class Capacities:

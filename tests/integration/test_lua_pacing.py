@@ -226,3 +226,19 @@ async def test_an_absorbed_attempt_is_counted_until_its_message_leaves(
     }
     await scripts.run(settle(shard, NOW + 2, told(), delivered=["1-0", "2-0"]))
     assert not await redis.exists(partner.spared)
+
+
+async def test_a_pace_notifier_did_not_write_is_no_pace(redis: Redis, ks: Keyspace) -> None:
+    """Edited by hand (or left by another version): a take ignores it, a settle starts
+    again rather than failing every batch."""
+    scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
+    await backlog(redis, partner, 5)
+    await redis.hset(partner.pace, mapping={"r": "fast", "c": "1e400", "p": "soon"})
+    took = await scripts.run(take(shard, NOW))
+    assert len(took.messages) == 5 and took.paced == 0
+    grown = await scripts.run(settle(shard, NOW, told(), delivered=["1-0"]))
+    assert grown.pace == "none" and not await redis.exists(partner.pace)
+    await redis.hset(partner.pace, mapping={"r": "40", "c": "x"})
+    start = told(throttles=1, latest_sent_ms=NOW, accepted=10)
+    assert (await scripts.run(settle(shard, NOW, start))).pace == "started"
+    assert (await pace_of(redis, partner))["r"] == 8.0
