@@ -17,6 +17,7 @@ local history = KEYS[4]        -- notifier:{id}:history
 local dead = KEYS[5]           -- the shard's dead letters
 local ready = KEYS[6]          -- the shard's ready
 local leases = KEYS[7]         -- the shard's leases
+local spared = KEYS[8]         -- notifier:{id}:spared
 local group = ARGV[1]
 local partner = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -51,6 +52,7 @@ local function resend(message_id)
     redis.call('XDEL', stream, state.e)
     redis.call('ZREM', due, state.e)
     redis.call('HDEL', history, state.e)
+    redis.call('HDEL', spared, state.e)
   end
   if state.x then
     redis.call('XDEL', dead, state.x)

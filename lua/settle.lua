@@ -7,8 +7,11 @@
 -- have settled) changes nothing more: only a message still pending is retried or
 -- dead-lettered. A partner whose stream is gone (removed, or Redis lost its data) gets no key
 -- written back.
+-- While pacing is on, the batch also tells the partner's pace (below) what it came to.
 -- Returns {the ms since which every attempt failed (0 when one of this batch succeeded, or when
--- the stream is gone), 1 when a success closed an open breaker}.
+-- the stream is gone), 1 when a success closed an open breaker, what became of the pace (0
+-- nothing, 1 pacing started, 2 shrunk, 3 grown, 4 ended), its rate in requests per 1000 s, its
+-- concurrency, the ms its pause ends (0: none)}.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due
 local inflight = KEYS[3]       -- notifier:{id}:inflight
@@ -18,6 +21,8 @@ local failing = KEYS[6]        -- notifier:{id}:failing
 local dead = KEYS[7]           -- the shard's dead letters
 local window = KEYS[8]         -- notifier:{id}:slices  the rate-limit window (window.lua)
 local breaker = KEYS[9]        -- notifier:{id}:breaker
+local pace = KEYS[10]          -- notifier:{id}:pace
+local spared = KEYS[11]        -- notifier:{id}:spared
 local group = ARGV[1]
 local kept = tonumber(ARGV[2]) -- attempts kept per partner (about: see the XADD below)
 local dead_kept = ARGV[3]      -- dead letters kept
@@ -28,11 +33,12 @@ local retried = string.find(ARGV[6], 'r', 1, true) ~= nil     -- one had failed 
 local maybe_failing = string.find(ARGV[6], 'f', 1, true) ~= nil  -- failing/breaker may be set
 local endpoint_failed = string.find(ARGV[6], 'e', 1, true) ~= nil  -- a failure at the endpoint
 local n_done = tonumber(ARGV[7])   -- delivered ids
-local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record) triples
+local n_retry = tonumber(ARGV[8])  -- (id, due ms, attempt record, '1' when pacing absorbed it)
 local n_dead = tonumber(ARGV[9])   -- (id, reason, message, attempt record, at) quintuples
 local n_moved = tonumber(ARGV[10])  -- (id, ms taken, ms answered) of requests answered in a
                                     -- later slice of the window than their take's
 local window_ms = tonumber(ARGV[11])  -- the rate limit's window (0: no limit)
+local told = ARGV[12]              -- what the pace is told: '' nothing, else see `repace`
 -- then n_index, the home's prefix, the generation of producer ids and the retention in ms
 -- (index.lua), and n_index (message id, entry id, 'd' delivered | 'r' retrying | 'x' dead,
 -- attempt) for the message index (the delivery process sends only 'x': a copy that left the
@@ -40,11 +46,12 @@ local window_ms = tonumber(ARGV[11])  -- the rate limit's window (0: no limit)
 -- argument, to the end
 
 if redis.call('EXISTS', stream) == 0 then
-  return {0, 0}
+  return {0, 0, 0, 0, 0, 0}
 end
 
 --@include window
 --@include index
+--@include pace
 
 -- A message's failed attempts are kept as one JSON array; this one is appended to it.
 local function with_earlier(id, record)
@@ -57,7 +64,7 @@ end
 
 -- Window moves first, while every request of the batch is still in `inflight`: only requests
 -- settled now for the first time move, so a batch settled again moves nothing twice.
-local moved_at = 12 + n_done + 3 * n_retry + 5 * n_dead
+local moved_at = 13 + n_done + 4 * n_retry + 5 * n_dead
 if n_moved > 0 and window_ms > 0 then
   local ids = {}
   for k = 0, n_moved - 1 do
@@ -74,7 +81,7 @@ if n_moved > 0 and window_ms > 0 then
   window_move(window, window_ms, tonumber(now), moves)
 end
 
-local i = 12
+local i = 13
 local finished = {}
 for _ = 1, n_done do
   finished[#finished + 1] = ARGV[i]
@@ -85,8 +92,11 @@ for _ = 1, n_retry do
   if redis.call('ZREM', inflight, ARGV[i]) == 1 then
     redis.call('ZADD', due, ARGV[i + 1], ARGV[i])
     redis.call('HSET', history, ARGV[i], with_earlier(ARGV[i], ARGV[i + 2]))
+    if ARGV[i + 3] == '1' then
+      redis.call('HSET', spared, ARGV[i], (tonumber(redis.call('HGET', spared, ARGV[i])) or 0) + 1)
+    end
   end
-  i = i + 3
+  i = i + 4
 end
 local dead_ids = {}
 for _ = 1, n_dead do
@@ -130,6 +140,7 @@ if #finished > 0 then
   if retried then  -- a message on its first try has no retry time nor history to forget
     redis.call('ZREM', due, unpack(finished))
     redis.call('HDEL', history, unpack(finished))
+    redis.call('HDEL', spared, unpack(finished))
   end
 end
 -- The batch's attempts as one entry (a JSON array). The log keeps about `kept` attempts, not
@@ -141,16 +152,21 @@ if i <= #ARGV then
   redis.call('XADD', attempts, 'MAXLEN', '~', math.max(1, math.ceil(kept / batch)), '*',
              'b', '[' .. table.concat(ARGV, ',', i, #ARGV) .. ']')
 end
+local paced = {0, 0, 0, 0}
+if told ~= '' then
+  paced = repace(told, any_ok, n_done + n_retry + n_dead)
+end
 if any_ok then
   if not maybe_failing then
-    return {0, 0}
+    return {0, 0, unpack(paced)}
   end
   redis.call('DEL', failing)
-  return {0, redis.call('DEL', breaker)}
+  return {0, redis.call('DEL', breaker), unpack(paced)}
 end
 if not endpoint_failed then
-  -- only failures of notifier's own making (a transform): they start no failing run
-  return {0, 0}
+  -- only failures of notifier's own making (a transform), or answers pacing absorbed: they
+  -- start no failing run
+  return {0, 0, unpack(paced)}
 end
 redis.call('SET', failing, now, 'NX')
-return {tonumber(redis.call('GET', failing)), 0}
+return {tonumber(redis.call('GET', failing)), 0, unpack(paced)}

@@ -3,10 +3,13 @@
 -- and then held; due retries, then messages whose sender died (their visibility timeout in
 -- `inflight` passed), come before new messages. Every message taken is in `inflight` until it
 -- is settled: its score is when it becomes visible to other processes again.
--- Returns {blocked_until_ms, id1, payload1, attempt1, id2, ...}; blocked_until is 0 unless the
--- partner has work it may not send yet (rate limit full, or the head of an ordered partner),
--- and -1 when the partner's stream is gone (partner removed, or Redis lost its data): then
--- nothing is written, so no key of a partner that no longer exists is brought back.
+-- Returns {blocked_until_ms, paced concurrency (0: not paced), ms of the partner's last success
+-- the pace knows (0: none), id1, payload1, attempt1, spared1, id2, ...}: `spared` counts the
+-- message's attempts pacing absorbed. blocked_until is 0 unless the partner has work it may not
+-- send yet (rate limit or pace full, a pause, or the head of an ordered partner), and -1 when
+-- the partner's stream is gone (partner removed, or Redis lost its data): then nothing is
+-- written, so no key of a partner that no longer exists is brought back. A reply of
+-- blocked_until alone (the window is full) tells nothing of the pace.
 --
 -- The rate limit is a sliding window of counters, one per fiftieth of it, and their sum, in
 -- one string (window.lua): a take costs the same three commands whatever the limit and
@@ -20,22 +23,32 @@
 -- what its answers take (answering in 100 ms: about 90 % of a per-second limit). Within the
 -- window requests are spread over tenths (at most ceil(limit / 10) a tenth), so a partner
 -- sees a steady flow rather than one burst a window.
+--
+-- While the partner is paced (it said it was overloaded: `settle.lua`), its pace holds it below
+-- its own limits: its effective concurrency cuts `want`, its effective rate becomes the limit
+-- the window below enforces (a partner without a rate limit then gets a window too), and a
+-- pause it asked for (Retry-After) holds everything back until it ends.
 local stream = KEYS[1]         -- notifier:{id}:stream
 local due = KEYS[2]            -- notifier:{id}:due       retries: id -> ms due
 local inflight = KEYS[3]       -- notifier:{id}:inflight  taken: id -> ms visible again
 local window = KEYS[4]         -- notifier:{id}:slices     the counters above
 local ready = KEYS[5]          -- the shard's ready
 local leases = KEYS[6]         -- the shard's leases
+local pace = KEYS[7]           -- notifier:{id}:pace     while paced: r, c, p (paused until), o
+local spared = KEYS[8]         -- notifier:{id}:spared   id -> its attempts pacing absorbed
 local group = ARGV[1]
 local consumer = ARGV[2]
 local now = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])       -- at most max_in_flight (1000)
 local limit = tonumber(ARGV[5])      -- requests per window, at most 1e6; 0: no limit
-local window_ms = tonumber(ARGV[6])  -- at most 24 h
+local window_ms = tonumber(ARGV[6])  -- at most 24 h; without a limit, the window a pace uses
 local ordered = ARGV[7] == '1'
 local lease_until = tonumber(ARGV[8])  -- renews the lease; 0: keep the current one
 local partner = ARGV[9]
 local visible_ms = tonumber(ARGV[10])  -- NOTIFIER_CLAIM_IDLE: when an unsettled send is retried
+local pacing = ARGV[11] == '1'          -- NOTIFIER_PACING
+-- a pace whose open requests fill it looks again after this long
+local PACE_RECHECK_MS = 100
 
 if redis.call('EXISTS', stream) == 0 then
   return {-1}
@@ -46,6 +59,34 @@ if lease_until > 0 then
 end
 
 --@include window
+
+local paced, last_ok = 0, 0
+if pacing then
+  local p = redis.call('HMGET', pace, 'r', 'c', 'p', 'o')
+  local rate = tonumber(p[1])
+  -- (a pace that is not one settle.lua wrote is no pace: settle.lua deletes it)
+  if rate and rate > 0 and tonumber(p[2]) then
+    paced = math.max(1, math.min(1000, math.floor(tonumber(p[2]))))
+    last_ok = tonumber(p[4]) or 0
+    local paused = tonumber(p[3]) or 0
+    if paused > now then
+      return {paused, paced, last_ok}
+    end
+    -- requests of any process that are still out count against the pace
+    want = math.min(want, paced - redis.call('ZCOUNT', inflight, '(' .. now, '+inf'))
+    if want <= 0 then
+      return {now + PACE_RECHECK_MS, paced, last_ok}
+    end
+    local paced_limit, paced_window = math.floor(rate * window_ms / 1000), window_ms
+    if paced_limit < 1 then
+      -- under one request a window: one request per 1/rate
+      paced_limit, paced_window = 1, math.ceil(1000 / rate)
+    end
+    if limit == 0 or paced_limit < limit then
+      limit, window_ms = paced_limit, paced_window
+    end
+  end
+end
 
 local blocked = 0
 local slots = nil
@@ -58,7 +99,7 @@ if limit > 0 then
   want = math.min(want, slots.free)
 end
 
-local out = {blocked}
+local out = {blocked, paced, last_ok}
 local taken = 0
 local sent = {}  -- (visible again at, id) pairs for `inflight`, added in one call
 local function flush_sent()
@@ -74,6 +115,7 @@ if #ids < want then
 end
 if #ids > 0 then
   local claimed = redis.call('XCLAIM', stream, group, consumer, 0, unpack(ids))
+  local any_spared = redis.call('EXISTS', spared) == 1
   local found = {}
   for _, entry in ipairs(claimed) do
     if entry and entry[1] then
@@ -82,6 +124,7 @@ if #ids > 0 then
       out[#out + 1] = entry[1]
       out[#out + 1] = entry[2][2]
       out[#out + 1] = info[1][4]
+      out[#out + 1] = any_spared and tonumber(redis.call('HGET', spared, entry[1]) or 0) or 0
       redis.call('ZREM', due, entry[1])
       sent[#sent + 1] = now + visible_ms
       sent[#sent + 1] = entry[1]
@@ -124,6 +167,7 @@ elseif taken < want and not (ordered and taken > 0) then
       out[#out + 1] = entry[1]
       out[#out + 1] = entry[2][2]
       out[#out + 1] = 1
+      out[#out + 1] = 0
       sent[#sent + 1] = now + visible_ms
       sent[#sent + 1] = entry[1]
       taken = taken + 1

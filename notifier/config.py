@@ -237,6 +237,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "`5d`",
         ),
     ] = 5 * 86400.0
+    pacing: Annotated[
+        bool,
+        Env(
+            "NOTIFIER_PACING",
+            flag,
+            "`1`: a partner that answers 429, 502, 503, 504 or times out is paced: sent less, "
+            "then more as it keeps up, a Retry-After pauses it; while it still accepts "
+            "requests, those answers take no step of the retry schedule and count toward "
+            "neither the breaker nor disabling (README, Pacing). `0`: they are failed "
+            "attempts like any other",
+            "`1`",
+        ),
+    ] = True
     #: Concurrent partners one delivery process serves; the rest wait their turn in `ready`.
     concurrency: Annotated[
         int,

@@ -18,6 +18,7 @@ from notifier.partners import (
     PartnerIn,
     PartnerOut,
     PartnerPatch,
+    PartnerShown,
     PartnerUpdated,
     Secret,
     SecretOut,
@@ -35,6 +36,7 @@ __all__ = [
     "PartnerIn",
     "PartnerOut",
     "PartnerPatch",
+    "PartnerShown",
     "PartnerUpdated",
     "Secret",
     "SecretOut",
@@ -100,6 +102,7 @@ class Taken(msgspec.Struct):
     message: Message
     attempt: int  # 1-based: the delivery count Redis keeps for the entry
     taken_ms: int  # when it was taken: its rate-limit slot's stamp until it is settled
+    spared: int = 0  # its earlier attempts pacing absorbed: they took no step of the schedule
 
 
 class Outcome(msgspec.Struct, kw_only=True):

@@ -1,15 +1,17 @@
 """Operational events: what notifier tells operators about itself (README: Operational events).
 
-When notifier disables or re-enables a partner, a partner's breaker opens or closes, a message
-is dead-lettered, or a rotated-out secret is about to expire, it appends an event to
+When notifier disables or re-enables a partner, a partner's breaker opens or closes, a partner
+starts being paced, a message is dead-lettered, or a rotated-out secret is about to expire, it
+appends an event to
 `notifier:ops` (fields `type`, `data` and an `id`, like the ingress stream). A router lane reads
 that stream and routes each event like any other, so a partner may subscribe to these types,
 and NOTIFIER_OPS_WEBHOOK_URL is such a partner, kept by notifier itself (`ptn_ops`), signed with
 NOTIFIER_OPS_WEBHOOK_SECRET and retried like any delivery. Producers may not publish
 `notifier.*` types (events.parse refuses them), so a partner can trust them.
 
-An ops event about a message that is itself an ops event is not emitted: a failing ops webhook
-would otherwise dead-letter its own reports for ever.
+An ops event about a message that is itself an ops event is not emitted, nor one about the ops
+webhook's own pace: a failing or throttling ops webhook would otherwise report on itself for
+ever.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ PARTNER_DISABLED = "notifier.partner.disabled"
 PARTNER_ENABLED = "notifier.partner.enabled"
 BREAKER_OPENED = "notifier.partner.breaker_opened"
 BREAKER_CLOSED = "notifier.partner.breaker_closed"
+PARTNER_PACED = "notifier.partner.paced"
 DEAD_LETTERED = "notifier.message.dead_lettered"
 SECRET_EXPIRING = "notifier.secret.expiring"
 TYPES = (
@@ -36,6 +39,7 @@ TYPES = (
     PARTNER_ENABLED,
     BREAKER_OPENED,
     BREAKER_CLOSED,
+    PARTNER_PACED,
     DEAD_LETTERED,
     SECRET_EXPIRING,
 )

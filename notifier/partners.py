@@ -190,6 +190,30 @@ class PartnerOut(PartnerFields, kw_only=True):
 _SHOWN = PartnerFields.__struct_fields__
 
 
+class Pacing(msgspec.Struct, kw_only=True):
+    """How notifier paces a partner that said it was overloaded: below its own limits."""
+
+    #: requests per second notifier sends it at most now
+    rate: float
+    #: requests open at once at most now
+    concurrency: int
+    #: since when it has been paced (ISO-8601 UTC)
+    since: str
+    #: the answer that last slowed it down: `HTTP 429`, `HTTP 502`, `HTTP 503`, `HTTP 504`
+    #: or `timeout`
+    reason: str
+    #: a Retry-After it sent pauses it until then (ISO-8601 UTC); null when not paused
+    paused_until: str | None = None
+
+
+class PartnerShown(PartnerOut, kw_only=True):
+    """A partner as `GET /v1/partners/{id}` shows it: with how notifier paces it."""
+
+    #: while notifier holds the partner below its limits because it said it was overloaded
+    #: (README, Pacing); null otherwise
+    pacing: Pacing | None = None
+
+
 class PartnerCreated(PartnerOut, kw_only=True):
     """A new partner, with its secret (v1; shown this once), or the public key of its key
     pair (v1a; the private key is never shown)."""

@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,36 @@ Responder = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 
 async def ok(request: web.Request, n: int) -> web.StreamResponse:
     return web.Response(status=200)
+
+
+@dataclass
+class Capacity:
+    """A responder for an endpoint that takes `per_second` requests in any second (sliding) and
+    answers the rest with `status` (and `retry_after`, when given), or, with status 0, holds
+    them `hang` seconds before answering 200 (past a sender's timeout). `answers` keeps when
+    each request came (time.monotonic()) and what it was answered; `per_second` may change."""
+
+    per_second: float
+    status: int = 429
+    retry_after: str | None = None
+    hang: float = 30.0
+    answers: list[tuple[float, int]] = field(default_factory=list)
+    accepted: deque[float] = field(default_factory=deque)
+
+    async def __call__(self, request: web.Request, n: int) -> web.StreamResponse:
+        now = time.monotonic()
+        while self.accepted and self.accepted[0] <= now - 1.0:
+            self.accepted.popleft()
+        if len(self.accepted) < self.per_second:
+            self.accepted.append(now)
+            self.answers.append((now, 200))
+            return web.Response(status=200)
+        self.answers.append((now, self.status))
+        if not self.status:
+            await asyncio.sleep(self.hang)
+            return web.Response(status=200)
+        headers = {"Retry-After": self.retry_after} if self.retry_after else None
+        return web.Response(status=self.status, headers=headers, text="over capacity")
 
 
 @dataclass

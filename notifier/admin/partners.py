@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from notifier import pacing
 from notifier.admin.wire import (
     AFTER,
     LIMIT,
@@ -22,11 +23,11 @@ from notifier.models import (
     PartnerIn,
     PartnerOut,
     PartnerPatch,
+    PartnerShown,
     PartnerUpdated,
     RotateIn,
     SecretOut,
     TestOut,
-    public,
     public_as,
 )
 
@@ -60,9 +61,12 @@ async def list_partners(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/partners/{id}")
-@documented("Show a partner (never its secrets)", answer=PartnerOut)
+@documented("Show a partner (never its secrets), and how it is paced", answer=PartnerShown)
 async def show_partner(request: web.Request) -> web.Response:
-    return json(public(await request.app[STORE].get(request.match_info["id"])))
+    store = request.app[STORE]
+    partner = await store.get(request.match_info["id"])
+    paced = await pacing.read(store.redis, store.keyspace, partner.id)
+    return json(public_as(partner, PartnerShown, pacing=paced))
 
 
 @routes.patch("/v1/partners/{id}")

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from notifier import pacing
 from notifier.cli.commands import command as declare
 from notifier.cli.commands import family
 from notifier.cli.output import show
@@ -16,6 +17,7 @@ from notifier.models import (
     PartnerCreated,
     PartnerIn,
     PartnerPatch,
+    PartnerShown,
     PartnerUpdated,
     public,
     public_as,
@@ -129,7 +131,9 @@ async def _list(store: Store, args: argparse.Namespace) -> None:
 
 
 async def _show(store: Store, args: argparse.Namespace) -> None:
-    show(public(await store.get(args.id)), as_json=args.json)
+    partner = await store.get(args.id)
+    paced = await pacing.read(store.redis, store.keyspace, partner.id)
+    show(public_as(partner, PartnerShown, pacing=paced), as_json=args.json)
 
 
 async def _remove(store: Store, args: argparse.Namespace) -> None:

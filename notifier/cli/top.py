@@ -183,6 +183,9 @@ def _state(backlog: PartnerBacklog, change: PartnerTotals) -> State:
         return "breaker open"
     if backlog.disabled:
         return "disabled"
+    if backlog.pacing is not None:
+        # before retrying: the throttles a pace absorbs wait in `due` for a moment
+        return "paced"
     if backlog.retrying:
         return "retrying"
     if change.rate_limited:
@@ -291,6 +294,7 @@ def render(totals: Totals, table: list[Row], by_owner: bool = False) -> Any:
         "breaker open": "bold red",
         "disabled": "red",
         "retrying": "yellow",
+        "paced": "magenta",
         "limited": "cyan",
         "ok": "green",
     }
@@ -337,7 +341,8 @@ def add_commands(sub: Any) -> None:
         "top",
         help="watch every partner with work or trouble, live",
         description="A live table, one row per partner with work or trouble, worst first: "
-        "deliveries/s, error rate, p95 latency, backlog, oldest message, in flight, state. "
+        "deliveries/s, error rate, p95 latency, backlog, oldest message, in flight, state "
+        "(breaker open, disabled, retrying, paced, limited, ok). "
         "It reads what every process publishes, so it shows a split deployment whole. "
         "Ctrl-C quits.",
     )

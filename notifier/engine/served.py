@@ -19,10 +19,11 @@ from typing import Any
 
 import msgspec
 
-from notifier import logs, ops, signing
+from notifier import logs, ops, pacing, signing
 from notifier.config import Settings
 from notifier.crypto import SecretBox
 from notifier.engine import settle
+from notifier.engine.pacer import Pacer
 from notifier.engine.sender import Sender
 from notifier.models import Outcome, Partner, Taken, decode_partner, iso_ms, now_ms
 from notifier.ratelimit import parse_rate
@@ -87,8 +88,10 @@ class ServedPartner:
         self.partner: Partner | None = None
         self.signing_keys: list[signing.Key] = []
         self.limit = 0
-        self.window_ms = 0
-        self.max_in_flight = 1
+        #: the rate limit's window, or the window a pace is kept over without one
+        self.window_ms = pacing.WINDOW_MS
+        #: how many requests it may have open (`max_in_flight`, or fewer while paced)
+        self.pacer = Pacer(partner_id, False, 1, None)
         #: The latest lease end this process set: a later one is another process's lease.
         self.held_until = lease_until
         #: 0, or the ms before which the partner may not send (rate limit, ordered head,
@@ -156,7 +159,8 @@ class ServedPartner:
             return False
         if rate is not None:
             self.limit, self.window_ms = rate.limit, rate.window_ms
-        self.max_in_flight = 1 if self.partner.ordered else self.partner.max_in_flight
+        most = 1 if self.partner.ordered else self.partner.max_in_flight
+        self.pacer = Pacer(self.partner_id, self.pool.settings.pacing, most, rate)
         return True
 
     async def _serve(self) -> None:
@@ -180,7 +184,7 @@ class ServedPartner:
             and not self.tripped
             and not self.pool.stopping.is_set()
             and time.monotonic() < deadline
-            and len(self.inflight) < self.max_in_flight
+            and len(self.inflight) < self.pacer.cap()
         )
 
     def _pause(self, deadline: float) -> float | None:
@@ -210,12 +214,13 @@ class ServedPartner:
             partner=self.keys,
             consumer=pool.consumer,
             now_ms=now,
-            want=self.max_in_flight - len(self.inflight),
+            want=self.pacer.cap() - len(self.inflight),
             limit=self.limit,
             window_ms=self.window_ms,
             ordered=self.partner.ordered,
             lease_until=lease_until,
             visible_ms=pool.visible_ms,
+            pacing=self.pacer.reads(),
         )
         try:
             took = await pool.scripts.send(call)
@@ -227,6 +232,7 @@ class ServedPartner:
         # A gone stream (partner removed, or Redis flushed) is nothing to take; `release`
         # decides what that means, atomically with its check.
         self.blocked_until = took.blocked_until
+        self.pacer.took(took)
         metrics = pool.metrics
         if self.blocked_until and self.limit and not took.messages and not self.partner.ordered:
             metrics.rate_limited(self.partner_id)
@@ -285,6 +291,7 @@ class ServedPartner:
             window_ms=self.window_ms if self.limit else 0,
             retention_ms=int(self.pool.settings.message_retention * 1000),
             clear=self.clear,
+            pacer=self.pacer,
         )
         self.unsettled.append(done)
         if done.failed:
@@ -305,7 +312,8 @@ class ServedPartner:
                 return
             if done in self.unsettled:
                 self.unsettled.remove(done)
-            self.teller.tell(done)
+            self.teller.tell(done, answer.result())
+            self.pacer.settled(answer.result())
             if not done.failed and self.failures == failures_then:
                 # a success cleared the failing run and breaker, and nothing failed since
                 self.clear = True

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from notifier import logs, ops, retry
-from notifier.models import Attempt, Outcome, Taken, utc_now
+from notifier import logs, ops, pacing, retry
+from notifier.engine.pacer import Pacer
+from notifier.models import Attempt, Outcome, Taken, iso_ms, utc_now
 from notifier.ratelimit import slice_of
 from notifier.redis import lua
 from notifier.redis.keys import PartnerKeys, Shard
@@ -40,12 +41,20 @@ class Decision(msgspec.Struct, frozen=True):
     due_ms: int = 0  # retry: when
     reason: str = ""  # dead: why
     wait: float = 0.0  # retry: seconds from now
+    spared: bool = False  # retry: a throttle pacing absorbed, no step of the schedule
 
 
 def decide(
-    taken: Taken, outcome: Outcome, schedule: Sequence[float], now: float, at: str
+    taken: Taken,
+    outcome: Outcome,
+    schedule: Sequence[float],
+    now: float,
+    at: str,
+    absorbed: bool = False,
 ) -> Decision:
-    """The fate of one attempt's message: delivered, retried at a time, or dead-lettered."""
+    """The fate of one attempt's message: delivered, retried at a time, or dead-lettered.
+    A throttle pacing `absorbed` is retried as soon as the partner may be sent to again, and
+    an attempt pacing absorbed earlier took no step of the schedule."""
     record = _encode(
         Attempt(
             message_id=taken.message.id,
@@ -63,12 +72,18 @@ def decide(
     if outcome.kind == "transform":
         # a body that could not be made was not sent, and a retry would make it no better
         return Decision(taken, outcome, "dead", record, reason=str(outcome.error))
-    wait = retry.delay(taken.attempt, schedule, outcome.retry_after)
+    if absorbed:
+        due_ms = max(int(now * 1000), pacing.resume_ms(outcome))
+        return Decision(
+            taken, outcome, "retry", record, due_ms=due_ms, wait=due_ms / 1000 - now, spared=True
+        )
+    wait = retry.delay(taken.attempt - taken.spared, schedule, outcome.retry_after)
     if wait is None and outcome.gone:
         # the partner is being disabled: keep the message for when it is back
         wait = schedule[-1]
     if wait is None:
-        reason = f"gave up after {taken.attempt} attempts: {outcome.error}"
+        paced = f" ({taken.spared} of them throttled and paced)" if taken.spared else ""
+        reason = f"gave up after {taken.attempt} attempts{paced}: {outcome.error}"
         return Decision(taken, outcome, "dead", record, reason=reason)
     return Decision(taken, outcome, "retry", record, due_ms=int((now + wait) * 1000), wait=wait)
 
@@ -88,10 +103,13 @@ class Batch:
 
     @property
     def counts_as_failing(self) -> bool:
-        """Some attempt failed at the endpoint (a transform that failed says nothing of it)."""
-        return any(
-            d.verdict != "delivered" and d.outcome.kind != "transform" for d in self.decisions
-        )
+        """Some attempt failed at the endpoint (a transform that failed says nothing of it,
+        nor does a throttle pacing absorbed)."""
+        return any(_failed_at_endpoint(d) for d in self.decisions)
+
+
+def _failed_at_endpoint(d: Decision) -> bool:
+    return d.verdict != "delivered" and d.outcome.kind != "transform" and not d.spared
 
 
 def batch(
@@ -103,13 +121,17 @@ def batch(
     window_ms: int,
     retention_ms: int,
     clear: bool,
+    pacer: Pacer,
 ) -> Batch:
     """The decisions of a batch of outcomes, and the `lua/settle.lua` call that records them.
     `window_ms`: the partner's rate-limit window (0: no limit); `retention_ms`: the message
     index's (0: none). `clear`: the partner's failing run and breaker are known not to be
     set."""
     at, now = utc_now(), time.time()
-    decisions = [decide(taken, outcome, schedule, now, at) for taken, outcome in settled]
+    pacer.count([outcome for _, outcome in settled])
+    decisions = [
+        decide(t, o, schedule, now, at, pacer.absorbs(t, o, int(now * 1000))) for t, o in settled
+    ]
     dead = [d for d in decisions if d.verdict == "dead"]
     retries = [d for d in decisions if d.verdict == "retry"]
     call = lua.settle(
@@ -117,7 +139,7 @@ def batch(
         partner=partner,
         now_ms=int(now * 1000),
         delivered=[d.taken.entry_id for d in decisions if d.verdict == "delivered"],
-        retries=[lua.Retry(d.taken.entry_id, d.due_ms, d.record) for d in retries],
+        retries=[lua.Retry(d.taken.entry_id, d.due_ms, d.record, d.spared) for d in retries],
         dead=[
             lua.Dead(d.taken.entry_id, d.reason, _encode(d.taken.message), d.record, at)
             for d in dead
@@ -145,9 +167,8 @@ def batch(
         retention_ms=retention_ms,
         retried=any(d.taken.attempt > 1 for d in decisions),
         maybe_failing=not clear or bool(retries or dead),
-        endpoint_failed=any(
-            d.verdict != "delivered" and d.outcome.kind != "transform" for d in decisions
-        ),
+        endpoint_failed=any(_failed_at_endpoint(d) for d in decisions),
+        told=pacer.told(settled),
     )
     return Batch(decisions, call)
 
@@ -160,16 +181,20 @@ class Teller:
     report: Callable[[str, dict[str, Any]], None]
     partner_id: str
 
-    def tell(self, done: Batch) -> None:
-        """Metrics, logs and operational events of a batch Redis has recorded, once."""
+    def tell(self, done: Batch, settled: lua.Settled | None = None) -> None:
+        """Metrics, logs and operational events of a batch Redis has recorded, once; with
+        Redis's reply, the pace it started or ended."""
         if done.told:
             return
         done.told = True
+        if settled is not None:
+            self._paced(done, settled)
         pid = self.partner_id
         self.metrics.attempts(pid, [(d.taken, d.outcome) for d in done.decisions])
         for d in done.decisions:
             if d.verdict == "retry":
-                log.info(
+                # a throttle pacing absorbed is the pace at work, not news
+                (log.debug if d.spared else log.info)(
                     "delivery failed, will retry",
                     trace_id=d.outcome.trace_id,
                     span_id=d.outcome.span_id,
@@ -182,6 +207,35 @@ class Teller:
                 )
             elif d.verdict == "dead":
                 self._dead(d)
+
+    def _paced(self, done: Batch, settled: lua.Settled) -> None:
+        """A pace that started or ended with a batch Redis has recorded."""
+        pid = self.partner_id
+        if settled.pace == "started":
+            throttled = [d.outcome for d in done.decisions if pacing.throttles(d.outcome)]
+            reason = pacing.reason(pacing.why(throttled[-1]) if throttled else "")
+            paused = iso_ms(settled.paused_until_ms) if settled.paused_until_ms else None
+            log.warning(
+                "partner paced: it asked for less",
+                partner=pid,
+                reason=reason,
+                rate=settled.paced_rate,
+                concurrency=settled.paced,
+                paused_until=paused,
+            )
+            if pid != ops.WEBHOOK_PARTNER:
+                self.report(
+                    ops.PARTNER_PACED,
+                    {
+                        "partner": pid,
+                        "reason": reason,
+                        "rate": settled.paced_rate,
+                        "concurrency": settled.paced,
+                        "paused_until": paused,
+                    },
+                )
+        elif settled.pace == "ended":
+            log.info("pacing ended: the partner is back at its own limits", partner=pid)
 
     def _dead(self, d: Decision) -> None:
         log.warning(

@@ -70,7 +70,12 @@ Cluster (in its shard's slot):
     due         zset     message id -> ms its retry is due
     inflight    zset     message id being sent -> ms it is visible again
     slices      string   the rate-limit window: requests per fiftieth of it and their sum,
-                         packed (lua/window.lua); only a rate-limited partner has one
+                         packed (lua/window.lua); a rate-limited or paced partner has one
+    pace        hash     while the partner is paced (it answered 429, 502, 503, 504 or
+                         timed out): its effective rate and concurrency, since when, why,
+                         a pause it asked for (TTL: a minute past its last change or pause)
+    spared      hash     message id -> its attempts that pacing absorbed (not counted in its
+                         retry schedule); a field leaves with its message
     history     hash     message id -> msgspec JSON list of failed attempts
     attempts    stream   about the last ATTEMPTS_KEPT attempts, newest last
     failing     string   ms of the first failure of an unbroken failing run
@@ -170,6 +175,14 @@ class PartnerKeys:
         return self.base + "slices"
 
     @property
+    def pace(self) -> str:
+        return self.base + "pace"
+
+    @property
+    def spared(self) -> str:
+        return self.base + "spared"
+
+    @property
     def history(self) -> str:
         return self.base + "history"
 
@@ -195,7 +208,7 @@ class PartnerKeys:
     def all(self) -> list[str]:
         """The keys removed with a partner (expiry markers expire by themselves)."""
         names = ("stream", "due", "inflight", "slices", "history", "attempts")
-        return [self.base + n for n in (*names, "failing", "breaker", "messages")]
+        return [self.base + n for n in (*names, "failing", "breaker", "messages", "pace", "spared")]
 
 
 @dataclass(frozen=True, slots=True)

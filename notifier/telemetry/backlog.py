@@ -15,7 +15,9 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from notifier import pacing
 from notifier.models import decode_partner
+from notifier.partners import Pacing
 from notifier.redis.keys import Keyspace
 
 
@@ -30,6 +32,7 @@ class PartnerBacklog(msgspec.Struct, frozen=True):
     disabled: bool
     rate_limit: str | None = None
     owner: str | None = None
+    pacing: Pacing | None = None  # while notifier paces it (it said it was overloaded)
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -90,10 +93,11 @@ async def _backlogs(
             pipe.zcard(pk.inflight)
             pipe.xrange(pk.stream, count=1)
             pipe.exists(pk.breaker)
+            pipe.hmget(pk.pace, pacing.SHOWN_FIELDS)
         replies = await pipe.execute(raise_on_error=False)
     partners: list[PartnerBacklog] = []
     for n, pid in enumerate(ids):
-        record, length, due, inflight, first, breaker = replies[6 * n : 6 * n + 6]
+        record, length, due, inflight, first, breaker, pace = replies[7 * n : 7 * n + 7]
         if isinstance(record, Exception):
             record = None
         if any(isinstance(r, Exception) for r in (length, due, inflight, first, breaker)):
@@ -113,6 +117,7 @@ async def _backlogs(
                 disabled=pid in disabled,
                 rate_limit=rate_limit,
                 owner=owner,
+                pacing=None if isinstance(pace, Exception) else pacing.shown(pace, int(now * 1000)),
             )
         )
     return partners

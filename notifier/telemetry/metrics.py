@@ -6,9 +6,10 @@ Two kinds, so that Grafana never adds one thing up twice:
   deferrals, events routed, dead letters) is counted by the process that does it; summing
   over processes is right.
 - What the deployment holds (backlogs and the age of their oldest message, ingress length and
-  lag, open breakers, disabled partners, partner names) is read from Redis by one process at a
-  time, the metrics leader (`observer.py`), and only that process reports it; dashboards take
-  `max without (instance)` so a change of leader leaves no gap and no double count.
+  lag, open breakers, disabled partners, paces, partner names) is read from Redis by one
+  process at a time, the metrics leader (`observer.py`), and only that process reports it;
+  dashboards take `max without (instance)` so a change of leader leaves no gap and no double
+  count.
 
 Labels stay bounded: a partner by its id (its name only in `notifier_partner_info`), event
 types up to MAX_EVENT_TYPES per process (then "other": producers choose types), failures by one
@@ -153,6 +154,18 @@ class Metrics:
             ),
             ("notifier.partner.disabled", "", "1 for a disabled partner", self._disabled),
             (
+                "notifier.partner.paced_rate",
+                "",
+                "requests/s notifier sends a paced partner at most (it said it was overloaded)",
+                self._paced_rate,
+            ),
+            (
+                "notifier.partner.paced_concurrency",
+                "",
+                "requests a paced partner may have open at once",
+                self._paced_concurrency,
+            ),
+            (
                 "notifier.partner.info",
                 "",
                 "1 per partner with work or trouble, labelled with its name and owner",
@@ -286,6 +299,16 @@ class Metrics:
     def _disabled(self, options: CallbackOptions) -> Iterable[Observation]:
         for p in self.snapshot.partners if self.snapshot else ():
             yield Observation(int(p.disabled), {"partner": p.id})
+
+    def _paced_rate(self, options: CallbackOptions) -> Iterable[Observation]:
+        for p in self.snapshot.partners if self.snapshot else ():
+            if p.pacing is not None:
+                yield Observation(p.pacing.rate, {"partner": p.id})
+
+    def _paced_concurrency(self, options: CallbackOptions) -> Iterable[Observation]:
+        for p in self.snapshot.partners if self.snapshot else ():
+            if p.pacing is not None:
+                yield Observation(p.pacing.concurrency, {"partner": p.id})
 
     def _info(self, options: CallbackOptions) -> Iterable[Observation]:
         for p in self.snapshot.partners if self.snapshot else ():

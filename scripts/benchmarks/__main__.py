@@ -23,6 +23,8 @@ Figures (README.md, "Benchmarks", says what each means):
 10. reads: a page of 1,000 of a partner's messages, recovering 10,000, a message by its id
 11. the path of 0 on a Redis Cluster of three primaries: CPU per delivery per primary and in
     all, and what the cluster serves before its busiest primary is full
+12. pacing: a partner over its capacity (429, 503, timeouts above 50 requests/s) fed 500
+    events/s, paced and unpaced, with a healthy partner beside it
 
 A scenario that times out or fails prints TIMEOUT or FAILED for its figures, and the run goes
 on. Exit status 1 when a figure FAILED (a process died, the harness broke), else 0.
@@ -50,6 +52,7 @@ from benchmarks import (
     isolation,
     latency,
     memory,
+    pacing,
     reads,
     realistic,
     routing,
@@ -83,6 +86,7 @@ SCENARIOS: list[ModuleType] = [
     catalog,
     reads,
     cluster,
+    pacing,
 ]
 COLUMNS = ("figure", "value", "unit", "goal", "met", "detail")
 
@@ -92,8 +96,8 @@ def figures_list(text: str) -> set[int]:
         chosen = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give figure numbers like 1,4") from None
-    if not chosen or not chosen <= set(range(0, 12)):
-        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 0 to 11")
+    if not chosen or not chosen <= set(range(0, 13)):
+        raise argparse.ArgumentTypeError(f"{text!r}: figures are numbered 0 to 12")
     return chosen
 
 

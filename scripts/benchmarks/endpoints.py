@@ -159,6 +159,16 @@ async def serve_endpoints(out: Path) -> None:
     app.router.add_get("/window", window)
     app.router.add_get("/latencies", latencies)
     app.router.add_post("/reset", reset)
+    await serve_control(app, out)
+    for _, endpoint in made.values():
+        await endpoint.stop()
+
+
+async def serve_control(app: Any, out: Path) -> None:
+    """Serve a process's control `app` on a free port, written to `out` as
+    `{"control": port}`, until SIGTERM or SIGINT."""
+    from aiohttp import web
+
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -171,8 +181,6 @@ async def serve_endpoints(out: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    for _, endpoint in made.values():
-        await endpoint.stop()
     await runner.cleanup()
 
 

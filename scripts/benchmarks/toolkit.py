@@ -102,6 +102,7 @@ class Sizes:
     big_bytes: int = 100 * 1024
     big_partners: int = 100
     owned_registered: int = 10_000
+    pacing_seconds: float = 20.0
     timeout: float = 60.0
 
 
@@ -118,6 +119,7 @@ QUICK = Sizes(
     window=3.0,
     memory_events=5_000,
     owned_registered=2_000,
+    pacing_seconds=4.0,
     timeout=30.0,
 )
 

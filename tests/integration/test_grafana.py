@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from notifier import config
 from notifier.config import Settings
+from notifier.testing import Capacity, ok
 from tests.helpers import Endpoint, EndpointFactory, Spawn, eventually, free_port, publish, register
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,8 +235,9 @@ async def test_every_panel_and_alert_has_data_from_a_real_prometheus(
     spawn: Spawn,
     tmp_path: Path,
 ) -> None:
-    # a healthy, a failing (dead-lettered after one quick retry), a rate-limited and a
-    # backlogged (disabled) partner, behind a router, a delivery process and the api
+    # a healthy, a failing (dead-lettered after one quick retry), a rate-limited, a paced
+    # (over its capacity) and a backlogged (disabled) partner, behind a router, a delivery
+    # process and the api
     env["NOTIFIER_RETRY_SCHEDULE"] = "100ms"
 
     async def fail(request: web.Request, n: int) -> web.StreamResponse:
@@ -247,11 +249,11 @@ async def test_every_panel_and_alert_has_data_from_a_real_prometheus(
         ("healthy", {}),
         ("failing", {}),
         ("limited", {"rate_limit": "2/second"}),
+        ("paced", {}),
         ("backlogged", {"enabled": False}),
     ):
-        endpoints[name] = await (
-            endpoint_factory(fail) if name == "failing" else endpoint_factory()
-        )
+        responders = {"failing": fail, "paced": Capacity(3)}
+        endpoints[name] = await endpoint_factory(responders.get(name, ok))
         ids[name], _ = await register(
             redis, settings, name, endpoints[name].url, [f"evt.{name}"], **extra
         )
@@ -268,7 +270,7 @@ async def test_every_panel_and_alert_has_data_from_a_real_prometheus(
         """Traffic all along, so that rates over the last seconds are rates of something."""
         n = 0
         while True:
-            for name in ("healthy", "failing", "limited", "backlogged"):
+            for name in ("healthy", "failing", "limited", "paced", "backlogged"):
                 await publish(redis, f"evt.{name}", {"n": n})
             n += 1
             await asyncio.sleep(0.1)

@@ -17,6 +17,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from notifier.config import Settings
+from notifier.testing import Capacity
 from tests.helpers import Endpoint, EndpointFactory, Spawn, eventually, publish, register
 
 pytestmark = pytest.mark.slow
@@ -94,11 +95,13 @@ async def test_top_shows_every_partner_with_work_or_trouble_worst_first(
     healthy: Endpoint = await endpoint_factory()
     failing: Endpoint = await endpoint_factory(fail)
     limited: Endpoint = await endpoint_factory()
+    busy: Endpoint = await endpoint_factory(Capacity(3))
     for name, endpoint, extra in (
         ("shop-healthy", healthy, {}),
         ("shop-failing", failing, {}),
         ("shop-limited", limited, {"rate_limit": "2/second"}),
         ("shop-off", healthy, {"enabled": False}),
+        ("shop-paced", busy, {}),
     ):
         await register(redis, settings, name, endpoint.url, [f"evt.{name}"], **extra)
     spawn("router")
@@ -113,6 +116,7 @@ async def test_top_shows_every_partner_with_work_or_trouble_worst_first(
         """The healthy partner gets a steady flow, so it has a rate to show."""
         for n in range(10_000):
             await publish(redis, "evt.shop-healthy", {"n": n})
+            await publish(redis, "evt.shop-paced", {"n": n})
             await asyncio.sleep(0.05)  # the flow's own pace, 20 events/s
 
     flow = asyncio.create_task(steady())
@@ -125,6 +129,7 @@ async def test_top_shows_every_partner_with_work_or_trouble_worst_first(
                 "shop-failing": "retrying",
                 "shop-off": "disabled",
                 "shop-limited": "limited",
+                "shop-paced": "paced",
                 "shop-healthy": "ok",
             }
             return all(state in terminal.row(name).split() for name, state in states.items())

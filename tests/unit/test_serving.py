@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from notifier.engine.pacer import Pacer
 from notifier.engine.served import MIN_PAUSE, QUANTUM, ServedPartner
 from notifier.models import Partner, PartnerIn, now_ms
 from notifier.ratelimit import MAX_LIMIT, parse_rate
@@ -52,7 +53,7 @@ def served(pool: FakePool, **partner: Any) -> ServedPartner:
     )
     one = ServedPartner(pool, "ptn_x", record, 0)  # type: ignore[arg-type]
     one.partner = msgspec.json.decode(record, type=Partner)
-    one.max_in_flight = 10
+    one.pacer = Pacer("ptn_x", False, 10, None)
     return one
 
 
@@ -90,7 +91,7 @@ def test_the_pause_is_none_or_at_least_min_pause(
     one.inflight = dict.fromkeys(range(inflight))  # type: ignore[arg-type, assignment]
     pause = one._pause(time.monotonic() + deadline_offset)
     assert pause is None or pause >= MIN_PAUSE
-    if deadline_offset <= 0 or stopping or inflight >= one.max_in_flight:
+    if deadline_offset <= 0 or stopping or inflight >= one.pacer.cap():
         assert pause is None  # nothing to take: wait for the open sends, or end
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from notifier.cli.top import Readings, rows
+from notifier.partners import Pacing
 from notifier.telemetry.backlog import PartnerBacklog, Snapshot
 from notifier.telemetry.reports import LATENCY_BUCKETS, PartnerTotals, ProcessReport
 
@@ -62,6 +63,10 @@ def test_rows_are_worst_first() -> None:
         snapshot(
             backlog("ok"),
             backlog("retry", retrying=2),
+            # a paced partner's absorbed throttles wait in `due` a moment: it is still paced
+            backlog(
+                "slow", retrying=1, pacing=Pacing(rate=4.5, concurrency=1, since="", reason="")
+            ),
             backlog("off", disabled=True),
             backlog("broken", breaker_open=True, retrying=5),
         ),
@@ -71,6 +76,7 @@ def test_rows_are_worst_first() -> None:
         ("broken", "breaker open"),
         ("off", "disabled"),
         ("retry", "retrying"),
+        ("slow", "paced"),
         ("ok", "ok"),
     ]
 

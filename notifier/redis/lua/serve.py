@@ -48,10 +48,15 @@ def unlease(*, shard: Shard, now_ms: int, lease_until: int) -> Call[int]:
 
 
 class TakeReply(msgspec.Struct, frozen=True):
-    #: 0, or the ms before which the partner may not send (rate limit, ordered head).
+    #: 0, or the ms before which the partner may not send (rate limit, pace, pause, ordered
+    #: head).
     blocked_until: int
     gone: bool  # the partner's stream is gone (partner removed, or Redis lost its data)
     messages: list[Taken]
+    #: The partner's paced concurrency, 0 when it is not paced; None: the take did not say.
+    paced: int | None = None
+    #: ms of the partner's last success its pace knows (0: none); None: the take did not say.
+    last_ok_ms: int | None = None
 
 
 def take(
@@ -66,29 +71,47 @@ def take(
     ordered: bool,
     lease_until: int,
     visible_ms: int,
+    pacing: bool = True,
 ) -> Call[TakeReply]:
     """Take up to `want` messages that may be sent now, with their rate-limit slots;
-    `lease_until` renews the partner's lease (0 keeps the current one)."""
+    `lease_until` renews the partner's lease (0 keeps the current one). With `pacing`, a
+    paced partner's pace holds the take below `want` and `limit` (and `window_ms` is the
+    window of a pace when there is no limit)."""
 
     def read(found: Any) -> TakeReply:
         first = int(found[0])
+        if len(found) < 3:
+            return TakeReply(max(first, 0), first < 0, [])
         return TakeReply(
             max(first, 0),
-            first < 0,
+            False,
             [
                 Taken(
                     found[i].decode(),
                     _message_decoder.decode(found[i + 1]),
                     int(found[i + 2]),
                     now_ms,
+                    int(found[i + 3]),
                 )
-                for i in range(1, len(found), 3)
+                for i in range(3, len(found), 4)
             ],
+            # a take that did not read the pace says nothing of it
+            int(found[1]) if pacing else None,
+            int(found[2]) if pacing else None,
         )
 
     return Call(
         "take",
-        [partner.stream, partner.due, partner.inflight, partner.slices, shard.ready, shard.leases],
+        [
+            partner.stream,
+            partner.due,
+            partner.inflight,
+            partner.slices,
+            shard.ready,
+            shard.leases,
+            partner.pace,
+            partner.spared,
+        ],
         [
             keys.DELIVERY_GROUP,
             consumer,
@@ -100,6 +123,7 @@ def take(
             lease_until,
             partner.id,
             visible_ms,
+            "1" if pacing else "0",
         ],
         read,
     )
@@ -109,6 +133,7 @@ class Retry(msgspec.Struct, frozen=True):
     entry_id: str
     due_ms: int
     record: bytes  # the encoded Attempt
+    spared: bool = False  # pacing absorbed the attempt: it takes no step of the schedule
 
 
 class Dead(msgspec.Struct, frozen=True):
@@ -128,13 +153,45 @@ class IndexUpdate(msgspec.Struct, frozen=True):
     attempt: int
 
 
+class Told(msgspec.Struct, frozen=True):
+    """What a settled batch tells its partner's pace (`lua/pace.lua`)."""
+
+    max_in_flight: int
+    ceiling: float  # the partner's rate limit in requests/s; 0: none
+    throttles: int  # answers of the batch that ask to slow down (429, 502-504, timeouts)
+    latest_sent_ms: int  # when the latest of those requests was sent
+    pause_until_ms: int  # when a Retry-After of one of them ends; 0: none asked
+    accepted: int  # the most successes in one second lately (as far as the caller saw)
+    seen_ok_ms: int  # the last success the caller saw; 0: none
+    why: str  # the latest throttle, one word: 429, 503, timeout...
+
+    def encoded(self) -> str:
+        return (
+            f"{self.max_in_flight} {self.ceiling:.6g} {self.throttles} {self.latest_sent_ms} "
+            f"{self.pause_until_ms} {self.accepted} {self.seen_ok_ms} "
+            f"{self.why or '-'}"
+        )
+
+
+PaceChange = Literal["none", "started", "shrunk", "grown", "ended"]
+_CHANGES: tuple[PaceChange, ...] = ("none", "started", "shrunk", "grown", "ended")
+
+
 class Settled(msgspec.Struct, frozen=True):
     failing_since_ms: int  # 0: one of the batch succeeded
     breaker_closed: bool  # a success closed an open breaker
+    pace: PaceChange = "none"  # what became of the partner's pace
+    paced_rate: float = 0.0  # requests/s, while paced
+    paced: int = 0  # the paced concurrency, 0 when not paced (or not told)
+    paused_until_ms: int = 0  # a pause the partner asked for ends then; 0: none
 
 
 def _settled(reply: Any) -> Settled:
-    return Settled(int(reply[0]), bool(int(reply[1])))
+    change = _CHANGES[int(reply[2])]
+    paced = 0 if change in ("none", "ended") else int(reply[4])
+    return Settled(
+        int(reply[0]), bool(int(reply[1])), change, int(reply[3]) / 1000, paced, int(reply[5])
+    )
 
 
 def settle(
@@ -153,6 +210,7 @@ def settle(
     retried: bool = True,
     maybe_failing: bool = True,
     endpoint_failed: bool = True,
+    told: Told | None = None,
 ) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
     one of these succeeded). `moved` are (entry id, ms taken, ms answered) of requests answered
@@ -163,7 +221,8 @@ def settle(
     the partner's failing run or breaker may be recorded (a success clears them); each left
     out saves the commands that would find nothing. `endpoint_failed` is false when every
     failure of the batch says nothing of the endpoint (a transform that could not make the
-    body): it starts no failing run."""
+    body): it starts no failing run. `told` is what the batch tells the partner's pace (None:
+    nothing, when pacing is off or the partner is neither paced nor throttling)."""
     args: list[Any] = [
         keys.DELIVERY_GROUP,
         keys.ATTEMPTS_KEPT,
@@ -179,6 +238,7 @@ def settle(
         len(dead),
         len(moved),
         window_ms,
+        told.encoded() if told is not None else "",
         *delivered,
         *_settle_items(retries, dead, moved, index),
         shard.home,
@@ -199,6 +259,8 @@ def settle(
             shard.dead,
             partner.slices,
             partner.breaker,
+            partner.pace,
+            partner.spared,
         ],
         args,
         _settled,
@@ -216,7 +278,7 @@ def _settle_items(
     lead the ARGV)."""
     args: list[Any] = []
     for r in retries:
-        args += [r.entry_id, r.due_ms, r.record]
+        args += [r.entry_id, r.due_ms, r.record, "1" if r.spared else "0"]
     for d in dead:
         args += [d.entry_id, d.reason, d.message, d.record, d.at]
     for entry_id, taken_ms, answered_ms in moved:

@@ -72,6 +72,7 @@ def resend(
             shard.dead,
             shard.ready,
             shard.leases,
+            partner.spared,
         ],
         [
             keys.DELIVERY_GROUP,

@@ -1,0 +1,149 @@
+"""What a served partner knows of its pace (`notifier.pacing`): how many requests it may have
+open, whether a throttle is absorbed, and what each settle tells the pace.
+
+The pace itself is in Redis, shared by every process; a served partner learns it from each
+take and settle reply. The process also counts what each partner accepted in each of the last
+few seconds, across its serves: where a new pace starts from. The most a partner accepted in
+one second lately is the best guess of what it can take a second; the last second alone is
+not, when the news is a timeout that took seconds to come.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from notifier import pacing
+from notifier.models import Outcome, Taken, now_ms
+from notifier.ratelimit import Rate
+from notifier.redis import lua
+
+#: Seconds of what a partner accepted that a process keeps.
+HISTORY = 5
+#: Partners whose history a process keeps; past that it starts again (a bound, not a cache
+#: policy: a process serves a few hundred partners at once).
+KEPT = 10_000
+
+
+class Accepted:
+    """What one partner accepted in each of the last HISTORY seconds (wall clock), in this
+    process."""
+
+    def __init__(self) -> None:
+        self.seconds: deque[list[int]] = deque()  # [second, requests accepted in it]
+
+    def add(self, count: int, now: float) -> None:
+        second = int(now)
+        if self.seconds and self.seconds[-1][0] == second:
+            self.seconds[-1][1] += count
+        else:
+            self.seconds.append([second, count])
+        while self.seconds[0][0] <= second - HISTORY:
+            self.seconds.popleft()
+
+    def most(self, now: float) -> int:
+        """The most accepted in one second lately (low when few seconds were counted yet: a
+        new pace probes upward)."""
+        return max((n for second, n in self.seconds if second > now - HISTORY), default=0)
+
+
+_accepted: dict[str, Accepted] = {}
+
+
+def accepted_by(partner_id: str) -> Accepted:
+    """The history of a partner in this process, kept across its serves."""
+    found = _accepted.get(partner_id)
+    if found is None:
+        if len(_accepted) >= KEPT:
+            _accepted.clear()
+        found = _accepted[partner_id] = Accepted()
+    return found
+
+
+class Pacer:
+    def __init__(
+        self, partner_id: str, enabled: bool, max_in_flight: int, rate: Rate | None
+    ) -> None:
+        self.enabled = enabled
+        self.max_in_flight = max_in_flight
+        #: the partner's own rate limit in requests/s, 0 when it has none
+        self.ceiling = rate.limit * 1000 / rate.window_ms if rate else 0.0
+        #: the paced concurrency, 0 while not paced
+        self.paced = 0
+        #: a take read the pace (its reply said the concurrency)
+        self.looked = False
+        #: the partner's last success this process knows of (its own, or its pace's)
+        self.last_ok_ms = 0
+        self.accepted = accepted_by(partner_id)
+
+    def cap(self) -> int:
+        """How many requests the partner may have open now."""
+        return min(self.max_in_flight, self.paced) if self.paced else self.max_in_flight
+
+    def reads(self) -> bool:
+        """Whether the next take reads the pace: the first of a serve does, then only while
+        paced or after a throttle. One process serves a partner at a time, so a pace that
+        starts meanwhile is started by this serve's own settles, and the take that follows
+        such a settle in the pipeline reads what it wrote (a pause, say)."""
+        return self.enabled and (self.paced > 0 or not self.looked)
+
+    def took(self, reply: lua.TakeReply) -> None:
+        if reply.paced is not None:
+            self.paced = reply.paced
+            self.looked = True
+        if reply.last_ok_ms:
+            self.last_ok_ms = max(self.last_ok_ms, reply.last_ok_ms)
+
+    def settled(self, reply: lua.Settled) -> None:
+        if reply.pace != "none":
+            self.paced = reply.paced
+
+    def count(self, outcomes: Sequence[Outcome]) -> None:
+        """Count a batch's answers, before its decisions are made."""
+        ok = sum(1 for o in outcomes if o.ok)
+        if ok:
+            self.last_ok_ms = now_ms()
+            self.accepted.add(ok, time.time())
+
+    def absorbs(self, taken: Taken, outcome: Outcome, now: int) -> bool:
+        """Whether pacing absorbs this answer: a throttle from a partner that accepted a
+        request lately, to a message that has not been throttled too often already."""
+        return (
+            self.enabled
+            and pacing.throttles(outcome)
+            and taken.spared < pacing.MAX_SPARED
+            and self.accepting(now)
+        )
+
+    def accepting(self, now: int) -> bool:
+        """Whether the partner accepted a request lately (this serve or its pace saw one, or
+        this process counted one in the last seconds): its throttles say it is overloaded.
+        A partner that accepts nothing is down, not overloaded: its answers are failures on
+        the retry schedule, and they neither start nor shrink a pace, which would leave it
+        crawling once it is back."""
+        return now - self.last_ok_ms < pacing.ABSORB_MS or self.accepted.most(now / 1000) > 0
+
+    def told(self, settled: Sequence[tuple[Taken, Outcome]]) -> lua.Told | None:
+        """What a batch tells the pace; None when nothing (pacing off, or the partner is not
+        paced and nothing in the batch asks it to be)."""
+        if not self.enabled:
+            return None
+        throttled = [o for _, o in settled if pacing.throttles(o)]
+        if not self.accepting(now_ms()):
+            throttled = []
+        if not throttled and not self.paced:
+            return None
+        if throttled:
+            self.looked = False
+        latest = max(throttled, key=lambda o: o.sent_ms, default=None)
+        return lua.Told(
+            max_in_flight=self.max_in_flight,
+            ceiling=self.ceiling,
+            throttles=len(throttled),
+            latest_sent_ms=latest.sent_ms if latest else 0,
+            pause_until_ms=max((pacing.resume_ms(o) for o in throttled), default=0),
+            accepted=self.accepted.most(time.time()),
+            seen_ok_ms=self.last_ok_ms,
+            why=pacing.why(latest) if latest else "",
+        )
