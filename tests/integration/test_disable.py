@@ -56,7 +56,7 @@ async def test_failing_partner_is_disabled_then_resumes(
     healthy = {"on": False}
 
     async def respond(request: web.Request, n: int) -> web.Response:
-        return web.Response(status=200 if healthy["on"] else 503)
+        return web.Response(status=200 if healthy["on"] else 500)
 
     endpoint = await endpoint_factory(respond)
     pid, _ = await register(redis, settings, "p", endpoint.url, ["*"])
@@ -168,7 +168,7 @@ async def test_a_partner_failing_half_the_time_never_trips_nor_is_disabled(
         never unlucky enough to be dead-lettered)."""
         await asyncio.sleep(0.02)  # about 50 requests a second: the run outlasts both marks
         tries[request.headers["webhook-id"]] += 1
-        return web.Response(status=503 if tries[request.headers["webhook-id"]] == 1 else 200)
+        return web.Response(status=500 if tries[request.headers["webhook-id"]] == 1 else 200)
 
     endpoint = await endpoint_factory(first_try_fails)
     # one request at a time, so failures and successes alternate batch by batch too
@@ -211,7 +211,7 @@ async def test_a_success_restarts_the_disable_clock(
         if not succeeded and now - started[0] >= DISABLE_AFTER * 0.75:
             succeeded.append(now)
             return web.Response(status=200)
-        return web.Response(status=503)
+        return web.Response(status=500)
 
     endpoint = await endpoint_factory(one_success)
     pid, _ = await register(redis, settings, "p", endpoint.url, ["*"], max_in_flight=1)
