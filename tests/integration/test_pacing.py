@@ -69,20 +69,23 @@ async def dead_letters(redis: Redis) -> int:
 async def sampling(
     sample: Callable[[], Awaitable[None]], every: float = 0.01
 ) -> AsyncIterator[None]:
-    """Run `sample` every `every` s in the background while the block runs."""
+    """Run `sample` every `every` s in the background while the block runs. Stopped between
+    samples, never cancelled inside one: a command cancelled mid-reply would leave the shared
+    client's connection for the test's next command to trip over."""
+    stop = asyncio.Event()
 
     async def loop() -> None:
-        while True:
+        while not stop.is_set():
             await sample()
-            await asyncio.sleep(every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
 
     task = asyncio.create_task(loop())
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        await task
 
 
 async def test_a_partner_over_its_capacity_is_paced_until_its_429s_fade(

@@ -77,29 +77,6 @@ def take(
     `lease_until` renews the partner's lease (0 keeps the current one). With `pacing`, a
     paced partner's pace holds the take below `want` and `limit` (and `window_ms` is the
     window of a pace when there is no limit)."""
-
-    def read(found: Any) -> TakeReply:
-        first = int(found[0])
-        if len(found) < 3:
-            return TakeReply(max(first, 0), first < 0, [])
-        return TakeReply(
-            max(first, 0),
-            False,
-            [
-                Taken(
-                    found[i].decode(),
-                    _message_decoder.decode(found[i + 1]),
-                    int(found[i + 2]),
-                    now_ms,
-                    int(found[i + 3]),
-                )
-                for i in range(3, len(found), 4)
-            ],
-            # a take that did not read the pace says nothing of it
-            int(found[1]) if pacing else None,
-            int(found[2]) if pacing else None,
-        )
-
     return Call(
         "take",
         [
@@ -125,7 +102,30 @@ def take(
             visible_ms,
             "1" if pacing else "0",
         ],
-        read,
+        lambda found: _took(found, now_ms, pacing),
+    )
+
+
+def _took(found: Any, now_ms: int, pacing: bool) -> TakeReply:
+    first = int(found[0])
+    if len(found) < 3:
+        return TakeReply(max(first, 0), first < 0, [])
+    return TakeReply(
+        max(first, 0),
+        False,
+        [
+            Taken(
+                found[i].decode(),
+                _message_decoder.decode(found[i + 1]),
+                int(found[i + 2]),
+                now_ms,
+                int(found[i + 3]),
+            )
+            for i in range(3, len(found), 4)
+        ],
+        # a take that did not read the pace says nothing of it
+        int(found[1]) if pacing else None,
+        int(found[2]) if pacing else None,
     )
 
 
@@ -213,15 +213,12 @@ def settle(
     told: Told | None = None,
 ) -> Call[Settled]:
     """Record a batch of outcomes; replies the ms since which every attempt has failed (0 when
-    one of these succeeded). `moved` are (entry id, ms taken, ms answered) of requests answered
-    in a later slice of the rate limit's window (`window_ms`, 0 without a limit) than taken
-    in, whose slots move there; `index` brings the message index up to date (empty when it
-    is off; it keeps messages for `retention_ms`). `retried` says some
-    message had failed before (its retry time and history are forgotten), `maybe_failing` that
-    the partner's failing run or breaker may be recorded (a success clears them); each left
-    out saves the commands that would find nothing. `endpoint_failed` is false when every
-    failure of the batch says nothing of the endpoint (a transform that could not make the
-    body): it starts no failing run. `told` is what the batch tells the partner's pace (None:
+    one of these succeeded). `moved`: (entry id, ms taken, ms answered) of requests answered
+    in a later slice of the rate limit's window (`window_ms`, 0: no limit) than taken in;
+    `index` updates the message index (kept `retention_ms`; empty when off). `retried` (some
+    message had failed before), `maybe_failing` (a failing run or breaker may be set) and
+    `endpoint_failed` (a failure says something of the endpoint, unlike a transform's) each
+    save, when false, commands that would find nothing. `told`: what the pace hears (None:
     nothing, when pacing is off or the partner is neither paced nor throttling)."""
     args: list[Any] = [
         keys.DELIVERY_GROUP,
@@ -229,22 +226,13 @@ def settle(
         keys.DEAD_KEPT,
         partner.id,
         now_ms,
-        ("o" if delivered else "")
-        + ("r" if retried else "")
-        + ("f" if maybe_failing else "")
-        + ("e" if endpoint_failed else ""),
-        len(delivered),
-        len(retries),
-        len(dead),
-        len(moved),
+        _flags(o=bool(delivered), r=retried, f=maybe_failing, e=endpoint_failed),
+        *map(len, (delivered, retries, dead, moved)),
         window_ms,
         told.encoded() if told is not None else "",
         *delivered,
         *_settle_items(retries, dead, moved, index),
-        shard.home,
-        keys.ids_generation_ms(retention_ms),
-        retention_ms,
-        *_index_items(index),
+        *_index_items(shard, retention_ms, index),
         *records,
     ]
     return Call(
@@ -267,6 +255,11 @@ def settle(
     )
 
 
+def _flags(**given: bool) -> str:
+    """The letters of the flags that hold, as `settle.lua` reads them."""
+    return "".join(letter for letter, held in given.items() if held)
+
+
 def _settle_items(
     retries: Sequence[Retry],
     dead: Sequence[Dead],
@@ -287,9 +280,10 @@ def _settle_items(
     return args
 
 
-def _index_items(index: Sequence[IndexUpdate]) -> list[Any]:
-    """The message index's updates, flat, as `settle.lua` reads them after where they go."""
-    args: list[Any] = []
+def _index_items(shard: Shard, retention_ms: int, index: Sequence[IndexUpdate]) -> list[Any]:
+    """Where the message index is (the home's prefix, the generation of producer ids, the
+    retention) and its updates, flat, as `settle.lua` reads them."""
+    args: list[Any] = [shard.home, keys.ids_generation_ms(retention_ms), retention_ms]
     for item in index:
         args += [item.message_id, item.entry_id, item.outcome, item.attempt]
     return args
