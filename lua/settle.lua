@@ -124,8 +124,16 @@ for j = 0, n_index - 1 do
     local t = tonumber(now)
     local bucket = index_locate(home, message_id, t, gen_ms, t - retention)
     local value = bucket and redis.call('HGET', bucket, message_id)
+    local copies, event, current = '', '', nil
     if value then
-      local copies, event = index_split(value)
+      copies, event = index_split(value)
+      current = index_copy(copies, partner)
+    end
+    -- a retry or a late delivery is news of this copy only: one resent meanwhile has moved on
+    -- to its new entry, which the index names and a look-up follows
+    local same = current == entry or
+                 (current and string.find(current, '"e":"' .. entry .. '"', 1, true) ~= nil)
+    if value and (outcome == 'x' or same) then
       local state = cjson.encode({s = states[outcome], e = entry, t = t,
                                   n = tonumber(ARGV[at + 3]), x = dead_ids[entry]})
       redis.call('HSET', bucket, message_id, index_with(copies, partner, state) .. '\n' .. event)

@@ -157,7 +157,8 @@ class Messages:
                 Delivery(
                     partner=pid,
                     state=state,
-                    attempts=f.n,
+                    # a first-try delivery writes nothing to the index (settle keeps it cheap)
+                    attempts=max(f.n, 1) if state == "delivered" else f.n,
                     updated_at=iso_ms(f.t),
                     next_attempt_at=next_at,
                     dead_letter_id=f.x,

@@ -157,13 +157,7 @@ def batch(
         else [],
         window_ms=window_ms,
         records=[d.record for d in decisions],
-        # a delivered or retrying copy needs no write: a look-up reads where it is
-        index=[
-            lua.IndexUpdate(d.taken.message.id, d.taken.entry_id, "x", d.taken.attempt)
-            for d in dead
-        ]
-        if retention_ms
-        else (),
+        index=_index_updates(decisions) if retention_ms else (),
         retention_ms=retention_ms,
         retried=any(d.taken.attempt > 1 for d in decisions),
         maybe_failing=not clear or bool(retries or dead),
@@ -171,6 +165,22 @@ def batch(
         told=pacer.told(settled),
     )
     return Batch(decisions, call)
+
+
+#: A verdict as the message index records it (`lua/settle.lua`).
+_INDEXED: dict[Verdict, Literal["d", "r", "x"]] = {"delivered": "d", "retry": "r", "dead": "x"}
+
+
+def _index_updates(decisions: Sequence[Decision]) -> list[lua.IndexUpdate]:
+    """What the message index learns of a batch: each dead letter and retry, and a delivery
+    after a retry, with its attempt count (a look-up finds where a copy is, not how often it
+    was tried). A delivery at the first attempt, the common case, writes nothing: a copy that
+    left its stream without a dead letter was delivered, once unless the index says more."""
+    return [
+        lua.IndexUpdate(d.taken.message.id, d.taken.entry_id, _INDEXED[d.verdict], d.taken.attempt)
+        for d in decisions
+        if d.verdict != "delivered" or d.taken.attempt > 1
+    ]
 
 
 @dataclass

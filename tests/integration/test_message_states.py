@@ -107,3 +107,44 @@ async def test_states_and_resend_of_pending_and_retrying_copies(
     assert sent("m-retrying") == 2, "the replaced retry was sent too"
     assert sorted(await listed("delivered")) == ["m-held", "m-pending", "m-retrying"]
     assert await listed("retrying") == [] and await listed("pending") == []
+
+
+async def test_a_partners_list_counts_the_attempts_of_delivered_and_retrying_copies(
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory, admin: Admin
+) -> None:
+    """The list reads the index, not the attempt log: a copy delivered at its first try shows
+    one attempt, one delivered at its third shows three, and one waiting for a retry shows
+    the attempts it has had; the message's own view says the same."""
+    settings = config.load({**env, "NOTIFIER_RETRY_SCHEDULE": "100ms,100ms,60s"})
+    tries: dict[str, int] = {}
+
+    async def respond(request: web.Request, n: int) -> web.Response:
+        webhook_id = request.headers["webhook-id"]
+        tries[webhook_id] = tries.get(webhook_id, 0) + 1
+        fails = {"m-once": 0, "m-thrice": 2, "m-waiting": 3}[webhook_id]
+        return web.Response(status=500 if tries[webhook_id] <= fails else 200)
+
+    endpoint = await endpoint_factory(respond)
+    pid, _ = await register(redis, settings, "p", endpoint.url, ["order.created"])
+    async with running(settings):
+        for n, event_id in enumerate(("m-once", "m-thrice", "m-waiting")):
+            await publish(redis, "order.created", {"n": n}, event_id=event_id)
+        await endpoint.wait_for(1 + 3 + 3)  # the waiting one's third try fails, due in 60 s
+
+        async def listed() -> dict[str, tuple[str, int]]:
+            page = await admin.call("GET", f"/v1/partners/{pid}/messages")
+            return {m["id"]: (m["state"], m["attempts"]) for m in page["data"]}
+
+        async def settled() -> bool:
+            return (await listed()).get("m-waiting") == ("retrying", 3)
+
+        await eventually(settled, 20, "the third failure to be settled")
+        expected = {
+            "m-once": ("delivered", 1),
+            "m-thrice": ("delivered", 3),
+            "m-waiting": ("retrying", 3),
+        }
+        assert await listed() == expected
+    for message_id, (state, attempts) in expected.items():
+        [copy] = (await admin.call("GET", f"/v1/messages/{message_id}"))["deliveries"]
+        assert (copy["state"], copy["attempts"]) == (state, attempts)
