@@ -11,6 +11,7 @@ Each resource is a module of its own with its routes (`partners`, `attempts`, `d
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,6 +70,8 @@ RESOURCES = (
 )
 
 MAX_BODY = 256 * 1024
+#: How long the api waits for NOTIFIER_API_ADDR's name to resolve and bind before it gives up.
+RESOLVE_SECONDS = 15.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -279,12 +282,15 @@ async def serve(app: web.Application, settings: Settings) -> web.AppRunner:
     await runner.setup()
     host, port = settings.api_host_port
     try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
+        # a name whose DNS does not answer would hold the start-up for as long as the
+        # resolver retries (a minute or more): say so after a bounded wait instead
+        await asyncio.wait_for(web.TCPSite(runner, host, port).start(), RESOLVE_SECONDS)
+    except (OSError, TimeoutError) as exc:
         await runner.cleanup()
+        why = "its name did not resolve in time" if isinstance(exc, TimeoutError) else None
         raise ListenError(
             f"cannot listen on NOTIFIER_API_ADDR={settings.api_addr}: "
-            f"{exc.strerror or exc}; choose a free port or an address of this "
+            f"{why or exc.strerror or exc}; choose a free port or an address of this "
             "host"
         ) from None
     log.info("admin api listening", addr=settings.api_addr)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from notifier import config
+from notifier.admin import app
+from notifier.errors import ListenError
 
 
 def test_settings_defaults_are_the_documented_ones() -> None:
@@ -83,3 +87,21 @@ def test_bad_settings_never_echo_a_secret() -> None:
 def test_numbers_are_bounded_to_what_redis_lua_and_timers_hold(var: str, value: str) -> None:
     with pytest.raises(config.ConfigError, match=var):
         config.load({var: value})
+
+
+async def test_an_api_address_that_never_resolves_is_refused_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A DNS server that does not answer holds getaddrinfo for as long as the resolver
+    retries; the api gives up after RESOLVE_SECONDS and names the setting."""
+
+    async def unanswered(self: web.TCPSite) -> None:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(web.TCPSite, "start", unanswered)
+    monkeypatch.setattr(app, "RESOLVE_SECONDS", 0.05)
+    settings = config.load({"NOTIFIER_API_ADDR": "slow-dns.example:8080"})
+    with pytest.raises(ListenError) as refused:
+        await asyncio.wait_for(app.serve(web.Application(), settings), 5)
+    assert "NOTIFIER_API_ADDR=slow-dns.example:8080" in str(refused.value)
+    assert "did not resolve in time" in str(refused.value)
