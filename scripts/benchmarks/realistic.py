@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import path, throughput
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import Figure, Goal, Results, number, put_median, put_ratio
 from benchmarks.meters import cpu_text
 from benchmarks.path import BINDING_LIMIT, REPEAT, PathRun
-from benchmarks.toolkit import Bench, progress
 
 SECTIONS = (0,)
 FIGURES = [
