@@ -1,6 +1,9 @@
-"""notifier's benchmarks: one module per scenario, around what they share: `toolkit.py`
-(the bench's processes, partners, events and waits), `endpoints.py` (the partner endpoints'
-process), `meters.py` (CPU, memory, Redis's accounts) and `figures.py` (the table's rows).
+"""notifier's benchmarks: one module per scenario, around what they share: `bench.py` (the
+bench's processes, partners, events and waits), `sizes.py` (how big each scenario is, the
+events published, the errors that stop a scenario), `measurement.py` (the throughput
+measurement most scenarios make), `endpoints.py` (the partner endpoints' process), `meters.py`
+(CPU, memory, Redis's accounts), `figures.py` (the table's rows) and `machine.py` (the commit
+and machine measured).
 
 Run them with `scripts/bench` (or `PYTHONPATH=scripts python -m benchmarks`); `--help` lists
 the options. Everything runs for real on this machine: a redis-server of the bench's own, the

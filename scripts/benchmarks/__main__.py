@@ -59,19 +59,13 @@ from benchmarks import (
     scaling,
     throughput,
 )
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import (
     Figure,
     Results,
 )
-from benchmarks.toolkit import (
-    QUICK,
-    Bench,
-    Sizes,
-    WaitTimeout,
-    code_version,
-    machine_line,
-    progress,
-)
+from benchmarks.machine import code_version, machine_line
+from benchmarks.sizes import QUICK, Sizes, WaitTimeout
 
 #: In the order they run: 2 uses 0b's throughput when 0 ran.
 SCENARIOS: list[ModuleType] = [

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import (
     Figure,
     Goal,
@@ -31,16 +32,11 @@ from benchmarks.figures import (
     put_median,
     put_ratio,
 )
+from benchmarks.measurement import Run, throughput_run
 from benchmarks.meters import (
     cpu_text,
 )
-from benchmarks.toolkit import (
-    DATA,
-    Bench,
-    Run,
-    progress,
-    throughput_run,
-)
+from benchmarks.sizes import DATA
 from notifier import catalog, filters, transforms
 from notifier.engine.sender import render
 from notifier.models import Message, Partner

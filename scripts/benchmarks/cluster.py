@@ -20,9 +20,11 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from benchmarks import path
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import Figure, Results, number
+from benchmarks.measurement import expected
 from benchmarks.meters import commands_between, commandstats, redis_cpu
-from benchmarks.toolkit import DATA, INGRESS, PUBLISH_BATCH, Bench, expected, progress
+from benchmarks.sizes import DATA, INGRESS, PUBLISH_BATCH
 from notifier import config
 from notifier.config import Settings
 from notifier.models import PartnerIn

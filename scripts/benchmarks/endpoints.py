@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from aiohttp import web
 
 from benchmarks.figures import MIB
 from notifier.testing import Endpoint, Responder, free_port, ok
@@ -29,14 +30,10 @@ HANG_SECONDS = 10.0
 
 
 async def _fail(request: Any, n: int) -> Any:
-    from aiohttp import web
-
     return web.Response(status=500, text="outage")
 
 
 async def _hang(request: Any, n: int) -> Any:
-    from aiohttp import web
-
     await asyncio.sleep(HANG_SECONDS)
     return web.Response(status=200)
 
@@ -44,8 +41,6 @@ async def _hang(request: Any, n: int) -> Any:
 async def _mostly_fail(request: Any, n: int) -> Any:
     """500, but 200 for every tenth request: a partner that keeps failing without tripping
     its breaker (a success closes it)."""
-    from aiohttp import web
-
     return web.Response(status=200) if n % 10 == 0 else web.Response(status=500)
 
 
@@ -87,19 +82,30 @@ def smoothed_rate(times: list[float], since: float, until: float, span: float) -
     return (level(until - span) - level(since)) / (until - span - since)
 
 
-async def serve_endpoints(out: Path) -> None:
-    """The endpoint process: Endpoints made on request by the bench, each on its own port,
-    and a control app (its port written to `out`) reporting what they received."""
-    from aiohttp import web
+class Control:
+    """The control app's handlers over the endpoints made on the bench's request, by key."""
 
-    made: dict[str, tuple[str, Endpoint]] = {}
-    # Endpoint stamps arrivals with time.monotonic(); the bench compares them with time.time()
-    offset = time.time() - time.monotonic()
+    def __init__(self) -> None:
+        self.made: dict[str, tuple[str, Endpoint]] = {}
+        # Endpoint stamps arrivals with time.monotonic(); the bench compares them with
+        # time.time()
+        self.offset = time.time() - time.monotonic()
 
-    def arrivals(key: str) -> list[float]:
-        return [r.at + offset for r in made[key][1].received] if key in made else []
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * MIB)
+        app.router.add_post("/endpoints", self.create)
+        app.router.add_get("/counts", self.counts)
+        app.router.add_get("/window", self.window)
+        app.router.add_get("/latencies", self.latencies)
+        app.router.add_post("/reset", self.reset)
+        return app
 
-    async def create(request: web.Request) -> web.Response:
+    def arrivals(self, key: str) -> list[float]:
+        made = self.made
+        return [r.at + self.offset for r in made[key][1].received] if key in made else []
+
+    async def create(self, request: web.Request) -> web.Response:
+        made = self.made
         wanted: dict[str, str] = await request.json()
         for key, kind in wanted.items():
             if key not in made:
@@ -108,20 +114,20 @@ async def serve_endpoints(out: Path) -> None:
                 raise web.HTTPBadRequest(text=f"endpoint {key} answers {made[key][0]}")
         return web.json_response({key: made[key][1].url for key in wanted})
 
-    async def counts(request: web.Request) -> web.Response:
+    async def counts(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                key: [len(e.received), e.received[-1].at + offset]
-                for key, (_, e) in made.items()
+                key: [len(e.received), e.received[-1].at + self.offset]
+                for key, (_, e) in self.made.items()
                 if e.received
             }
         )
 
-    async def window(request: web.Request) -> web.Response:
+    async def window(self, request: web.Request) -> web.Response:
         """Requests of `key` that arrived in [since, until], the most in any `span` s, and
         their rate with the edges smoothed over `span` (see `smoothed_rate`)."""
         query = request.query
-        times = arrivals(query["key"])
+        times = self.arrivals(query["key"])
         since, until = float(query["since"]), float(query["until"])
         span = float(query.get("span", "1"))
         inside = times[bisect.bisect_left(times, since) : bisect.bisect_right(times, until)]
@@ -138,37 +144,34 @@ async def serve_endpoints(out: Path) -> None:
             }
         )
 
-    async def latencies(request: web.Request) -> web.Response:
+    async def latencies(self, request: web.Request) -> web.Response:
         """Seconds from each event's publish (its `sent_at`) to its arrival."""
         found = []
         for key in request.query["keys"].split(","):
-            for received in made[key][1].received if key in made else []:
+            for received in self.made[key][1].received if key in self.made else []:
                 sent = _sent_at(received.body)
                 if sent is not None:
-                    found.append(received.at + offset - sent)
+                    found.append(received.at + self.offset - sent)
         return web.json_response(found)
 
-    async def reset(request: web.Request) -> web.Response:
-        for _, endpoint in made.values():
+    async def reset(self, request: web.Request) -> web.Response:
+        for _, endpoint in self.made.values():
             endpoint.received.clear()
         return web.json_response({})
 
-    app = web.Application(client_max_size=16 * MIB)
-    app.router.add_post("/endpoints", create)
-    app.router.add_get("/counts", counts)
-    app.router.add_get("/window", window)
-    app.router.add_get("/latencies", latencies)
-    app.router.add_post("/reset", reset)
-    await serve_control(app, out)
-    for _, endpoint in made.values():
+
+async def serve_endpoints(out: Path) -> None:
+    """The endpoint process: Endpoints made on request by the bench, each on its own port,
+    and a control app (its port written to `out`) reporting what they received."""
+    control = Control()
+    await serve_control(control.app(), out)
+    for _, endpoint in control.made.values():
         await endpoint.stop()
 
 
 async def serve_control(app: Any, out: Path) -> None:
     """Serve a process's control `app` on a free port, written to `out` as
     `{"control": port}`, until SIGTERM or SIGINT."""
-    from aiohttp import web
-
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

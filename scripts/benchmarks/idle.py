@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import (
     Figure,
     Goal,
@@ -20,10 +21,6 @@ from benchmarks.meters import (
     CpuMeter,
     commands_between,
     commandstats,
-)
-from benchmarks.toolkit import (
-    Bench,
-    progress,
 )
 from notifier.redis import keys
 

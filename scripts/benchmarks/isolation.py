@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks.bench import Bench, progress
 from benchmarks.endpoints import (
     HANG_SECONDS,
 )
@@ -28,10 +29,6 @@ from benchmarks.figures import (
 from benchmarks.meters import (
     CpuMeter,
     cpu_text,
-)
-from benchmarks.toolkit import (
-    Bench,
-    progress,
 )
 from notifier.ratelimit import parse_rate
 

@@ -10,6 +10,7 @@ each when due rather than in bursts: first at 200 events/s, then at 70 % of the 
 from __future__ import annotations
 
 from benchmarks import path, realistic
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import (
     Figure,
     Goal,
@@ -17,14 +18,10 @@ from benchmarks.figures import (
     number,
     percentile,
 )
+from benchmarks.measurement import expected
 from benchmarks.meters import (
     CpuMeter,
     cpu_text,
-)
-from benchmarks.toolkit import (
-    Bench,
-    expected,
-    progress,
 )
 
 SECTIONS = (2,)

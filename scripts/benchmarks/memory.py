@@ -23,22 +23,18 @@ import random
 import string
 
 from benchmarks import path
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import (
     MIB,
     Figure,
     Goal,
     Results,
 )
+from benchmarks.measurement import expected
 from benchmarks.meters import (
     used_memory,
 )
-from benchmarks.toolkit import (
-    DATA,
-    INGRESS,
-    Bench,
-    expected,
-    progress,
-)
+from benchmarks.sizes import DATA, INGRESS
 from notifier.redis import keys
 from notifier.redis.keys import Keyspace
 

@@ -23,9 +23,10 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.bench import Bench, child_env, progress
 from benchmarks.capacity import Capacities
 from benchmarks.figures import Figure, Goal, Results, percentile
-from benchmarks.toolkit import Bench, BenchError, child_env, progress
+from benchmarks.sizes import BenchError
 from notifier.redis import keys
 
 SECTIONS = (12,)

@@ -3,7 +3,7 @@ scenario (10) set it up: every partner rate-limited (limits far above what it ge
 partner whose limit binds), a producer `id` on every event (every REPEAT-th published twice,
 which must be delivered once), and Redis with `appendonly yes`, `appendfsync everysec`.
 
-`path_run` is `toolkit.throughput_run` on that path: the throughput is timed at the partners
+`path_run` is `measurement.throughput_run` on that path: the throughput is timed at the partners
 whose limits do not bind, as the bare client's is, while the binding partner works through a
 backlog of BINDING_SECONDS of its limit from the same moment; its arrivals say whether the
 limit held (never more than it in any window) and was used (its rate over the run).
@@ -18,8 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.bench import Bench
+from benchmarks.measurement import Run, expected
 from benchmarks.meters import CpuMeter, commands_between, commandstats, peak_rss, redis_cpu
-from benchmarks.toolkit import DATA, INGRESS, PUBLISH_BATCH, Bench, Run, expected
+from benchmarks.sizes import DATA, INGRESS, PUBLISH_BATCH
 
 #: Per partner: far above the couple of hundred a second one gets here, so it never binds,
 #: but every take still keeps its window.

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 
 from benchmarks import path
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import Figure, Results, number
-from benchmarks.toolkit import Bench, progress
 
 SECTIONS = (10,)
 FIGURES = [

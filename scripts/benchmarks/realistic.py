@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import path, throughput
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import Figure, Goal, Results, number, put_median, put_ratio
 from benchmarks.meters import cpu_text
 from benchmarks.path import BINDING_LIMIT, REPEAT, PathRun
-from benchmarks.toolkit import Bench, progress
 
 SECTIONS = (0,)
 FIGURES = [
@@ -111,26 +111,30 @@ def report(
         1e6 / redis_us,
         f"1 s of Redis CPU / {number(redis_us)} us (Redis runs commands on one core); AOF included",
     )
-    both = [*pipeline, *alone]
+    report_exact(results, [*pipeline, *alone])
+
+
+def report_exact(results: Results, runs: list[PathRun]) -> None:
+    """Whether the rate limit and the dedupe stayed exact over every run of 0a and 0b."""
     results.put(
         "0l",
-        max(p.binding_most for p in both),
-        f"the most of {len(both)} runs (0a and 0b), by the partner's own clock",
+        max(p.binding_most for p in runs),
+        f"the most of {len(runs)} runs (0a and 0b), by the partner's own clock",
     )
     put_median(
         results,
         "0u",
-        [p.used for p in both],
+        [p.used for p in runs],
         f"{BINDING_LIMIT}/second over {path.BINDING_SECONDS:g} s of backlog, edges smoothed "
         "over its window; while the other partners were served",
     )
-    extra = sum(p.run.extra for p in both) + sum(
-        p.binding_received - p.binding_expected for p in both
+    extra = sum(p.run.extra for p in runs) + sum(
+        p.binding_received - p.binding_expected for p in runs
     )
-    repeated = sum(len(range(0, p.run.deliveries, REPEAT)) for p in both)
+    repeated = sum(len(range(0, p.run.deliveries, REPEAT)) for p in runs)
     results.put(
         "0d",
         extra,
-        f"{repeated:,} ids published twice over {len(both)} runs; deliveries beyond one per "
+        f"{repeated:,} ids published twice over {len(runs)} runs; deliveries beyond one per "
         "id and partner",
     )

@@ -8,6 +8,7 @@ and the ratio is the median of the rounds' ratios.
 
 from __future__ import annotations
 
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import (
     Figure,
     Goal,
@@ -15,14 +16,9 @@ from benchmarks.figures import (
     put_median,
     put_ratio,
 )
+from benchmarks.measurement import Run, throughput_run
 from benchmarks.meters import (
     cpu_text,
-)
-from benchmarks.toolkit import (
-    Bench,
-    Run,
-    progress,
-    throughput_run,
 )
 
 SECTIONS = (4,)

@@ -8,6 +8,7 @@ costs; on a machine with spare cores it shows what it adds.
 
 from __future__ import annotations
 
+from benchmarks.bench import Bench, progress
 from benchmarks.figures import (
     MIB,
     Figure,
@@ -15,15 +16,11 @@ from benchmarks.figures import (
     put_median,
     put_ratio,
 )
+from benchmarks.measurement import Run
 from benchmarks.meters import (
     cpu_text,
 )
 from benchmarks.throughput import measure
-from benchmarks.toolkit import (
-    Bench,
-    Run,
-    progress,
-)
 
 SECTIONS = (6,)
 FIGURES = [

@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.bench import Bench, child_env, progress
 from benchmarks.endpoints import (
     run_fast,
 )
@@ -31,19 +32,12 @@ from benchmarks.figures import (
     put_median,
     put_ratio,
 )
+from benchmarks.measurement import Run, throughput_run
 from benchmarks.meters import (
     CpuMeter,
     cpu_text,
 )
-from benchmarks.toolkit import (
-    DATA,
-    Bench,
-    BenchError,
-    Run,
-    child_env,
-    progress,
-    throughput_run,
-)
+from benchmarks.sizes import DATA, BenchError
 
 SECTIONS = (1, 3)
 FIGURES = [

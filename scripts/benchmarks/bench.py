@@ -1,24 +1,17 @@
-"""What every benchmark scenario shares: the bench's processes, partners, events and waits.
+"""The bench's processes, partners, events and waits.
 
-- `Bench`: one run's redis-server (`notifier.testing.RedisServer`), the endpoint process
-  (`endpoints.py`), and the notifier processes it spawns (`notifier router|deliver|run`, real
-  subprocesses), with ways to register partners, publish events and wait for deliveries to land.
-- `throughput_run`: the measurement most scenarios make: warm up, publish, time the deliveries
-  at the endpoints, and read every process's CPU, RSS and Redis's work meanwhile (`meters.py`).
-- Figures: `figures.py`.
-
-The machine is shared with whatever else runs on it, so figures that are compared are taken
-side by side and repeated, and ratios are medians of the ratios of such pairs.
+`Bench` is one run's redis-server (`notifier.testing.RedisServer`), the endpoint process
+(`endpoints.py`), and the notifier processes it spawns (`notifier router|deliver|run`, real
+subprocesses), with ways to register partners, publish events and wait for deliveries to land;
+`progress` is the line the bench prints as it goes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -33,16 +26,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from benchmarks.endpoints import Endpoints
-from benchmarks.meters import (
-    Cpu,
-    CpuMeter,
-    commands_between,
-    commandstats,
-    descendants,
-    peak_rss,
-    redis_cpu,
-    total_commands,
-)
+from benchmarks.meters import descendants, total_commands
+from benchmarks.sizes import DATA, INGRESS, PUBLISH_BATCH, BenchError, Sizes, WaitTimeout
 from notifier import config
 from notifier.models import PartnerIn
 from notifier.redis.keys import Keyspace
@@ -52,80 +37,6 @@ from notifier.testing import RedisServer, eventually, free_port
 KS = Keyspace()
 
 ROOT = Path(__file__).resolve().parents[2]
-INGRESS = "notifier:events"
-PUBLISH_BATCH = 500
-#: A realistic order event, about 300 bytes of JSON; `sent_at` is time.time() at its XADD.
-DATA = (
-    '{"order_id": %d, "customer": {"id": "cus_7Hq2LmX9", "email": "jane@example.com"}, '
-    '"total": 129.95, "currency": "EUR", "items": [{"sku": "SKU-10442", "qty": 2, '
-    '"price": 39.99}, {"sku": "SKU-20918", "qty": 1, "price": 49.97}], '
-    '"shipping": {"method": "express", "country": "DE"}, "sent_at": %.6f}'
-)
-
-
-class BenchError(RuntimeError):
-    """A scenario cannot go on: its figures not measured yet are FAILED."""
-
-
-class WaitTimeout(BenchError):
-    """A wait ran past --timeout: the scenario's figures not measured yet are TIMEOUT."""
-
-    def __init__(self, what: str, got: int, want: int, seconds: float) -> None:
-        super().__init__(f"timed out after {seconds:g} s waiting for {what}: {got:,}/{want:,}")
-
-
-# --------------------------------------------------------------------------------------------
-# sizes
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How big each scenario is; `QUICK` is for CI."""
-
-    partners: int = 50
-    events: int = 20_000
-    max_in_flight: int = 10
-    rounds: int = 3
-    latency_rate: float = 200.0
-    latency_seconds: float = 10.0
-    high_seconds: float = 5.0
-    registered: int = 10_000
-    receiving: int = 10
-    routing_events: int = 10_000
-    idle_seconds: float = 10.0
-    healthy_events: int = 10_000
-    backlog: int = 10_000
-    hang_backlog: int = 1_000
-    window: float = 5.0
-    memory_events: int = 100_000
-    memory_partners: int = 10
-    big_bytes: int = 100 * 1024
-    big_partners: int = 100
-    owned_registered: int = 10_000
-    pacing_seconds: float = 20.0
-    timeout: float = 60.0
-
-
-QUICK = Sizes(
-    events=3_000,
-    rounds=1,
-    latency_seconds=3.0,
-    high_seconds=2.0,
-    routing_events=1_000,
-    idle_seconds=3.0,
-    healthy_events=500,
-    backlog=1_000,
-    hang_backlog=100,
-    window=3.0,
-    memory_events=5_000,
-    owned_registered=2_000,
-    pacing_seconds=4.0,
-    timeout=30.0,
-)
-
-
-# --------------------------------------------------------------------------------------------
-# the bench: processes, partners, events, waits
 
 
 def die_with_parent() -> None:
@@ -464,128 +375,6 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def expected(names: Sequence[str], events: int, first: int = 0) -> dict[str, int]:
-    """Deliveries per partner of events first .. first + events - 1, event i going to
-    names[i % len(names)] (its type is evt.<i % len(names)>)."""
-    counts = dict.fromkeys(names, events // len(names))
-    for i in range(first, first + events % len(names)):
-        counts[names[i % len(names)]] += 1
-    return counts
-
-
-# --------------------------------------------------------------------------------------------
-# the common measurement
-
-
-@dataclass
-class Run:
-    """What one throughput measurement found."""
-
-    deliveries: int
-    seconds: float
-    cpu: Cpu
-    #: Process name (and "<name> workers", the largest child) -> peak RSS in bytes.
-    rss: dict[str, int]
-    redis_cpu: float
-    commands: dict[str, tuple[int, float]]
-    #: Deliveries beyond those expected: duplicates.
-    extra: int
-
-    @property
-    def rate(self) -> float:
-        return self.deliveries / self.seconds
-
-    def us_per_delivery(self, name: str) -> float:
-        return self.cpu.seconds.get(name, 0.0) / self.deliveries * 1e6
-
-
-async def throughput_run(
-    bench: Bench,
-    names: list[str],
-    procs: dict[str, Proc],
-    events: int,
-    db: int = 0,
-    owned: bool = False,
-) -> Run:
-    """Warm up (one event per partner: processes up, connections open, start-up work done),
-    then publish `events` events (event i to partner names[i % len]) and time them from the
-    first XADD to the last arrival at the endpoints, watching `procs` and Redis meanwhile."""
-    types = [f"evt.{i}" for i in range(len(names))]
-    await bench.publish(types, len(types), db, owned=owned)
-    await bench.wait_delivered(
-        dict.fromkeys(names, 1), f"the warm-up deliveries (are {', '.join(procs)} up?)"
-    )
-    await bench.settle()
-    want = {name: n + 1 for name, n in expected(names, events, first=len(types)).items()}
-    meter = CpuMeter(
-        {
-            **{name: p.pid for name, p in procs.items()},
-            "redis": bench.redis_pid,
-            "endpoints": bench.endpoint_pid,
-        }
-    )
-    cpu_before = await redis_cpu(bench.redis)
-    commands_before = await commandstats(bench.redis)
-    started = time.time()
-    await bench.publish(types, events, db, first=len(types), owned=owned)
-    last = await bench.wait_delivered(want, "the deliveries")
-    cpu = meter.read()
-    cpu_after = await redis_cpu(bench.redis)
-    commands = commands_between(commands_before, await commandstats(bench.redis))
-    rss: dict[str, int] = {}
-    for name, proc in procs.items():
-        rss[name] = peak_rss(proc.pid)
-        children = [peak_rss(pid) for pid in descendants(proc.pid)]
-        if children:
-            rss[name + " workers"] = max(children)
-    await asyncio.sleep(0.3)
-    counts = await bench.endpoints.counts()
-    extra = sum(counts[name][0] for name in names) - sum(want.values())
-    return Run(events, last - started, cpu, rss, cpu_after - cpu_before, commands, extra)
-
-
-# --------------------------------------------------------------------------------------------
-# what was measured, where
-
-
-def code_version() -> str:
-    """The commit measured, and whether notifier's code differs from it."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        head = git("log", "-1", "--format=%h %s")
-        dirty = git("status", "--porcelain", "--", "notifier", "lua", "pyproject.toml")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    return head[:72].rstrip() + (" + uncommitted changes in notifier/lua" if dirty else "")
-
-
-def machine_line() -> str:
-    redis_version = "?"
-    with contextlib.suppress(Exception):
-        out = subprocess.run(
-            ["redis-server", "--version"], capture_output=True, text=True, timeout=5
-        ).stdout
-        redis_version = out.split("v=", 1)[1].split()[0]
-    try:
-        loop = f"uvloop {importlib.metadata.version('uvloop')}"
-    except importlib.metadata.PackageNotFoundError:
-        loop = "asyncio loop"
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = ", " + line.split(":", 1)[1].strip()
-                break
-    return (
-        f"nproc={os.cpu_count()}{model}, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}, redis-server {redis_version}, {loop}"
-    )
-
-
 def progress(text: str) -> None:
+    """A line on stderr, with the time, saying what the bench does now."""
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
