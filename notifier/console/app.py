@@ -111,6 +111,9 @@ def create(redis: Redis, settings: Settings) -> web.Application:
             console.router.add_route(route.method, route.path, route.handler, expect_handler=expect)
             if route.method == "GET":  # and HEAD, as add_get does
                 console.router.add_route("HEAD", route.path, route.handler, expect_handler=expect)
+    # every other method on /console itself, and every other path: the console's own answer
+    # (a sign-in redirect without a session), never the API's
+    console.router.add_route("*", "", unknown, expect_handler=expect)
     console.router.add_route("*", "/{tail:.*}", unknown, expect_handler=expect)
     return console
 

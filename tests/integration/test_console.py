@@ -114,11 +114,13 @@ async def test_every_page_without_a_session_redirects_to_the_sign_in(console: Co
             "/console/nothing/here",
         ):
             for cookie in ({}, {"notifier_console": "forged"}, {"notifier_console": "x" * 5000}):
-                async with http.get(
-                    console.base + path, cookies=cookie, allow_redirects=False
-                ) as resp:
-                    assert resp.status == 303, path
-                    assert resp.headers["Location"] == "/console/login"
+                # a POST too, even where no form posts: every page, whatever the method
+                for method in ("GET", "POST"):
+                    async with http.request(
+                        method, console.base + path, cookies=cookie, allow_redirects=False
+                    ) as resp:
+                        assert resp.status == 303, (method, path)
+                        assert resp.headers["Location"] == "/console/login"
 
 
 ACTIONS = [
