@@ -48,18 +48,31 @@ def part(
     )
 
 
-def take(shard: Shard, partner: str, now: int = 1000, limit: int = 0) -> lua.Call[lua.TakeReply]:
+def take(
+    shard: Shard,
+    partner: str,
+    now: int = 1000,
+    limit: int = 0,
+    *,
+    want: int = 50,
+    window_ms: int | None = None,
+    leased: bool = True,
+    pacing: bool = True,
+) -> lua.Call[lua.TakeReply]:
+    """A take by consumer `c` (a second's window unless given, the lease renewed a minute
+    unless not `leased`)."""
     return lua.take(
         shard=shard,
         partner=shard.partner(partner),
         consumer="c",
         now_ms=now,
-        want=50,
+        want=want,
         limit=limit,
-        window_ms=1000 if limit else 0,
+        window_ms=(1000 if limit else 0) if window_ms is None else window_ms,
         ordered=False,
-        lease_until=now + 60_000,
+        lease_until=now + 60_000 if leased else 0,
         visible_ms=60_000,
+        pacing=pacing,
     )
 
 

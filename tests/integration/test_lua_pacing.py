@@ -14,6 +14,7 @@ from notifier.redis import keys, lua
 from notifier.redis.keys import Keyspace, PartnerKeys, Shard
 from notifier.redis.lua import Scripts
 from tests.integration.test_lua import message
+from tests.integration.test_lua import take as lua_take
 
 PARTNER = "ptn_paced"
 NOW = 1_000_000
@@ -41,19 +42,7 @@ def told(**given: Any) -> lua.Told:
 
 
 def take(shard: Shard, now: int, *, limit: int = 0, pacing: bool = True) -> lua.Call[Any]:
-    return lua.take(
-        shard=shard,
-        partner=shard.partner(PARTNER),
-        consumer="c",
-        now_ms=now,
-        want=50,
-        limit=limit,
-        window_ms=WINDOW,
-        ordered=False,
-        lease_until=0,
-        visible_ms=60_000,
-        pacing=pacing,
-    )
+    return lua_take(shard, PARTNER, now, limit, window_ms=WINDOW, leased=False, pacing=pacing)
 
 
 def settle(shard: Shard, now: int, pace: lua.Told, **outcomes: Any) -> lua.Call[lua.Settled]:

@@ -17,6 +17,7 @@ from notifier.ratelimit import slice_of
 from notifier.redis import keys, lua
 from notifier.redis.keys import Keyspace
 from notifier.redis.lua import Scripts
+from tests.integration.test_lua import take
 
 KS = Keyspace()
 PARTNER = "ptn_window"
@@ -56,18 +57,7 @@ async def _simulate(
             open_ = [s for s in open_ if s.answered_ms > now]
             await scripts.run(_settle(shard, now, due))
         took = await scripts.run(
-            lua.take(
-                shard=shard,
-                partner=partner,
-                consumer="c",
-                now_ms=now,
-                want=10,
-                limit=LIMIT,
-                window_ms=WINDOW_MS,
-                ordered=False,
-                lease_until=0,
-                visible_ms=60_000,
-            )
+            take(shard, PARTNER, now, LIMIT, want=10, window_ms=WINDOW_MS, leased=False)
         )
         for taken in took.messages:
             late = delay.get(len(sent), 0)
@@ -138,25 +128,14 @@ async def test_a_lowered_limit_holds_from_the_moment_it_is_saved(redis: Redis) -
     for _ in range(30):
         await redis.xadd(partner.stream, {"m": body})
 
-    def take(now: int, limit: int, window_ms: int) -> lua.Call[lua.TakeReply]:
-        return lua.take(
-            shard=shard,
-            partner=partner,
-            consumer="c",
-            now_ms=now,
-            want=10,
-            limit=limit,
-            window_ms=window_ms,
-            ordered=False,
-            lease_until=0,
-            visible_ms=60_000,
-        )
+    def take_at(now: int, limit: int, window_ms: int) -> lua.Call[lua.TakeReply]:
+        return take(shard, PARTNER, now, limit, want=10, window_ms=window_ms, leased=False)
 
     start = 1_000_000_000
     sent = 0
     for step in range(2):  # 10 a tenth of the window
-        reply = await scripts.run(take(start + 100 * step, 100, 1000))
+        reply = await scripts.run(take_at(start + 100 * step, 100, 1000))
         sent += len(reply.messages)
     assert sent == 20
-    lowered = await scripts.run(take(start + 300, 10, 2000))  # 10 per 2 s, another width
+    lowered = await scripts.run(take_at(start + 300, 10, 2000))  # 10 per 2 s, another width
     assert lowered.messages == [] and lowered.blocked_until > start + 300
