@@ -129,6 +129,23 @@ async def publish(
     return entry.decode()
 
 
+async def dead_letter(
+    redis: Redis, partner_id: str, message_id: str, entry_id: str, **fields: str
+) -> None:
+    """A dead letter of an `order.created` message `{"n": 1}` to the partner, written as the
+    delivery process writes one (with `reason` and any other `fields` given)."""
+    message = Message(
+        id=message_id,
+        type="order.created",
+        timestamp="2026-01-01T00:00:00.000Z",
+        data=msgspec.Raw(b'{"n": 1}'),
+    )
+    letter: dict[FieldT, EncodableT] = {"reason": "gave up", "partner": partner_id}
+    letter.update(fields)
+    letter["message"] = msgspec.json.encode(message)
+    await redis.xadd(keys.DEAD, letter, id=entry_id)
+
+
 async def entries(redis: Redis, key: KeyT) -> list[StreamEntry]:
     """Every entry of the stream at `key` (none when it does not exist), oldest first."""
     return cast(list[StreamEntry], await redis.xrange(key))

@@ -33,9 +33,9 @@ from redis.asyncio import Redis
 from notifier import config
 from notifier.admin import app as api
 from notifier.config import Settings
-from notifier.models import Attempt, Message
+from notifier.models import Attempt
 from notifier.redis import keys
-from tests.helpers import BASE_ENV, KS, TOKEN, register
+from tests.helpers import BASE_ENV, KS, TOKEN, dead_letter, register
 
 #: Dead letters are seeded under fixed ids so that requests can name them.
 DEAD_IDS = ("1-1", "1-2", "2-1")
@@ -136,12 +136,6 @@ async def seeded(redis: Redis, settings: Settings) -> AsyncIterator[Seeded]:
     partner_id, secret = await register(
         redis, settings, "seeded", "https://seeded.example.com", ["order.created"]
     )
-    message = Message(
-        id="msg_1",
-        type="order.created",
-        timestamp="2026-01-01T00:00:00.000Z",
-        data=msgspec.Raw(b'{"n": 1}'),
-    )
     attempt = Attempt(
         message_id="msg_1",
         event_type="order.created",
@@ -153,16 +147,14 @@ async def seeded(redis: Redis, settings: Settings) -> AsyncIterator[Seeded]:
     )
     await redis.xadd(KS.partner(partner_id).attempts, {"b": msgspec.json.encode([attempt])})
     for entry_id in DEAD_IDS[:2]:
-        await redis.xadd(
-            keys.DEAD,
-            {
-                "reason": "retries exhausted",
-                "partner": partner_id,
-                "message": msgspec.json.encode(message),
-                "attempts": msgspec.json.encode([attempt]),
-                "at": "2026-01-01T00:00:00Z",
-            },
-            id=entry_id,
+        await dead_letter(
+            redis,
+            partner_id,
+            "msg_1",
+            entry_id,
+            reason="retries exhausted",
+            attempts=msgspec.json.encode([attempt]).decode(),
+            at="2026-01-01T00:00:00Z",
         )
     await redis.xadd(
         keys.DEAD,

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import msgspec
 import pytest
 from aiohttp.test_utils import TestServer, make_mocked_request
 from redis.asyncio import Redis
@@ -20,10 +19,9 @@ from redis.asyncio import Redis
 from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.console import sessions, signin
-from notifier.models import Message
 from notifier.redis import keys
 from tests.console import client, sign_in
-from tests.helpers import KS, TOKEN, eventually, publish, register, running
+from tests.helpers import KS, TOKEN, dead_letter, eventually, publish, register, running
 
 
 @dataclass
@@ -40,17 +38,7 @@ async def console(redis: Redis, settings: Settings) -> AsyncIterator[Console]:
     partner_id, secret = await register(
         redis, settings, "seeded", "http://127.0.0.1:9/hook", ["order.created"]
     )
-    message = Message(
-        id="msg_dead",
-        type="order.created",
-        timestamp="2026-01-01T00:00:00.000Z",
-        data=msgspec.Raw(b'{"n": 1}'),
-    )
-    await redis.xadd(
-        keys.DEAD,
-        {"reason": "gave up", "partner": partner_id, "message": msgspec.json.encode(message)},
-        id="1-1",
-    )
+    await dead_letter(redis, partner_id, "msg_dead", "1-1")
     server = TestServer(api.create_app(redis, settings))
     async with server:
         yield Console(server, f"http://127.0.0.1:{server.port}", partner_id, secret)
