@@ -17,11 +17,14 @@ throttled MAX_SPARED times counts its throttles again: neither is kept for ever.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notifier.models import Outcome, iso_ms, now_ms
-from notifier.partners import Pacing
+from notifier.partners import Pacing, PartnerShown, public_as
 from notifier.redis.keys import Keyspace
+
+if TYPE_CHECKING:
+    from notifier.store import Store
 
 __all__ = ["Pacing"]
 
@@ -83,3 +86,11 @@ async def read(redis: Any, keyspace: Keyspace, partner_id: str) -> Pacing | None
     """A partner's pacing now, None when it is not paced."""
     fields = await redis.hmget(keyspace.partner(partner_id).pace, SHOWN_FIELDS)
     return shown(fields, now_ms())
+
+
+async def partner_shown(store: Store, partner_id: str) -> PartnerShown:
+    """A partner as `GET /v1/partners/{id}` and `notifier partners show` answer it: never
+    its secrets, with its pacing."""
+    partner = await store.get(partner_id)
+    paced = await read(store.redis, store.keyspace, partner.id)
+    return public_as(partner, PartnerShown, pacing=paced)

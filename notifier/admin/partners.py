@@ -63,10 +63,7 @@ async def list_partners(request: web.Request) -> web.Response:
 @routes.get("/v1/partners/{id}")
 @documented("Show a partner (never its secrets), and how it is paced", answer=PartnerShown)
 async def show_partner(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    partner = await store.get(request.match_info["id"])
-    paced = await pacing.read(store.redis, store.keyspace, partner.id)
-    return json(public_as(partner, PartnerShown, pacing=paced))
+    return json(await pacing.partner_shown(request.app[STORE], request.match_info["id"]))
 
 
 @routes.patch("/v1/partners/{id}")

@@ -17,7 +17,6 @@ from notifier.models import (
     PartnerCreated,
     PartnerIn,
     PartnerPatch,
-    PartnerShown,
     PartnerUpdated,
     public,
     public_as,
@@ -131,9 +130,7 @@ async def _list(store: Store, args: argparse.Namespace) -> None:
 
 
 async def _show(store: Store, args: argparse.Namespace) -> None:
-    partner = await store.get(args.id)
-    paced = await pacing.read(store.redis, store.keyspace, partner.id)
-    show(public_as(partner, PartnerShown, pacing=paced), as_json=args.json)
+    show(await pacing.partner_shown(store, args.id), as_json=args.json)
 
 
 async def _remove(store: Store, args: argparse.Namespace) -> None:
