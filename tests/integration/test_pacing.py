@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import aiohttp.test_utils
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
 from notifier import config, ops, pacing
+from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.redis import keys
 from notifier.store import Store
 from notifier.testing import Capacity
 from tests.helpers import (
     KS,
+    TOKEN,
     EndpointFactory,
     Spawn,
+    cli,
     entries,
     eventually,
     idle,
@@ -115,6 +121,39 @@ async def test_a_partner_over_its_capacity_is_paced_until_its_429s_fade(
     early, late = answers[:100], answers[len(answers) // 2 :]
     assert share(late, 429) < 0.15, report
     assert share(early, 429) > share(late, 429), report
+
+
+async def test_the_api_and_the_cli_show_a_partners_pacing(
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
+) -> None:
+    """While a partner is paced, `GET /v1/partners/{id}` and `notifier partners show` give
+    the same `pacing`: its rate and concurrency, since when and why; null once it ends."""
+    settings = with_env(env)
+    endpoint = await endpoint_factory(Capacity(30))
+    pid, _ = await register(redis, settings, "busy", endpoint.url, ["*"])
+    pace_key = KS.partner(pid).pace
+    await backlog(redis, 300)
+    async with running(settings):
+        await eventually(lambda: _exists(redis, pace_key), 20, "the partner to be paced")
+    # nothing runs now: the pace stays as the last settle left it (for a minute)
+    server = aiohttp.test_utils.TestServer(api.create_app(redis, settings))
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.test_utils.TestClient(server) as http:
+
+        async def shown() -> Any:
+            async with http.get(f"/v1/partners/{pid}", headers=bearer) as resp:
+                assert resp.status == 200
+                return (await resp.json())["pacing"]
+
+        paced = await shown()
+        assert paced is not None and paced["reason"] == "HTTP 429", paced
+        assert paced["rate"] > 0 and paced["concurrency"] >= 1 and paced["paused_until"] is None
+        assert paced["since"].endswith("Z")
+        printed = cli(env, "partners", "show", pid, "--json")
+        assert printed.returncode == 0, printed.stderr
+        assert json.loads(printed.stdout)["pacing"] == paced
+        await redis.delete(pace_key)  # as when it ends
+        assert await shown() is None
 
 
 async def test_a_recovered_partner_is_paced_back_up_to_its_limits(
