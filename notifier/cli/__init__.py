@@ -23,6 +23,7 @@ from notifier.cli import top as live
 from notifier.cli.commands import UsageError
 from notifier.errors import NotifierError
 from notifier.redis.connection import fatal, reason
+from notifier.redis.urls import is_tls
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,11 +96,15 @@ def describe(exc: BaseException, settings: config.Settings) -> str:
             f"{reason(exc)}; check the service name and that the sentinels run"
         )
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError | ConnectionError):
-        return (
-            f"cannot reach Redis at {redis_url} (REDIS_URL): {str(exc).rstrip('.')}; "
-            "is redis-server "
-            "running there?"
-        )
+        asked = "is redis-server running there?"
+        if "closed by the server" in str(exc) and is_tls(settings.redis_url):
+            # Over TLS 1.3 a server that wants a client certificate may close the connection
+            # before its alert is read, so the missing certificate reads as a closed socket.
+            asked = (
+                "is redis-server running there, or does it require a TLS client certificate "
+                "(NOTIFIER_REDIS_CERT and NOTIFIER_REDIS_KEY)?"
+            )
+        return f"cannot reach Redis at {redis_url} (REDIS_URL): {str(exc).rstrip('.')}; {asked}"
     if isinstance(exc, rx.ResponseError) and "DB index is out of range" in str(exc):
         return (
             f"Redis at {redis_url} has no such database (the number after the port in "

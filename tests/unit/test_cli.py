@@ -7,7 +7,10 @@ import argparse
 import subprocess
 import sys
 
-from notifier.cli import parser
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from notifier import config
+from notifier.cli import describe, parser
 from tests.helpers import cli, free_port
 
 
@@ -34,3 +37,14 @@ def test_python_dash_m_notifier_works() -> None:
     )
     assert result.returncode == 0 and "partners" in result.stdout
     assert free_port() > 0
+
+
+def test_a_tls_server_that_closes_at_once_is_asked_about_client_certificates() -> None:
+    """Over TLS 1.3 a server that requires a client certificate may close the connection
+    before its alert is read: the line names the certificate settings, over TLS only."""
+    closed = RedisConnectionError("Connection closed by the server before write.")
+    tls = config.load({"REDIS_URL": "rediss://127.0.0.1:6380/0"})
+    line = describe(closed, tls)
+    assert "NOTIFIER_REDIS_CERT" in line and "\n" not in line, line
+    plain = describe(closed, config.load({"REDIS_URL": "redis://127.0.0.1:6379/0"}))
+    assert "NOTIFIER_REDIS_CERT" not in plain and "is redis-server running there?" in plain
