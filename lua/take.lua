@@ -6,9 +6,9 @@
 -- Returns {blocked_until_ms, paced concurrency (0: not paced), ms of the partner's last success
 -- the pace knows (0: none), id1, payload1, attempt1, spared1, id2, ...}: `spared` counts the
 -- message's attempts pacing absorbed. blocked_until is 0 unless the partner has work it may not
--- send yet (rate limit or pace full, a pause, or the head of an ordered partner), and -1 when
--- the partner's stream is gone (partner removed, or Redis lost its data): then nothing is
--- written, so no key of a partner that no longer exists is brought back. A reply of
+-- send yet (rate limit, pace or concurrency full, a pause, or the head of an ordered partner),
+-- and -1 when the partner's stream is gone (partner removed, or Redis lost its data): then
+-- nothing is written, so no key of a partner that no longer exists is brought back. A reply of
 -- blocked_until alone (the window is full) tells nothing of the pace.
 --
 -- The rate limit is a sliding window of counters, one per fiftieth of it, and their sum, in
@@ -39,7 +39,7 @@ local spared = KEYS[8]         -- notifier:{id}:spared   id -> its attempts paci
 local group = ARGV[1]
 local consumer = ARGV[2]
 local now = tonumber(ARGV[3])
-local want = tonumber(ARGV[4])       -- at most max_in_flight (1000)
+local want = tonumber(ARGV[4])       -- at most max_in_flight (1000), less this serve's open
 local limit = tonumber(ARGV[5])      -- requests per window, at most 1e6; 0: no limit
 local window_ms = tonumber(ARGV[6])  -- at most 24 h; without a limit, the window a pace uses
 local ordered = ARGV[7] == '1'
@@ -47,7 +47,9 @@ local lease_until = tonumber(ARGV[8])  -- renews the lease; 0: keep the current 
 local partner = ARGV[9]
 local visible_ms = tonumber(ARGV[10])  -- NOTIFIER_CLAIM_IDLE: when an unsettled send is retried
 local pacing = ARGV[11] == '1'          -- NOTIFIER_PACING
--- a pace whose open requests fill it looks again after this long
+local most = tonumber(ARGV[12])  -- max_in_flight over every process (0: counted by the caller)
+local open_ms = tonumber(ARGV[13])  -- a request taken longer ago is over (0: visible_ms)
+-- a partner whose open requests fill its concurrency looks again after this long
 local PACE_RECHECK_MS = 100
 
 if redis.call('EXISTS', stream) == 0 then
@@ -59,6 +61,20 @@ if lease_until > 0 then
 end
 
 --@include window
+
+-- Requests of any process still out: a serve gives its partner back with its requests open, so
+-- the next serve, here or in another process, shares the partner's concurrency with them. Only
+-- those taken within `open_ms` count: a dead process's stop counting once their timeout has
+-- passed, long before their visibility timeout lets them be retried.
+local open = nil
+local function open_now()
+  if open == nil then
+    local since = now
+    if open_ms > 0 then since = now + math.max(0, visible_ms - open_ms) end
+    open = redis.call('ZCOUNT', inflight, '(' .. since, '+inf')
+  end
+  return open
+end
 
 local paced, last_ok = 0, 0
 if pacing then
@@ -72,11 +88,7 @@ if pacing then
     if paused > now then
       return {paused, paced, last_ok}
     end
-    -- requests of any process that are still out count against the pace
-    want = math.min(want, paced - redis.call('ZCOUNT', inflight, '(' .. now, '+inf'))
-    if want <= 0 then
-      return {now + PACE_RECHECK_MS, paced, last_ok}
-    end
+    want = math.min(want, paced - open_now())
     local paced_limit, paced_window = math.floor(rate * window_ms / 1000), window_ms
     if paced_limit < 1 then
       -- under one request a window: one request per 1/rate
@@ -86,6 +98,12 @@ if pacing then
       limit, window_ms = paced_limit, paced_window
     end
   end
+end
+if most > 0 then
+  want = math.min(want, most - open_now())
+end
+if want <= 0 then
+  return {now + PACE_RECHECK_MS, paced, last_ok}
 end
 
 local blocked = 0

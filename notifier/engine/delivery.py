@@ -28,7 +28,7 @@ from notifier import logs, ops
 from notifier.config import Settings
 from notifier.crypto import SecretBox
 from notifier.engine.sender import Sender
-from notifier.engine.served import ServeContext, ServedPartner
+from notifier.engine.served import SETTLE_MS, ServeContext, ServedPartner
 from notifier.models import now_ms
 from notifier.redis import keys, lua
 from notifier.redis.connection import (
@@ -108,6 +108,7 @@ class DeliveryPool:
             consumer=self.consumer,
             lease_ms=self.lease_ms,
             visible_ms=self.visible_ms,
+            open_ms=int(settings.request_timeout * 1000) + SETTLE_MS,
             stopping=self.stopping,
             report=self.report,
             unreturned=self._unreturned.append,

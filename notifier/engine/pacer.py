@@ -71,8 +71,6 @@ class Pacer:
         self.ceiling = rate.limit * 1000 / rate.window_ms if rate else 0.0
         #: the paced concurrency, 0 while not paced
         self.paced = 0
-        #: a take read the pace (its reply said the concurrency)
-        self.looked = False
         #: the partner's last success this process knows of (its own, or its pace's)
         self.last_ok_ms = 0
         self.accepted = accepted_by(partner_id)
@@ -82,16 +80,15 @@ class Pacer:
         return min(self.max_in_flight, self.paced) if self.paced else self.max_in_flight
 
     def reads(self) -> bool:
-        """Whether the next take reads the pace: the first of a serve does, then only while
-        paced or after a throttle. One process serves a partner at a time, so a pace that
-        starts meanwhile is started by this serve's own settles, and the take that follows
-        such a settle in the pipeline reads what it wrote (a pause, say)."""
-        return self.enabled and (self.paced > 0 or not self.looked)
+        """Whether takes read the pace: every take while pacing is on. A pace may start or
+        end meanwhile through the settles of an earlier serve still waiting for its open
+        requests, here or in another process, and one read of a missing hash costs Redis
+        less than a serve at full concurrency against a partner that asked for less."""
+        return self.enabled
 
     def took(self, reply: lua.TakeReply) -> None:
         if reply.paced is not None:
             self.paced = reply.paced
-            self.looked = True
         if reply.last_ok_ms:
             self.last_ok_ms = max(self.last_ok_ms, reply.last_ok_ms)
 
@@ -134,8 +131,6 @@ class Pacer:
             throttled = []
         if not throttled and not self.paced:
             return None
-        if throttled:
-            self.looked = False
         latest = max(throttled, key=lambda o: o.sent_ms, default=None)
         return lua.Told(
             max_in_flight=self.max_in_flight,

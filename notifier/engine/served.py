@@ -4,8 +4,8 @@ the flow.
 A served partner takes messages with their rate-limit slots (`lua/take.lua`), sends each (at
 most `max_in_flight` open), records the outcomes in batches (`lua/settle.lua`) and gives the
 partner back (`lua/release.lua`). Nothing it holds is left to expire: whatever ends its serve
-(its quantum, a shutdown, Redis going away, a bug), it waits for its open requests, records
-their outcomes and gives the partner back, or leaves that to its pool when Redis is away.
+(its quantum, a shutdown, Redis going away, a bug), it gives the partner back, waits for its
+open requests and records their outcomes, or leaves that to its pool when Redis is away.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ MIN_PAUSE = 0.001
 #: After every attempt failed for this long, a partner gets only a probe batch per pause.
 BREAKER_AFTER = 1.0
 BREAKER_PAUSE = 30.0
+#: A request is settled at most this long after its timeout: one taken longer ago than both is
+#: no longer open, and no longer holds a share of its partner's concurrency.
+SETTLE_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class ServeContext:
     consumer: str
     lease_ms: int
     visible_ms: int
+    #: a request taken longer ago than this is over (NOTIFIER_REQUEST_TIMEOUT and SETTLE_MS)
+    open_ms: int
     stopping: asyncio.Event
     #: emits an operational event without making the caller wait for Redis
     report: Callable[[str, dict[str, Any]], None]
@@ -128,14 +133,31 @@ class ServedPartner:
         except Exception:
             log.exception("serving a partner failed", partner=self.partner_id)
         finally:
-            await self._drain()
-            try:
+            await self._end()
+
+    async def _end(self) -> None:
+        """Give the partner back and record the outcomes of its open sends.
+
+        An unordered partner is given back while its requests are still open: its next serve,
+        here or in another process, counts them against max_in_flight and the pace
+        (`lua/take.lua`), so a request held to its timeout does not idle the partner until it
+        ends. Once they are recorded, the partner is given back again, which schedules the
+        retries they made. An ordered partner's head is recorded first: its next serve would
+        otherwise wait for the head's visibility timeout."""
+        if self.inflight and self.partner is not None and not self.partner.ordered:
+            if self.finished:
+                self._queue_settle(await self._collect(None))
+            with contextlib.suppress(Exception):
+                # (what fails here is sent again below, once the open sends are recorded)
                 await self.give_back()
-            except REDIS_ERRORS:
-                self.pool.unreturned(self)
-            except Exception:
-                log.exception("giving a partner back failed", partner=self.partner_id)
-                self.pool.unreturned(self)
+        await self._drain()
+        try:
+            await self.give_back()
+        except REDIS_ERRORS:
+            self.pool.unreturned(self)
+        except Exception:
+            log.exception("giving a partner back failed", partner=self.partner_id)
+            self.pool.unreturned(self)
 
     async def _prepare(self) -> bool:
         """Read what serving needs from the partner's record; a record that cannot be served
@@ -174,7 +196,10 @@ class ServedPartner:
                     return
                 await asyncio.sleep(pause)
                 continue
-            settled = await self._collect(pause)
+            left = deadline - time.monotonic()
+            if (left <= 0 or self.pool.stopping.is_set()) and not self.finished:
+                return  # the open requests are recorded after the partner is given back
+            settled = await self._collect(pause if pause is not None else max(left, MIN_PAUSE))
             if settled:
                 await self._settle(settled)
 
@@ -221,6 +246,8 @@ class ServedPartner:
             lease_until=lease_until,
             visible_ms=pool.visible_ms,
             pacing=self.pacer.reads(),
+            most=0 if self.partner.ordered else self.pacer.max_in_flight,
+            open_ms=pool.open_ms,
         )
         try:
             took = await pool.scripts.send(call)

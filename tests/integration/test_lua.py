@@ -58,9 +58,11 @@ def take(
     window_ms: int | None = None,
     leased: bool = True,
     pacing: bool = True,
+    most: int = 0,
+    open_ms: int = 0,
 ) -> lua.Call[lua.TakeReply]:
     """A take by consumer `c` (a second's window unless given, the lease renewed a minute
-    unless not `leased`)."""
+    unless not `leased`, visible again after a minute)."""
     return lua.take(
         shard=shard,
         partner=shard.partner(partner),
@@ -73,6 +75,8 @@ def take(
         lease_until=now + 60_000 if leased else 0,
         visible_ms=60_000,
         pacing=pacing,
+        most=most,
+        open_ms=open_ms,
     )
 
 
@@ -158,6 +162,28 @@ async def test_settling_a_batch_twice_changes_nothing_more(redis: Redis, ks: Key
     assert await redis.xlen(partner.stream) == 0
     assert await redis.zcard(partner.due) == 0
     assert await redis.hlen(partner.history) == 0
+
+
+async def test_a_take_counts_the_requests_every_serve_has_open(redis: Redis, ks: Keyspace) -> None:
+    """A serve gives its partner back with requests still open: the next serve's take counts
+    them against max_in_flight, except those taken longer ago than a request can last (a dead
+    process's, which only their visibility timeout brings back)."""
+    scripts = Scripts(redis)
+    shard, partner = ks.shard_of("ptn_a"), ks.partner("ptn_a")
+    await redis.xgroup_create(partner.stream, keys.DELIVERY_GROUP, id="0", mkstream=True)
+    for n in range(10):
+        await redis.xadd(partner.stream, {"m": message(n)}, id=f"{n + 1}-0")
+    first = await scripts.run(take(shard, "ptn_a", now=1000, most=3, open_ms=5000))
+    assert [t.entry_id for t in first.messages] == ["1-0", "2-0", "3-0"]
+    full = await scripts.run(take(shard, "ptn_a", now=2000, most=3, open_ms=5000))
+    assert (full.messages, full.blocked_until) == ([], 2100)  # looks again shortly
+    await scripts.run(settle(shard, "ptn_a", 2000, delivered=["1-0"], records=[b"{}"]))
+    one = await scripts.run(take(shard, "ptn_a", now=2001, most=3, open_ms=5000))
+    assert [t.entry_id for t in one.messages] == ["4-0"]
+    # taken more than open_ms ago: over, whether or not their answers were recorded
+    later = await scripts.run(take(shard, "ptn_a", now=6002, most=3, open_ms=5000))
+    assert [t.entry_id for t in later.messages] == ["5-0", "6-0"]
+    assert await redis.zcard(partner.inflight) == 5
 
 
 async def test_an_unlimited_partner_keeps_no_window_log(redis: Redis, ks: Keyspace) -> None:

@@ -1,9 +1,11 @@
-"""A served partner's loop: it always yields time, ends after its quantum, and a rate-limited
-partner never stalls its delivery process or its neighbours."""
+"""A served partner's loop: it always yields time, ends after its quantum without waiting for
+its open requests, and a rate-limited partner never stalls its delivery process or its
+neighbours."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -13,7 +15,18 @@ from redis.asyncio import Redis
 from notifier import config
 from notifier.config import Settings
 from notifier.engine.delivery import DeliveryPool
-from tests.helpers import Endpoint, EndpointFactory, eventually, idle, publish, register, running
+from notifier.engine.served import QUANTUM
+from tests.helpers import (
+    Endpoint,
+    EndpointFactory,
+    Spawn,
+    eventually,
+    idle,
+    publish,
+    register,
+    running,
+    stop_running,
+)
 from tests.integration.test_ratelimit import busiest_window
 
 
@@ -96,3 +109,51 @@ async def test_a_saturated_lone_process_still_takes_a_partner_left_waiting(
             release.set()
         await idle(redis)
     assert len(slow.received) == 1 and len(waiting.received) == 1
+
+
+@pytest.mark.slow
+async def test_a_request_held_open_does_not_idle_its_partner(
+    redis: Redis,
+    env: dict[str, str],
+    settings: Settings,
+    endpoint_factory: EndpointFactory,
+    spawn: Spawn,
+) -> None:
+    """A partner's first request hangs until the test lets it go; every other is answered at
+    once. Two delivery processes serve the partner in turn for three quanta, each event
+    published once the one before it arrived: all arrive while the first is still open (a
+    serve gives its partner back without waiting for it), and the requests open at the
+    endpoint never exceed max_in_flight, across serves and processes."""
+    env["NOTIFIER_REQUEST_TIMEOUT"] = "30s"
+    release = asyncio.Event()
+    opened = {"now": 0, "most": 0}
+
+    async def first_hangs(request: web.Request, n: int) -> web.StreamResponse:
+        opened["now"] += 1
+        opened["most"] = max(opened["most"], opened["now"])
+        try:
+            if n == 1:
+                await release.wait()
+            return web.Response()
+        finally:
+            opened["now"] -= 1
+
+    endpoint = await endpoint_factory(first_hangs)
+    await register(redis, settings, "slow-first", endpoint.url, ["*"], max_in_flight=2)
+    async with running(settings, deliver=False):
+        procs = [spawn("deliver", extra={"NOTIFIER_CONSUMER": f"deliver-{n}"}) for n in (1, 2)]
+        await publish(redis, "order.created", {"n": 0})
+        await endpoint.wait_for(1, 30)
+        hung_at = time.monotonic()
+        sent = 1
+        while time.monotonic() - hung_at < 3 * QUANTUM:
+            await publish(redis, "order.created", {"n": sent})
+            sent += 1
+            await endpoint.wait_for(sent, 10)
+        assert not release.is_set() and opened["now"] == 1  # the first is still open
+        release.set()
+        await eventually(lambda: opened["now"] == 0, 10, "the first request to end")
+        await idle(redis)
+        stop_running(procs)
+    assert sorted(json.loads(r.body)["data"]["n"] for r in endpoint.received) == list(range(sent))
+    assert opened["most"] == 2

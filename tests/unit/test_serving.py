@@ -28,6 +28,7 @@ class FakePool:
     def __init__(self, blocked_in_ms: int) -> None:
         self.stopping = asyncio.Event()
         self.lease_ms = self.visible_ms = 60_000
+        self.open_ms = 11_000
         self.consumer = "test"
         self.blocked_in_ms = blocked_in_ms
         self.takes = 0

@@ -72,11 +72,15 @@ def take(
     lease_until: int,
     visible_ms: int,
     pacing: bool = True,
+    most: int = 0,
+    open_ms: int = 0,
 ) -> Call[TakeReply]:
     """Take up to `want` messages that may be sent now, with their rate-limit slots;
     `lease_until` renews the partner's lease (0 keeps the current one). With `pacing`, a
     paced partner's pace holds the take below `want` and `limit` (and `window_ms` is the
-    window of a pace when there is no limit)."""
+    window of a pace when there is no limit). `most` (0: not counted) holds the partner's
+    requests open in every process (those taken within `open_ms`, 0: within `visible_ms`)
+    to its max_in_flight."""
     return Call(
         "take",
         [
@@ -101,6 +105,8 @@ def take(
             partner.id,
             visible_ms,
             "1" if pacing else "0",
+            most,
+            open_ms,
         ],
         lambda found: _took(found, now_ms, pacing),
     )
