@@ -213,13 +213,14 @@ class ServedPartner:
         )
 
     def _pause(self, deadline: float) -> float | None:
-        """How long to wait before taking again, when a slot opens soon enough to wait for it
-        within this lease; None when there is nothing to wait for but open sends (or nothing at
-        all). Never zero or less, so the loop always yields time."""
+        """How long to wait before taking again, when a slot opens within this quantum: soon
+        (SHORT_WAIT), or any time while open sends are waited for anyway; None when there is
+        nothing to wait for but open sends (or nothing at all). Never zero or less, so the
+        loop always yields time."""
         if not self.blocked_until or not self._may_take(deadline):
             return None
         wait = self.blocked_until / 1000 - time.time()
-        if wait > SHORT_WAIT or time.monotonic() + wait > deadline:
+        if (wait > SHORT_WAIT and not self.inflight) or time.monotonic() + wait > deadline:
             return None
         return max(wait, MIN_PAUSE)
 

@@ -73,6 +73,21 @@ async def test_a_slot_time_already_past_never_spins_the_loop(blocked_in_ms: int)
     assert time.process_time() - cpu < QUANTUM
 
 
+async def test_a_serve_waiting_for_open_sends_takes_again_when_its_slot_opens() -> None:
+    """A send hangs and the rate limit's next slot opens in 400 ms: the serve takes again
+    then, a few times in its quantum, rather than only once the hanging send ends; at the
+    quantum's end it returns with the send still open (its partner is given back with it)."""
+    pool = FakePool(400)
+    one = served(pool)
+    hanging: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    one.inflight = {hanging: None}  # type: ignore[dict-item]
+    started = time.monotonic()
+    await asyncio.wait_for(one._serve(), QUANTUM + 2)
+    assert QUANTUM - 0.1 <= time.monotonic() - started <= QUANTUM + 0.5
+    assert pool.takes >= QUANTUM / 0.4 - 1
+    assert one.inflight == {hanging: None} and not hanging.done()
+
+
 @given(
     blocked_offset=st.integers(-(10**7), 10**7),
     deadline_offset=st.floats(-5, 5),
