@@ -19,11 +19,15 @@
 --   came back is found within seconds); c grows by C_STEP a second, doubled every second
 --   since the last shrink. BETA, STEP and the doubling were measured (README, Pacing).
 -- - A Retry-After on 429 or 503 pauses the partner until then: `take.lua` holds everything.
--- - Pacing ends once r and c are back at the partner's own limits (without a rate limit, at
---   twice the rate it last shrank from), or a minute after the last batch or pause.
+-- - Pacing ends once r and c are back at the partner's own limits, or a minute after the last
+--   batch or pause. Without a rate limit it ends `quiet` ms (the request timeout and a
+--   second: a timeout is heard of that late) after r reached twice the rate it last shrank
+--   from, and stays there meanwhile. Ending as it got there sent a partner that refuses by
+--   holding requests a burst at full concurrency, which it held past the timeout: the pace
+--   that followed began with every request in use stuck, and seconds without a delivery.
 -- Fields: r, c; s when pacing started, y why (the last throttle), d when r last shrank, g when
--- it last grew, m the rate it last shrank from, x when r grew past m, p the end of a pause, o
--- the last success.
+-- it last grew, m the rate it last shrank from, x when r grew past m, h when it reached where
+-- it may end (0: not yet), p the end of a pause, o the last success.
 local BETA = 0.8
 local STEP = 0.05
 local C_STEP = 1
@@ -34,7 +38,7 @@ local PACE_TTL_MS = 60000
 
 -- `told`: "<max_in_flight> <rate limit per s, 0: none> <throttles> <ms the latest throttled
 -- request was sent> <ms a pause asked for ends, 0: none> <the most requests accepted in one
--- second lately> <ms of the last success the caller saw, 0: none> <why>"
+-- second lately> <ms of the last success the caller saw, 0: none> <why> <quiet ms>"
 -- Returns {0 nothing, 1 started, 2 shrunk, 3 grown, 4 ended; r per 1000 s; floor(c); pause end}.
 local function repace(told, any_ok, batch)
   local a = {}
@@ -43,17 +47,18 @@ local function repace(told, any_ok, batch)
   end
   local most, ceiling, throttles = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
   local latest, pause, accepted = tonumber(a[4]), tonumber(a[5]), tonumber(a[6])
-  local seen_ok, why = tonumber(a[7]), a[8]
+  local seen_ok, why, quiet = tonumber(a[7]), a[8], tonumber(a[9] or 0)
   local t = tonumber(now)
-  local p = redis.call('HMGET', pace, 'r', 'c', 'd', 'g', 'm', 'p', 'o', 'x')
+  local p = redis.call('HMGET', pace, 'r', 'c', 'd', 'g', 'm', 'p', 'o', 'x', 'h', 's')
   local r, c = tonumber(p[1]), tonumber(p[2])
   local d, g, m = tonumber(p[3]), tonumber(p[4]), tonumber(p[5])
   local paused, last_ok, x = tonumber(p[6] or 0), tonumber(p[7] or 0), tonumber(p[8] or 0)
+  local h, since = tonumber(p[9] or 0) or 0, tonumber(p[10] or 0) or 0
   if p[1] and not (r and r > 0 and c and d and g and m and paused and last_ok and x) then
     -- not a pace this script wrote (edited by hand?): start again rather than fail every batch
     redis.call('DEL', pace)
     r = nil
-    paused, last_ok, x = 0, 0, 0
+    paused, last_ok, x, h = 0, 0, 0, 0
   end
   if not r and throttles == 0 then
     return {0, 0, 0, 0}  -- not paced, and nothing to pace it for
@@ -76,7 +81,7 @@ local function repace(told, any_ok, batch)
     m = math.min(from, top)
     r = math.max(MIN_RATE, m * BETA)
     c = math.max(1, math.min(c, in_use) * BETA)
-    d, g, x = t, t, 0
+    d, g, x, h = t, t, 0, 0
     if change == 1 then
       x = t
     end
@@ -96,11 +101,19 @@ local function repace(told, any_ok, batch)
       g = t
       change = 3
     end
-    if c >= most and r >= (ceiling > 0 and ceiling or 2 * m) then
-      redis.call('DEL', pace)
-      return {4, math.floor(r * 1000), math.floor(c), 0}
+    local limit = ceiling > 0 and ceiling or 2 * m
+    if c >= most and r >= limit then
+      if ceiling > 0 or (h > 0 and t - h >= quiet) then
+        redis.call('DEL', pace)
+        return {4, math.floor(r * 1000), math.floor(c), 0}
+      end
+      if h == 0 then
+        h = t
+      end
     end
-    r, c = math.min(r, top), math.min(c, most)
+    -- A new pace's m is a count that may be low (above), so until its first shrink it grows
+    -- on to find the partner's rate; once a shrink said where that is, not past twice it.
+    r, c = math.min(r, (ceiling > 0 or d > since) and limit or top), math.min(c, most)
   end
   if throttles > 0 and pause > paused then
     paused = pause
@@ -113,7 +126,7 @@ local function repace(told, any_ok, batch)
     last_ok = seen_ok
   end
   redis.call('HSET', pace, 'r', r, 'c', c, 'd', d, 'g', g, 'm', m, 'p', paused, 'o', last_ok,
-             'x', x)
+             'x', x, 'h', h)
   if throttles > 0 then
     redis.call('HSET', pace, 'y', why)
   end

@@ -63,10 +63,17 @@ def accepted_by(partner_id: str) -> Accepted:
 
 class Pacer:
     def __init__(
-        self, partner_id: str, enabled: bool, max_in_flight: int, rate: Rate | None
+        self,
+        partner_id: str,
+        enabled: bool,
+        max_in_flight: int,
+        rate: Rate | None,
+        quiet_ms: int = 0,
     ) -> None:
         self.enabled = enabled
         self.max_in_flight = max_in_flight
+        #: without a rate limit, how long nothing must shrink the pace before it ends
+        self.quiet_ms = quiet_ms
         #: the partner's own rate limit in requests/s, 0 when it has none
         self.ceiling = rate.limit * 1000 / rate.window_ms if rate else 0.0
         #: the paced concurrency, 0 while not paced
@@ -141,4 +148,5 @@ class Pacer:
             accepted=self.accepted.most(time.time()),
             seen_ok_ms=self.last_ok_ms,
             why=pacing.why(latest) if latest else "",
+            quiet_ms=self.quiet_ms,
         )

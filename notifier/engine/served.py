@@ -182,7 +182,10 @@ class ServedPartner:
         if rate is not None:
             self.limit, self.window_ms = rate.limit, rate.window_ms
         most = 1 if self.partner.ordered else self.partner.max_in_flight
-        self.pacer = Pacer(self.partner_id, self.pool.settings.pacing, most, rate)
+        # a throttle is heard of within `open_ms` of its request: a timeout that late
+        self.pacer = Pacer(
+            self.partner_id, self.pool.settings.pacing, most, rate, quiet_ms=self.pool.open_ms
+        )
         return True
 
     async def _serve(self) -> None:

@@ -180,12 +180,45 @@ async def test_successes_grow_the_pace_back_until_it_ends(redis: Redis, ks: Keys
     steps = [29.6, 31.45, 33.3, 35.15, 37.0, 38.85, 42.55, 49.95]
     assert rates == pytest.approx(steps, abs=0.002) and now == NOW + 9600
     assert not await redis.exists(partner.pace)
-    # without a rate limit, it ends at twice the rate it last shrank from
+    # without a rate limit, it ends once past twice the rate it last shrank from (quiet_ms 0:
+    # at its next success; how long it goes on first is the next test's)
     start = told(throttles=1, latest_sent_ms=now, accepted=40)
     await scripts.run(settle(shard, now, start))
+    seen = []
     while (await scripts.run(settle(shard, now, told(), delivered=["99-3"]))).pace != "ended":
-        assert float(await redis.hget(partner.pace, "r") or 0) < 80.0
+        seen.append(float(await redis.hget(partner.pace, "r") or 0))
         now += 1000
+    assert seen[-1] >= 80.0 > seen[-2]
+
+
+async def test_without_a_rate_limit_a_pace_ends_a_while_after_it_reached_its_end(
+    redis: Redis, ks: Keyspace
+) -> None:
+    """Without a rate limit a new pace grows on past twice where it started (its start is a
+    count that may be low); once a shrink said where the partner refuses, it stops at twice
+    that, and ends `quiet_ms` after it got there (a timeout is heard of that late): ending at
+    once sent a burst at full concurrency to a partner that refuses by holding requests."""
+    scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
+    await backlog(redis, partner, 1)
+    start = told(throttles=1, latest_sent_ms=NOW, accepted=20, max_in_flight=4, quiet_ms=5000)
+    assert (await scripts.run(settle(shard, NOW, start))).paced_rate == 16.0
+    ok = told(max_in_flight=4, quiet_ms=5000)
+    at = NOW
+    while (reply := await scripts.run(settle(shard, at, ok, delivered=["99-1"]))).pace != "ended":
+        if reply.paced_rate >= 50.0:
+            break
+        at += 500
+    assert reply.paced_rate >= 50.0  # past 40, twice the count it started from
+    shrink = told(throttles=1, latest_sent_ms=at, max_in_flight=4, quiet_ms=5000)
+    assert (await scripts.run(settle(shard, at, shrink))).pace == "shrunk"
+    m = (await pace_of(redis, partner))["m"]
+    rates: dict[int, float] = {}
+    while (reply := await scripts.run(settle(shard, at, ok, delivered=["99-1"]))).pace != "ended":
+        rates[at] = reply.paced_rate
+        at += 500
+    top = min(t for t, rate in rates.items() if rate >= 2 * m)
+    assert at == top + 5000 and max(rates.values()) == 2 * m
+    assert not await redis.exists(partner.pace)
 
 
 async def test_a_retry_after_pauses_the_whole_partner(redis: Redis, ks: Keyspace) -> None:

@@ -170,12 +170,14 @@ class Told(msgspec.Struct, frozen=True):
     accepted: int  # the most successes in one second lately (as far as the caller saw)
     seen_ok_ms: int  # the last success the caller saw; 0: none
     why: str  # the latest throttle, one word: 429, 503, timeout...
+    #: without a rate limit, the pace ends only once nothing shrank it for this long
+    quiet_ms: int = 0
 
     def encoded(self) -> str:
         return (
             f"{self.max_in_flight} {self.ceiling:.6g} {self.throttles} {self.latest_sent_ms} "
             f"{self.pause_until_ms} {self.accepted} {self.seen_ok_ms} "
-            f"{self.why or '-'}"
+            f"{self.why or '-'} {self.quiet_ms}"
         )
 
 
