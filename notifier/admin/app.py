@@ -12,7 +12,10 @@ Each resource is a module of its own with its routes (`partners`, `attempts`, `d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -277,6 +280,35 @@ def check_token(settings: Settings) -> None:
         )
 
 
+async def _resolve(host: str, port: int) -> None:
+    """Resolve NOTIFIER_API_ADDR's name within RESOLVE_SECONDS, in a thread the process does not
+    wait for when it exits: asyncio's own resolver thread is joined as its loop closes, so a
+    name whose DNS does not answer held a refused start for as long as the resolver retried (a
+    minute or more) after the error was said."""
+    loop = asyncio.get_running_loop()
+    found: asyncio.Future[None] = loop.create_future()
+
+    def done(error: OSError | None) -> None:
+        if found.done():
+            return
+        if error is None:
+            found.set_result(None)
+        else:
+            found.set_exception(error)
+
+    def work() -> None:
+        error = None
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(done, error)
+
+    threading.Thread(target=work, name="resolve NOTIFIER_API_ADDR", daemon=True).start()
+    await asyncio.wait_for(found, RESOLVE_SECONDS)
+
+
 async def serve(app: web.Application, settings: Settings) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -284,6 +316,7 @@ async def serve(app: web.Application, settings: Settings) -> web.AppRunner:
     try:
         # a name whose DNS does not answer would hold the start-up for as long as the
         # resolver retries (a minute or more): say so after a bounded wait instead
+        await _resolve(host, port)
         await asyncio.wait_for(web.TCPSite(runner, host, port).start(), RESOLVE_SECONDS)
     except (OSError, TimeoutError) as exc:
         await runner.cleanup()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -93,15 +96,23 @@ async def test_an_api_address_that_never_resolves_is_refused_in_bounded_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A DNS server that does not answer holds getaddrinfo for as long as the resolver
-    retries; the api gives up after RESOLVE_SECONDS and names the setting."""
+    retries; the api gives up after RESOLVE_SECONDS and names the setting, and the thread
+    still resolving does not hold the process's exit (a daemon, not asyncio's executor)."""
+    release = threading.Event()
 
-    async def unanswered(self: web.TCPSite) -> None:
-        await asyncio.sleep(60)
+    def unanswered(*args: Any, **kwargs: Any) -> Any:
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
-    monkeypatch.setattr(web.TCPSite, "start", unanswered)
+    monkeypatch.setattr(socket, "getaddrinfo", unanswered)
     monkeypatch.setattr(app, "RESOLVE_SECONDS", 0.05)
     settings = config.load({"NOTIFIER_API_ADDR": "slow-dns.example:8080"})
-    with pytest.raises(ListenError) as refused:
-        await asyncio.wait_for(app.serve(web.Application(), settings), 5)
-    assert "NOTIFIER_API_ADDR=slow-dns.example:8080" in str(refused.value)
-    assert "did not resolve in time" in str(refused.value)
+    try:
+        with pytest.raises(ListenError) as refused:
+            await asyncio.wait_for(app.serve(web.Application(), settings), 5)
+        assert "NOTIFIER_API_ADDR=slow-dns.example:8080" in str(refused.value)
+        assert "did not resolve in time" in str(refused.value)
+        resolving = [t for t in threading.enumerate() if t.name == "resolve NOTIFIER_API_ADDR"]
+        assert resolving and all(t.daemon for t in resolving)
+    finally:
+        release.set()
