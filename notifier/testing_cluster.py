@@ -122,7 +122,7 @@ class RedisCluster:
             return False
         return all(_info(r.port, "replication")["master_link_status"] == "up" for r in replicas)
 
-    def wait_whole(self, timeout: float = 30.0) -> None:
+    def wait_whole(self, timeout: float = 60.0) -> None:
         """Until every node that is up says the cluster is ok, knows every other, and every
         replica has synced with its primary."""
         deadline = time.monotonic() + timeout
