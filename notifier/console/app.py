@@ -10,7 +10,8 @@ on a POST only with that session's CSRF token.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import hdrs, web
 from aiohttp.web_urldispatcher import _default_expect_handler
@@ -97,11 +98,22 @@ async def expect(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+async def _watching(console: web.Application) -> AsyncIterator[None]:
+    """The overview's rates are read from the processes' reports for as long as the api runs
+    (`Board.watch`), not only when somebody looks."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(console[BOARD].watch(stop))
+    yield
+    stop.set()
+    await task
+
+
 def create(redis: Redis, settings: Settings) -> web.Application:
     """The console application; `mount` adds it to the api's."""
     console = web.Application(middlewares=[shown, guard])
     console[SESSIONS] = Sessions(redis)
     console[BOARD] = Board(redis, settings)
+    console.cleanup_ctx.append(_watching)
     console[signin.GUESSES] = signin.Guesses()
     console.on_response_prepare.append(secure_headers)
     console.router.add_get("/static/{name}", static, expect_handler=expect)

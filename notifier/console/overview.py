@@ -13,6 +13,7 @@ every other registered partner, idle, so that a search finds any.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -20,12 +21,17 @@ import msgspec
 from aiohttp import web
 from redis.asyncio import Redis
 
-from notifier.cli.top import SEVERITY, Readings, Row, Totals, read_table
+from notifier import logs
+from notifier.cli.top import SEVERITY, Readings, Row, Totals, read_reports, read_table
 from notifier.config import Settings
 from notifier.models import Partner
+from notifier.redis.connection import REDIS_ERRORS, pause
 from notifier.store import Store
 from notifier.telemetry import history
 from notifier.telemetry.history import Minute
+from notifier.telemetry.reports import REPORT_EVERY
+
+log = logs.get("console")
 
 #: Most rows one overview shows; a search narrows the rest.
 MAX_ROWS = 500
@@ -118,6 +124,20 @@ class Board:
         self.store = Store(redis, settings)
         self.readings = Readings()
         self.looked = 0.0
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Take the processes' reports as they come, until `stop`: rates are the change
+        between two reports, so without this the first look at the console (and any look
+        after STALE_S without one) had none to show until its next refresh."""
+        while not stop.is_set():
+            try:
+                self.readings.add(await read_reports(self.redis))
+                self.looked = time.monotonic()
+            except REDIS_ERRORS as exc:
+                log.debug("could not read the processes' reports", error=str(exc))
+            except Exception:
+                log.exception("reading the processes' reports failed")
+            await pause(stop, REPORT_EVERY)
 
     async def table(self) -> tuple[Totals, list[Row], bool]:
         """top's totals and rows, and whether its rates are measured yet."""

@@ -19,9 +19,19 @@ from redis.asyncio import Redis
 from notifier.admin import app as api
 from notifier.config import Settings
 from notifier.console import sessions, signin
+from notifier.console.views import LIVE_HEADER
 from notifier.redis import keys
 from tests.console import client, sign_in
-from tests.helpers import KS, TOKEN, dead_letter, eventually, publish, register, running
+from tests.helpers import (
+    KS,
+    TOKEN,
+    EndpointFactory,
+    dead_letter,
+    eventually,
+    publish,
+    register,
+    running,
+)
 
 
 @dataclass
@@ -322,3 +332,32 @@ async def test_guessing_the_token_is_slowed_to_ten_tries_a_minute(
             assert 0 < int(resp.headers["Retry-After"]) <= signin.WINDOW_S
             assert "Too many wrong tokens" in await resp.text()
     assert not await redis.keys(keys.CONSOLE_SESSION + "*")
+
+
+async def test_the_first_look_at_the_overview_already_has_its_rates(
+    console: Console, redis: Redis, settings: Settings, endpoint_factory: EndpointFactory
+) -> None:
+    """Rates are the change between two of the processes' reports (2 s apart), which a single
+    look cannot see: the api reads the reports while it runs, so a first look shows a
+    partner's deliveries a second rather than "…" until the page's next refresh."""
+    endpoint = await endpoint_factory()
+    await register(redis, settings, "busy", endpoint.url, ["order.created"])
+    seen: dict[bytes | str, set[bytes | str]] = {}
+
+    async def reported_four_times() -> bool:
+        for name, raw in (await redis.hgetall(keys.PROCESSES)).items():
+            seen.setdefault(name, set()).add(raw)
+        return any(len(reports) >= 4 for reports in seen.values())
+
+    async with running(settings):
+        for n in range(50):
+            await publish(redis, "order.created", {"n": n})
+        await endpoint.wait_for(50)
+        await eventually(reported_four_times, 20, "four reports of a process")
+        async with client() as http:
+            await sign_in(http, console.base)
+            async with http.get(f"{console.base}/console", headers={LIVE_HEADER: "1"}) as resp:
+                live = await resp.text()
+    assert resp.status == 200
+    assert "…" not in live
+    assert re.search(r"[0-9]+\.[0-9] deliveries/s", live), live
