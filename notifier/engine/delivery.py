@@ -27,8 +27,9 @@ from redis.asyncio import Redis
 from notifier import logs, ops
 from notifier.config import Settings
 from notifier.crypto import SecretBox
+from notifier.engine.context import ServeContext
 from notifier.engine.sender import Sender
-from notifier.engine.served import SETTLE_MS, ServeContext, ServedPartner
+from notifier.engine.served import SETTLE_MS, ServedPartner
 from notifier.models import now_ms
 from notifier.redis import keys, lua
 from notifier.redis.connection import (

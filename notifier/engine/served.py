@@ -13,26 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 
 from notifier import logs, ops, pacing, signing
-from notifier.config import Settings
-from notifier.crypto import SecretBox
-from notifier.engine import settle
+from notifier.engine import breaker, settle
+from notifier.engine.context import ServeContext
 from notifier.engine.pacer import Pacer
-from notifier.engine.sender import Sender
-from notifier.models import Outcome, Partner, Taken, decode_partner, iso_ms, now_ms
+from notifier.models import Outcome, Partner, Taken, decode_partner, now_ms
 from notifier.ratelimit import parse_rate
 from notifier.redis import lua
 from notifier.redis.connection import REDIS_ERRORS
-from notifier.redis.keys import Keyspace
-from notifier.redis.lua import Scripts
-from notifier.store import Store
-from notifier.telemetry.metrics import Metrics
 
 log = logs.get("delivery")
 
@@ -43,38 +35,9 @@ SHORT_WAIT = 0.15
 #: The shortest pause of a serve loop: a slot time already past still costs a turn of the
 #: clock, so no path through the loop can spin without yielding time.
 MIN_PAUSE = 0.001
-#: After every attempt failed for this long, a partner gets only a probe batch per pause.
-BREAKER_AFTER = 1.0
-BREAKER_PAUSE = 30.0
 #: A request is settled at most this long after its timeout: one taken longer ago than both is
 #: no longer open, and no longer holds a share of its partner's concurrency.
 SETTLE_MS = 1000
-
-
-@dataclass(frozen=True)
-class ServeContext:
-    """What a served partner needs of the delivery process that leased it."""
-
-    redis: Any
-    settings: Settings
-    keyspace: Keyspace
-    scripts: Scripts
-    sender: Sender
-    store: Store
-    box: SecretBox
-    metrics: Metrics
-    consumer: str
-    lease_ms: int
-    visible_ms: int
-    #: a request taken longer ago than this is over (NOTIFIER_REQUEST_TIMEOUT and SETTLE_MS)
-    open_ms: int
-    stopping: asyncio.Event
-    #: emits an operational event without making the caller wait for Redis
-    report: Callable[[str, dict[str, Any]], None]
-    #: hands back a served partner that could not be given back while Redis was away
-    unreturned: Callable[[ServedPartner], None]
-    #: a shard has a partner due now: the pool looks at it, and rouses a process blocked
-    rouse: Callable[[int], None]
 
 
 class ServedPartner:
@@ -202,7 +165,8 @@ class ServedPartner:
             left = deadline - time.monotonic()
             if (left <= 0 or self.pool.stopping.is_set()) and not self.finished:
                 return  # the open requests are recorded after the partner is given back
-            settled = await self._collect(pause if pause is not None else max(left, MIN_PAUSE))
+            wait = pause if pause is not None else max(left, MIN_PAUSE)
+            settled = await self._collect(wait)
             if settled:
                 await self._settle(settled)
 
@@ -290,7 +254,7 @@ class ServedPartner:
         done, self.finished = self.finished, []
         if done:
             self.pool.metrics.in_flight(self.partner_id, -len(done))
-        return [(self.inflight.pop(task), _outcome(task)) for task in done]
+        return [(self.inflight.pop(task), settle.outcome_of(task)) for task in done]
 
     async def _drain(self) -> None:
         """Let every open send finish (each bounded by the request timeout) and record them,
@@ -356,36 +320,28 @@ class ServedPartner:
         return reply
 
     async def _judge(self, settled: Sequence[tuple[Taken, Outcome]], reply: lua.Settled) -> None:
-        """After a batch with failures: disable a partner that is gone or has failed for
-        NOTIFIER_DISABLE_AFTER, and trip the breaker of one whose every attempt has failed for
-        BREAKER_AFTER."""
-        if not reply.failing_since_ms:
-            return
-        now = time.time()
-        failing_since = reply.failing_since_ms / 1000
-        disable_after = self.pool.settings.disable_after
-        if any(outcome.gone for _, outcome in settled):
-            await self._disable("endpoint answered 410 Gone")
-        elif now - failing_since >= disable_after:
-            await self._disable(f"every attempt failed for {disable_after:g}s")
-        if self.active and now - failing_since >= BREAKER_AFTER:
-            # Every attempt has failed for a while: the endpoint is down. Stop sending it new
-            # work, and probe again after a pause, rather than spend this process's CPU on
-            # requests that fail while other partners wait.
+        """After a batch with failures, act on its verdict (`breaker.verdict`)."""
+        now, settings = time.time(), self.pool.settings
+        judged = breaker.verdict(
+            [outcome for _, outcome in settled],
+            reply.failing_since_ms,
+            now,
+            settings.disable_after,
+            settings.retry_schedule[0],
+        )
+        if judged.disable is not None:
+            await self._disable(judged.disable)
+        if self.active and judged.trip_until_ms:
             self.tripped = True
-            pause = min(self.pool.settings.retry_schedule[0], BREAKER_PAUSE)
-            self.blocked_until = int((now + pause) * 1000)
-            # Shared, so every process (and the metrics) sees it open until the first success.
-            if await self.pool.redis.set(self.keys.breaker, int(now * 1000), nx=True):
-                log.warning(
-                    "breaker opened: every attempt failed",
-                    partner=self.partner_id,
-                    failing_for=round(now - failing_since, 3),
-                )
-                since = iso_ms(failing_since * 1000)
-                self.pool.report(
-                    ops.BREAKER_OPENED, {"partner": self.partner_id, "failing_since": since}
-                )
+            self.blocked_until = judged.trip_until_ms
+            await breaker.open_breaker(
+                self.pool.redis,
+                self.keys.breaker,
+                self.partner_id,
+                reply.failing_since_ms,
+                now,
+                self.pool.report,
+            )
 
     async def _disable(self, reason: str) -> None:
         self.active = False
@@ -415,13 +371,3 @@ class ServedPartner:
         self.lost_visible = []
         if released.woke:
             self.pool.rouse(self.shard.number)
-
-
-def _outcome(task: asyncio.Task[Outcome]) -> Outcome:
-    """A send's outcome; a send that was cancelled or broke is a failed attempt, not a crash."""
-    if task.cancelled():
-        return Outcome(ok=False, kind="other", error="request cancelled")
-    exc = task.exception()
-    if exc is not None:
-        return Outcome(ok=False, kind="other", error=f"{type(exc).__name__}: {exc}"[:500])
-    return task.result()

@@ -8,6 +8,7 @@ settle sent twice was counted twice, and a dead letter announced that Redis neve
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -271,3 +272,13 @@ class Teller:
                     "reason": d.reason,
                 },
             )
+
+
+def outcome_of(task: asyncio.Task[Outcome]) -> Outcome:
+    """A send's outcome; a send that was cancelled or broke is a failed attempt, not a crash."""
+    if task.cancelled():
+        return Outcome(ok=False, kind="other", error="request cancelled")
+    exc = task.exception()
+    if exc is not None:
+        return Outcome(ok=False, kind="other", error=f"{type(exc).__name__}: {exc}"[:500])
+    return task.result()

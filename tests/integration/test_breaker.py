@@ -14,7 +14,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from notifier import config
-from notifier.engine.served import BREAKER_AFTER, BREAKER_PAUSE
+from notifier.engine.breaker import BREAKER_AFTER, BREAKER_PAUSE
 from tests.helpers import EndpointFactory, eventually, idle, publish, register, running
 
 MAX_IN_FLIGHT = 4

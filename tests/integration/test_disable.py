@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from notifier import config, ops
 from notifier.config import Settings
-from notifier.engine.served import BREAKER_AFTER
+from notifier.engine.breaker import BREAKER_AFTER
 from notifier.models import PartnerPatch
 from notifier.redis import keys
 from notifier.store import Store
