@@ -80,7 +80,10 @@ local function repace(told, any_ok, batch)
     end
     m = math.min(from, top)
     r = math.max(MIN_RATE, m * BETA)
-    c = math.max(1, math.min(c, in_use) * BETA)
+    if why ~= 'held' then
+      -- (a held request says the rate is too high; what is in use then is mostly held)
+      c = math.max(1, math.min(c, in_use) * BETA)
+    end
     d, g, x, h = t, t, 0, 0
     if change == 1 then
       x = t

@@ -10,9 +10,12 @@ not, when the news is a timeout that took seconds to come.
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from notifier import pacing
 from notifier.models import Outcome, Taken, now_ms
@@ -26,12 +29,24 @@ HISTORY = 5
 KEPT = 10_000
 
 
+#: A request open this many times as long as the partner's usual answer (and HELD_MIN_MS) is
+#: taken as held: a partner that holds requests past the timeout says so only a timeout
+#: later, by when the requests sent meanwhile are held too and fill its concurrency.
+HELD_FACTOR = 8
+HELD_MIN_MS = 250
+
+
 class Accepted:
-    """What one partner accepted in each of the last HISTORY seconds (wall clock), in this
-    process."""
+    """What one partner accepted in each of the last HISTORY seconds (wall clock), and how
+    long its answers usually take, in this process."""
 
     def __init__(self) -> None:
         self.seconds: deque[list[int]] = deque()  # [second, requests accepted in it]
+        #: a moving average of its successes' answer times (0: none yet)
+        self.usual_ms = 0.0
+
+    def answered(self, latency_ms: float) -> None:
+        self.usual_ms = latency_ms if not self.usual_ms else 0.9 * self.usual_ms + 0.1 * latency_ms
 
     def add(self, count: int, now: float) -> None:
         second = int(now)
@@ -105,10 +120,37 @@ class Pacer:
 
     def count(self, outcomes: Sequence[Outcome]) -> None:
         """Count a batch's answers, before its decisions are made."""
-        ok = sum(1 for o in outcomes if o.ok)
+        ok = [o for o in outcomes if o.ok]
         if ok:
             self.last_ok_ms = now_ms()
-            self.accepted.add(ok, time.time())
+            self.accepted.add(len(ok), time.time())
+            for outcome in ok:
+                self.accepted.answered(outcome.latency_ms)
+
+    def held_after_ms(self) -> int | None:
+        """How long a request may be open before it counts as held; None when that cannot be
+        told (pacing off, no answer seen yet, or no sooner than its timeout)."""
+        if not self.enabled or not self.accepted.usual_ms:
+            return None
+        after = max(HELD_MIN_MS, int(HELD_FACTOR * self.accepted.usual_ms))
+        return after if after < self.quiet_ms // 2 else None
+
+    def held(self, taken: Sequence[Taken], now: int) -> lua.Told | None:
+        """What the pace hears of requests held open (`held_after_ms`): a throttle each, as
+        their timeouts will say later; None when the partner is not accepting."""
+        if not taken or not self.accepting(now):
+            return None
+        return lua.Told(
+            max_in_flight=self.max_in_flight,
+            ceiling=self.ceiling,
+            throttles=len(taken),
+            latest_sent_ms=max(t.taken_ms for t in taken),
+            pause_until_ms=0,
+            accepted=self.accepted.most(time.time()),
+            seen_ok_ms=self.last_ok_ms,
+            why="held",
+            quiet_ms=self.quiet_ms,
+        )
 
     def absorbs(self, taken: Taken, outcome: Outcome, now: int) -> bool:
         """Whether pacing absorbs this answer: a throttle from a partner that accepted a
@@ -150,3 +192,41 @@ class Pacer:
             why=pacing.why(latest) if latest else "",
             quiet_ms=self.quiet_ms,
         )
+
+
+class Held:
+    """The open requests of one serve that the pace was told are held (`Pacer.held`): each is
+    told once."""
+
+    def __init__(self, pacer: Pacer) -> None:
+        self.pacer = pacer
+        self.told: set[object] = set()
+
+    def _untold(self, inflight: Mapping[Any, Taken]) -> Iterator[tuple[Any, Taken]]:
+        # (a serve's open requests are in the order they were taken: the oldest first)
+        return ((key, taken) for key, taken in inflight.items() if key not in self.told)
+
+    def until(self, inflight: Mapping[Any, Taken], now: int) -> float:
+        """Seconds until the oldest open request not told yet counts as held (inf: never)."""
+        after = self.pacer.held_after_ms()
+        oldest = next(self._untold(inflight), None)
+        if after is None or oldest is None:
+            return math.inf
+        return max(0.001, (oldest[1].taken_ms + after - now) / 1000)
+
+    def tell(self, inflight: Mapping[Any, Taken], now: int) -> lua.Told | None:
+        """What the pace is to hear of the requests held now; None: nothing."""
+        after = self.pacer.held_after_ms()
+        if after is None:
+            return None
+        held = list(
+            itertools.takewhile(lambda k: now - k[1].taken_ms >= after, self._untold(inflight))
+        )
+        told = self.pacer.held([taken for _, taken in held], now)
+        if told is not None:
+            self.told.update(key for key, _ in held)
+        return told
+
+    def forget(self, done: Iterable[object]) -> None:
+        """Requests that ended."""
+        self.told.difference_update(done)

@@ -274,6 +274,27 @@ class Teller:
             )
 
 
+def told_only(
+    shard: Shard, partner: PartnerKeys, told: lua.Told, now_ms: int
+) -> lua.Call[lua.Settled]:
+    """A settle of no outcomes that only tells the pace something (requests held open)."""
+    return lua.settle(
+        shard=shard,
+        partner=partner,
+        now_ms=now_ms,
+        delivered=[],
+        retries=[],
+        dead=[],
+        moved=[],
+        window_ms=0,
+        records=[],
+        retried=False,
+        maybe_failing=False,
+        endpoint_failed=False,
+        told=told,
+    )
+
+
 def outcome_of(task: asyncio.Task[Outcome]) -> Outcome:
     """A send's outcome; a send that was cancelled or broke is a failed attempt, not a crash."""
     if task.cancelled():

@@ -135,6 +135,26 @@ async def test_a_paced_take_is_held_to_the_pace(redis: Redis, ks: Keyspace) -> N
     assert len(off.messages) == 50 and off.paced is None
 
 
+async def test_requests_held_open_shrink_the_rate_not_the_concurrency(
+    redis: Redis, ks: Keyspace
+) -> None:
+    """Held requests (open far longer than the partner's answers) say the rate is too high;
+    what is in use then is mostly the held requests, so the concurrency is left alone. Their
+    timeouts, later, are old news."""
+    scripts, shard, partner = Scripts(redis), ks.shard_of(PARTNER), ks.partner(PARTNER)
+    await backlog(redis, partner, 1)
+    start = told(throttles=1, latest_sent_ms=NOW, accepted=100)
+    assert (await scripts.run(settle(shard, NOW, start))).paced_rate == 80.0
+    await redis.hset(partner.pace, "c", 10)
+    held = told(throttles=2, latest_sent_ms=NOW + 1000, why="held")
+    shrunk = await scripts.run(settle(shard, NOW + 1300, held))
+    assert (shrunk.pace, shrunk.paced_rate, shrunk.paced) == ("shrunk", 64.0, 10)
+    assert await redis.hget(partner.pace, "y") == b"held"
+    timeouts = told(throttles=2, latest_sent_ms=NOW + 1000, why="timeout")
+    assert (await scripts.run(settle(shard, NOW + 3000, timeouts))).pace == "none"
+    assert (await pace_of(redis, partner))["r"] == 64.0
+
+
 async def test_old_news_does_not_shrink_the_pace_twice(redis: Redis, ks: Keyspace) -> None:
     """Throttles of requests sent before the last shrink, or within a second after it (the
     partner may still count what came before), say nothing new; a later one shrinks it again."""

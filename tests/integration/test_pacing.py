@@ -123,6 +123,30 @@ async def test_a_partner_over_its_capacity_is_paced_until_its_429s_fade(
     assert share(early, 429) > share(late, 429), report
 
 
+async def test_a_partner_holding_requests_is_paced_long_before_they_time_out(
+    redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
+) -> None:
+    """It takes 30 requests a second and holds the rest past the 4 s timeout. Its held
+    requests are told to the pace as held (open eight times its usual answer): it is paced
+    within half the timeout of the first, not a timeout later, and every message arrives."""
+    settings = with_env(env, NOTIFIER_REQUEST_TIMEOUT="4s")
+    capacity = Capacity(30, status=0, hang=60)
+    endpoint = await endpoint_factory(capacity)
+    pid, _ = await register(redis, settings, "holding", endpoint.url, ["*"])
+    pace_key = KS.partner(pid).pace
+    await backlog(redis, 150)
+    async with running(settings):
+        await eventually(lambda: any(s == 0 for _, s in capacity.answers), 20, "a held request")
+        first_held = next(t for t, s in capacity.answers if s == 0)
+        await eventually(lambda: _exists(redis, pace_key), 10, "the partner to be paced")
+        paced_after = time.monotonic() - first_held
+        why = await redis.hget(pace_key, "y")
+        await eventually(lambda: delivered(capacity) >= 150, 20, "150 deliveries")
+    assert why == b"held"
+    assert paced_after < 2.0, paced_after
+    assert await dead_letters(redis) == 0
+
+
 async def test_the_api_and_the_cli_show_a_partners_pacing(
     redis: Redis, env: dict[str, str], endpoint_factory: EndpointFactory
 ) -> None:
