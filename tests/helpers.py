@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT, KeyT
 
@@ -154,10 +155,17 @@ async def entries(redis: Redis, key: KeyT) -> list[StreamEntry]:
 async def idle(redis: Redis, timeout: float = 20.0) -> None:
     """Wait until every event is routed and every partner stream is empty."""
 
+    # a Cluster client sends KEYS to one node only unless told to ask every primary: the
+    # partner streams of the other primaries went unseen, and a test went on before its
+    # deliveries were settled
+    every: dict[str, Any] = (
+        {"target_nodes": RedisCluster.PRIMARIES} if isinstance(redis, RedisCluster) else {}
+    )
+
     async def settled() -> bool:
         if await redis.xlen("notifier:events"):
             return False
-        for key in await redis.keys("notifier:*:stream"):
+        for key in await redis.keys("notifier:*:stream", **every):
             if await redis.xlen(key):
                 return False
         return True
