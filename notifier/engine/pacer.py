@@ -87,8 +87,12 @@ class Pacer:
     ) -> None:
         self.enabled = enabled
         self.max_in_flight = max_in_flight
-        #: without a rate limit, how long nothing must shrink the pace before it ends
+        #: how late a throttle may be heard of (the request timeout and a second): without a
+        #: rate limit a pace ends only this long after reaching its end, and a request open
+        #: for half of it or more is not told as held (its timeout says so soon enough)
         self.quiet_ms = quiet_ms
+        #: open requests of this serve already told to the pace as held (`tell_held`)
+        self.told_held: set[object] = set()
         #: the partner's own rate limit in requests/s, 0 when it has none
         self.ceiling = rate.limit * 1000 / rate.window_ms if rate else 0.0
         #: the paced concurrency, 0 while not paced
@@ -135,22 +139,37 @@ class Pacer:
         after = max(HELD_MIN_MS, int(HELD_FACTOR * self.accepted.usual_ms))
         return after if after < self.quiet_ms // 2 else None
 
-    def held(self, taken: Sequence[Taken], now: int) -> lua.Told | None:
-        """What the pace hears of requests held open (`held_after_ms`): a throttle each, as
-        their timeouts will say later; None when the partner is not accepting."""
-        if not taken or not self.accepting(now):
+    def _untold(self, inflight: Mapping[Any, Taken]) -> Iterator[tuple[Any, Taken]]:
+        # (a serve's open requests are in the order they were taken: the oldest first)
+        return ((key, taken) for key, taken in inflight.items() if key not in self.told_held)
+
+    def until_held(self, inflight: Mapping[Any, Taken], now: int) -> float:
+        """Seconds until the oldest open request not told yet counts as held (inf: never)."""
+        after = self.held_after_ms()
+        oldest = next(self._untold(inflight), None)
+        if after is None or oldest is None:
+            return math.inf
+        return max(0.001, (oldest[1].taken_ms + after - now) / 1000)
+
+    def tell_held(self, inflight: Mapping[Any, Taken], now: int) -> lua.Told | None:
+        """What the pace hears of the open requests held now (`held_after_ms`), each once: a
+        throttle each, as their timeouts will say later; None when there are none or the
+        partner is not accepting."""
+        after = self.held_after_ms()
+        if after is None:
             return None
-        return lua.Told(
-            max_in_flight=self.max_in_flight,
-            ceiling=self.ceiling,
-            throttles=len(taken),
-            latest_sent_ms=max(t.taken_ms for t in taken),
-            pause_until_ms=0,
-            accepted=self.accepted.most(time.time()),
-            seen_ok_ms=self.last_ok_ms,
-            why="held",
-            quiet_ms=self.quiet_ms,
+        held = list(
+            itertools.takewhile(lambda k: now - k[1].taken_ms >= after, self._untold(inflight))
         )
+        if not held or not self.accepting(now):
+            return None
+        self.told_held.update(key for key, _ in held)
+        latest = max(taken.taken_ms for _, taken in held)
+        return self._told(len(held), latest, 0, "held")
+
+    def forget_held(self, done: Iterable[object]) -> None:
+        """Open requests that ended."""
+        self.told_held.difference_update(done)
 
     def absorbs(self, taken: Taken, outcome: Outcome, now: int) -> bool:
         """Whether pacing absorbs this answer: a throttle from a partner that accepted a
@@ -181,52 +200,22 @@ class Pacer:
         if not throttled and not self.paced:
             return None
         latest = max(throttled, key=lambda o: o.sent_ms, default=None)
+        return self._told(
+            len(throttled),
+            latest.sent_ms if latest else 0,
+            max((pacing.resume_ms(o) for o in throttled), default=0),
+            pacing.why(latest) if latest else "",
+        )
+
+    def _told(self, throttles: int, latest_sent_ms: int, pause_until_ms: int, why: str) -> lua.Told:
         return lua.Told(
             max_in_flight=self.max_in_flight,
             ceiling=self.ceiling,
-            throttles=len(throttled),
-            latest_sent_ms=latest.sent_ms if latest else 0,
-            pause_until_ms=max((pacing.resume_ms(o) for o in throttled), default=0),
+            throttles=throttles,
+            latest_sent_ms=latest_sent_ms,
+            pause_until_ms=pause_until_ms,
             accepted=self.accepted.most(time.time()),
             seen_ok_ms=self.last_ok_ms,
-            why=pacing.why(latest) if latest else "",
+            why=why,
             quiet_ms=self.quiet_ms,
         )
-
-
-class Held:
-    """The open requests of one serve that the pace was told are held (`Pacer.held`): each is
-    told once."""
-
-    def __init__(self, pacer: Pacer) -> None:
-        self.pacer = pacer
-        self.told: set[object] = set()
-
-    def _untold(self, inflight: Mapping[Any, Taken]) -> Iterator[tuple[Any, Taken]]:
-        # (a serve's open requests are in the order they were taken: the oldest first)
-        return ((key, taken) for key, taken in inflight.items() if key not in self.told)
-
-    def until(self, inflight: Mapping[Any, Taken], now: int) -> float:
-        """Seconds until the oldest open request not told yet counts as held (inf: never)."""
-        after = self.pacer.held_after_ms()
-        oldest = next(self._untold(inflight), None)
-        if after is None or oldest is None:
-            return math.inf
-        return max(0.001, (oldest[1].taken_ms + after - now) / 1000)
-
-    def tell(self, inflight: Mapping[Any, Taken], now: int) -> lua.Told | None:
-        """What the pace is to hear of the requests held now; None: nothing."""
-        after = self.pacer.held_after_ms()
-        if after is None:
-            return None
-        held = list(
-            itertools.takewhile(lambda k: now - k[1].taken_ms >= after, self._untold(inflight))
-        )
-        told = self.pacer.held([taken for _, taken in held], now)
-        if told is not None:
-            self.told.update(key for key, _ in held)
-        return told
-
-    def forget(self, done: Iterable[object]) -> None:
-        """Requests that ended."""
-        self.told.difference_update(done)

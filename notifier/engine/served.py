@@ -20,7 +20,7 @@ import msgspec
 from notifier import logs, ops, pacing, signing
 from notifier.engine import breaker, settle
 from notifier.engine.context import ServeContext
-from notifier.engine.pacer import Held, Pacer
+from notifier.engine.pacer import Pacer
 from notifier.models import Outcome, Partner, Taken, decode_partner, now_ms
 from notifier.ratelimit import parse_rate
 from notifier.redis import lua
@@ -60,7 +60,6 @@ class ServedPartner:
         self.window_ms = pacing.WINDOW_MS
         #: how many requests it may have open (`max_in_flight`, or fewer while paced)
         self.pacer = Pacer(partner_id, False, 1, None)
-        self.held = Held(self.pacer)
         #: The latest lease end this process set: a later one is another process's lease.
         self.held_until = lease_until
         #: 0, or the ms before which the partner may not send (rate limit, ordered head,
@@ -150,7 +149,6 @@ class ServedPartner:
         self.pacer = Pacer(
             self.partner_id, self.pool.settings.pacing, most, rate, quiet_ms=self.pool.open_ms
         )
-        self.held = Held(self.pacer)
         return True
 
     async def _serve(self) -> None:
@@ -168,7 +166,7 @@ class ServedPartner:
             if (left <= 0 or self.pool.stopping.is_set()) and not self.finished:
                 return  # the open requests are recorded after the partner is given back
             wait = pause if pause is not None else max(left, MIN_PAUSE)
-            settled = await self._collect(min(wait, self.held.until(self.inflight, now_ms())))
+            settled = await self._collect(min(wait, self.pacer.until_held(self.inflight, now_ms())))
             if settled:
                 await self._settle(settled)
             self._tell_held()
@@ -177,7 +175,7 @@ class ServedPartner:
         """Tell the pace of requests held open now, not a timeout later (not waited for: their
         timeouts tell it again, which it does not count twice)."""
         now = now_ms()
-        told = self.held.tell(self.inflight, now)
+        told = self.pacer.tell_held(self.inflight, now)
         if told is not None:
             call = settle.told_only(self.shard, self.keys, told, now)
             self.pool.scripts.send(call).add_done_callback(self._heard)
@@ -270,7 +268,7 @@ class ServedPartner:
         done, self.finished = self.finished, []
         if done:
             self.pool.metrics.in_flight(self.partner_id, -len(done))
-        self.held.forget(done)
+        self.pacer.forget_held(done)
         return [(self.inflight.pop(task), settle.outcome_of(task)) for task in done]
 
     async def _drain(self) -> None:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from notifier import pacing
-from notifier.engine.pacer import HELD_FACTOR, HELD_MIN_MS, Accepted, Held, Pacer
+from notifier.engine.pacer import HELD_FACTOR, HELD_MIN_MS, Accepted, Pacer
 from notifier.engine.settle import decide
 from notifier.models import Message, Outcome, Taken, now_ms
 
@@ -124,7 +124,6 @@ def test_a_request_open_eight_times_the_usual_answer_is_held() -> None:
     open HELD_FACTOR times its usual answer (and HELD_MIN_MS) is told to the pace as held,
     once, and only while that is well under the timeout and the partner accepts requests."""
     pacer = Pacer("ptn_held", True, 10, None, quiet_ms=3000)
-    held = Held(pacer)
     assert pacer.held_after_ms() is None  # no answer seen yet: no usual time
     pacer.count([Outcome(ok=True, status=200, latency_ms=10.0)])
     assert pacer.held_after_ms() == HELD_MIN_MS
@@ -133,18 +132,22 @@ def test_a_request_open_eight_times_the_usual_answer_is_held() -> None:
     assert 90 < usual < 100 and pacer.held_after_ms() == int(HELD_FACTOR * usual)
     now = now_ms()
     open_ = {"a": taken_at(now - 2000), "b": taken_at(now - 900), "c": taken_at(now - 10)}
-    assert held.until(open_, now - 2000) == pytest.approx(HELD_FACTOR * usual / 1000, abs=0.002)
-    told = held.tell(open_, now)
+    assert pacer.until_held(open_, now - 2000) == pytest.approx(
+        HELD_FACTOR * usual / 1000, abs=0.002
+    )
+    told = pacer.tell_held(open_, now)
     assert told is not None and (told.throttles, told.why) == (2, "held")
     assert told.latest_sent_ms == now - 900 and told.quiet_ms == 3000
-    assert held.tell(open_, now) is None  # told once
-    assert held.until(open_, now) == pytest.approx(HELD_FACTOR * usual / 1000 - 0.01, abs=0.002)
-    held.forget(["a", "b"])
-    assert held.told == set()
+    assert pacer.tell_held(open_, now) is None  # told once
+    assert pacer.until_held(open_, now) == pytest.approx(
+        HELD_FACTOR * usual / 1000 - 0.01, abs=0.002
+    )
+    pacer.forget_held(["a", "b"])
+    assert pacer.told_held == set()
     # not when the timeout comes about as soon, nor with pacing off
     assert Pacer("ptn_held", True, 10, None, quiet_ms=1500).held_after_ms() is None
     assert Pacer("ptn_held", False, 10, None, quiet_ms=3000).held_after_ms() is None
-    assert Held(Pacer("ptn_held", False, 10, None)).tell(open_, now) is None
+    assert Pacer("ptn_held", False, 10, None).tell_held(open_, now) is None
 
 
 def taken_at(ms: int) -> Taken:
