@@ -26,7 +26,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from benchmarks.endpoints import Endpoints
-from benchmarks.meters import descendants, total_commands
+from benchmarks.meters import CpuMeter, descendants, total_commands
 from benchmarks.sizes import DATA, INGRESS, PUBLISH_BATCH, BenchError, Sizes, WaitTimeout
 from notifier import config
 from notifier.models import PartnerIn
@@ -117,6 +117,11 @@ class Bench:
     def endpoint_pid(self) -> int:
         assert self.endpoint_proc is not None
         return self.endpoint_proc.pid
+
+    def meter(self, pids: dict[str, int]) -> CpuMeter:
+        """The CPU of these processes of notifier's, with the bench's redis-server and the
+        endpoints they send to, from now on."""
+        return CpuMeter({**pids, "redis": self.redis_pid, "endpoints": self.endpoint_pid})
 
     @property
     def redis_pid(self) -> int:

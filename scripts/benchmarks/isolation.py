@@ -27,7 +27,6 @@ from benchmarks.figures import (
     put_ratio,
 )
 from benchmarks.meters import (
-    CpuMeter,
     cpu_text,
 )
 from notifier.ratelimit import parse_rate
@@ -105,14 +104,7 @@ async def healthy(bench: Bench, others: list[Other]) -> dict[str, Any]:
     await bench.publish(["bench.healthy"], WARM)
     await bench.wait_delivered({"healthy": WARM}, "the healthy partner's warm-up (is deliver up?)")
     await asyncio.sleep(1.0)  # the others' load is under way
-    meter = CpuMeter(
-        {
-            "deliver": deliver.pid,
-            "router": router.pid,
-            "redis": bench.redis_pid,
-            "endpoints": bench.endpoint_pid,
-        }
-    )
+    meter = bench.meter({"deliver": deliver.pid, "router": router.pid})
     started = time.time()
     await bench.publish(["bench.healthy"], s.healthy_events, first=WARM)
     last = await bench.wait_delivered(

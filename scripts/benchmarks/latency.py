@@ -20,7 +20,6 @@ from benchmarks.figures import (
 )
 from benchmarks.measurement import expected
 from benchmarks.meters import (
-    CpuMeter,
     cpu_text,
 )
 
@@ -68,9 +67,7 @@ async def measure(bench: Bench, results: Results) -> None:
     ):
         progress(f"{key} latency at {rate:,.0f} events/s for {seconds:g} s")
         await bench.endpoints.reset()
-        meter = CpuMeter(
-            {"run": proc.pid, "redis": bench.redis_pid, "endpoints": bench.endpoint_pid}
-        )
+        meter = bench.meter({"run": proc.pid})
         sent = await bench.publish_paced(types, rate, seconds, first, ids=True)
         cpu = meter.read()
         await bench.wait_delivered(expected(names, sent, first), "the paced deliveries")

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from benchmarks.bench import Bench, Proc
 from benchmarks.meters import (
     Cpu,
-    CpuMeter,
     commands_between,
     commandstats,
     descendants,
@@ -74,13 +73,7 @@ async def throughput_run(
     )
     await bench.settle()
     want = {name: n + 1 for name, n in expected(names, events, first=len(types)).items()}
-    meter = CpuMeter(
-        {
-            **{name: p.pid for name, p in procs.items()},
-            "redis": bench.redis_pid,
-            "endpoints": bench.endpoint_pid,
-        }
-    )
+    meter = bench.meter({name: p.pid for name, p in procs.items()})
     cpu_before = await redis_cpu(bench.redis)
     commands_before = await commandstats(bench.redis)
     started = time.time()

@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks.bench import Bench
 from benchmarks.measurement import Run, expected
-from benchmarks.meters import CpuMeter, commands_between, commandstats, peak_rss, redis_cpu
+from benchmarks.meters import commands_between, commandstats, peak_rss, redis_cpu
 from benchmarks.sizes import DATA, INGRESS, PUBLISH_BATCH
 
 #: Per partner: far above the couple of hundred a second one gets here, so it never binds,
@@ -155,13 +155,7 @@ async def path_run(
     await bench.settle()
     want = {name: n + 1 for name, n in expected(names, events, first=len(types)).items()}
     backlog = int(BINDING_LIMIT * BINDING_SECONDS)
-    meter = CpuMeter(
-        {
-            **{name: p.pid for name, p in procs.items()},
-            "redis": bench.redis_pid,
-            "endpoints": bench.endpoint_pid,
-        }
-    )
+    meter = bench.meter({name: p.pid for name, p in procs.items()})
     cpu_before = await redis_cpu(bench.redis)
     commands_before = await commandstats(bench.redis)
     started = time.time()
